@@ -1,5 +1,36 @@
+//! What both devicelink services share, and nothing only one of them needs.
+//!
+//! - [`pb`]: the `devicelink.v1` contracts generated from `proto/`, and the
+//!   descriptor set that reflection and the REST gateway read.
+//! - [`secret`]: random bytes from the OS, the text encoding of secrets, and
+//!   hashing with constant-time comparison. Every secret devicelink hands out
+//!   (API keys, auth codes, install tokens) is stored only as a SHA-256 hash.
+//! - [`api_key`]: the API key format, `dlk_<key id>.<secret><checksum>`.
+//! - [`auth_code`]: the auth code and the Redis record that authcode writes
+//!   and registration redeems.
+//! - [`validate`]: field-named validation errors and bounded text checks.
+//! - [`status`]: how failures become `tonic::Status` with a readable message,
+//!   logging internal causes without ever sending them.
+//! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
+//!   service binary: environment, connections, logs and signals.
+
+pub mod api_key;
+pub mod auth_code;
+pub mod config;
+pub mod secret;
+pub mod shutdown;
+pub mod status;
+pub mod stores;
+pub mod telemetry;
+pub mod validate;
+
+/// The generated `devicelink.v1` contracts.
 pub mod pb {
+    #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("devicelink.v1");
+
+    /// The encoded descriptor set of every devicelink proto and its imports,
+    /// with `google.api.http` options kept, for reflection and the gateway.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/devicelink_descriptor.bin"));
 }

@@ -1,0 +1,119 @@
+//! The auth code and the Redis record both services read.
+//!
+//! authcode writes one record per code, under a key derived from the code's
+//! SHA-256 hash and with the code's TTL; registration reads it to redeem the
+//! code. A Redis dump therefore holds no usable code.
+
+use prost::Message;
+
+use crate::secret::{SecretHash, base32, is_base32, random_bytes};
+
+/// The length of an auth code's text: 256 random bits in base32.
+pub const AUTH_CODE_LEN: usize = 52;
+
+/// A single-use authentication code. Its text is a secret: it has no
+/// `Display` and its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthCode(String);
+
+impl AuthCode {
+    /// Generates a fresh code from the OS random generator.
+    pub fn generate() -> Self {
+        Self(base32(&random_bytes::<32>()))
+    }
+
+    /// Accepts text of an auth code's form: 52 characters of `a-z2-7`.
+    pub fn parse(text: &str) -> Option<Self> {
+        (text.len() == AUTH_CODE_LEN && is_base32(text)).then(|| Self(text.to_owned()))
+    }
+
+    /// The code's text, to hand to the customer's backend once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash the code is stored and looked up under.
+    pub fn hash(&self) -> SecretHash {
+        SecretHash::of(&[b"devicelink/auth-code/v1:", self.0.as_bytes()])
+    }
+}
+
+impl std::fmt::Debug for AuthCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthCode(..)")
+    }
+}
+
+/// The Redis key of a code's record.
+pub fn redis_key(key_prefix: &str, code_hash: &SecretHash) -> String {
+    format!("{key_prefix}authcode:{}", code_hash.to_hex())
+}
+
+/// What a minted code stands for. Stored protobuf-encoded in Redis.
+#[derive(Clone, PartialEq, Message)]
+pub struct AuthCodeRecord {
+    /// The app of the API key that minted the code (a UUID).
+    #[prost(string, tag = "1")]
+    pub app_id: String,
+    /// The customer's identifier of the user.
+    #[prost(string, tag = "2")]
+    pub external_id: String,
+    /// When the code was minted, in milliseconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub minted_at_unix_ms: i64,
+    /// The public id of the API key that minted the code, for audit.
+    #[prost(string, tag = "4")]
+    pub key_id: String,
+}
+
+impl AuthCodeRecord {
+    /// The record's bytes as stored in Redis.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    /// Reads a stored record back.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_code_parses_and_hashes_stably() {
+        let code = AuthCode::generate();
+        let again = AuthCode::parse(code.expose()).expect("a generated code parses");
+        assert!(code.hash().matches(&again.hash()));
+        // Domain-separated: not the plain SHA-256 of the code.
+        assert!(!code.hash().matches(&SecretHash::of(&[code.expose().as_bytes()])));
+    }
+
+    #[test]
+    fn the_redis_key_holds_the_hash_not_the_code() {
+        let code = AuthCode::generate();
+        let key = redis_key("t:", &code.hash());
+        assert!(key.starts_with("t:authcode:"));
+        assert!(!key.contains(code.expose()));
+    }
+
+    #[test]
+    fn malformed_codes_are_refused() {
+        for text in ["", "short", &"A".repeat(AUTH_CODE_LEN), &"a".repeat(AUTH_CODE_LEN + 1)] {
+            assert!(AuthCode::parse(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let record = AuthCodeRecord {
+            app_id: "app".into(),
+            external_id: "user-1".into(),
+            minted_at_unix_ms: 42,
+            key_id: "k".into(),
+        };
+        assert_eq!(AuthCodeRecord::from_bytes(&record.to_bytes()).ok(), Some(record));
+    }
+}

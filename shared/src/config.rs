@@ -1,0 +1,127 @@
+//! Configuration from the environment, every variable named once here.
+//!
+//! Each service reads its own settings with these helpers, validates them
+//! and exits with [`EXIT_BAD_CONFIG`] (64, `EX_USAGE`) when one is wrong, so
+//! a bad deployment fails at once and says which variable to fix.
+
+use std::str::FromStr;
+
+/// Postgres connection URL, e.g. `postgres://user:pass@host:5432/devicelink`.
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`.
+pub const REDIS_URL: &str = "REDIS_URL";
+/// The gRPC listen address, e.g. `0.0.0.0:50051`.
+pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+/// The operator credential that guards `AdminService`.
+pub const DEVICELINK_ADMIN_TOKEN: &str = "DEVICELINK_ADMIN_TOKEN";
+/// How long a minted auth code lives, in seconds (default 600, at most 3600).
+pub const AUTH_CODE_TTL_SECS: &str = "AUTH_CODE_TTL_SECS";
+/// Prefix of every Redis key the services write, so that deployments (and
+/// tests) can share one Redis.
+pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
+/// Most Postgres connections one replica holds.
+pub const DATABASE_POOL_SIZE: &str = "DATABASE_POOL_SIZE";
+/// `json` for production log lines, `text` for people (the default).
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+/// The exit code of a service started with bad configuration (`EX_USAGE`).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// A variable that is missing or does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A complaint about `variable`.
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// The value of a variable that must be set and non-empty.
+pub fn required(variable: &'static str) -> Result<String, ConfigError> {
+    optional(variable).ok_or_else(|| ConfigError::new(variable, "must be set"))
+}
+
+/// The value of a variable, `None` when unset or empty.
+pub fn optional(variable: &'static str) -> Option<String> {
+    std::env::var(variable).ok().filter(|value| !value.trim().is_empty())
+}
+
+/// A variable parsed as `T`, or `default` when unset.
+pub fn parsed_or<T>(variable: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match optional(variable) {
+        None => Ok(default),
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|error| ConfigError::new(variable, format!("{text:?} does not parse: {error}"))),
+    }
+}
+
+/// Settings both services share.
+#[derive(Clone)]
+pub struct CommonConfig {
+    /// Postgres connection URL. Holds a password: never logged.
+    pub database_url: String,
+    /// Most Postgres connections this replica holds.
+    pub database_pool_size: usize,
+    /// Redis connection URL. May hold a password: never logged.
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// Where to listen for gRPC.
+    pub listen_addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field("database_pool_size", &self.database_pool_size)
+            .field("redis_key_prefix", &self.redis_key_prefix)
+            .field("listen_addr", &self.listen_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommonConfig {
+    /// Reads the shared settings; `default_port` is the service's own.
+    pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
+        let config = Self {
+            database_url: required(DATABASE_URL)?,
+            database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
+            redis_url: required(REDIS_URL)?,
+            redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
+            listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what parsing alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.database_pool_size) {
+            return Err(ConfigError::new(DATABASE_POOL_SIZE, "must be between 1 and 1024"));
+        }
+        if self.database_url.parse::<tokio_postgres::Config>().is_err() {
+            return Err(ConfigError::new(DATABASE_URL, "is not a Postgres connection URL"));
+        }
+        if redis::Client::open(self.redis_url.as_str()).is_err() {
+            return Err(ConfigError::new(REDIS_URL, "is not a Redis connection URL"));
+        }
+        Ok(())
+    }
+}

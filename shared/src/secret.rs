@@ -1,0 +1,119 @@
+//! Random secrets, their text form and their hashes.
+//!
+//! Secrets are encoded in lowercase RFC 4648 base32 without padding: URL-safe,
+//! case-insensitive when read aloud, and one "word" that a double click
+//! selects whole.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Fills an array with bytes from the operating system's generator.
+///
+/// # Panics
+/// When the OS generator fails, which leaves no safe way to mint secrets.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+    bytes
+}
+
+/// Encodes bytes as lowercase base32 without padding.
+pub fn base32(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut buffer: u32 = 0;
+    let mut bits = 0u32;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            text.push(BASE32_ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        text.push(BASE32_ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    text
+}
+
+/// True when every character of `text` belongs to the base32 alphabet used
+/// by [`base32`].
+pub fn is_base32(text: &str) -> bool {
+    text.bytes().all(|b| BASE32_ALPHABET.contains(&b))
+}
+
+/// The SHA-256 hash of a secret, the only form in which secrets are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash([u8; 32]);
+
+impl SecretHash {
+    /// Hashes `parts` concatenated.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
+        Self(hasher.finalize().into())
+    }
+
+    /// Wraps a hash read back from storage.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The raw hash, for storage.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The hash as lowercase hex, for Redis keys.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// Compares in constant time, so a caller cannot learn a stored hash byte
+    /// by byte from response times.
+    pub fn matches(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        assert_eq!(base32(b""), "");
+        assert_eq!(base32(b"f"), "my");
+        assert_eq!(base32(b"fo"), "mzxq");
+        assert_eq!(base32(b"foo"), "mzxw6");
+        assert_eq!(base32(b"foob"), "mzxw6yq");
+        assert_eq!(base32(b"fooba"), "mzxw6ytb");
+        assert_eq!(base32(b"foobar"), "mzxw6ytboi");
+    }
+
+    #[test]
+    fn thirty_two_random_bytes_make_fifty_two_characters() {
+        let text = base32(&random_bytes::<32>());
+        assert_eq!(text.len(), 52);
+        assert!(is_base32(&text));
+    }
+
+    #[test]
+    fn hashes_compare_by_value() {
+        let a = SecretHash::of(&[b"secret"]);
+        assert!(a.matches(&SecretHash::of(&[b"sec", b"ret"])));
+        assert!(!a.matches(&SecretHash::of(&[b"other"])));
+        assert_eq!(format!("{a:?}"), "SecretHash(..)");
+    }
+}

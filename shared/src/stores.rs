@@ -1,0 +1,67 @@
+//! Connections to Postgres and Redis, tuned so that a store that is down
+//! turns into UNAVAILABLE within about a second instead of a hang, and so
+//! that the services reconnect by themselves when it comes back.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// How long to wait for a new connection to either store.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a single Redis command may take.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a store client could not be set up (bad URL, not an outage: clients
+/// connect lazily and ride out outages).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    /// The Postgres URL does not parse.
+    #[error("invalid Postgres configuration")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("invalid Postgres pool configuration")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    /// The Redis URL does not parse.
+    #[error("invalid Redis configuration")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The Postgres settings of `database_url` with devicelink's timeouts.
+pub fn postgres_config(database_url: &str) -> Result<tokio_postgres::Config, StoreSetupError> {
+    let mut config: tokio_postgres::Config = database_url.parse()?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("devicelink");
+    Ok(config)
+}
+
+/// A pool of up to `max_size` Postgres connections, opened on demand.
+pub fn postgres_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreSetupError> {
+    let manager = Manager::from_config(
+        postgres_config(database_url)?,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(1)))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()?)
+}
+
+/// A multiplexed Redis connection that connects on first use and reconnects
+/// by itself. Cheap to clone; no pool is needed.
+pub fn redis_connection(redis_url: &str) -> Result<ConnectionManager, StoreSetupError> {
+    let client = redis::Client::open(redis_url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
