@@ -1,0 +1,38 @@
+//! registration: redeems auth codes on devices, links users and arbitrates
+//! which of a user's devices is active.
+//!
+//! # How a redemption flows
+//!
+//! 1. [`service::parse`] turns the `CreateUser` request into domain types
+//!    ([`domain`]); every bad field is reported at once, by name.
+//! 2. [`codes`] reads the code's record from Redis (`GET`, not `GETDEL`: a
+//!    request that fails must not consume the code).
+//! 3. [`store`] runs one Postgres transaction: it claims the code (the
+//!    `redeemed_codes` primary key makes it single-use across replicas),
+//!    creates or restores the user (locking its row, so one user's
+//!    redemptions arbitrate one at a time), asks [`arbitration`] which
+//!    install is active, writes the outcome and announces status changes
+//!    with `pg_notify`. The database holds the invariants itself: one user
+//!    per (app, external id), at most one active install per user, one live
+//!    install per device.
+//! 4. After commit the code is deleted from Redis, and the device gets its
+//!    install token ([`install_token`]), derived from the code and a stored
+//!    nonce so that a retry from the same device gets the same answer.
+//!
+//! Devices then ask for their status with that token; [`notify`] turns the
+//! announcements into watch-stream updates on every replica.
+
+pub mod arbitration;
+pub mod codes;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod install_token;
+pub mod migrate;
+pub mod notify;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::RegistrationConfig;
+pub use server::{Application, StartupError};

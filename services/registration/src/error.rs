@@ -1,0 +1,151 @@
+//! registration's errors and their one mapping to `tonic::Status`.
+
+use devicelink_shared::status::{internal, invalid_argument, unavailable};
+use devicelink_shared::validate::FieldViolation;
+use tokio_postgres::error::SqlState;
+use tonic::Status;
+
+/// A store failure, classified by what the client can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or is shutting down; nothing was written
+    /// and the request can be retried.
+    #[error("store unreachable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Transactions collided (deadlock or serialization failure); the
+    /// transaction rolled back and may be run again.
+    #[error("transaction conflict")]
+    Conflict(#[source] tokio_postgres::Error),
+    /// Anything else: a bug or an unexpected answer.
+    #[error("unexpected store error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// A Redis failure: every Redis error devicelink can meet is an outage
+    /// or a timeout.
+    pub fn redis(error: redis::RedisError) -> Self {
+        Self::Unavailable(Box::new(error))
+    }
+
+    /// An error that is not the store's but happened while using it.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(message.into().into())
+    }
+
+    /// The constraint a Postgres error violated, if any.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        match self {
+            Self::Internal(error) => error
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::as_db_error)
+                .and_then(|db_error| db_error.constraint()),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let Some(code) = error.code() else {
+            // No SQLSTATE: the connection broke or could not be made.
+            return Self::Unavailable(Box::new(error));
+        };
+        if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE {
+            return Self::Conflict(error);
+        }
+        let unreachable = code.code().starts_with("08")
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || *code == SqlState::QUERY_CANCELED;
+        if unreachable {
+            Self::Unavailable(Box::new(error))
+        } else {
+            Self::Internal(Box::new(error))
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => error.into(),
+            other => Self::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// Why a registration request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// Fields that failed validation.
+    #[error("invalid request")]
+    InvalidArgument(Vec<FieldViolation>),
+    /// No credential, or one that is malformed, unknown or no longer valid.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A credential or code of another app.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// An unknown, expired or used code; an unknown app, key or user.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state, such as a device that
+    /// still holds another user.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Postgres or Redis failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RegistrationError {
+    /// One invalid field.
+    pub fn invalid(field: &str, description: &str) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl From<RegistrationError> for Status {
+    fn from(error: RegistrationError) -> Self {
+        match error {
+            RegistrationError::InvalidArgument(violations) => invalid_argument(&violations),
+            RegistrationError::Unauthenticated(message) => Status::unauthenticated(message),
+            RegistrationError::PermissionDenied(message) => Status::permission_denied(message),
+            RegistrationError::NotFound(message) => Status::not_found(message),
+            RegistrationError::FailedPrecondition(message) => Status::failed_precondition(message),
+            RegistrationError::Store(StoreError::Unavailable(cause)) => unavailable("storage", &*cause),
+            RegistrationError::Store(StoreError::Conflict(cause)) => {
+                tracing::warn!(error = %devicelink_shared::status::error_chain(&cause), "transaction conflict persisted");
+                Status::aborted("the request collided with a concurrent one; retry it")
+            }
+            RegistrationError::Store(StoreError::Internal(cause)) => internal(&*cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_class_has_its_code() {
+        let cases = [
+            (RegistrationError::invalid("app_id", "must be a UUID"), Code::InvalidArgument),
+            (RegistrationError::Unauthenticated("install token is unknown"), Code::Unauthenticated),
+            (RegistrationError::PermissionDenied("another app"), Code::PermissionDenied),
+            (RegistrationError::NotFound("auth code is unknown".into()), Code::NotFound),
+            (RegistrationError::FailedPrecondition("device".into()), Code::FailedPrecondition),
+            (StoreError::Unavailable("down".into()).into(), Code::Unavailable),
+            (StoreError::internal("bug with secret-ish detail").into(), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert!(!status.message().contains("secret-ish"));
+        }
+    }
+}

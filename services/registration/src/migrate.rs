@@ -1,0 +1,70 @@
+//! Schema migrations, run on start-up.
+//!
+//! Numbered SQL files under `migrations/` are compiled in and applied in
+//! order, each in its own transaction, under a Postgres advisory lock: when
+//! several replicas start at once, one migrates and the others wait, then
+//! find nothing left to do.
+
+use deadpool_postgres::Pool;
+
+use crate::error::StoreError;
+
+/// `(version, name, sql)` of every migration, oldest first.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// An arbitrary constant naming devicelink's migration lock.
+const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
+
+/// Applies every migration the database has not seen yet.
+pub async fn run(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version     integer PRIMARY KEY,
+                 name        text NOT NULL,
+                 applied_at  timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .or_else(ignore_concurrent_create)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID]).await?;
+    let outcome = apply_pending(&mut client).await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID]).await?;
+    outcome
+}
+
+async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<(), StoreError> {
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for (version, name, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+        transaction.commit().await?;
+        tracing::info!(version, name, "migration applied");
+    }
+    Ok(())
+}
+
+/// Two replicas racing on `CREATE TABLE IF NOT EXISTS` can both pass the
+/// existence check; the loser's unique violation means the table is there.
+fn ignore_concurrent_create(error: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
+    let duplicate = error.code().is_some_and(|code| {
+        *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            || *code == tokio_postgres::error::SqlState::DUPLICATE_TABLE
+    });
+    if duplicate { Ok(()) } else { Err(error) }
+}

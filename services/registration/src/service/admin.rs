@@ -1,0 +1,285 @@
+//! `AdminService`: apps, API keys, SDK configuration and users, for
+//! operators holding the admin token.
+
+use std::time::Duration;
+
+use devicelink_shared::api_key::{self, KNOWN_SCOPES, KeyId, SCOPE_USER_LINK};
+use devicelink_shared::pb;
+use devicelink_shared::pb::admin_service_server::AdminService;
+use devicelink_shared::secret::SecretHash;
+use devicelink_shared::status::bearer_token;
+use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, text};
+use tonic::{Request, Response, Status};
+
+use super::convert::{form_factor, install_status, platform, timestamp};
+use super::sdk_config::{MAX_SDK_CONFIG_BYTES, struct_to_json};
+use crate::error::RegistrationError;
+use crate::store::{ApiKeyRecord, NewApiKeyRecord, Store, UserRecord};
+
+/// How long a key lives unless its creator says otherwise.
+pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest life a key may be given.
+pub const MAX_KEY_TTL: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+/// The longest app name.
+const MAX_APP_NAME_CHARS: usize = 128;
+
+/// Handles `AdminService`.
+#[derive(Clone)]
+pub struct AdminHandler {
+    store: Store,
+}
+
+impl AdminHandler {
+    /// A handler over the store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+/// Refuses admin calls without the operator credential. Compares hashes in
+/// constant time, so response times reveal nothing of the token.
+pub fn admin_guard(expected: SecretHash) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let presented = bearer_token(request.metadata())
+            .ok_or_else(|| Status::unauthenticated("missing admin token: send `authorization: Bearer <admin token>`"))?;
+        if SecretHash::of(&[presented.as_bytes()]).matches(&expected) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("admin token is wrong"))
+        }
+    }
+}
+
+fn invalid(violation: FieldViolation) -> RegistrationError {
+    RegistrationError::InvalidArgument(vec![violation])
+}
+
+fn app_id(value: &str) -> Result<AppId, RegistrationError> {
+    AppId::parse("app_id", value).map_err(invalid)
+}
+
+fn scopes(requested: &[String]) -> Result<Vec<String>, RegistrationError> {
+    if requested.is_empty() {
+        return Ok(vec![SCOPE_USER_LINK.to_owned()]);
+    }
+    let mut scopes = Vec::new();
+    for scope in requested {
+        if !KNOWN_SCOPES.contains(&scope.as_str()) {
+            return Err(RegistrationError::invalid(
+                "scopes",
+                &format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", ")),
+            ));
+        }
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    Ok(scopes)
+}
+
+fn key_ttl(ttl_seconds: u64) -> Result<Duration, RegistrationError> {
+    match Duration::from_secs(ttl_seconds) {
+        ttl if ttl.is_zero() => Ok(DEFAULT_KEY_TTL),
+        ttl if ttl <= MAX_KEY_TTL => Ok(ttl),
+        _ => Err(RegistrationError::invalid(
+            "ttl_seconds",
+            &format!("must be at most {} (two years)", MAX_KEY_TTL.as_secs()),
+        )),
+    }
+}
+
+fn key_state(key: &ApiKeyRecord) -> pb::ApiKeyState {
+    if key.revoked_at.is_some() {
+        pb::ApiKeyState::Revoked
+    } else if key.expires_at <= std::time::SystemTime::now() {
+        pb::ApiKeyState::Expired
+    } else {
+        pb::ApiKeyState::Active
+    }
+}
+
+fn api_key_message(key: ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        state: key_state(&key) as i32,
+        key_id: key.key_id,
+        app_id: key.app_id.to_string(),
+        scopes: key.scopes,
+        created_at: Some(timestamp(key.created_at)),
+        expires_at: Some(timestamp(key.expires_at)),
+        last_used_at: key.last_used_at.map(timestamp),
+        revoked_at: key.revoked_at.map(timestamp),
+    }
+}
+
+fn user_message(user: UserRecord) -> pb::User {
+    pb::User {
+        user_id: user.user_id.to_string(),
+        app_id: user.app_id.to_string(),
+        external_id: user.external_id,
+        epoch: user.epoch,
+        created_at: Some(timestamp(user.created_at)),
+        installs: user
+            .installs
+            .into_iter()
+            .map(|install| pb::InstallSummary {
+                status: Some(install_status(&install.status)),
+                device_id: install.device_id,
+                platform: platform(install.platform) as i32,
+                form_factor: form_factor(install.form_factor) as i32,
+                model: install.model,
+                os_version: install.os_version,
+                app_version: install.app_version,
+                sdk_version: install.sdk_version,
+                created_at: Some(timestamp(install.created_at)),
+            })
+            .collect(),
+    }
+}
+
+fn user_not_found() -> RegistrationError {
+    RegistrationError::NotFound("no user with this external id in this app".into())
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminHandler {
+    async fn create_app(&self, request: Request<pb::CreateAppRequest>) -> Result<Response<pb::CreateAppResponse>, Status> {
+        let name = text("name", &request.get_ref().name, MAX_APP_NAME_CHARS, Charset::Printable).map_err(invalid)?;
+        let app_id = self.store.create_app(&name).await.map_err(RegistrationError::from)?;
+        tracing::info!(%app_id, "app created");
+        Ok(Response::new(pb::CreateAppResponse {
+            app_id: app_id.to_string(),
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let request = request.into_inner();
+        let app_id = app_id(&request.app_id)?;
+        let scopes = scopes(&request.scopes)?;
+        let ttl = key_ttl(request.ttl_seconds)?;
+        let key = api_key::generate();
+        let record = NewApiKeyRecord {
+            key_id: key.key_id.clone(),
+            app_id,
+            secret_hash: key.secret_hash,
+            scopes,
+            ttl,
+        };
+        let expires_at = self.store.create_api_key(&record).await?;
+        tracing::info!(%app_id, key_id = %key.key_id, "API key created");
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            api_key: key.text,
+            key_id: key.key_id.to_string(),
+            expires_at: Some(timestamp(expires_at)),
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let app_id = app_id(&request.get_ref().app_id)?;
+        let keys = self.store.list_api_keys(app_id).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.into_iter().map(api_key_message).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        let key_id = KeyId::parse(&request.get_ref().key_id)
+            .ok_or_else(|| RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys"))?;
+        let revoked_at = self.store.revoke_api_key(&key_id).await.map_err(RegistrationError::from)?;
+        let Some(revoked_at) = revoked_at else {
+            return Err(RegistrationError::NotFound(format!("API key {key_id} does not exist")).into());
+        };
+        tracing::info!(%key_id, "API key revoked");
+        Ok(Response::new(pb::RevokeApiKeyResponse {
+            revoked_at: Some(timestamp(revoked_at)),
+        }))
+    }
+
+    async fn set_sdk_config(
+        &self,
+        request: Request<pb::SetSdkConfigRequest>,
+    ) -> Result<Response<pb::SetSdkConfigResponse>, Status> {
+        let request = request.get_ref();
+        let app_id = app_id(&request.app_id)?;
+        let config = struct_to_json(&request.sdk_config.clone().unwrap_or_default());
+        let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
+        if encoded_len > MAX_SDK_CONFIG_BYTES {
+            return Err(RegistrationError::invalid("sdk_config", "must be at most 64 KiB once encoded as JSON").into());
+        }
+        if !self.store.set_sdk_config(app_id, &config).await.map_err(RegistrationError::from)? {
+            return Err(RegistrationError::NotFound(format!("app {app_id} does not exist")).into());
+        }
+        tracing::info!(%app_id, "SDK configuration set");
+        Ok(Response::new(pb::SetSdkConfigResponse {}))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+        let request = request.get_ref();
+        let app_id = app_id(&request.app_id)?;
+        let external_id = ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        let user = self
+            .store
+            .get_user(app_id, &external_id)
+            .await
+            .map_err(RegistrationError::from)?
+            .ok_or_else(user_not_found)?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user_message(user)),
+        }))
+    }
+
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let request = request.get_ref();
+        let app_id = app_id(&request.app_id)?;
+        let external_id = ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        if !self.store.delete_user(app_id, &external_id).await.map_err(RegistrationError::from)? {
+            return Err(user_not_found().into());
+        }
+        tracing::info!(%app_id, "user erased");
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_default_to_user_link_and_refuse_unknown_ones() {
+        assert_eq!(scopes(&[]).expect("default"), ["user_link"]);
+        assert!(scopes(&["admin".into()]).is_err());
+        assert_eq!(scopes(&["user_link".into(), "user_link".into()]).expect("dedup"), ["user_link"]);
+    }
+
+    #[test]
+    fn key_ttl_defaults_to_a_year_and_is_bounded() {
+        assert_eq!(key_ttl(0).expect("default"), DEFAULT_KEY_TTL);
+        assert_eq!(key_ttl(60).expect("short"), Duration::from_secs(60));
+        assert!(key_ttl(MAX_KEY_TTL.as_secs() + 1).is_err());
+    }
+
+    #[test]
+    fn the_guard_wants_the_exact_token() {
+        let guard = admin_guard(SecretHash::of(&[b"operator-token-0123456789"]));
+        let mut request = Request::new(());
+        assert_eq!(guard(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer operator-token-0123456789".parse().expect("ascii"));
+        assert!(guard(request).is_ok());
+        let mut wrong = Request::new(());
+        wrong
+            .metadata_mut()
+            .insert("authorization", "Bearer operator-token-012345678".parse().expect("ascii"));
+        assert!(guard(wrong).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! The gRPC edge: requests are parsed into domain types here, and results
+//! turned back into protobuf messages.
+
+pub mod admin;
+pub mod convert;
+pub mod parse;
+pub mod registration;
+pub mod sdk_config;

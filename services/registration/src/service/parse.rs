@@ -1,0 +1,182 @@
+//! Requests parsed into domain types. Every violation of a request is
+//! reported at once, each naming its field.
+
+use devicelink_shared::auth_code::AuthCode;
+use devicelink_shared::pb;
+use devicelink_shared::validate::{AppId, Charset, FieldViolation, text};
+
+use crate::domain::{AppInfo, CreateUserInput, DeviceInfo, FormFactor, Platform, bounds};
+use crate::error::RegistrationError;
+use crate::install_token::InstallToken;
+
+/// Keeps a value, or records its violation.
+fn collect<T>(result: Result<T, FieldViolation>, violations: &mut Vec<FieldViolation>) -> Option<T> {
+    result.map_err(|violation| violations.push(violation)).ok()
+}
+
+/// Checks a `CreateUser` request.
+pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, RegistrationError> {
+    let mut violations = Vec::new();
+    let auth_code = collect(auth_code(&request.auth_code), &mut violations);
+    let app_id = collect(AppId::parse("app_id", &request.app_id), &mut violations);
+    let app = match &request.app {
+        Some(app) => app_info(app, &mut violations),
+        None => {
+            violations.push(FieldViolation::new("app", "is required"));
+            None
+        }
+    };
+    let device = match &request.device {
+        Some(device) => device_info(device, &mut violations),
+        None => {
+            violations.push(FieldViolation::new("device", "is required"));
+            None
+        }
+    };
+    match (auth_code, app_id, app, device) {
+        (Some(auth_code), Some(app_id), Some(app), Some(device)) if violations.is_empty() => Ok(CreateUserInput {
+            auth_code,
+            app_id,
+            app,
+            device,
+        }),
+        _ => Err(RegistrationError::InvalidArgument(violations)),
+    }
+}
+
+fn auth_code(value: &str) -> Result<AuthCode, FieldViolation> {
+    if value.is_empty() {
+        return Err(FieldViolation::new("auth_code", "is required"));
+    }
+    AuthCode::parse(value).ok_or_else(|| {
+        FieldViolation::new(
+            "auth_code",
+            "must be a code minted by AuthCodeService (52 characters of a-z and 2-7)",
+        )
+    })
+}
+
+fn app_info(app: &pb::AppInfo, violations: &mut Vec<FieldViolation>) -> Option<AppInfo> {
+    let app_version = collect(text("app.app_version", &app.app_version, bounds::VERSION, Charset::Token), violations);
+    let sdk_version = collect(text("app.sdk_version", &app.sdk_version, bounds::VERSION, Charset::Token), violations);
+    let bundle_id = collect(
+        text("app.bundle_id", &app.bundle_id, bounds::BUNDLE_ID, Charset::Identifier),
+        violations,
+    );
+    Some(AppInfo {
+        app_version: app_version?,
+        sdk_version: sdk_version?,
+        bundle_id: bundle_id?,
+    })
+}
+
+fn device_info(device: &pb::DeviceInfo, violations: &mut Vec<FieldViolation>) -> Option<DeviceInfo> {
+    let device_id = collect(
+        text("device.device_id", &device.device_id, bounds::DEVICE_ID, Charset::Token),
+        violations,
+    );
+    let platform = collect(platform(device.platform), violations);
+    let form_factor = collect(form_factor(device.form_factor), violations);
+    let model = collect(text("device.model", &device.model, bounds::MODEL, Charset::Printable), violations);
+    let os_version = collect(
+        text("device.os_version", &device.os_version, bounds::OS_VERSION, Charset::Printable),
+        violations,
+    );
+    Some(DeviceInfo {
+        device_id: device_id?,
+        platform: platform?,
+        form_factor: form_factor?,
+        model: model?,
+        os_version: os_version?,
+    })
+}
+
+fn platform(value: i32) -> Result<Platform, FieldViolation> {
+    match pb::Platform::try_from(value) {
+        Ok(pb::Platform::Ios) => Ok(Platform::Ios),
+        Ok(pb::Platform::Android) => Ok(Platform::Android),
+        _ => Err(FieldViolation::new("device.platform", "must be PLATFORM_IOS or PLATFORM_ANDROID")),
+    }
+}
+
+fn form_factor(value: i32) -> Result<FormFactor, FieldViolation> {
+    match pb::FormFactor::try_from(value) {
+        Ok(pb::FormFactor::Phone) => Ok(FormFactor::Phone),
+        Ok(pb::FormFactor::Tablet) => Ok(FormFactor::Tablet),
+        _ => Err(FieldViolation::new(
+            "device.form_factor",
+            "must be FORM_FACTOR_PHONE or FORM_FACTOR_TABLET",
+        )),
+    }
+}
+
+/// The install token of a request's `authorization: Bearer` metadata.
+pub fn install_token(metadata: &tonic::metadata::MetadataMap) -> Result<InstallToken, RegistrationError> {
+    let Some(token) = devicelink_shared::status::bearer_token(metadata) else {
+        return Err(RegistrationError::Unauthenticated(
+            "missing install token: send `authorization: Bearer <install token>`",
+        ));
+    };
+    InstallToken::parse(token).ok_or(RegistrationError::Unauthenticated("install token is malformed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> pb::CreateUserRequest {
+        pb::CreateUserRequest {
+            auth_code: AuthCode::generate().expose().to_owned(),
+            app_id: uuid::Uuid::new_v4().to_string(),
+            app: Some(pb::AppInfo {
+                app_version: "1.2.3".into(),
+                sdk_version: "0.9.0".into(),
+                bundle_id: "com.example.app".into(),
+            }),
+            device: Some(pb::DeviceInfo {
+                device_id: "device-1".into(),
+                platform: pb::Platform::Ios as i32,
+                form_factor: pb::FormFactor::Phone as i32,
+                model: "iPhone15,2".into(),
+                os_version: "17.1".into(),
+            }),
+        }
+    }
+
+    fn fields(error: RegistrationError) -> Vec<String> {
+        match error {
+            RegistrationError::InvalidArgument(violations) => violations.into_iter().map(|v| v.field).collect(),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_parses() {
+        let input = create_user(&valid()).expect("valid");
+        assert_eq!(input.device.form_factor, FormFactor::Phone);
+        assert_eq!(input.app.bundle_id, "com.example.app");
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut request = valid();
+        request.auth_code = "nope".into();
+        request.app_id = String::new();
+        let device = request.device.as_mut().expect("device");
+        device.platform = 0;
+        device.form_factor = 99;
+        device.model = "x".repeat(129);
+        assert_eq!(
+            fields(create_user(&request).unwrap_err()),
+            ["auth_code", "app_id", "device.platform", "device.form_factor", "device.model"]
+        );
+    }
+
+    #[test]
+    fn missing_messages_are_named() {
+        let mut request = valid();
+        request.app = None;
+        request.device = None;
+        assert_eq!(fields(create_user(&request).unwrap_err()), ["app", "device"]);
+    }
+}

@@ -1,0 +1,233 @@
+//! `RegistrationService`: redeeming codes on devices, and what a device asks
+//! about its own install.
+
+use std::pin::Pin;
+
+use devicelink_shared::pb;
+use devicelink_shared::pb::registration_service_server::RegistrationService;
+use devicelink_shared::validate::ExternalId;
+use futures_util::Stream;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::install_status;
+use super::parse;
+use super::sdk_config::json_to_struct;
+use crate::codes::CodeStore;
+use crate::domain::{CreateUserInput, InstallId, InstallState};
+use crate::error::{RegistrationError, StoreError};
+use crate::install_token::{InstallToken, new_nonce};
+use crate::notify::{StatusEvent, StatusNotifier};
+use crate::store::{NewRedemption, RedeemOutcome, Redeemed, StatusRecord, Store};
+
+/// Handles `RegistrationService`.
+#[derive(Clone)]
+pub struct RegistrationHandler {
+    store: Store,
+    codes: CodeStore,
+    notifier: StatusNotifier,
+    /// Turns true when the server drains: open watch streams end cleanly.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RegistrationHandler {
+    /// A handler over the stores.
+    pub fn new(store: Store, codes: CodeStore, notifier: StatusNotifier, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            store,
+            codes,
+            notifier,
+            shutdown,
+        }
+    }
+
+    /// Redeems a code, or answers a retry of an earlier redemption by the
+    /// same device.
+    async fn create_user(&self, input: CreateUserInput) -> Result<pb::CreateUserResponse, RegistrationError> {
+        let code_hash = input.auth_code.hash();
+        if let Some(record) = self.codes.fetch(&code_hash).await? {
+            if record.app_id != input.app_id.to_string() {
+                return Err(RegistrationError::PermissionDenied("the auth code was minted for another app"));
+            }
+            let external_id = ExternalId::parse("external_id", &record.external_id)
+                .map_err(|violation| StoreError::internal(format!("stored auth code record: {violation}")))?;
+            let token_nonce = new_nonce();
+            let token = InstallToken::derive(&input.auth_code, &token_nonce);
+            let redemption = NewRedemption {
+                code_hash,
+                app_id: input.app_id,
+                external_id: &external_id,
+                app: &input.app,
+                device: &input.device,
+                token_nonce,
+                token_hash: token.hash(),
+            };
+            if let RedeemOutcome::Redeemed(redeemed) = self.store.redeem(&redemption).await? {
+                self.codes.retire(&code_hash).await;
+                tracing::info!(
+                    app_id = %input.app_id,
+                    user_id = %redeemed.user_id.0,
+                    install_id = %redeemed.install_id,
+                    restored = redeemed.restored,
+                    "auth code redeemed"
+                );
+                return Ok(response(redeemed, &token));
+            }
+        }
+        self.answer_used_code(&input).await
+    }
+
+    /// The code is not live: a retry from the device that redeemed it gets
+    /// the same answer; any other device is refused and recorded as a replay.
+    async fn answer_used_code(&self, input: &CreateUserInput) -> Result<pb::CreateUserResponse, RegistrationError> {
+        let code_hash = input.auth_code.hash();
+        let Some(past) = self.store.find_redemption(&code_hash).await? else {
+            return Err(RegistrationError::NotFound("auth code is unknown or expired".into()));
+        };
+        let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
+        if !same_device {
+            self.store
+                .record_replay(&code_hash, input.app_id, &input.device.device_id)
+                .await?;
+            tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
+            return Err(RegistrationError::NotFound("auth code has already been used".into()));
+        }
+        let Some(redeemed) = self.store.redemption_result(&past).await? else {
+            return Err(RegistrationError::NotFound("auth code has already been used".into()));
+        };
+        let token = InstallToken::derive(&input.auth_code, &past.token_nonce);
+        Ok(response(redeemed, &token))
+    }
+
+    /// The status of the install holding the request's token.
+    async fn authenticated_status(&self, metadata: &tonic::metadata::MetadataMap) -> Result<StatusRecord, RegistrationError> {
+        let token = parse::install_token(metadata)?;
+        self.store
+            .status_by_token(&token.hash())
+            .await?
+            .ok_or(RegistrationError::Unauthenticated("install token is unknown or its install was reset"))
+    }
+}
+
+fn response(redeemed: Redeemed, token: &InstallToken) -> pb::CreateUserResponse {
+    pb::CreateUserResponse {
+        user_id: redeemed.user_id.0.to_string(),
+        install_id: redeemed.install_id.to_string(),
+        install_token: token.expose().to_owned(),
+        restored: redeemed.restored,
+        status: Some(install_status(&redeemed.status)),
+        sdk_config: Some(json_to_struct(&redeemed.sdk_config)),
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::WatchInstallStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RegistrationService for RegistrationHandler {
+    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let input = parse::create_user(request.get_ref())?;
+        Ok(Response::new(RegistrationHandler::create_user(self, input).await?))
+    }
+
+    async fn get_install_status(
+        &self,
+        request: Request<pb::GetInstallStatusRequest>,
+    ) -> Result<Response<pb::GetInstallStatusResponse>, Status> {
+        let status = self.authenticated_status(request.metadata()).await?;
+        Ok(Response::new(pb::GetInstallStatusResponse {
+            status: Some(install_status(&status)),
+        }))
+    }
+
+    type WatchInstallStatusStream = StatusStream;
+
+    async fn watch_install_status(
+        &self,
+        request: Request<pb::WatchInstallStatusRequest>,
+    ) -> Result<Response<Self::WatchInstallStatusStream>, Status> {
+        // Subscribe before reading, so no change between the read and the
+        // subscription can be missed.
+        let events = self.notifier.subscribe();
+        let status = self.authenticated_status(request.metadata()).await?;
+        let (sender, receiver) = mpsc::channel(8);
+        let watcher = Watcher {
+            store: self.store.clone(),
+            install_id: status.install_id,
+            sender,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(watcher.run(status, events));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn reset_install(
+        &self,
+        request: Request<pb::ResetInstallRequest>,
+    ) -> Result<Response<pb::ResetInstallResponse>, Status> {
+        let token = parse::install_token(request.metadata())?;
+        let reset = self.store.reset_by_token(&token.hash()).await.map_err(RegistrationError::from)?;
+        let Some(install_id) = reset else {
+            return Err(RegistrationError::Unauthenticated("install token is unknown or its install was reset").into());
+        };
+        tracing::info!(%install_id, "install reset");
+        Ok(Response::new(pb::ResetInstallResponse {}))
+    }
+}
+
+/// Feeds one watch stream.
+struct Watcher {
+    store: Store,
+    install_id: InstallId,
+    sender: mpsc::Sender<Result<pb::WatchInstallStatusResponse, Status>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Watcher {
+    /// Sends the current status, then each change, until the install ends,
+    /// the client goes away or the server drains.
+    async fn run(mut self, mut last: StatusRecord, mut events: broadcast::Receiver<StatusEvent>) {
+        if !self.send(&last).await {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = self.shutdown.wait_for(|stopped| *stopped) => return,
+                () = self.sender.closed() => return,
+            };
+            let relevant = match event {
+                Ok(StatusEvent::Changed(install_id)) => install_id == self.install_id.0,
+                Ok(StatusEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if !relevant {
+                continue;
+            }
+            let current = match self.store.status_by_id(self.install_id).await {
+                Ok(Some(status)) => status,
+                Ok(None) => StatusRecord::erased(self.install_id),
+                Err(error) => {
+                    let _ = self.sender.send(Err(RegistrationError::from(error).into())).await;
+                    return;
+                }
+            };
+            if current != last {
+                if !self.send(&current).await {
+                    return;
+                }
+                last = current;
+            }
+            if last.state == InstallState::Reset {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, status: &StatusRecord) -> bool {
+        let message = pb::WatchInstallStatusResponse {
+            status: Some(install_status(status)),
+        };
+        self.sender.send(Ok(message)).await.is_ok()
+    }
+}

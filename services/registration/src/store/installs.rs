@@ -1,0 +1,54 @@
+//! What a device asks about its own install: status and reset.
+
+use devicelink_shared::secret::SecretHash;
+
+use super::{STATUS_CHANNEL, STATUS_COLUMNS, StatusRecord, Store};
+use crate::domain::InstallId;
+use crate::error::StoreError;
+
+/// Ends the install holding a token: the token hash is cleared so the token
+/// stops working, and watchers are told in the same transaction.
+const RESET: &str = "WITH ended AS (
+         UPDATE installs SET state = 'reset', reason = 'reset', token_hash = NULL, changed_at = now()
+         WHERE token_hash = $1
+         RETURNING id
+     )
+     SELECT id, pg_notify($2, id::text) FROM ended";
+
+impl Store {
+    /// The status of the live install holding a token, `None` when no live
+    /// install holds it (unknown, or reset).
+    pub async fn status_by_token(&self, token_hash: &SecretHash) -> Result<Option<StatusRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let query = format!("SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1");
+        let statement = client.prepare_cached(&query).await?;
+        client
+            .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
+            .await?
+            .map(|row| StatusRecord::from_row(&row))
+            .transpose()
+    }
+
+    /// The status of an install by id, `None` when it is gone (erased).
+    pub async fn status_by_id(&self, install_id: InstallId) -> Result<Option<StatusRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let query = format!("SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1");
+        let statement = client.prepare_cached(&query).await?;
+        client
+            .query_opt(&statement, &[&install_id.0])
+            .await?
+            .map(|row| StatusRecord::from_row(&row))
+            .transpose()
+    }
+
+    /// Resets the install holding a token; `None` when no live install holds
+    /// it.
+    pub async fn reset_by_token(&self, token_hash: &SecretHash) -> Result<Option<InstallId>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(RESET).await?;
+        let row = client
+            .query_opt(&statement, &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL])
+            .await?;
+        row.map(|row| row.try_get(0).map(InstallId)).transpose().map_err(StoreError::from)
+    }
+}

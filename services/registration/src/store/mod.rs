@@ -1,0 +1,113 @@
+//! Postgres storage of apps, keys, users and installs.
+//!
+//! Queries are plain SQL next to the code that uses them, run as cached
+//! prepared statements on pooled connections.
+
+mod admin;
+mod installs;
+mod redeem;
+
+use std::time::SystemTime;
+
+use deadpool_postgres::Pool;
+
+pub use admin::{ApiKeyRecord, InstallSummaryRecord, NewApiKeyRecord, UserRecord};
+pub use redeem::{NewRedemption, PastRedemption, RedeemOutcome, Redeemed};
+
+use crate::domain::{InstallId, InstallState, StateReason};
+use crate::error::StoreError;
+
+/// The Postgres channel on which install status changes are announced, with
+/// the install id as payload. Sent inside the changing transaction, so it is
+/// delivered exactly when the change commits.
+pub const STATUS_CHANNEL: &str = "devicelink_install_status";
+
+/// The status of one install, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRecord {
+    /// The install.
+    pub install_id: InstallId,
+    /// Active, inactive or reset.
+    pub state: InstallState,
+    /// Why it is not active.
+    pub reason: Option<StateReason>,
+    /// The epoch it was last activated in.
+    pub epoch: u64,
+    /// The user's current epoch.
+    pub current_epoch: u64,
+    /// When state or reason last changed.
+    pub changed_at: SystemTime,
+}
+
+impl StatusRecord {
+    /// What a device whose install was erased is told: its install is gone
+    /// with the user, so there is nothing left to read but the fact.
+    pub fn erased(install_id: InstallId) -> Self {
+        Self {
+            install_id,
+            state: InstallState::Reset,
+            reason: Some(StateReason::Erased),
+            epoch: 0,
+            current_epoch: 0,
+            changed_at: SystemTime::now(),
+        }
+    }
+
+    /// Reads the columns `id, state, reason, epoch, changed_at, user epoch`.
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
+        let state: &str = row.try_get(1)?;
+        let reason: Option<&str> = row.try_get(2)?;
+        Ok(Self {
+            install_id: InstallId(row.try_get(0)?),
+            state: InstallState::from_db(state)
+                .ok_or_else(|| StoreError::internal(format!("unknown install state {state:?}")))?,
+            reason: reason
+                .map(|reason| {
+                    StateReason::from_db(reason)
+                        .ok_or_else(|| StoreError::internal(format!("unknown state reason {reason:?}")))
+                })
+                .transpose()?,
+            epoch: epoch(row.try_get(3)?),
+            current_epoch: epoch(row.try_get(5)?),
+            changed_at: row.try_get(4)?,
+        })
+    }
+}
+
+/// Epochs are stored as `bigint` with a `CHECK (epoch >= 0)`.
+fn epoch(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or_default()
+}
+
+/// The columns [`StatusRecord::from_row`] reads, from `installs i` joined
+/// with `users u`.
+const STATUS_COLUMNS: &str = "i.id, i.state, i.reason, i.epoch, i.changed_at, u.epoch";
+
+/// registration's Postgres storage.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Storage over `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for migrations and health checks.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch;
+
+    #[test]
+    fn negative_epochs_read_as_zero() {
+        assert_eq!(epoch(-1), 0);
+        assert_eq!(epoch(7), 7);
+    }
+}
