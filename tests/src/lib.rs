@@ -1,0 +1,14 @@
+//! The end-to-end test harness: both services started in-process on port 0
+//! against real Postgres and Redis, each test with its own freshly migrated
+//! database and its own Redis key space.
+//!
+//! Where the stores are comes from `DEVICELINK_TEST_DATABASE_URL` (a role
+//! that may `CREATE DATABASE`) and `DEVICELINK_TEST_REDIS_URL`;
+//! `deploy/local/test.sh` sets both after making sure the stores run.
+
+pub mod client;
+pub mod env;
+pub mod proxy;
+
+pub use client::*;
+pub use env::{ADMIN_TOKEN, TestEnv, TestOptions};

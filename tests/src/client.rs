@@ -1,0 +1,79 @@
+//! Client-side helpers: channels, credentials, typical requests.
+
+use std::net::SocketAddr;
+
+use devicelink_shared::pb;
+use tonic::transport::Channel;
+
+/// A channel to a service on this machine.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("a valid URI")
+        .connect()
+        .await
+        .expect("connect to the service")
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("an ASCII token"),
+    );
+    request
+}
+
+/// A device's description.
+pub fn device(device_id: &str, form_factor: pb::FormFactor) -> pb::DeviceInfo {
+    pb::DeviceInfo {
+        device_id: device_id.into(),
+        platform: pb::Platform::Android as i32,
+        form_factor: form_factor as i32,
+        model: "Pixel 8".into(),
+        os_version: "15".into(),
+    }
+}
+
+/// A phone.
+pub fn phone(device_id: &str) -> pb::DeviceInfo {
+    device(device_id, pb::FormFactor::Phone)
+}
+
+/// A tablet.
+pub fn tablet(device_id: &str) -> pb::DeviceInfo {
+    device(device_id, pb::FormFactor::Tablet)
+}
+
+/// A `CreateUser` request redeeming `code` for `app_id` on `device`.
+pub fn create_user_request(code: &str, app_id: &str, device: pb::DeviceInfo) -> pb::CreateUserRequest {
+    pb::CreateUserRequest {
+        auth_code: code.into(),
+        app_id: app_id.into(),
+        app: Some(pb::AppInfo {
+            app_version: "1.4.0".into(),
+            sdk_version: "2.0.1".into(),
+            bundle_id: "com.example.app".into(),
+        }),
+        device: Some(device),
+    }
+}
+
+/// The state and reason of a status, for compact assertions.
+pub fn state_of(status: &Option<pb::InstallStatus>) -> (pb::InstallState, pb::InstallStateReason) {
+    let status = status.as_ref().expect("a status");
+    (
+        pb::InstallState::try_from(status.state).expect("a known state"),
+        pb::InstallStateReason::try_from(status.reason).expect("a known reason"),
+    )
+}
+
+/// `(ACTIVE, UNSPECIFIED)`.
+pub const ACTIVE: (pb::InstallState, pb::InstallStateReason) =
+    (pb::InstallState::Active, pb::InstallStateReason::Unspecified);
+/// `(INACTIVE, SUPERSEDED)`.
+pub const SUPERSEDED: (pb::InstallState, pb::InstallStateReason) =
+    (pb::InstallState::Inactive, pb::InstallStateReason::Superseded);
+/// `(INACTIVE, PHONE_PREFERRED)`.
+pub const PHONE_PREFERRED: (pb::InstallState, pb::InstallStateReason) =
+    (pb::InstallState::Inactive, pb::InstallStateReason::PhonePreferred);

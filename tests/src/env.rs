@@ -1,0 +1,308 @@
+//! One test's world: a database, a Redis key space, the services.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use devicelink_authcode::{Application as AuthCodeApplication, AuthCodeConfig};
+use devicelink_registration::{Application as RegistrationApplication, RegistrationConfig};
+use devicelink_shared::config::CommonConfig;
+use devicelink_shared::pb;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+use crate::client::{authorized, connect};
+use crate::proxy::TcpProxy;
+
+/// The admin token every test environment uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+const DEFAULT_DATABASE_URL: &str = "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// How a test wants its world.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// How many registration replicas share the database.
+    pub registration_replicas: usize,
+    /// How long minted codes live.
+    pub code_ttl: Duration,
+    /// Route each service's Postgres and Redis traffic through proxies the
+    /// test can cut, to simulate outages.
+    pub through_proxies: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            registration_replicas: 1,
+            code_ttl: Duration::from_secs(600),
+            through_proxies: false,
+        }
+    }
+}
+
+/// The running services of one test. Dropping it stops them.
+pub struct TestEnv {
+    /// The test's own database.
+    pub database_url: String,
+    /// The test's Redis key prefix.
+    pub redis_key_prefix: String,
+    /// Where authcode listens.
+    pub authcode_addr: SocketAddr,
+    /// Where each registration replica listens.
+    pub registration_addrs: Vec<SocketAddr>,
+    /// The Postgres proxy, when the test asked for proxies.
+    pub postgres_proxy: Option<TcpProxy>,
+    /// The Redis proxy, when the test asked for proxies.
+    pub redis_proxy: Option<TcpProxy>,
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+fn admin_database_url() -> String {
+    std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
+}
+
+fn redis_url() -> String {
+    std::env::var("DEVICELINK_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let authority_end = base.find("://").map_or(0, |scheme| scheme + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// `url` pointed at another host and port (the proxy's).
+fn with_host(url: &str, addr: SocketAddr) -> String {
+    let scheme_end = url.find("://").map_or(0, |scheme| scheme + 3);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let credentials = authority.rsplit_once('@').map(|(credentials, _)| credentials);
+    let new_authority = match credentials {
+        Some(credentials) => format!("{credentials}@{addr}"),
+        None => addr.to_string(),
+    };
+    format!("{}{}{}", &url[..scheme_end], new_authority, &rest[authority_end..])
+}
+
+fn host_port(url: &str, default_port: u16) -> String {
+    let scheme_end = url.find("://").map_or(0, |scheme| scheme + 3);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
+    if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{default_port}")
+    }
+}
+
+static SWEPT: AtomicBool = AtomicBool::new(false);
+static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates a fresh database for one test. Databases of earlier test runs
+/// (other process ids) are dropped first, once per process.
+async fn create_database() -> String {
+    let admin_url = admin_database_url();
+    let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("cannot reach the test Postgres ({error}); run deploy/local/test.sh"));
+    tokio::spawn(connection);
+    let pid = std::process::id();
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        let stale = client
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'dltest\\_%' AND datname NOT LIKE $1",
+                &[&format!("dltest\\_{pid}\\_%")],
+            )
+            .await
+            .expect("list stale test databases");
+        for row in stale {
+            let name: String = row.get(0);
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+        }
+    }
+    let name = format!("dltest_{pid}_{}", DATABASE_COUNTER.fetch_add(1, Ordering::SeqCst));
+    client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create the test database");
+    with_database(&admin_url, &name)
+}
+
+impl TestEnv {
+    /// One registration replica, default TTL.
+    pub async fn start() -> Self {
+        Self::start_with(TestOptions::default()).await
+    }
+
+    /// The world `options` describe.
+    pub async fn start_with(options: TestOptions) -> Self {
+        devicelink_shared::telemetry::init();
+        let database_url = create_database().await;
+        let redis_key_prefix = format!("dltest:{}:", uuid::Uuid::new_v4().simple());
+        let mut postgres_proxy = None;
+        let mut redis_proxy = None;
+        let (service_database_url, service_redis_url) = if options.through_proxies {
+            let pg = TcpProxy::start(host_port(&database_url, 5432)).await;
+            let redis = TcpProxy::start(host_port(&redis_url(), 6379)).await;
+            let urls = (
+                with_host(&database_url, pg.addr()),
+                with_host(&redis_url(), redis.addr()),
+            );
+            postgres_proxy = Some(pg);
+            redis_proxy = Some(redis);
+            urls
+        } else {
+            (database_url.clone(), redis_url())
+        };
+        let common = CommonConfig {
+            database_url: service_database_url,
+            database_pool_size: 8,
+            redis_url: service_redis_url,
+            redis_key_prefix: redis_key_prefix.clone(),
+            listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
+        };
+        let mut stop = Vec::new();
+        let mut registration_addrs = Vec::new();
+        for _ in 0..options.registration_replicas.max(1) {
+            let config = RegistrationConfig {
+                common: common.clone(),
+                admin_token_hash: devicelink_registration::config::admin_token_hash(ADMIN_TOKEN)
+                    .expect("a valid admin token"),
+            };
+            let application = RegistrationApplication::build(config).await.expect("registration starts");
+            registration_addrs.push(application.local_addr());
+            let (sender, receiver) = oneshot::channel::<()>();
+            stop.push(sender);
+            tokio::spawn(application.run_until_stopped(async move {
+                let _ = receiver.await;
+            }));
+        }
+        let config = AuthCodeConfig {
+            common,
+            code_ttl: options.code_ttl,
+        };
+        let application = AuthCodeApplication::build(config).await.expect("authcode starts");
+        let authcode_addr = application.local_addr();
+        let (sender, receiver) = oneshot::channel::<()>();
+        stop.push(sender);
+        tokio::spawn(application.run_until_stopped(async move {
+            let _ = receiver.await;
+        }));
+        Self {
+            database_url,
+            redis_key_prefix,
+            authcode_addr,
+            registration_addrs,
+            postgres_proxy,
+            redis_proxy,
+            _stop: stop,
+        }
+    }
+
+    /// A client of authcode.
+    pub async fn authcode(&self) -> pb::auth_code_service_client::AuthCodeServiceClient<Channel> {
+        pb::auth_code_service_client::AuthCodeServiceClient::new(connect(self.authcode_addr).await)
+    }
+
+    /// A client of the first registration replica.
+    pub async fn registration(&self) -> pb::registration_service_client::RegistrationServiceClient<Channel> {
+        self.registration_replica(0).await
+    }
+
+    /// A client of registration replica `index`.
+    pub async fn registration_replica(
+        &self,
+        index: usize,
+    ) -> pb::registration_service_client::RegistrationServiceClient<Channel> {
+        let addr = self.registration_addrs[index % self.registration_addrs.len()];
+        pb::registration_service_client::RegistrationServiceClient::new(connect(addr).await)
+    }
+
+    /// A client of the admin API.
+    pub async fn admin(&self) -> pb::admin_service_client::AdminServiceClient<Channel> {
+        pb::admin_service_client::AdminServiceClient::new(connect(self.registration_addrs[0]).await)
+    }
+
+    /// A new app with one API key: `(app_id, api_key)`.
+    pub async fn app_with_key(&self) -> (String, String) {
+        let mut admin = self.admin().await;
+        let app_id = admin
+            .create_app(authorized(pb::CreateAppRequest { name: "test app".into() }, ADMIN_TOKEN))
+            .await
+            .expect("create app")
+            .into_inner()
+            .app_id;
+        let key = admin
+            .create_api_key(authorized(
+                pb::CreateApiKeyRequest {
+                    app_id: app_id.clone(),
+                    ..Default::default()
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .expect("create key")
+            .into_inner();
+        (app_id, key.api_key)
+    }
+
+    /// Mints a code for `external_id` with `api_key`.
+    pub async fn mint(&self, api_key: &str, external_id: &str) -> String {
+        self.authcode()
+            .await
+            .mint_auth_code(authorized(
+                pb::MintAuthCodeRequest {
+                    external_id: external_id.into(),
+                    app_id: String::new(),
+                },
+                api_key,
+            ))
+            .await
+            .expect("mint a code")
+            .into_inner()
+            .auth_code
+    }
+
+    /// A plain connection to the test's database, for checking what was
+    /// stored.
+    pub async fn database(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(with_database("postgres://u:p@h:5432/db", "x"), "postgres://u:p@h:5432/x");
+        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+
+    #[test]
+    fn hosts_are_replaced_keeping_credentials() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert_eq!(with_host("postgres://u:p@h:5432/db", addr), "postgres://u:p@127.0.0.1:9/db");
+        assert_eq!(with_host("redis://127.0.0.1:6379/0", addr), "redis://127.0.0.1:9/0");
+        assert_eq!(host_port("redis://127.0.0.1/0", 6379), "127.0.0.1:6379");
+        assert_eq!(host_port("postgres://u:p@db:6000/x", 5432), "db:6000");
+    }
+}
