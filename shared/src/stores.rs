@@ -9,6 +9,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// How long to wait for a new connection to either store.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a request may queue for a pooled Postgres connection when every
+/// connection is busy. An unreachable Postgres fails connection attempts at
+/// once (or after [`CONNECT_TIMEOUT`]), so this only bounds queueing under
+/// load.
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a single Redis command may take.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -47,7 +52,7 @@ pub fn postgres_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreS
     Ok(Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(1)))
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()?)

@@ -107,6 +107,17 @@ fn host_port(url: &str, default_port: u16) -> String {
     }
 }
 
+/// Logs go through the test harness's capture, so a failing test shows its
+/// own log lines and a passing one stays quiet. `RUST_LOG` picks the level.
+fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 static SWEPT: AtomicBool = AtomicBool::new(false);
 static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -148,7 +159,7 @@ impl TestEnv {
 
     /// The world `options` describe.
     pub async fn start_with(options: TestOptions) -> Self {
-        devicelink_shared::telemetry::init();
+        init_test_logs();
         let database_url = create_database().await;
         let redis_key_prefix = format!("dltest:{}:", uuid::Uuid::new_v4().simple());
         let mut postgres_proxy = None;
@@ -175,13 +186,17 @@ impl TestEnv {
         };
         let mut stop = Vec::new();
         let mut registration_addrs = Vec::new();
-        for _ in 0..options.registration_replicas.max(1) {
-            let config = RegistrationConfig {
+        // Replicas start at once, as a rollout starts them: migrations must
+        // cope.
+        let replicas = (0..options.registration_replicas.max(1)).map(|_| {
+            RegistrationApplication::build(RegistrationConfig {
                 common: common.clone(),
                 admin_token_hash: devicelink_registration::config::admin_token_hash(ADMIN_TOKEN)
                     .expect("a valid admin token"),
-            };
-            let application = RegistrationApplication::build(config).await.expect("registration starts");
+            })
+        });
+        for application in futures_util::future::join_all(replicas).await {
+            let application = application.expect("registration starts");
             registration_addrs.push(application.local_addr());
             let (sender, receiver) = oneshot::channel::<()>();
             stop.push(sender);
