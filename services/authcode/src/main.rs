@@ -1,1 +1,38 @@
-fn main() {}
+//! `authcode-service`: reads the environment, binds, serves until SIGTERM.
+
+use devicelink_authcode::{Application, AuthCodeConfig, StartupError};
+use devicelink_shared::config::EXIT_BAD_CONFIG;
+use devicelink_shared::status::error_chain;
+
+#[tokio::main]
+async fn main() {
+    devicelink_shared::telemetry::init();
+    let config = match AuthCodeConfig::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("authcode-service: bad configuration: {error}");
+            std::process::exit(EXIT_BAD_CONFIG);
+        }
+    };
+    let application = match Application::build(config).await {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(error = %error_chain(&error), "authcode-service could not start");
+            // An unusable store URL is a configuration error like any other.
+            let code = match error {
+                StartupError::Store(_) => EXIT_BAD_CONFIG,
+                _ => 1,
+            };
+            std::process::exit(code);
+        }
+    };
+    tracing::info!(addr = %application.local_addr(), "authcode-service listening");
+    if let Err(error) = application
+        .run_until_stopped(devicelink_shared::shutdown::signal())
+        .await
+    {
+        tracing::error!(error = %error_chain(&error), "authcode-service stopped with an error");
+        std::process::exit(1);
+    }
+    tracing::info!("authcode-service stopped");
+}

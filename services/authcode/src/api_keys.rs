@@ -1,0 +1,253 @@
+//! Verifying the API key of a request against Postgres.
+//!
+//! A key is looked up by its public id and its secret compared by hash in
+//! constant time. Looked-up rows are cached in memory for [`KEY_CACHE_TTL`]:
+//! a busy backend does not cost one Postgres query per mint, and a revoked
+//! key is still refused on every replica within the product's five seconds.
+//! Only rows that exist are cached; an unknown key always costs a lookup, so
+//! that a key created a moment ago works at once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use deadpool_postgres::Pool;
+use devicelink_shared::api_key::{self, ApiKeyFormatError, KeyId};
+use devicelink_shared::secret::SecretHash;
+use devicelink_shared::status::bearer_token;
+use devicelink_shared::validate::AppId;
+use tonic::metadata::MetadataMap;
+
+use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, Store};
+
+/// How long a looked-up key is trusted without asking Postgres again. With
+/// the lookup's own time it keeps revocation well inside five seconds.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How often, at most, a key's `last_used_at` is written: a listing needs
+/// "used today", not one write per mint.
+pub const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(60);
+/// The most keys either in-memory map holds before it is emptied. Only real
+/// keys get in, so this is never reached in practice; it bounds memory if
+/// that assumption ever breaks.
+pub const MAX_TRACKED_KEYS: usize = 10_000;
+
+const SELECT_KEY: &str = "SELECT app_id, secret_hash, scopes, expires_at, revoked_at IS NOT NULL AS revoked \
+     FROM api_keys WHERE key_id = $1";
+const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = now() WHERE key_id = $1";
+
+/// A key that passed every check: the caller acts for `app_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    /// The app the key belongs to.
+    pub app_id: AppId,
+    /// The key's public id, for logs and audit.
+    pub key_id: KeyId,
+    /// What the key may do.
+    pub scopes: Vec<String>,
+}
+
+impl VerifiedKey {
+    /// Refuses a key without `scope` with PERMISSION_DENIED.
+    pub fn require_scope(&self, scope: &'static str) -> Result<(), AuthCodeError> {
+        if self.scopes.iter().any(|held| held == scope) {
+            Ok(())
+        } else {
+            Err(AuthCodeError::MissingScope(scope))
+        }
+    }
+}
+
+/// A stored key as read from `api_keys`.
+#[derive(Debug, Clone)]
+struct StoredKey {
+    app_id: AppId,
+    secret_hash: SecretHash,
+    scopes: Vec<String>,
+    expires_at: SystemTime,
+    revoked: bool,
+}
+
+/// A stored key and when it was read.
+#[derive(Debug)]
+struct CachedKey {
+    key: StoredKey,
+    fetched_at: Instant,
+}
+
+/// Checks `authorization: Bearer <api key>` against `api_keys`. One per
+/// replica, shared by every request: both maps sit behind std locks that are
+/// held for a map operation only, never across an `.await`.
+pub struct ApiKeyVerifier {
+    pool: Pool,
+    /// Keys read recently, by id.
+    cache: RwLock<HashMap<KeyId, CachedKey>>,
+    /// When each key's use was last written to Postgres.
+    usage_written: Mutex<HashMap<KeyId, Instant>>,
+}
+
+impl ApiKeyVerifier {
+    /// A verifier reading keys through `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            cache: RwLock::new(HashMap::new()),
+            usage_written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Verifies the request's API key: well formed, known, secret matching,
+    /// not revoked, not expired. Records the key's use on success.
+    pub async fn verify(&self, metadata: &MetadataMap) -> Result<VerifiedKey, AuthCodeError> {
+        let token =
+            bearer_token(metadata).ok_or(AuthCodeError::Unauthenticated(KeyRejection::Missing))?;
+        let presented = api_key::parse(token).map_err(|error| {
+            AuthCodeError::Unauthenticated(match error {
+                ApiKeyFormatError::Malformed => KeyRejection::Malformed,
+                ApiKeyFormatError::BadChecksum => KeyRejection::BadChecksum,
+            })
+        })?;
+        let key_id = presented.key_id;
+        let refuse = |rejection: KeyRejection| {
+            tracing::info!(key_id = %key_id, reason = %rejection, "API key refused");
+            Err(AuthCodeError::Unauthenticated(rejection))
+        };
+
+        let Some(stored) = self.stored_key(&key_id).await? else {
+            return refuse(KeyRejection::Unknown);
+        };
+        // The secret first: whether a key is revoked or expired is only told
+        // to someone who holds it.
+        if !stored.secret_hash.matches(&presented.secret_hash) {
+            return refuse(KeyRejection::Unknown);
+        }
+        if stored.revoked {
+            return refuse(KeyRejection::Revoked);
+        }
+        if stored.expires_at <= SystemTime::now() {
+            return refuse(KeyRejection::Expired);
+        }
+
+        self.record_use(&key_id);
+        Ok(VerifiedKey {
+            app_id: stored.app_id,
+            key_id,
+            scopes: stored.scopes,
+        })
+    }
+
+    /// The key from the cache when fresh, else from Postgres. With Postgres
+    /// down, a fresh entry still answers; a stale one does not, since the key
+    /// may have been revoked since.
+    async fn stored_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
+        if let Some(key) = self.cached(key_id) {
+            return Ok(Some(key));
+        }
+        // Taken before the lookup: the entry is as old as the moment the row
+        // could have been read, so a slow query cannot stretch the cache's
+        // promise.
+        let lookup_started = Instant::now();
+        let fetched = self.fetch(key_id).await?;
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        match &fetched {
+            Some(key) => {
+                if cache.len() >= MAX_TRACKED_KEYS {
+                    cache.clear();
+                }
+                let entry = CachedKey {
+                    key: key.clone(),
+                    fetched_at: lookup_started,
+                };
+                cache.insert(key_id.clone(), entry);
+            }
+            // Deleted keys (their app was deleted) leave the cache too.
+            None => {
+                cache.remove(key_id);
+            }
+        }
+        Ok(fetched)
+    }
+
+    fn cached(&self, key_id: &KeyId) -> Option<StoredKey> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(key_id)
+            .filter(|entry| entry.fetched_at.elapsed() < KEY_CACHE_TTL)
+            .map(|entry| entry.key.clone())
+    }
+
+    /// Reads a key's row. Waiting for a pooled connection is bounded by the
+    /// pool's own timeouts; the query by [`STORE_TIMEOUT`], for a server that
+    /// accepts and then never answers.
+    async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
+        let client = self.pool.get().await.map_err(AuthCodeError::pool)?;
+        let query = async {
+            let statement = client.prepare_cached(SELECT_KEY).await?;
+            client.query_opt(&statement, &[&key_id.as_str()]).await
+        };
+        let Some(row) = tokio::time::timeout(STORE_TIMEOUT, query)
+            .await
+            .map_err(|_elapsed| AuthCodeError::timed_out(Store::Postgres))?
+            .map_err(AuthCodeError::postgres)?
+        else {
+            return Ok(None);
+        };
+        let secret_hash: Vec<u8> = row
+            .try_get("secret_hash")
+            .map_err(AuthCodeError::postgres)?;
+        Ok(Some(StoredKey {
+            app_id: AppId(row.try_get("app_id").map_err(AuthCodeError::postgres)?),
+            secret_hash: SecretHash::from_bytes(&secret_hash)
+                .ok_or_else(|| AuthCodeError::internal("stored API key hash is not 32 bytes"))?,
+            scopes: row.try_get("scopes").map_err(AuthCodeError::postgres)?,
+            expires_at: row.try_get("expires_at").map_err(AuthCodeError::postgres)?,
+            revoked: row.try_get("revoked").map_err(AuthCodeError::postgres)?,
+        }))
+    }
+
+    /// Writes `last_used_at` at most once per [`USAGE_WRITE_INTERVAL`] per
+    /// key, in the background: a slow or failed write must not slow or fail
+    /// the mint it describes.
+    fn record_use(&self, key_id: &KeyId) {
+        {
+            let mut written = self
+                .usage_written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            if written
+                .get(key_id)
+                .is_some_and(|last| now.duration_since(*last) < USAGE_WRITE_INTERVAL)
+            {
+                return;
+            }
+            if written.len() >= MAX_TRACKED_KEYS {
+                written.clear();
+            }
+            written.insert(key_id.clone(), now);
+        }
+        let pool = self.pool.clone();
+        let key_id = key_id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = touch(&pool, &key_id).await {
+                tracing::warn!(
+                    key_id = %key_id,
+                    error = %devicelink_shared::status::error_chain(&error),
+                    "could not record API key use"
+                );
+            }
+        });
+    }
+}
+
+async fn touch(pool: &Pool, key_id: &KeyId) -> Result<(), AuthCodeError> {
+    let client = pool.get().await.map_err(AuthCodeError::pool)?;
+    let update = async {
+        let statement = client.prepare_cached(TOUCH_KEY).await?;
+        client.execute(&statement, &[&key_id.as_str()]).await
+    };
+    tokio::time::timeout(STORE_TIMEOUT, update)
+        .await
+        .map_err(|_elapsed| AuthCodeError::timed_out(Store::Postgres))?
+        .map_err(AuthCodeError::postgres)?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Minting auth codes into Redis.
+//!
+//! A code is 256 random bits; Redis holds only its hash as the key and the
+//! [`AuthCodeRecord`] registration needs as the value, with the code's TTL so
+//! that Redis itself forgets expired codes. `SET .. NX` refuses to overwrite:
+//! a collision, however unlikely, can never rebind a live code to another
+//! user.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use devicelink_shared::api_key::KeyId;
+use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
+use devicelink_shared::validate::{AppId, ExternalId};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
+
+use crate::error::{AuthCodeError, STORE_TIMEOUT, Store};
+
+/// How many fresh codes to try when `SET NX` finds the key taken. With 256
+/// random bits a second attempt is already a sign of a broken generator.
+const MINT_ATTEMPTS: usize = 3;
+
+/// A code that is stored and can be handed out.
+#[derive(Debug)]
+pub struct MintedCode {
+    /// The code; its text goes into the response and nowhere else.
+    pub code: AuthCode,
+    /// When the code stops being redeemable, as promised to the client.
+    /// Redis forgets it a little later, never sooner.
+    pub expires_at: SystemTime,
+}
+
+/// Writes codes under `key_prefix` in Redis. Cheap to clone: the connection
+/// is multiplexed and reconnects by itself.
+#[derive(Clone)]
+pub struct CodeMinter {
+    redis: ConnectionManager,
+    key_prefix: String,
+    ttl: Duration,
+}
+
+impl CodeMinter {
+    /// A minter whose codes live for `ttl` (whole seconds, at least one).
+    pub fn new(redis: ConnectionManager, key_prefix: String, ttl: Duration) -> Self {
+        Self {
+            redis,
+            key_prefix,
+            ttl,
+        }
+    }
+
+    /// Mints and stores a code for `external_id` of `app_id`, on behalf of
+    /// the key `key_id`.
+    pub async fn mint(
+        &self,
+        app_id: AppId,
+        external_id: &ExternalId,
+        key_id: &KeyId,
+    ) -> Result<MintedCode, AuthCodeError> {
+        // Taken before the write, so the promised expiry is never later than
+        // the moment Redis drops the code.
+        let minted_at = SystemTime::now();
+        let expires_at = minted_at
+            .checked_add(self.ttl)
+            .ok_or_else(|| AuthCodeError::internal("the code's expiry overflows the clock"))?;
+        let record = AuthCodeRecord {
+            app_id: app_id.to_string(),
+            external_id: external_id.as_str().to_owned(),
+            minted_at_unix_ms: unix_millis(minted_at),
+            key_id: key_id.as_str().to_owned(),
+        }
+        .to_bytes();
+        for _ in 0..MINT_ATTEMPTS {
+            let code = AuthCode::generate();
+            if self.store(&code, &record).await? {
+                return Ok(MintedCode { code, expires_at });
+            }
+            tracing::warn!("a freshly generated auth code was already taken; generating another");
+        }
+        Err(AuthCodeError::internal(
+            "every generated auth code was already taken",
+        ))
+    }
+
+    /// Stores `record` under the code's hash unless the key exists. `false`
+    /// when it did.
+    async fn store(&self, code: &AuthCode, record: &[u8]) -> Result<bool, AuthCodeError> {
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::EX(self.ttl.as_secs().max(1)));
+        let mut redis = self.redis.clone();
+        let set = redis.set_options::<_, _, Option<String>>(
+            redis_key(&self.key_prefix, &code.hash()),
+            record,
+            options,
+        );
+        let reply = tokio::time::timeout(STORE_TIMEOUT, set)
+            .await
+            .map_err(|_elapsed| AuthCodeError::timed_out(Store::Redis))?
+            .map_err(AuthCodeError::redis)?;
+        Ok(reply.is_some())
+    }
+}
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before 1970, which
+/// only the audit field would show.
+fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_millis_counts_from_the_epoch() {
+        assert_eq!(unix_millis(UNIX_EPOCH), 0);
+        assert_eq!(
+            unix_millis(UNIX_EPOCH + Duration::from_millis(1_234)),
+            1_234
+        );
+        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
+}

@@ -1,0 +1,259 @@
+//! authcode's errors and their one mapping to `tonic::Status`.
+//!
+//! Every variant says what the client can do: fix its credential
+//! (UNAUTHENTICATED), use another key (PERMISSION_DENIED), fix a field
+//! (INVALID_ARGUMENT), retry (UNAVAILABLE), or report a bug (INTERNAL).
+//! No message carries a secret: variants hold fixed texts, field
+//! violations and error sources that are logged, never sent.
+
+use std::time::Duration;
+
+use devicelink_shared::status::{internal, invalid_argument, unavailable};
+use devicelink_shared::validate::FieldViolation;
+use tokio_postgres::error::SqlState;
+use tonic::Status;
+
+/// The longest a single store command may take before the request fails
+/// with UNAVAILABLE. The store clients bound connecting and (for Redis)
+/// answering on their own; this bounds what they do not cover, such as a
+/// Postgres that accepts a query and never answers. Waiting for a pooled
+/// Postgres connection is bounded by the pool's own wait timeout instead.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why an API key was refused. Each text is safe to show: it names the
+/// problem, never the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRejection {
+    /// No `authorization: Bearer` metadata.
+    #[error("missing API key: send it as `authorization: Bearer <api key>` metadata")]
+    Missing,
+    /// Not of the API key form.
+    #[error("not a devicelink API key")]
+    Malformed,
+    /// Of the right form but with a wrong checksum: a typo or a truncation.
+    #[error("API key checksum does not match; check that the key was copied whole")]
+    BadChecksum,
+    /// No stored key has this id, or its secret differs.
+    #[error("API key is not recognised")]
+    Unknown,
+    /// The key was revoked.
+    #[error("API key is revoked")]
+    Revoked,
+    /// The key is past its expiry.
+    #[error("API key has expired")]
+    Expired,
+}
+
+/// Which store failed, as named in UNAVAILABLE messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Postgres, where API keys live.
+    Postgres,
+    /// Redis, where codes live.
+    Redis,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "Postgres",
+            Self::Redis => "Redis",
+        }
+    }
+}
+
+/// A boxed cause, kept for the logs.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a mint request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthCodeError {
+    /// The API key is missing or not valid.
+    #[error("{0}")]
+    Unauthenticated(KeyRejection),
+    /// The key is valid but lacks the scope the call needs.
+    #[error("API key lacks the `{0}` scope")]
+    MissingScope(&'static str),
+    /// The request names an app other than the key's.
+    #[error("app_id is not the app of the API key")]
+    WrongApp,
+    /// Fields that failed validation.
+    #[error("invalid request")]
+    InvalidArgument(Vec<FieldViolation>),
+    /// A store cannot be reached or did not answer in time; nothing was
+    /// written and the request can be retried.
+    #[error("{} unavailable", .store.name())]
+    Unavailable {
+        /// The store at fault.
+        store: Store,
+        /// What the client reported.
+        #[source]
+        cause: Cause,
+    },
+    /// Anything else: a bug or an unexpected store answer.
+    #[error("unexpected error")]
+    Internal(#[source] Cause),
+}
+
+impl AuthCodeError {
+    /// A store call that ran out of [`STORE_TIMEOUT`].
+    pub fn timed_out(store: Store) -> Self {
+        Self::Unavailable {
+            store,
+            cause: format!("no answer within {STORE_TIMEOUT:?}").into(),
+        }
+    }
+
+    /// A Redis failure. Every Redis error authcode can meet (connection
+    /// refused, dropped, timed out, a read-only replica, out of memory) is
+    /// one the client can retry.
+    pub fn redis(error: redis::RedisError) -> Self {
+        Self::Unavailable {
+            store: Store::Redis,
+            cause: Box::new(error),
+        }
+    }
+
+    /// A Postgres failure: an outage when the connection broke or the
+    /// server is going away, a bug otherwise.
+    pub fn postgres(error: tokio_postgres::Error) -> Self {
+        let unreachable = match error.code() {
+            // No SQLSTATE: the connection broke or could not be made.
+            None => true,
+            Some(code) => {
+                code.code().starts_with("08")
+                    || *code == SqlState::ADMIN_SHUTDOWN
+                    || *code == SqlState::CRASH_SHUTDOWN
+                    || *code == SqlState::CANNOT_CONNECT_NOW
+                    || *code == SqlState::TOO_MANY_CONNECTIONS
+                    || *code == SqlState::QUERY_CANCELED
+            }
+        };
+        if unreachable {
+            Self::Unavailable {
+                store: Store::Postgres,
+                cause: Box::new(error),
+            }
+        } else {
+            Self::Internal(Box::new(error))
+        }
+    }
+
+    /// A failure to get a pooled connection: a full pool or a server that
+    /// does not accept connections, both worth a retry.
+    pub fn pool(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => Self::postgres(error),
+            other => Self::Unavailable {
+                store: Store::Postgres,
+                cause: Box::new(other),
+            },
+        }
+    }
+
+    /// An unexpected condition described in words.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(message.into().into())
+    }
+}
+
+impl From<FieldViolation> for AuthCodeError {
+    fn from(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<AuthCodeError> for Status {
+    fn from(error: AuthCodeError) -> Self {
+        match error {
+            AuthCodeError::Unauthenticated(rejection) => {
+                Status::unauthenticated(rejection.to_string())
+            }
+            error @ (AuthCodeError::MissingScope(_) | AuthCodeError::WrongApp) => {
+                Status::permission_denied(error.to_string())
+            }
+            AuthCodeError::InvalidArgument(violations) => invalid_argument(&violations),
+            AuthCodeError::Unavailable { store, cause } => unavailable(store.name(), &*cause),
+            error @ AuthCodeError::Internal(_) => internal(&error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    const SECRET: &str =
+        "dlk_aaaaaaaaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbcccccc";
+
+    fn status_of(error: AuthCodeError) -> Status {
+        Status::from(error)
+    }
+
+    #[test]
+    fn key_rejections_are_unauthenticated_and_readable() {
+        for rejection in [
+            KeyRejection::Missing,
+            KeyRejection::Malformed,
+            KeyRejection::BadChecksum,
+            KeyRejection::Unknown,
+            KeyRejection::Revoked,
+            KeyRejection::Expired,
+        ] {
+            let status = status_of(AuthCodeError::Unauthenticated(rejection));
+            assert_eq!(status.code(), Code::Unauthenticated);
+            assert!(status.message().contains("API key"), "{}", status.message());
+        }
+        let revoked = status_of(AuthCodeError::Unauthenticated(KeyRejection::Revoked));
+        assert_eq!(revoked.message(), "API key is revoked");
+    }
+
+    #[test]
+    fn scope_and_app_mismatches_are_permission_denied() {
+        let scope = status_of(AuthCodeError::MissingScope("user_link"));
+        assert_eq!(scope.code(), Code::PermissionDenied);
+        assert!(scope.message().contains("user_link"));
+        let app = status_of(AuthCodeError::WrongApp);
+        assert_eq!(app.code(), Code::PermissionDenied);
+        assert!(app.message().contains("app_id"));
+    }
+
+    #[test]
+    fn bad_fields_are_invalid_argument_naming_the_field() {
+        let status = status_of(FieldViolation::new("external_id", "is required").into());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("external_id"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn store_failures_are_unavailable_without_their_cause() {
+        let redis = redis::RedisError::from(std::io::Error::other(format!("refused {SECRET}")));
+        let status = status_of(AuthCodeError::redis(redis));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("Redis"), "{}", status.message());
+        assert!(!status.message().contains(SECRET));
+
+        let status = status_of(AuthCodeError::timed_out(Store::Postgres));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("Postgres"),
+            "{}",
+            status.message()
+        );
+
+        let status = status_of(AuthCodeError::pool(deadpool_postgres::PoolError::Closed));
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        let status = status_of(AuthCodeError::internal(format!("broke on {SECRET}")));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+}

@@ -1,0 +1,99 @@
+//! Starting and stopping the service.
+//!
+//! [`Application::build`] does everything that can fail at start-up (binding
+//! the port, reading the store URLs) and nothing that depends on the stores
+//! being up: both clients connect on first use, so a replica starts, and
+//! answers UNAVAILABLE, while a store is down, then recovers by itself.
+//! [`Application::run_until_stopped`] serves until the given future
+//! resolves, which is how the binary stops on SIGTERM and how tests stop it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
+use devicelink_shared::stores::{StoreSetupError, postgres_pool, redis_connection};
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api_keys::ApiKeyVerifier;
+use crate::codes::CodeMinter;
+use crate::config::AuthCodeConfig;
+use crate::service::AuthCodeHandler;
+
+/// Why the service could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A store URL or pool setting is unusable.
+    #[error("cannot set up the stores")]
+    Store(#[from] StoreSetupError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed while serving.
+    #[error("the gRPC server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready-to-serve authcode service.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    handler: AuthCodeHandler,
+}
+
+impl Application {
+    /// Binds `config.common.listen_addr` (port 0 picks a free port) and sets
+    /// up the store clients without connecting them.
+    pub async fn build(config: AuthCodeConfig) -> Result<Self, StartupError> {
+        let common = config.common;
+        let pool = postgres_pool(&common.database_url, common.database_pool_size)?;
+        let redis = redis_connection(&common.redis_url)?;
+        let listener = TcpListener::bind(common.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: common.listen_addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: common.listen_addr,
+            source,
+        })?;
+        let handler = AuthCodeHandler::new(
+            ApiKeyVerifier::new(pool),
+            CodeMinter::new(redis, common.redis_key_prefix, config.code_ttl),
+        );
+        Ok(Self {
+            listener,
+            local_addr,
+            handler,
+        })
+    }
+
+    /// The address actually bound, with the real port when 0 was asked for.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves gRPC until `shutdown` resolves, then stops accepting and lets
+    /// requests in flight finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        // TCP_NODELAY: a unary response is small, and Nagle's algorithm would
+        // hold it back waiting for the client's delayed ACK.
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        Server::builder()
+            .add_service(AuthCodeServiceServer::new(self.handler))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        Ok(())
+    }
+}

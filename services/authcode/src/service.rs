@@ -1,0 +1,153 @@
+//! The `AuthCodeService` gRPC handler: transport at the edge, domain below.
+//!
+//! The handler authenticates the key, parses the request into domain types,
+//! checks that the key may act for the request's app, mints, and answers.
+//! Nothing below it sees a raw request field.
+
+use devicelink_shared::api_key::SCOPE_USER_LINK;
+use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
+use devicelink_shared::pb::{MintAuthCodeRequest, MintAuthCodeResponse};
+use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
+use tonic::{Request, Response, Status};
+
+use crate::api_keys::ApiKeyVerifier;
+use crate::codes::CodeMinter;
+use crate::error::AuthCodeError;
+
+/// A validated mint request.
+#[derive(Debug)]
+struct MintRequest {
+    external_id: ExternalId,
+    /// The app the caller expects the code to be bound to, if it said.
+    app_id: Option<AppId>,
+}
+
+impl MintRequest {
+    /// Checks every field and reports all violations at once.
+    fn parse(request: MintAuthCodeRequest) -> Result<Self, AuthCodeError> {
+        let external_id = ExternalId::parse("external_id", &request.external_id);
+        let app_id = if request.app_id.is_empty() {
+            Ok(None)
+        } else {
+            AppId::parse("app_id", &request.app_id).map(Some)
+        };
+        match (external_id, app_id) {
+            (Ok(external_id), Ok(app_id)) => Ok(Self {
+                external_id,
+                app_id,
+            }),
+            (external_id, app_id) => {
+                let violations: Vec<FieldViolation> = [external_id.err(), app_id.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                Err(AuthCodeError::InvalidArgument(violations))
+            }
+        }
+    }
+}
+
+/// Serves `AuthCodeService`: one per replica, shared by every request.
+pub struct AuthCodeHandler {
+    verifier: ApiKeyVerifier,
+    minter: CodeMinter,
+}
+
+impl AuthCodeHandler {
+    /// A handler checking keys with `verifier` and storing codes with
+    /// `minter`.
+    pub fn new(verifier: ApiKeyVerifier, minter: CodeMinter) -> Self {
+        Self { verifier, minter }
+    }
+
+    async fn mint(
+        &self,
+        request: Request<MintAuthCodeRequest>,
+    ) -> Result<MintAuthCodeResponse, AuthCodeError> {
+        // Who is calling comes first: an unauthenticated caller learns
+        // nothing about its request.
+        let key = self.verifier.verify(request.metadata()).await?;
+        key.require_scope(SCOPE_USER_LINK)?;
+        let request = MintRequest::parse(request.into_inner())?;
+        if request.app_id.is_some_and(|app_id| app_id != key.app_id) {
+            return Err(AuthCodeError::WrongApp);
+        }
+
+        let minted = self
+            .minter
+            .mint(key.app_id, &request.external_id, &key.key_id)
+            .await?;
+        // The external id is the customer's identifier of a person and the
+        // code is a secret: neither is logged.
+        tracing::info!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
+        Ok(MintAuthCodeResponse {
+            auth_code: minted.code.expose().to_owned(),
+            expires_at: Some(minted.expires_at.into()),
+            app_id: key.app_id.to_string(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AuthCodeService for AuthCodeHandler {
+    async fn mint_auth_code(
+        &self,
+        request: Request<MintAuthCodeRequest>,
+    ) -> Result<Response<MintAuthCodeResponse>, Status> {
+        self.mint(request)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(external_id: &str, app_id: &str) -> MintAuthCodeRequest {
+        MintAuthCodeRequest {
+            external_id: external_id.into(),
+            app_id: app_id.into(),
+        }
+    }
+
+    #[test]
+    fn app_id_is_optional() {
+        let parsed = MintRequest::parse(request("user-1", "")).expect("valid");
+        assert_eq!(parsed.external_id.as_str(), "user-1");
+        assert_eq!(parsed.app_id, None);
+        let app_id = uuid::Uuid::new_v4();
+        let parsed = MintRequest::parse(request("user-1", &app_id.to_string())).expect("valid");
+        assert_eq!(parsed.app_id, Some(AppId(app_id)));
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let Err(AuthCodeError::InvalidArgument(violations)) =
+            MintRequest::parse(request("", "nope"))
+        else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        let fields: Vec<&str> = violations
+            .iter()
+            .map(|violation| violation.field.as_str())
+            .collect();
+        assert_eq!(fields, ["external_id", "app_id"]);
+        let status = Status::from(AuthCodeError::InvalidArgument(violations));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("external_id: is required"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[test]
+    fn control_characters_in_external_ids_are_refused() {
+        assert!(matches!(
+            MintRequest::parse(request("user\n1", "")),
+            Err(AuthCodeError::InvalidArgument(_))
+        ));
+    }
+}

@@ -1,0 +1,186 @@
+//! API keys: minting needs a live key of the right app and scope; keys are
+//! listed with their history and revoked everywhere within five seconds.
+
+use std::time::{Duration, Instant};
+
+use devicelink_e2e::*;
+use devicelink_shared::pb;
+use tonic::Code;
+
+fn mint_request(external_id: &str) -> pb::MintAuthCodeRequest {
+    pb::MintAuthCodeRequest {
+        external_id: external_id.into(),
+        app_id: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_refused_within_five_seconds() {
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let mut authcode = env.authcode().await;
+    authcode
+        .mint_auth_code(authorized(mint_request("u"), &api_key))
+        .await
+        .expect("the key works and is now cached");
+
+    let mut admin = env.admin().await;
+    let keys = admin
+        .list_api_keys(authorized(pb::ListApiKeysRequest { app_id: app_id.clone() }, ADMIN_TOKEN))
+        .await
+        .expect("list")
+        .into_inner()
+        .api_keys;
+    let key_id = keys[0].key_id.clone();
+    admin
+        .revoke_api_key(authorized(pb::RevokeApiKeyRequest { key_id: key_id.clone() }, ADMIN_TOKEN))
+        .await
+        .expect("revoke");
+    let revoked_at = Instant::now();
+
+    loop {
+        match authcode.mint_auth_code(authorized(mint_request("u"), &api_key)).await {
+            Ok(_) => assert!(revoked_at.elapsed() < Duration::from_secs(5), "still accepted after 5 s"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated);
+                assert!(!status.message().contains(&api_key));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+
+    let keys = admin
+        .list_api_keys(authorized(pb::ListApiKeysRequest { app_id }, ADMIN_TOKEN))
+        .await
+        .expect("list")
+        .into_inner()
+        .api_keys;
+    assert_eq!(keys[0].state, pb::ApiKeyState::Revoked as i32);
+    assert!(keys[0].revoked_at.is_some());
+    assert!(keys[0].last_used_at.is_some(), "the key's use was recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_malformed_and_unknown_keys_are_unauthenticated() {
+    let env = TestEnv::start().await;
+    let (_, api_key) = env.app_with_key().await;
+    let mut authcode = env.authcode().await;
+    let unknown = devicelink_shared::api_key::generate().text;
+    let mut tampered = api_key.clone();
+    tampered.replace_range(25..26, if &api_key[25..26] == "a" { "b" } else { "a" });
+    for key in ["", "not-a-key", unknown.as_str(), tampered.as_str()] {
+        let request = if key.is_empty() {
+            tonic::Request::new(mint_request("u"))
+        } else {
+            authorized(mint_request("u"), key)
+        };
+        let status = authcode.mint_auth_code(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{key:?}: {status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_refused() {
+    let env = TestEnv::start().await;
+    let (app_id, _) = env.app_with_key().await;
+    let key = env
+        .admin()
+        .await
+        .create_api_key(authorized(
+            pb::CreateApiKeyRequest {
+                app_id,
+                scopes: vec![],
+                ttl_seconds: 1,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("a short-lived key")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = env
+        .authcode()
+        .await
+        .mint_auth_code(authorized(mint_request("u"), &key.api_key))
+        .await
+        .expect_err("expired");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_works_only_for_its_own_app() {
+    let env = TestEnv::start().await;
+    let (_, api_key) = env.app_with_key().await;
+    let (other_app_id, _) = env.app_with_key().await;
+    let status = env
+        .authcode()
+        .await
+        .mint_auth_code(authorized(
+            pb::MintAuthCodeRequest {
+                external_id: "u".into(),
+                app_id: other_app_id,
+            },
+            &api_key,
+        ))
+        .await
+        .expect_err("another app's key");
+    assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_holds_at_most_ten_active_keys() {
+    let env = TestEnv::start().await;
+    let (app_id, _) = env.app_with_key().await;
+    let mut admin = env.admin().await;
+    let create = || {
+        authorized(
+            pb::CreateApiKeyRequest {
+                app_id: app_id.clone(),
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        )
+    };
+    let mut last_key_id = String::new();
+    for _ in 0..9 {
+        last_key_id = admin.create_api_key(create()).await.expect("keys 2 to 10").into_inner().key_id;
+    }
+    let eleventh = admin.create_api_key(create()).await.expect_err("the eleventh key");
+    assert_eq!(eleventh.code(), Code::FailedPrecondition);
+    admin
+        .revoke_api_key(authorized(pb::RevokeApiKeyRequest { key_id: last_key_id }, ADMIN_TOKEN))
+        .await
+        .expect("revoke one");
+    admin.create_api_key(create()).await.expect("room again after a revocation");
+    let listed = admin
+        .list_api_keys(authorized(pb::ListApiKeysRequest { app_id: app_id.clone() }, ADMIN_TOKEN))
+        .await
+        .expect("list")
+        .into_inner()
+        .api_keys;
+    assert_eq!(listed.len(), 11);
+    assert_eq!(
+        listed.iter().filter(|key| key.state == pb::ApiKeyState::Active as i32).count(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_needs_the_admin_token() {
+    let env = TestEnv::start().await;
+    let mut admin = env.admin().await;
+    let request = || pb::CreateAppRequest { name: "x".into() };
+    let missing = admin.create_app(tonic::Request::new(request())).await.expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let wrong = admin
+        .create_app(authorized(request(), "not-the-admin-token-at-all"))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    // An API key is not an admin credential either.
+    let (_, api_key) = env.app_with_key().await;
+    let with_key = admin.create_app(authorized(request(), &api_key)).await.expect_err("API key");
+    assert_eq!(with_key.code(), Code::Unauthenticated);
+}
