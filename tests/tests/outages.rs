@@ -1,0 +1,142 @@
+//! Store outages: with Redis or Postgres gone, calls fail fast with
+//! UNAVAILABLE, nothing is consumed or half-written, and the services
+//! recover by themselves when the store comes back. The outage is real: the
+//! services reach the stores through proxies the test cuts.
+
+use std::time::{Duration, Instant};
+
+use devicelink_e2e::*;
+use devicelink_shared::pb;
+use tonic::Code;
+
+/// Generous against a loaded CI machine; the services aim for one second.
+const FAIL_FAST: Duration = Duration::from_millis(1500);
+
+fn with_proxies() -> TestOptions {
+    TestOptions {
+        through_proxies: true,
+        ..Default::default()
+    }
+}
+
+/// Retries `call` until it succeeds, for at most ten seconds.
+async fn eventually<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(status) if Instant::now() < deadline => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("the service did not recover: {status:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_unavailable_then_recovery() {
+    let env = TestEnv::start_with(with_proxies()).await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let code = env.mint(&api_key, "u").await;
+    let redis = env.redis_proxy.as_ref().expect("a Redis proxy");
+    let mut authcode = env.authcode().await;
+    let mut registration = env.registration().await;
+
+    redis.cut();
+    let started = Instant::now();
+    let status = authcode
+        .mint_auth_code(authorized(
+            pb::MintAuthCodeRequest {
+                external_id: "u".into(),
+                app_id: String::new(),
+            },
+            &api_key,
+        ))
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < FAIL_FAST, "mint took {:?}", started.elapsed());
+
+    let started = Instant::now();
+    let status = registration
+        .create_user(create_user_request(&code, &app_id, phone("p")))
+        .await
+        .expect_err("Redis is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < FAIL_FAST, "redemption took {:?}", started.elapsed());
+    assert!(!status.message().contains(&code));
+
+    redis.restore();
+    let created = eventually(|| {
+        let mut registration = registration.clone();
+        let request = create_user_request(&code, &app_id, phone("p"));
+        async move { registration.create_user(request).await }
+    })
+    .await;
+    assert_eq!(state_of(&created.into_inner().status), ACTIVE, "the code survived the outage");
+    eventually(|| {
+        let mut authcode = authcode.clone();
+        let request = authorized(
+            pb::MintAuthCodeRequest {
+                external_id: "u".into(),
+                app_id: String::new(),
+            },
+            &api_key,
+        );
+        async move { authcode.mint_auth_code(request).await }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_means_unavailable_then_recovery() {
+    let env = TestEnv::start_with(with_proxies()).await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let first = env
+        .registration()
+        .await
+        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("a")))
+        .await
+        .expect("before the outage")
+        .into_inner();
+    let code = env.mint(&api_key, "u").await;
+    let postgres = env.postgres_proxy.as_ref().expect("a Postgres proxy");
+    let mut registration = env.registration().await;
+
+    postgres.cut();
+    let started = Instant::now();
+    let status = registration
+        .create_user(create_user_request(&code, &app_id, phone("b")))
+        .await
+        .expect_err("Postgres is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < FAIL_FAST, "redemption took {:?}", started.elapsed());
+    let status = registration
+        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &first.install_token))
+        .await
+        .expect_err("Postgres is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    postgres.restore();
+    let second = eventually(|| {
+        let mut registration = registration.clone();
+        let request = create_user_request(&code, &app_id, phone("b"));
+        async move { registration.create_user(request).await }
+    })
+    .await
+    .into_inner();
+    assert!(second.restored);
+    assert_eq!(state_of(&second.status), ACTIVE);
+    let first_status = registration
+        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &first.install_token))
+        .await
+        .expect("recovered")
+        .into_inner()
+        .status;
+    assert_eq!(state_of(&first_status), SUPERSEDED);
+}
