@@ -163,7 +163,11 @@ mod tests {
     #[test]
     fn other_texts_are_malformed() {
         for text in ["", "dlk_", "Bearer x", &"a".repeat(API_KEY_LEN)] {
-            assert_eq!(parse(text).err(), Some(ApiKeyFormatError::Malformed), "{text}");
+            assert_eq!(
+                parse(text).err(),
+                Some(ApiKeyFormatError::Malformed),
+                "{text}"
+            );
         }
         let key = generate();
         let upper = key.text.to_uppercase();

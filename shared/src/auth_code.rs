@@ -88,7 +88,11 @@ mod tests {
         let again = AuthCode::parse(code.expose()).expect("a generated code parses");
         assert!(code.hash().matches(&again.hash()));
         // Domain-separated: not the plain SHA-256 of the code.
-        assert!(!code.hash().matches(&SecretHash::of(&[code.expose().as_bytes()])));
+        assert!(
+            !code
+                .hash()
+                .matches(&SecretHash::of(&[code.expose().as_bytes()]))
+        );
     }
 
     #[test]
@@ -101,7 +105,12 @@ mod tests {
 
     #[test]
     fn malformed_codes_are_refused() {
-        for text in ["", "short", &"A".repeat(AUTH_CODE_LEN), &"a".repeat(AUTH_CODE_LEN + 1)] {
+        for text in [
+            "",
+            "short",
+            &"A".repeat(AUTH_CODE_LEN),
+            &"a".repeat(AUTH_CODE_LEN + 1),
+        ] {
             assert!(AuthCode::parse(text).is_none(), "{text}");
         }
     }
@@ -114,6 +123,9 @@ mod tests {
             minted_at_unix_ms: 42,
             key_id: "k".into(),
         };
-        assert_eq!(AuthCodeRecord::from_bytes(&record.to_bytes()).ok(), Some(record));
+        assert_eq!(
+            AuthCodeRecord::from_bytes(&record.to_bytes()).ok(),
+            Some(record)
+        );
     }
 }

@@ -54,7 +54,9 @@ pub fn required(variable: &'static str) -> Result<String, ConfigError> {
 
 /// The value of a variable, `None` when unset or empty.
 pub fn optional(variable: &'static str) -> Option<String> {
-    std::env::var(variable).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(variable)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 /// A variable parsed as `T`, or `default` when unset.
@@ -65,10 +67,9 @@ where
 {
     match optional(variable) {
         None => Ok(default),
-        Some(text) => text
-            .trim()
-            .parse()
-            .map_err(|error| ConfigError::new(variable, format!("{text:?} does not parse: {error}"))),
+        Some(text) => text.trim().parse().map_err(|error| {
+            ConfigError::new(variable, format!("{text:?} does not parse: {error}"))
+        }),
     }
 }
 
@@ -114,10 +115,16 @@ impl CommonConfig {
     /// Checks what parsing alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=1024).contains(&self.database_pool_size) {
-            return Err(ConfigError::new(DATABASE_POOL_SIZE, "must be between 1 and 1024"));
+            return Err(ConfigError::new(
+                DATABASE_POOL_SIZE,
+                "must be between 1 and 1024",
+            ));
         }
         if self.database_url.parse::<tokio_postgres::Config>().is_err() {
-            return Err(ConfigError::new(DATABASE_URL, "is not a Postgres connection URL"));
+            return Err(ConfigError::new(
+                DATABASE_URL,
+                "is not a Postgres connection URL",
+            ));
         }
         if redis::Client::open(self.redis_url.as_str()).is_err() {
             return Err(ConfigError::new(REDIS_URL, "is not a Redis connection URL"));

@@ -12,9 +12,12 @@ const DEFAULT_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
 /// Installs the global subscriber. Safe to call more than once (tests start
 /// several services in one process): later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let json = optional(LOG_FORMAT).is_some_and(|format| format.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let _already_set = if json {
         builder.json().flatten_event(true).try_init()
     } else {

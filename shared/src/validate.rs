@@ -139,7 +139,10 @@ mod tests {
         assert!(spaced.description.contains("without spaces"));
         let bundle = text("f", "com/evil", 8, Charset::Identifier).unwrap_err();
         assert!(bundle.description.contains("letters"));
-        assert_eq!(text("f", "Pixel 8", 8, Charset::Printable).as_deref(), Ok("Pixel 8"));
+        assert_eq!(
+            text("f", "Pixel 8", 8, Charset::Printable).as_deref(),
+            Ok("Pixel 8")
+        );
     }
 
     #[test]
@@ -156,7 +159,10 @@ mod tests {
 
     #[test]
     fn app_ids_must_be_uuids() {
-        assert_eq!(AppId::parse("app_id", "nope").unwrap_err().description, "must be a UUID");
+        assert_eq!(
+            AppId::parse("app_id", "nope").unwrap_err().description,
+            "must be a UUID"
+        );
         assert!(AppId::parse("app_id", &Uuid::new_v4().to_string()).is_ok());
     }
 }

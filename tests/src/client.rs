@@ -46,7 +46,11 @@ pub fn tablet(device_id: &str) -> pb::DeviceInfo {
 }
 
 /// A `CreateUser` request redeeming `code` for `app_id` on `device`.
-pub fn create_user_request(code: &str, app_id: &str, device: pb::DeviceInfo) -> pb::CreateUserRequest {
+pub fn create_user_request(
+    code: &str,
+    app_id: &str,
+    device: pb::DeviceInfo,
+) -> pb::CreateUserRequest {
     pb::CreateUserRequest {
         auth_code: code.into(),
         app_id: app_id.into(),
@@ -69,11 +73,17 @@ pub fn state_of(status: &Option<pb::InstallStatus>) -> (pb::InstallState, pb::In
 }
 
 /// `(ACTIVE, UNSPECIFIED)`.
-pub const ACTIVE: (pb::InstallState, pb::InstallStateReason) =
-    (pb::InstallState::Active, pb::InstallStateReason::Unspecified);
+pub const ACTIVE: (pb::InstallState, pb::InstallStateReason) = (
+    pb::InstallState::Active,
+    pb::InstallStateReason::Unspecified,
+);
 /// `(INACTIVE, SUPERSEDED)`.
-pub const SUPERSEDED: (pb::InstallState, pb::InstallStateReason) =
-    (pb::InstallState::Inactive, pb::InstallStateReason::Superseded);
+pub const SUPERSEDED: (pb::InstallState, pb::InstallStateReason) = (
+    pb::InstallState::Inactive,
+    pb::InstallStateReason::Superseded,
+);
 /// `(INACTIVE, PHONE_PREFERRED)`.
-pub const PHONE_PREFERRED: (pb::InstallState, pb::InstallStateReason) =
-    (pb::InstallState::Inactive, pb::InstallStateReason::PhonePreferred);
+pub const PHONE_PREFERRED: (pb::InstallState, pb::InstallStateReason) = (
+    pb::InstallState::Inactive,
+    pb::InstallStateReason::PhonePreferred,
+);

@@ -69,7 +69,9 @@ fn redis_url() -> String {
 
 /// `url` with its database name replaced.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(base, query)| (base, Some(query)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(base, query)| (base, Some(query)));
     let authority_end = base.find("://").map_or(0, |scheme| scheme + 3);
     let base = match base[authority_end..].find('/') {
         Some(slash) => &base[..authority_end + slash],
@@ -87,19 +89,28 @@ fn with_host(url: &str, addr: SocketAddr) -> String {
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let credentials = authority.rsplit_once('@').map(|(credentials, _)| credentials);
+    let credentials = authority
+        .rsplit_once('@')
+        .map(|(credentials, _)| credentials);
     let new_authority = match credentials {
         Some(credentials) => format!("{credentials}@{addr}"),
         None => addr.to_string(),
     };
-    format!("{}{}{}", &url[..scheme_end], new_authority, &rest[authority_end..])
+    format!(
+        "{}{}{}",
+        &url[..scheme_end],
+        new_authority,
+        &rest[authority_end..]
+    )
 }
 
 fn host_port(url: &str, default_port: u16) -> String {
     let scheme_end = url.find("://").map_or(0, |scheme| scheme + 3);
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
+    let authority = rest[..authority_end]
+        .rsplit_once('@')
+        .map_or(&rest[..authority_end], |(_, host)| host);
     if authority.contains(':') {
         authority.to_owned()
     } else {
@@ -110,8 +121,9 @@ fn host_port(url: &str, default_port: u16) -> String {
 /// Logs go through the test harness's capture, so a failing test shows its
 /// own log lines and a passing one stays quiet. `RUST_LOG` picks the level.
 fn init_test_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
     let _already_set = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
@@ -127,7 +139,9 @@ async fn create_database() -> String {
     let admin_url = admin_database_url();
     let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
         .await
-        .unwrap_or_else(|error| panic!("cannot reach the test Postgres ({error}); run deploy/local/test.sh"));
+        .unwrap_or_else(|error| {
+            panic!("cannot reach the test Postgres ({error}); run deploy/local/test.sh")
+        });
     tokio::spawn(connection);
     let pid = std::process::id();
     if !SWEPT.swap(true, Ordering::SeqCst) {
@@ -140,10 +154,15 @@ async fn create_database() -> String {
             .expect("list stale test databases");
         for row in stale {
             let name: String = row.get(0);
-            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await;
         }
     }
-    let name = format!("dltest_{pid}_{}", DATABASE_COUNTER.fetch_add(1, Ordering::SeqCst));
+    let name = format!(
+        "dltest_{pid}_{}",
+        DATABASE_COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
     client
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
@@ -208,7 +227,9 @@ impl TestEnv {
             common,
             code_ttl: options.code_ttl,
         };
-        let application = AuthCodeApplication::build(config).await.expect("authcode starts");
+        let application = AuthCodeApplication::build(config)
+            .await
+            .expect("authcode starts");
         let authcode_addr = application.local_addr();
         let (sender, receiver) = oneshot::channel::<()>();
         stop.push(sender);
@@ -232,7 +253,9 @@ impl TestEnv {
     }
 
     /// A client of the first registration replica.
-    pub async fn registration(&self) -> pb::registration_service_client::RegistrationServiceClient<Channel> {
+    pub async fn registration(
+        &self,
+    ) -> pb::registration_service_client::RegistrationServiceClient<Channel> {
         self.registration_replica(0).await
     }
 
@@ -254,7 +277,12 @@ impl TestEnv {
     pub async fn app_with_key(&self) -> (String, String) {
         let mut admin = self.admin().await;
         let app_id = admin
-            .create_app(authorized(pb::CreateAppRequest { name: "test app".into() }, ADMIN_TOKEN))
+            .create_app(authorized(
+                pb::CreateAppRequest {
+                    name: "test app".into(),
+                },
+                ADMIN_TOKEN,
+            ))
             .await
             .expect("create app")
             .into_inner()
@@ -293,9 +321,10 @@ impl TestEnv {
     /// A plain connection to the test's database, for checking what was
     /// stored.
     pub async fn database(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
         tokio::spawn(connection);
         client
     }
@@ -307,16 +336,28 @@ mod tests {
 
     #[test]
     fn database_names_are_replaced() {
-        assert_eq!(with_database("postgres://u:p@h:5432/db", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(with_database("postgres://u:p@h/db?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/db", "x"),
+            "postgres://u:p@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 
     #[test]
     fn hosts_are_replaced_keeping_credentials() {
         let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-        assert_eq!(with_host("postgres://u:p@h:5432/db", addr), "postgres://u:p@127.0.0.1:9/db");
-        assert_eq!(with_host("redis://127.0.0.1:6379/0", addr), "redis://127.0.0.1:9/0");
+        assert_eq!(
+            with_host("postgres://u:p@h:5432/db", addr),
+            "postgres://u:p@127.0.0.1:9/db"
+        );
+        assert_eq!(
+            with_host("redis://127.0.0.1:6379/0", addr),
+            "redis://127.0.0.1:9/0"
+        );
         assert_eq!(host_port("redis://127.0.0.1/0", 6379), "127.0.0.1:6379");
         assert_eq!(host_port("postgres://u:p@db:6000/x", 5432), "db:6000");
     }

@@ -18,7 +18,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding a fresh loopback port to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a proxy port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let down = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);

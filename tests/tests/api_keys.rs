@@ -26,21 +26,37 @@ async fn a_revoked_key_is_refused_within_five_seconds() {
 
     let mut admin = env.admin().await;
     let keys = admin
-        .list_api_keys(authorized(pb::ListApiKeysRequest { app_id: app_id.clone() }, ADMIN_TOKEN))
+        .list_api_keys(authorized(
+            pb::ListApiKeysRequest {
+                app_id: app_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect("list")
         .into_inner()
         .api_keys;
     let key_id = keys[0].key_id.clone();
     admin
-        .revoke_api_key(authorized(pb::RevokeApiKeyRequest { key_id: key_id.clone() }, ADMIN_TOKEN))
+        .revoke_api_key(authorized(
+            pb::RevokeApiKeyRequest {
+                key_id: key_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect("revoke");
     let revoked_at = Instant::now();
 
     loop {
-        match authcode.mint_auth_code(authorized(mint_request("u"), &api_key)).await {
-            Ok(_) => assert!(revoked_at.elapsed() < Duration::from_secs(5), "still accepted after 5 s"),
+        match authcode
+            .mint_auth_code(authorized(mint_request("u"), &api_key))
+            .await
+        {
+            Ok(_) => assert!(
+                revoked_at.elapsed() < Duration::from_secs(5),
+                "still accepted after 5 s"
+            ),
             Err(status) => {
                 assert_eq!(status.code(), Code::Unauthenticated);
                 assert!(!status.message().contains(&api_key));
@@ -145,24 +161,48 @@ async fn an_app_holds_at_most_ten_active_keys() {
     };
     let mut last_key_id = String::new();
     for _ in 0..9 {
-        last_key_id = admin.create_api_key(create()).await.expect("keys 2 to 10").into_inner().key_id;
+        last_key_id = admin
+            .create_api_key(create())
+            .await
+            .expect("keys 2 to 10")
+            .into_inner()
+            .key_id;
     }
-    let eleventh = admin.create_api_key(create()).await.expect_err("the eleventh key");
+    let eleventh = admin
+        .create_api_key(create())
+        .await
+        .expect_err("the eleventh key");
     assert_eq!(eleventh.code(), Code::FailedPrecondition);
     admin
-        .revoke_api_key(authorized(pb::RevokeApiKeyRequest { key_id: last_key_id }, ADMIN_TOKEN))
+        .revoke_api_key(authorized(
+            pb::RevokeApiKeyRequest {
+                key_id: last_key_id,
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect("revoke one");
-    admin.create_api_key(create()).await.expect("room again after a revocation");
+    admin
+        .create_api_key(create())
+        .await
+        .expect("room again after a revocation");
     let listed = admin
-        .list_api_keys(authorized(pb::ListApiKeysRequest { app_id: app_id.clone() }, ADMIN_TOKEN))
+        .list_api_keys(authorized(
+            pb::ListApiKeysRequest {
+                app_id: app_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect("list")
         .into_inner()
         .api_keys;
     assert_eq!(listed.len(), 11);
     assert_eq!(
-        listed.iter().filter(|key| key.state == pb::ApiKeyState::Active as i32).count(),
+        listed
+            .iter()
+            .filter(|key| key.state == pb::ApiKeyState::Active as i32)
+            .count(),
         10
     );
 }
@@ -172,7 +212,10 @@ async fn the_admin_api_needs_the_admin_token() {
     let env = TestEnv::start().await;
     let mut admin = env.admin().await;
     let request = || pb::CreateAppRequest { name: "x".into() };
-    let missing = admin.create_app(tonic::Request::new(request())).await.expect_err("no token");
+    let missing = admin
+        .create_app(tonic::Request::new(request()))
+        .await
+        .expect_err("no token");
     assert_eq!(missing.code(), Code::Unauthenticated);
     let wrong = admin
         .create_app(authorized(request(), "not-the-admin-token-at-all"))
@@ -181,6 +224,9 @@ async fn the_admin_api_needs_the_admin_token() {
     assert_eq!(wrong.code(), Code::Unauthenticated);
     // An API key is not an admin credential either.
     let (_, api_key) = env.app_with_key().await;
-    let with_key = admin.create_app(authorized(request(), &api_key)).await.expect_err("API key");
+    let with_key = admin
+        .create_app(authorized(request(), &api_key))
+        .await
+        .expect_err("API key");
     assert_eq!(with_key.code(), Code::Unauthenticated);
 }

@@ -10,7 +10,13 @@ use tonic_types::StatusExt;
 fn violated_fields(status: &tonic::Status) -> Vec<String> {
     status
         .get_details_bad_request()
-        .map(|bad_request| bad_request.field_violations.into_iter().map(|v| v.field).collect())
+        .map(|bad_request| {
+            bad_request
+                .field_violations
+                .into_iter()
+                .map(|v| v.field)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -28,30 +34,61 @@ async fn create_user_names_each_bad_field() {
         ("auth_code", |r| r.auth_code = "DROP TABLE users;".into()),
         ("app_id", |r| r.app_id = "not-a-uuid".into()),
         ("app", |r| r.app = None),
-        ("app.app_version", |r| r.app.as_mut().expect("app").app_version = "1 0".into()),
-        ("app.sdk_version", |r| r.app.as_mut().expect("app").sdk_version = "v".repeat(65)),
-        ("app.bundle_id", |r| r.app.as_mut().expect("app").bundle_id = "com/../evil".into()),
+        ("app.app_version", |r| {
+            r.app.as_mut().expect("app").app_version = "1 0".into()
+        }),
+        ("app.sdk_version", |r| {
+            r.app.as_mut().expect("app").sdk_version = "v".repeat(65)
+        }),
+        ("app.bundle_id", |r| {
+            r.app.as_mut().expect("app").bundle_id = "com/../evil".into()
+        }),
         ("device", |r| r.device = None),
-        ("device.device_id", |r| r.device.as_mut().expect("device").device_id.clear()),
-        ("device.device_id", |r| r.device.as_mut().expect("device").device_id = "d".repeat(129)),
-        ("device.platform", |r| r.device.as_mut().expect("device").platform = 0),
-        ("device.platform", |r| r.device.as_mut().expect("device").platform = 42),
-        ("device.form_factor", |r| r.device.as_mut().expect("device").form_factor = 0),
-        ("device.model", |r| r.device.as_mut().expect("device").model = "a\u{0}b".into()),
-        ("device.os_version", |r| r.device.as_mut().expect("device").os_version.clear()),
+        ("device.device_id", |r| {
+            r.device.as_mut().expect("device").device_id.clear()
+        }),
+        ("device.device_id", |r| {
+            r.device.as_mut().expect("device").device_id = "d".repeat(129)
+        }),
+        ("device.platform", |r| {
+            r.device.as_mut().expect("device").platform = 0
+        }),
+        ("device.platform", |r| {
+            r.device.as_mut().expect("device").platform = 42
+        }),
+        ("device.form_factor", |r| {
+            r.device.as_mut().expect("device").form_factor = 0
+        }),
+        ("device.model", |r| {
+            r.device.as_mut().expect("device").model = "a\u{0}b".into()
+        }),
+        ("device.os_version", |r| {
+            r.device.as_mut().expect("device").os_version.clear()
+        }),
     ];
     for (field, mutate) in cases {
         let mut request = create_user_request(&code, &app_id, phone("p"));
         mutate(&mut request);
         let status = registration.create_user(request).await.expect_err(field);
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
-        assert!(violated_fields(&status).contains(&field.to_owned()), "{field}");
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
+        assert!(
+            violated_fields(&status).contains(&field.to_owned()),
+            "{field}"
+        );
     }
 
     // None of that wrote anything, and the code still works.
     let db = env.database().await;
-    let users: i64 = db.query_one("SELECT count(*) FROM users", &[]).await.expect("count").get(0);
+    let users: i64 = db
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(users, 0);
     registration
         .create_user(create_user_request(&code, &app_id, phone("p")))
@@ -66,18 +103,29 @@ async fn unknown_codes_and_tokens_are_refused() {
     let mut registration = env.registration().await;
     let unknown_code = devicelink_shared::auth_code::AuthCode::generate();
     let status = registration
-        .create_user(create_user_request(unknown_code.expose(), &app_id, phone("p")))
+        .create_user(create_user_request(
+            unknown_code.expose(),
+            &app_id,
+            phone("p"),
+        ))
         .await
         .expect_err("unknown code");
     assert_eq!(status.code(), Code::NotFound);
 
-    for token in ["", "garbage", "dlit_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+    for token in [
+        "",
+        "garbage",
+        "dlit_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
         let request = if token.is_empty() {
             tonic::Request::new(pb::GetInstallStatusRequest {})
         } else {
             authorized(pb::GetInstallStatusRequest {}, token)
         };
-        let status = registration.get_install_status(request).await.expect_err("no install");
+        let status = registration
+            .get_install_status(request)
+            .await
+            .expect_err("no install");
         assert_eq!(status.code(), Code::Unauthenticated, "{token:?}");
     }
 }
@@ -87,7 +135,12 @@ async fn mint_and_admin_calls_name_bad_fields() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let mut authcode = env.authcode().await;
-    for (external_id, app) in [("", ""), ("x\ny", ""), (&"x".repeat(257) as &str, ""), ("u", "nope")] {
+    for (external_id, app) in [
+        ("", ""),
+        ("x\ny", ""),
+        (&"x".repeat(257) as &str, ""),
+        ("u", "nope"),
+    ] {
         let status = authcode
             .mint_auth_code(authorized(
                 pb::MintAuthCodeRequest {
@@ -98,15 +151,27 @@ async fn mint_and_admin_calls_name_bad_fields() {
             ))
             .await
             .expect_err("bad mint");
-        assert_eq!(status.code(), Code::InvalidArgument, "{external_id:?} {app:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{external_id:?} {app:?}"
+        );
     }
 
     let mut admin = env.admin().await;
     let status = admin
-        .create_app(authorized(pb::CreateAppRequest { name: String::new() }, ADMIN_TOKEN))
+        .create_app(authorized(
+            pb::CreateAppRequest {
+                name: String::new(),
+            },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect_err("no name");
-    assert_eq!((status.code(), violated_fields(&status)), (Code::InvalidArgument, vec!["name".to_owned()]));
+    assert_eq!(
+        (status.code(), violated_fields(&status)),
+        (Code::InvalidArgument, vec!["name".to_owned()])
+    );
     let status = admin
         .create_api_key(authorized(
             pb::CreateApiKeyRequest {
@@ -131,7 +196,10 @@ async fn mint_and_admin_calls_name_bad_fields() {
         .expect_err("unknown app");
     assert_eq!(status.code(), Code::NotFound);
     let status = admin
-        .revoke_api_key(authorized(pb::RevokeApiKeyRequest { key_id: "x".into() }, ADMIN_TOKEN))
+        .revoke_api_key(authorized(
+            pb::RevokeApiKeyRequest { key_id: "x".into() },
+            ADMIN_TOKEN,
+        ))
         .await
         .expect_err("bad key id");
     assert_eq!(status.code(), Code::InvalidArgument);

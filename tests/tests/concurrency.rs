@@ -21,7 +21,10 @@ async fn fifty_concurrent_redemptions_of_one_code_make_exactly_one_success() {
     let env = TestEnv::start_with(two_replicas()).await;
     let (app_id, api_key) = env.app_with_key().await;
     let code = env.mint(&api_key, "contended").await;
-    let clients = [env.registration_replica(0).await, env.registration_replica(1).await];
+    let clients = [
+        env.registration_replica(0).await,
+        env.registration_replica(1).await,
+    ];
 
     let attempts = (0..50).map(|n| {
         let mut client = clients[n % 2].clone();
@@ -39,9 +42,21 @@ async fn fifty_concurrent_redemptions_of_one_code_make_exactly_one_success() {
     }
     assert_eq!(successes, 1);
     let db = env.database().await;
-    let users: i64 = db.query_one("SELECT count(*) FROM users", &[]).await.expect("count").get(0);
-    let installs: i64 = db.query_one("SELECT count(*) FROM installs", &[]).await.expect("count").get(0);
-    let replays: i64 = db.query_one("SELECT count(*) FROM code_replays", &[]).await.expect("count").get(0);
+    let users: i64 = db
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let installs: i64 = db
+        .query_one("SELECT count(*) FROM installs", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let replays: i64 = db
+        .query_one("SELECT count(*) FROM code_replays", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!((users, installs, replays), (1, 1, 49));
 }
 
@@ -53,36 +68,64 @@ async fn twenty_devices_redeeming_for_one_external_id_make_one_user_and_one_acti
     for _ in 0..20 {
         codes.push(env.mint(&api_key, "one-person").await);
     }
-    let clients = [env.registration_replica(0).await, env.registration_replica(1).await];
+    let clients = [
+        env.registration_replica(0).await,
+        env.registration_replica(1).await,
+    ];
     let attempts = codes.into_iter().enumerate().map(|(n, code)| {
         let mut client = clients[n % 2].clone();
-        let device = if n % 3 == 0 { tablet(&format!("d{n}")) } else { phone(&format!("d{n}")) };
+        let device = if n % 3 == 0 {
+            tablet(&format!("d{n}"))
+        } else {
+            phone(&format!("d{n}"))
+        };
         let request = create_user_request(&code, &app_id, device);
         tokio::spawn(async move { client.create_user(request).await })
     });
     let outcomes = futures_util::future::join_all(attempts).await;
     let user_ids: HashSet<String> = outcomes
         .into_iter()
-        .map(|outcome| outcome.expect("the task ran").expect("every redemption succeeds").into_inner().user_id)
+        .map(|outcome| {
+            outcome
+                .expect("the task ran")
+                .expect("every redemption succeeds")
+                .into_inner()
+                .user_id
+        })
         .collect();
     assert_eq!(user_ids.len(), 1, "one user for one external id");
 
     let db = env.database().await;
-    let users: i64 = db.query_one("SELECT count(*) FROM users", &[]).await.expect("count").get(0);
+    let users: i64 = db
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .expect("count")
+        .get(0);
     let active: i64 = db
         .query_one("SELECT count(*) FROM installs WHERE state = 'active'", &[])
         .await
         .expect("count")
         .get(0);
-    let installs: i64 = db.query_one("SELECT count(*) FROM installs", &[]).await.expect("count").get(0);
-    let epoch: i64 = db.query_one("SELECT epoch FROM users", &[]).await.expect("epoch").get(0);
+    let installs: i64 = db
+        .query_one("SELECT count(*) FROM installs", &[])
+        .await
+        .expect("count")
+        .get(0);
+    let epoch: i64 = db
+        .query_one("SELECT epoch FROM users", &[])
+        .await
+        .expect("epoch")
+        .get(0);
     let active_epoch: i64 = db
         .query_one("SELECT epoch FROM installs WHERE state = 'active'", &[])
         .await
         .expect("active epoch")
         .get(0);
     assert_eq!((users, active, installs), (1, 1, 20));
-    assert_eq!(active_epoch, epoch, "the active install holds the current epoch");
+    assert_eq!(
+        active_epoch, epoch,
+        "the active install holds the current epoch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +135,11 @@ async fn the_database_refuses_a_second_active_install_whatever_the_code_does() {
     let created = env
         .registration()
         .await
-        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("p")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u").await,
+            &app_id,
+            phone("p"),
+        ))
         .await
         .expect("create")
         .into_inner();
@@ -108,7 +155,10 @@ async fn the_database_refuses_a_second_active_install_whatever_the_code_does() {
         )
         .await
         .expect_err("a second active install violates the constraint");
-    let constraint = error.as_db_error().and_then(|db_error| db_error.constraint()).map(str::to_owned);
+    let constraint = error
+        .as_db_error()
+        .and_then(|db_error| db_error.constraint())
+        .map(str::to_owned);
     assert_eq!(constraint.as_deref(), Some("installs_one_active_per_user"));
 }
 
@@ -119,19 +169,33 @@ async fn a_watch_on_one_replica_sees_a_takeover_made_on_another() {
     let mut first_replica = env.registration_replica(0).await;
     let mut second_replica = env.registration_replica(1).await;
     let first = first_replica
-        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("a")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u").await,
+            &app_id,
+            phone("a"),
+        ))
         .await
         .expect("first")
         .into_inner();
     let mut stream = first_replica
-        .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, &first.install_token))
+        .watch_install_status(authorized(
+            pb::WatchInstallStatusRequest {},
+            &first.install_token,
+        ))
         .await
         .expect("watch")
         .into_inner();
-    assert_eq!(state_of(&stream.next().await.expect("first").expect("ok").status), ACTIVE);
+    assert_eq!(
+        state_of(&stream.next().await.expect("first").expect("ok").status),
+        ACTIVE
+    );
 
     second_replica
-        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("b")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u").await,
+            &app_id,
+            phone("b"),
+        ))
         .await
         .expect("second");
     let change = tokio::time::timeout(Duration::from_secs(5), stream.next())

@@ -60,7 +60,11 @@ async fn redis_down_means_unavailable_then_recovery() {
         .await
         .expect_err("Redis is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(started.elapsed() < FAIL_FAST, "mint took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "mint took {:?}",
+        started.elapsed()
+    );
 
     let started = Instant::now();
     let status = registration
@@ -68,7 +72,11 @@ async fn redis_down_means_unavailable_then_recovery() {
         .await
         .expect_err("Redis is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(started.elapsed() < FAIL_FAST, "redemption took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "redemption took {:?}",
+        started.elapsed()
+    );
     assert!(!status.message().contains(&code));
 
     redis.restore();
@@ -78,7 +86,11 @@ async fn redis_down_means_unavailable_then_recovery() {
         async move { registration.create_user(request).await }
     })
     .await;
-    assert_eq!(state_of(&created.into_inner().status), ACTIVE, "the code survived the outage");
+    assert_eq!(
+        state_of(&created.into_inner().status),
+        ACTIVE,
+        "the code survived the outage"
+    );
     eventually(|| {
         let mut authcode = authcode.clone();
         let request = authorized(
@@ -100,7 +112,11 @@ async fn postgres_down_means_unavailable_then_recovery() {
     let first = env
         .registration()
         .await
-        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("a")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u").await,
+            &app_id,
+            phone("a"),
+        ))
         .await
         .expect("before the outage")
         .into_inner();
@@ -115,9 +131,16 @@ async fn postgres_down_means_unavailable_then_recovery() {
         .await
         .expect_err("Postgres is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    assert!(started.elapsed() < FAIL_FAST, "redemption took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "redemption took {:?}",
+        started.elapsed()
+    );
     let status = registration
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &first.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &first.install_token,
+        ))
         .await
         .expect_err("Postgres is down");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -133,7 +156,10 @@ async fn postgres_down_means_unavailable_then_recovery() {
     assert!(second.restored);
     assert_eq!(state_of(&second.status), ACTIVE);
     let first_status = registration
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &first.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &first.install_token,
+        ))
         .await
         .expect("recovered")
         .into_inner()

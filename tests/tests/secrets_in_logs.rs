@@ -14,7 +14,10 @@ struct Recorder(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Recorder {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -50,17 +53,26 @@ async fn a_full_flow_logs_no_secret() {
         .await
         .expect_err("a replay");
     let mut stream = registration
-        .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, &created.install_token))
+        .watch_install_status(authorized(
+            pb::WatchInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("watch")
         .into_inner();
     stream.next().await.expect("first").expect("ok");
     registration
-        .reset_install(authorized(pb::ResetInstallRequest {}, &created.install_token))
+        .reset_install(authorized(
+            pb::ResetInstallRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("reset");
     registration
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &created.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect_err("reset token");
     env.authcode()
@@ -75,15 +87,22 @@ async fn a_full_flow_logs_no_secret() {
         .await
         .expect_err("a mistyped key");
 
-    let logs = String::from_utf8_lossy(&recorder.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned();
-    assert!(logs.contains("auth code redeemed"), "the flow was logged at all");
+    let logs = String::from_utf8_lossy(&recorder.0.lock().unwrap_or_else(PoisonError::into_inner))
+        .into_owned();
+    assert!(
+        logs.contains("auth code redeemed"),
+        "the flow was logged at all"
+    );
     let api_key_secret = &api_key[api_key.find('.').expect("a key has a dot") + 1..];
     for (what, secret) in [
         ("API key", api_key.as_str()),
         ("API key secret", api_key_secret),
         ("auth code", code.as_str()),
         ("install token", created.install_token.as_str()),
-        ("install token secret", &created.install_token["dlit_".len()..]),
+        (
+            "install token secret",
+            &created.install_token["dlit_".len()..],
+        ),
         ("admin token", ADMIN_TOKEN),
     ] {
         assert!(!logs.contains(secret), "the {what} appears in the logs");

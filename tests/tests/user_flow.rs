@@ -18,7 +18,9 @@ async fn happy_path_creates_an_active_user_with_the_sdk_config() {
         .set_sdk_config(authorized(
             pb::SetSdkConfigRequest {
                 app_id: app_id.clone(),
-                sdk_config: Some(devicelink_registration::service::sdk_config::json_to_struct(&config)),
+                sdk_config: Some(
+                    devicelink_registration::service::sdk_config::json_to_struct(&config),
+                ),
             },
             ADMIN_TOKEN,
         ))
@@ -41,13 +43,23 @@ async fn happy_path_creates_an_active_user_with_the_sdk_config() {
     assert_eq!(minted.app_id, app_id);
     assert!(minted.auth_code.len() >= 26, "at least 128 bits of base32");
     let expires_at = minted.expires_at.expect("an expiry");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
-    assert!((expires_at.seconds - now - 600).abs() <= 5, "default TTL is 10 minutes");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (expires_at.seconds - now - 600).abs() <= 5,
+        "default TTL is 10 minutes"
+    );
 
     let created = env
         .registration()
         .await
-        .create_user(create_user_request(&minted.auth_code, &app_id, phone("phone-1")))
+        .create_user(create_user_request(
+            &minted.auth_code,
+            &app_id,
+            phone("phone-1"),
+        ))
         .await
         .expect("create user")
         .into_inner();
@@ -63,7 +75,10 @@ async fn happy_path_creates_an_active_user_with_the_sdk_config() {
     let status = env
         .registration()
         .await
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &created.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("status")
         .into_inner()
@@ -78,21 +93,37 @@ async fn restoring_on_a_second_device_tells_the_first_by_status_and_stream() {
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
     let first = registration
-        .create_user(create_user_request(&env.mint(&api_key, "u-1").await, &app_id, phone("phone-a")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u-1").await,
+            &app_id,
+            phone("phone-a"),
+        ))
         .await
         .expect("first device")
         .into_inner();
 
     let mut stream = registration
-        .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, &first.install_token))
+        .watch_install_status(authorized(
+            pb::WatchInstallStatusRequest {},
+            &first.install_token,
+        ))
         .await
         .expect("watch")
         .into_inner();
-    let current = stream.next().await.expect("a first status").expect("ok").status;
+    let current = stream
+        .next()
+        .await
+        .expect("a first status")
+        .expect("ok")
+        .status;
     assert_eq!(state_of(&current), ACTIVE);
 
     let second = registration
-        .create_user(create_user_request(&env.mint(&api_key, "u-1").await, &app_id, phone("phone-b")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u-1").await,
+            &app_id,
+            phone("phone-b"),
+        ))
         .await
         .expect("second device")
         .into_inner();
@@ -113,7 +144,10 @@ async fn restoring_on_a_second_device_tells_the_first_by_status_and_stream() {
     assert_eq!(change.epoch, 1);
 
     let status = registration
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &first.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &first.install_token,
+        ))
         .await
         .expect("status of the first device")
         .into_inner()
@@ -124,7 +158,10 @@ async fn restoring_on_a_second_device_tells_the_first_by_status_and_stream() {
 
 /// Redeems one code per device, in order, for one user; returns each
 /// response.
-async fn redeem_in_order(env: &TestEnv, devices: Vec<pb::DeviceInfo>) -> Vec<pb::CreateUserResponse> {
+async fn redeem_in_order(
+    env: &TestEnv,
+    devices: Vec<pb::DeviceInfo>,
+) -> Vec<pb::CreateUserResponse> {
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
     let mut responses = Vec::new();
@@ -157,9 +194,17 @@ async fn status_of(env: &TestEnv, token: &str) -> (pb::InstallState, pb::Install
 async fn a_tablet_after_a_phone_stays_inactive() {
     let env = TestEnv::start().await;
     let [phone_install, tablet_install] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p"), tablet("t")]).await).expect("two");
+        <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p"), tablet("t")]).await)
+            .expect("two");
     assert_eq!(state_of(&tablet_install.status), PHONE_PREFERRED);
-    assert_eq!(tablet_install.status.as_ref().expect("status").current_epoch, 1);
+    assert_eq!(
+        tablet_install
+            .status
+            .as_ref()
+            .expect("status")
+            .current_epoch,
+        1
+    );
     assert_eq!(status_of(&env, &phone_install.install_token).await, ACTIVE);
 }
 
@@ -167,15 +212,21 @@ async fn a_tablet_after_a_phone_stays_inactive() {
 async fn a_phone_after_a_tablet_takes_over() {
     let env = TestEnv::start().await;
     let [tablet_install, phone_install] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t"), phone("p")]).await).expect("two");
+        <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t"), phone("p")]).await)
+            .expect("two");
     assert_eq!(state_of(&phone_install.status), ACTIVE);
-    assert_eq!(status_of(&env, &tablet_install.install_token).await, SUPERSEDED);
+    assert_eq!(
+        status_of(&env, &tablet_install.install_token).await,
+        SUPERSEDED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_after_a_phone_takes_over() {
     let env = TestEnv::start().await;
-    let [first, second] = <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p1"), phone("p2")]).await).expect("two");
+    let [first, second] =
+        <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p1"), phone("p2")]).await)
+            .expect("two");
     assert_eq!(state_of(&second.status), ACTIVE);
     assert_eq!(status_of(&env, &first.install_token).await, SUPERSEDED);
 }
@@ -183,7 +234,9 @@ async fn a_phone_after_a_phone_takes_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tablet_after_a_tablet_takes_over() {
     let env = TestEnv::start().await;
-    let [first, second] = <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t1"), tablet("t2")]).await).expect("two");
+    let [first, second] =
+        <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t1"), tablet("t2")]).await)
+            .expect("two");
     assert_eq!(state_of(&second.status), ACTIVE);
     assert_eq!(status_of(&env, &first.install_token).await, SUPERSEDED);
 }
@@ -192,15 +245,24 @@ async fn a_tablet_after_a_tablet_takes_over() {
 async fn the_same_device_again_reactivates_its_install() {
     let env = TestEnv::start().await;
     let responses = redeem_in_order(&env, vec![phone("a"), phone("b"), phone("a")]).await;
-    assert_eq!(responses[2].install_id, responses[0].install_id, "no second install for device a");
+    assert_eq!(
+        responses[2].install_id, responses[0].install_id,
+        "no second install for device a"
+    );
     assert_eq!(state_of(&responses[2].status), ACTIVE);
     assert_eq!(responses[2].status.as_ref().expect("status").epoch, 3);
-    assert_eq!(status_of(&env, &responses[1].install_token).await, SUPERSEDED);
+    assert_eq!(
+        status_of(&env, &responses[1].install_token).await,
+        SUPERSEDED
+    );
     // The earlier token of device a was replaced by the new one.
     let old = env
         .registration()
         .await
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &responses[0].install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &responses[0].install_token,
+        ))
         .await
         .expect_err("the replaced token no longer works");
     assert_eq!(old.code(), Code::Unauthenticated);
@@ -220,7 +282,11 @@ async fn a_device_holding_another_user_is_refused_until_reset() {
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
     let alice = registration
-        .create_user(create_user_request(&env.mint(&api_key, "alice").await, &app_id, phone("shared")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "alice").await,
+            &app_id,
+            phone("shared"),
+        ))
         .await
         .expect("alice")
         .into_inner();
@@ -253,19 +319,29 @@ async fn reset_ends_the_install_and_its_token() {
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
     let created = registration
-        .create_user(create_user_request(&env.mint(&api_key, "u").await, &app_id, phone("p")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "u").await,
+            &app_id,
+            phone("p"),
+        ))
         .await
         .expect("create")
         .into_inner();
     let mut stream = registration
-        .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, &created.install_token))
+        .watch_install_status(authorized(
+            pb::WatchInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("watch")
         .into_inner();
     stream.next().await.expect("first status").expect("ok");
 
     registration
-        .reset_install(authorized(pb::ResetInstallRequest {}, &created.install_token))
+        .reset_install(authorized(
+            pb::ResetInstallRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("reset");
     let last = tokio::time::timeout(Duration::from_secs(5), stream.next())
@@ -274,20 +350,32 @@ async fn reset_ends_the_install_and_its_token() {
         .expect("a final status")
         .expect("ok")
         .status;
-    assert_eq!(state_of(&last), (pb::InstallState::Reset, pb::InstallStateReason::Reset));
+    assert_eq!(
+        state_of(&last),
+        (pb::InstallState::Reset, pb::InstallStateReason::Reset)
+    );
     assert!(stream.next().await.is_none(), "the stream ends after RESET");
 
     for outcome in [
         registration
-            .get_install_status(authorized(pb::GetInstallStatusRequest {}, &created.install_token))
+            .get_install_status(authorized(
+                pb::GetInstallStatusRequest {},
+                &created.install_token,
+            ))
             .await
             .map(drop),
         registration
-            .reset_install(authorized(pb::ResetInstallRequest {}, &created.install_token))
+            .reset_install(authorized(
+                pb::ResetInstallRequest {},
+                &created.install_token,
+            ))
             .await
             .map(drop),
     ] {
-        assert_eq!(outcome.expect_err("the token stopped working").code(), Code::Unauthenticated);
+        assert_eq!(
+            outcome.expect_err("the token stopped working").code(),
+            Code::Unauthenticated
+        );
     }
     let user = env
         .admin()
@@ -309,7 +397,10 @@ async fn reset_ends_the_install_and_its_token() {
         .iter()
         .filter(|install| state_of(&install.status).0 == pb::InstallState::Active)
         .count();
-    assert_eq!(active, 0, "no active install after resetting the active one");
+    assert_eq!(
+        active, 0,
+        "no active install after resetting the active one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +430,10 @@ async fn a_retry_from_the_same_device_gets_the_same_answer_and_others_are_refuse
     let replays: i64 = env
         .database()
         .await
-        .query_one("SELECT count(*) FROM code_replays WHERE device_id = 'intruder'", &[])
+        .query_one(
+            "SELECT count(*) FROM code_replays WHERE device_id = 'intruder'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
@@ -389,12 +483,19 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
     let created = registration
-        .create_user(create_user_request(&env.mint(&api_key, "gone").await, &app_id, phone("p")))
+        .create_user(create_user_request(
+            &env.mint(&api_key, "gone").await,
+            &app_id,
+            phone("p"),
+        ))
         .await
         .expect("create")
         .into_inner();
     let mut stream = registration
-        .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, &created.install_token))
+        .watch_install_status(authorized(
+            pb::WatchInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect("watch")
         .into_inner();
@@ -415,7 +516,10 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
         .expect("a final status")
         .expect("ok")
         .status;
-    assert_eq!(state_of(&last), (pb::InstallState::Reset, pb::InstallStateReason::Erased));
+    assert_eq!(
+        state_of(&last),
+        (pb::InstallState::Reset, pb::InstallStateReason::Erased)
+    );
 
     let missing = admin
         .get_user(authorized(
@@ -434,7 +538,10 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
         .expect_err("nothing left to erase");
     assert_eq!(again.code(), Code::NotFound);
     let status = registration
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, &created.install_token))
+        .get_install_status(authorized(
+            pb::GetInstallStatusRequest {},
+            &created.install_token,
+        ))
         .await
         .expect_err("the token is gone with the user");
     assert_eq!(status.code(), Code::Unauthenticated);

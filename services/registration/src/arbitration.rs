@@ -87,20 +87,92 @@ mod tests {
             // (active, arriving install, arriving form factor, decision)
             (None, None, Phone, Decision::Activate { supersede: None }),
             (None, None, Tablet, Decision::Activate { supersede: None }),
-            (None, Some(OWN), Phone, Decision::Activate { supersede: None }),
-            (None, Some(OWN), Tablet, Decision::Activate { supersede: None }),
-            (active(OTHER, Phone), None, Phone, Decision::Activate { supersede: Some(install(OTHER)) }),
+            (
+                None,
+                Some(OWN),
+                Phone,
+                Decision::Activate { supersede: None },
+            ),
+            (
+                None,
+                Some(OWN),
+                Tablet,
+                Decision::Activate { supersede: None },
+            ),
+            (
+                active(OTHER, Phone),
+                None,
+                Phone,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
             (active(OTHER, Phone), None, Tablet, Decision::KeepPhone),
-            (active(OTHER, Tablet), None, Phone, Decision::Activate { supersede: Some(install(OTHER)) }),
-            (active(OTHER, Tablet), None, Tablet, Decision::Activate { supersede: Some(install(OTHER)) }),
-            (active(OTHER, Phone), Some(OWN), Phone, Decision::Activate { supersede: Some(install(OTHER)) }),
+            (
+                active(OTHER, Tablet),
+                None,
+                Phone,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
+            (
+                active(OTHER, Tablet),
+                None,
+                Tablet,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
+            (
+                active(OTHER, Phone),
+                Some(OWN),
+                Phone,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
             (active(OTHER, Phone), Some(OWN), Tablet, Decision::KeepPhone),
-            (active(OTHER, Tablet), Some(OWN), Phone, Decision::Activate { supersede: Some(install(OTHER)) }),
-            (active(OTHER, Tablet), Some(OWN), Tablet, Decision::Activate { supersede: Some(install(OTHER)) }),
-            (active(OWN, Phone), Some(OWN), Phone, Decision::Activate { supersede: None }),
-            (active(OWN, Phone), Some(OWN), Tablet, Decision::Activate { supersede: None }),
-            (active(OWN, Tablet), Some(OWN), Phone, Decision::Activate { supersede: None }),
-            (active(OWN, Tablet), Some(OWN), Tablet, Decision::Activate { supersede: None }),
+            (
+                active(OTHER, Tablet),
+                Some(OWN),
+                Phone,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
+            (
+                active(OTHER, Tablet),
+                Some(OWN),
+                Tablet,
+                Decision::Activate {
+                    supersede: Some(install(OTHER)),
+                },
+            ),
+            (
+                active(OWN, Phone),
+                Some(OWN),
+                Phone,
+                Decision::Activate { supersede: None },
+            ),
+            (
+                active(OWN, Phone),
+                Some(OWN),
+                Tablet,
+                Decision::Activate { supersede: None },
+            ),
+            (
+                active(OWN, Tablet),
+                Some(OWN),
+                Phone,
+                Decision::Activate { supersede: None },
+            ),
+            (
+                active(OWN, Tablet),
+                Some(OWN),
+                Tablet,
+                Decision::Activate { supersede: None },
+            ),
         ];
         for (active, arriving, form_factor, expected) in cases {
             assert_eq!(
@@ -115,7 +187,12 @@ mod tests {
     /// never keeps the previous install active while activating another.
     #[test]
     fn never_two_active() {
-        for previous in [None, active(OTHER, Phone), active(OTHER, Tablet), active(OWN, Phone)] {
+        for previous in [
+            None,
+            active(OTHER, Phone),
+            active(OTHER, Tablet),
+            active(OWN, Phone),
+        ] {
             for form_factor in [Phone, Tablet] {
                 let decision = arbitrate(previous, Some(install(OWN)), form_factor);
                 if let (Some(previous), Decision::Activate { supersede }) = (previous, decision) {

@@ -26,7 +26,10 @@ impl CodeStore {
     }
 
     /// The record of a live code, `None` when unknown or expired.
-    pub async fn fetch(&self, code_hash: &SecretHash) -> Result<Option<AuthCodeRecord>, StoreError> {
+    pub async fn fetch(
+        &self,
+        code_hash: &SecretHash,
+    ) -> Result<Option<AuthCodeRecord>, StoreError> {
         let bytes: Option<Vec<u8>> = self
             .redis
             .clone()
@@ -35,8 +38,9 @@ impl CodeStore {
             .map_err(StoreError::redis)?;
         bytes
             .map(|bytes| {
-                AuthCodeRecord::from_bytes(&bytes)
-                    .map_err(|error| StoreError::internal(format!("unreadable auth code record: {error}")))
+                AuthCodeRecord::from_bytes(&bytes).map_err(|error| {
+                    StoreError::internal(format!("unreadable auth code record: {error}"))
+                })
             })
             .transpose()
     }
@@ -44,7 +48,11 @@ impl CodeStore {
     /// Removes a redeemed code. Failure is logged and otherwise harmless:
     /// the redemption row already refuses the code.
     pub async fn retire(&self, code_hash: &SecretHash) {
-        let deleted: Result<u32, _> = self.redis.clone().del(redis_key(&self.key_prefix, code_hash)).await;
+        let deleted: Result<u32, _> = self
+            .redis
+            .clone()
+            .del(redis_key(&self.key_prefix, code_hash))
+            .await;
         if let Err(error) = deleted {
             tracing::warn!(error = %error, "could not delete a redeemed auth code; it stays refused");
         }

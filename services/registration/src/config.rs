@@ -1,8 +1,6 @@
 //! registration's settings, from the environment.
 
-use devicelink_shared::config::{
-    CommonConfig, ConfigError, DEVICELINK_ADMIN_TOKEN, optional,
-};
+use devicelink_shared::config::{CommonConfig, ConfigError, DEVICELINK_ADMIN_TOKEN, optional};
 use devicelink_shared::secret::SecretHash;
 
 /// The port registration listens on unless `LISTEN_ADDR` says otherwise.

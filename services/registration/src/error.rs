@@ -51,7 +51,8 @@ impl From<tokio_postgres::Error> for StoreError {
             // No SQLSTATE: the connection broke or could not be made.
             return Self::Unavailable(Box::new(error));
         };
-        if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE {
+        if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        {
             return Self::Conflict(error);
         }
         let unreachable = code.code().starts_with("08")
@@ -116,7 +117,9 @@ impl From<RegistrationError> for Status {
             RegistrationError::PermissionDenied(message) => Status::permission_denied(message),
             RegistrationError::NotFound(message) => Status::not_found(message),
             RegistrationError::FailedPrecondition(message) => Status::failed_precondition(message),
-            RegistrationError::Store(StoreError::Unavailable(cause)) => unavailable("storage", &*cause),
+            RegistrationError::Store(StoreError::Unavailable(cause)) => {
+                unavailable("storage", &*cause)
+            }
             RegistrationError::Store(StoreError::Conflict(cause)) => {
                 tracing::warn!(error = %devicelink_shared::status::error_chain(&cause), "transaction conflict persisted");
                 Status::aborted("the request collided with a concurrent one; retry it")
@@ -134,13 +137,34 @@ mod tests {
     #[test]
     fn each_class_has_its_code() {
         let cases = [
-            (RegistrationError::invalid("app_id", "must be a UUID"), Code::InvalidArgument),
-            (RegistrationError::Unauthenticated("install token is unknown"), Code::Unauthenticated),
-            (RegistrationError::PermissionDenied("another app"), Code::PermissionDenied),
-            (RegistrationError::NotFound("auth code is unknown".into()), Code::NotFound),
-            (RegistrationError::FailedPrecondition("device".into()), Code::FailedPrecondition),
-            (StoreError::Unavailable("down".into()).into(), Code::Unavailable),
-            (StoreError::internal("bug with secret-ish detail").into(), Code::Internal),
+            (
+                RegistrationError::invalid("app_id", "must be a UUID"),
+                Code::InvalidArgument,
+            ),
+            (
+                RegistrationError::Unauthenticated("install token is unknown"),
+                Code::Unauthenticated,
+            ),
+            (
+                RegistrationError::PermissionDenied("another app"),
+                Code::PermissionDenied,
+            ),
+            (
+                RegistrationError::NotFound("auth code is unknown".into()),
+                Code::NotFound,
+            ),
+            (
+                RegistrationError::FailedPrecondition("device".into()),
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::Unavailable("down".into()).into(),
+                Code::Unavailable,
+            ),
+            (
+                StoreError::internal("bug with secret-ish detail").into(),
+                Code::Internal,
+            ),
         ];
         for (error, code) in cases {
             let status = Status::from(error);

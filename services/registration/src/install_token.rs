@@ -34,7 +34,10 @@ impl InstallToken {
             code.expose().as_bytes(),
             nonce,
         ]);
-        Self(format!("{INSTALL_TOKEN_PREFIX}{}", base32(secret.as_bytes())))
+        Self(format!(
+            "{INSTALL_TOKEN_PREFIX}{}",
+            base32(secret.as_bytes())
+        ))
     }
 
     /// Accepts text of a token's form; anything else is no token at all.

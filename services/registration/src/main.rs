@@ -22,7 +22,10 @@ async fn main() {
         }
     };
     tracing::info!(addr = %application.local_addr(), "registration-service listening");
-    if let Err(error) = application.run_until_stopped(devicelink_shared::shutdown::signal()).await {
+    if let Err(error) = application
+        .run_until_stopped(devicelink_shared::shutdown::signal())
+        .await
+    {
         tracing::error!(error = %error_chain(&error), "registration-service stopped with an error");
         std::process::exit(1);
     }

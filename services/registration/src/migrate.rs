@@ -10,7 +10,8 @@ use deadpool_postgres::Pool;
 use crate::error::StoreError;
 
 /// `(version, name, sql)` of every migration, oldest first.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 /// An arbitrary constant naming devicelink's migration lock.
 const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
@@ -28,9 +29,13 @@ pub async fn run(pool: &Pool) -> Result<(), StoreError> {
         )
         .await
         .or_else(ignore_concurrent_create)?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
+        .await?;
     let outcome = apply_pending(&mut client).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
+        .await?;
     outcome
 }
 

@@ -46,9 +46,14 @@ impl StatusNotifier {
 }
 
 /// Starts listening for status changes until `shutdown` turns true.
-pub fn spawn_listener(pg_config: tokio_postgres::Config, mut shutdown: watch::Receiver<bool>) -> StatusNotifier {
+pub fn spawn_listener(
+    pg_config: tokio_postgres::Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> StatusNotifier {
     let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
-    let notifier = StatusNotifier { events: events.clone() };
+    let notifier = StatusNotifier {
+        events: events.clone(),
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -74,7 +79,8 @@ async fn listen_once(
     events: &broadcast::Sender<StatusEvent>,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = pg_config.connect(tokio_postgres::NoTls).await?;
-    let mut messages = futures_util::stream::poll_fn(move |context| connection.poll_message(context));
+    let mut messages =
+        futures_util::stream::poll_fn(move |context| connection.poll_message(context));
     {
         // The connection must be polled for the LISTEN to complete.
         let statement = format!("LISTEN {STATUS_CHANNEL}");
@@ -99,7 +105,10 @@ async fn listen_once(
                 Ok(install_id) => {
                     let _ = events.send(StatusEvent::Changed(install_id));
                 }
-                Err(_) => tracing::warn!(payload = notification.payload(), "ignoring a malformed status notification"),
+                Err(_) => tracing::warn!(
+                    payload = notification.payload(),
+                    "ignoring a malformed status notification"
+                ),
             }
         }
     }

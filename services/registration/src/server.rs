@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
-use devicelink_shared::stores::{StoreSetupError, postgres_config, postgres_pool, redis_connection};
+use devicelink_shared::stores::{
+    StoreSetupError, postgres_config, postgres_pool, redis_connection,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,11 +15,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::codes::CodeStore;
 use crate::config::RegistrationConfig;
 use crate::error::StoreError;
+use crate::migrate;
 use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
 use crate::service::registration::RegistrationHandler;
 use crate::store::Store;
-use crate::migrate;
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +56,14 @@ impl Application {
     /// Connects to the stores, migrates the schema and binds the listen
     /// address (port 0 picks a free port, as tests do).
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
-        let pool = postgres_pool(&config.common.database_url, config.common.database_pool_size)?;
+        let pool = postgres_pool(
+            &config.common.database_url,
+            config.common.database_pool_size,
+        )?;
         let store = Store::new(pool);
-        migrate::run(store.pool()).await.map_err(StartupError::Migration)?;
+        migrate::run(store.pool())
+            .await
+            .map_err(StartupError::Migration)?;
         let redis = redis_connection(&config.common.redis_url)?;
         let codes = CodeStore::new(redis, config.common.redis_key_prefix.clone());
         let addr = config.common.listen_addr;
@@ -73,15 +80,24 @@ impl Application {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.common.listen_addr)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.common.listen_addr)
     }
 
     /// Serves until `shutdown` resolves, then ends open watch streams and
     /// lets in-flight calls finish.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
         let (stop, stopped) = watch::channel(false);
-        let notifier = spawn_listener(postgres_config(&self.config.common.database_url)?, stopped.clone());
-        let registration = RegistrationHandler::new(self.store.clone(), self.codes, notifier, stopped);
+        let notifier = spawn_listener(
+            postgres_config(&self.config.common.database_url)?,
+            stopped.clone(),
+        );
+        let registration =
+            RegistrationHandler::new(self.store.clone(), self.codes, notifier, stopped);
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),

@@ -38,10 +38,15 @@ impl AdminHandler {
 
 /// Refuses admin calls without the operator credential. Compares hashes in
 /// constant time, so response times reveal nothing of the token.
-pub fn admin_guard(expected: SecretHash) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+pub fn admin_guard(
+    expected: SecretHash,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
-        let presented = bearer_token(request.metadata())
-            .ok_or_else(|| Status::unauthenticated("missing admin token: send `authorization: Bearer <admin token>`"))?;
+        let presented = bearer_token(request.metadata()).ok_or_else(|| {
+            Status::unauthenticated(
+                "missing admin token: send `authorization: Bearer <admin token>`",
+            )
+        })?;
         if SecretHash::of(&[presented.as_bytes()]).matches(&expected) {
             Ok(request)
         } else {
@@ -67,7 +72,10 @@ fn scopes(requested: &[String]) -> Result<Vec<String>, RegistrationError> {
         if !KNOWN_SCOPES.contains(&scope.as_str()) {
             return Err(RegistrationError::invalid(
                 "scopes",
-                &format!("unknown scope {scope:?}; known scopes: {}", KNOWN_SCOPES.join(", ")),
+                &format!(
+                    "unknown scope {scope:?}; known scopes: {}",
+                    KNOWN_SCOPES.join(", ")
+                ),
             ));
         }
         if !scopes.contains(scope) {
@@ -142,9 +150,22 @@ fn user_not_found() -> RegistrationError {
 
 #[tonic::async_trait]
 impl AdminService for AdminHandler {
-    async fn create_app(&self, request: Request<pb::CreateAppRequest>) -> Result<Response<pb::CreateAppResponse>, Status> {
-        let name = text("name", &request.get_ref().name, MAX_APP_NAME_CHARS, Charset::Printable).map_err(invalid)?;
-        let app_id = self.store.create_app(&name).await.map_err(RegistrationError::from)?;
+    async fn create_app(
+        &self,
+        request: Request<pb::CreateAppRequest>,
+    ) -> Result<Response<pb::CreateAppResponse>, Status> {
+        let name = text(
+            "name",
+            &request.get_ref().name,
+            MAX_APP_NAME_CHARS,
+            Charset::Printable,
+        )
+        .map_err(invalid)?;
+        let app_id = self
+            .store
+            .create_app(&name)
+            .await
+            .map_err(RegistrationError::from)?;
         tracing::info!(%app_id, "app created");
         Ok(Response::new(pb::CreateAppResponse {
             app_id: app_id.to_string(),
@@ -191,11 +212,18 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        let key_id = KeyId::parse(&request.get_ref().key_id)
-            .ok_or_else(|| RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys"))?;
-        let revoked_at = self.store.revoke_api_key(&key_id).await.map_err(RegistrationError::from)?;
+        let key_id = KeyId::parse(&request.get_ref().key_id).ok_or_else(|| {
+            RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys")
+        })?;
+        let revoked_at = self
+            .store
+            .revoke_api_key(&key_id)
+            .await
+            .map_err(RegistrationError::from)?;
         let Some(revoked_at) = revoked_at else {
-            return Err(RegistrationError::NotFound(format!("API key {key_id} does not exist")).into());
+            return Err(
+                RegistrationError::NotFound(format!("API key {key_id} does not exist")).into(),
+            );
         };
         tracing::info!(%key_id, "API key revoked");
         Ok(Response::new(pb::RevokeApiKeyResponse {
@@ -212,19 +240,32 @@ impl AdminService for AdminHandler {
         let config = struct_to_json(&request.sdk_config.clone().unwrap_or_default());
         let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
         if encoded_len > MAX_SDK_CONFIG_BYTES {
-            return Err(RegistrationError::invalid("sdk_config", "must be at most 64 KiB once encoded as JSON").into());
+            return Err(RegistrationError::invalid(
+                "sdk_config",
+                "must be at most 64 KiB once encoded as JSON",
+            )
+            .into());
         }
-        if !self.store.set_sdk_config(app_id, &config).await.map_err(RegistrationError::from)? {
+        if !self
+            .store
+            .set_sdk_config(app_id, &config)
+            .await
+            .map_err(RegistrationError::from)?
+        {
             return Err(RegistrationError::NotFound(format!("app {app_id} does not exist")).into());
         }
         tracing::info!(%app_id, "SDK configuration set");
         Ok(Response::new(pb::SetSdkConfigResponse {}))
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
         let request = request.get_ref();
         let app_id = app_id(&request.app_id)?;
-        let external_id = ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        let external_id =
+            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
         let user = self
             .store
             .get_user(app_id, &external_id)
@@ -236,18 +277,26 @@ impl AdminService for AdminHandler {
         }))
     }
 
-    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let request = request.get_ref();
         let app_id = app_id(&request.app_id)?;
-        let external_id = ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
-        if !self.store.delete_user(app_id, &external_id).await.map_err(RegistrationError::from)? {
+        let external_id =
+            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        if !self
+            .store
+            .delete_user(app_id, &external_id)
+            .await
+            .map_err(RegistrationError::from)?
+        {
             return Err(user_not_found().into());
         }
         tracing::info!(%app_id, "user erased");
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -257,7 +306,10 @@ mod tests {
     fn scopes_default_to_user_link_and_refuse_unknown_ones() {
         assert_eq!(scopes(&[]).expect("default"), ["user_link"]);
         assert!(scopes(&["admin".into()]).is_err());
-        assert_eq!(scopes(&["user_link".into(), "user_link".into()]).expect("dedup"), ["user_link"]);
+        assert_eq!(
+            scopes(&["user_link".into(), "user_link".into()]).expect("dedup"),
+            ["user_link"]
+        );
     }
 
     #[test]
@@ -271,15 +323,20 @@ mod tests {
     fn the_guard_wants_the_exact_token() {
         let guard = admin_guard(SecretHash::of(&[b"operator-token-0123456789"]));
         let mut request = Request::new(());
-        assert_eq!(guard(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
-        request
-            .metadata_mut()
-            .insert("authorization", "Bearer operator-token-0123456789".parse().expect("ascii"));
+        assert_eq!(
+            guard(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        request.metadata_mut().insert(
+            "authorization",
+            "Bearer operator-token-0123456789".parse().expect("ascii"),
+        );
         assert!(guard(request).is_ok());
         let mut wrong = Request::new(());
-        wrong
-            .metadata_mut()
-            .insert("authorization", "Bearer operator-token-012345678".parse().expect("ascii"));
+        wrong.metadata_mut().insert(
+            "authorization",
+            "Bearer operator-token-012345678".parse().expect("ascii"),
+        );
         assert!(guard(wrong).is_err());
     }
 }

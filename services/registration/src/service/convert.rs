@@ -17,7 +17,9 @@ pub fn install_status(status: &StatusRecord) -> pb::InstallStatus {
     pb::InstallStatus {
         install_id: status.install_id.to_string(),
         state: install_state(status.state) as i32,
-        reason: status.reason.map_or(pb::InstallStateReason::Unspecified, state_reason) as i32,
+        reason: status
+            .reason
+            .map_or(pb::InstallStateReason::Unspecified, state_reason) as i32,
         epoch: status.epoch,
         current_epoch: status.current_epoch,
         changed_at: Some(timestamp(status.changed_at)),

@@ -10,7 +10,10 @@ use crate::error::RegistrationError;
 use crate::install_token::InstallToken;
 
 /// Keeps a value, or records its violation.
-fn collect<T>(result: Result<T, FieldViolation>, violations: &mut Vec<FieldViolation>) -> Option<T> {
+fn collect<T>(
+    result: Result<T, FieldViolation>,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<T> {
     result.map_err(|violation| violations.push(violation)).ok()
 }
 
@@ -34,12 +37,14 @@ pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, R
         }
     };
     match (auth_code, app_id, app, device) {
-        (Some(auth_code), Some(app_id), Some(app), Some(device)) if violations.is_empty() => Ok(CreateUserInput {
-            auth_code,
-            app_id,
-            app,
-            device,
-        }),
+        (Some(auth_code), Some(app_id), Some(app), Some(device)) if violations.is_empty() => {
+            Ok(CreateUserInput {
+                auth_code,
+                app_id,
+                app,
+                device,
+            })
+        }
         _ => Err(RegistrationError::InvalidArgument(violations)),
     }
 }
@@ -57,10 +62,31 @@ fn auth_code(value: &str) -> Result<AuthCode, FieldViolation> {
 }
 
 fn app_info(app: &pb::AppInfo, violations: &mut Vec<FieldViolation>) -> Option<AppInfo> {
-    let app_version = collect(text("app.app_version", &app.app_version, bounds::VERSION, Charset::Token), violations);
-    let sdk_version = collect(text("app.sdk_version", &app.sdk_version, bounds::VERSION, Charset::Token), violations);
+    let app_version = collect(
+        text(
+            "app.app_version",
+            &app.app_version,
+            bounds::VERSION,
+            Charset::Token,
+        ),
+        violations,
+    );
+    let sdk_version = collect(
+        text(
+            "app.sdk_version",
+            &app.sdk_version,
+            bounds::VERSION,
+            Charset::Token,
+        ),
+        violations,
+    );
     let bundle_id = collect(
-        text("app.bundle_id", &app.bundle_id, bounds::BUNDLE_ID, Charset::Identifier),
+        text(
+            "app.bundle_id",
+            &app.bundle_id,
+            bounds::BUNDLE_ID,
+            Charset::Identifier,
+        ),
         violations,
     );
     Some(AppInfo {
@@ -70,16 +96,37 @@ fn app_info(app: &pb::AppInfo, violations: &mut Vec<FieldViolation>) -> Option<A
     })
 }
 
-fn device_info(device: &pb::DeviceInfo, violations: &mut Vec<FieldViolation>) -> Option<DeviceInfo> {
+fn device_info(
+    device: &pb::DeviceInfo,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<DeviceInfo> {
     let device_id = collect(
-        text("device.device_id", &device.device_id, bounds::DEVICE_ID, Charset::Token),
+        text(
+            "device.device_id",
+            &device.device_id,
+            bounds::DEVICE_ID,
+            Charset::Token,
+        ),
         violations,
     );
     let platform = collect(platform(device.platform), violations);
     let form_factor = collect(form_factor(device.form_factor), violations);
-    let model = collect(text("device.model", &device.model, bounds::MODEL, Charset::Printable), violations);
+    let model = collect(
+        text(
+            "device.model",
+            &device.model,
+            bounds::MODEL,
+            Charset::Printable,
+        ),
+        violations,
+    );
     let os_version = collect(
-        text("device.os_version", &device.os_version, bounds::OS_VERSION, Charset::Printable),
+        text(
+            "device.os_version",
+            &device.os_version,
+            bounds::OS_VERSION,
+            Charset::Printable,
+        ),
         violations,
     );
     Some(DeviceInfo {
@@ -95,7 +142,10 @@ fn platform(value: i32) -> Result<Platform, FieldViolation> {
     match pb::Platform::try_from(value) {
         Ok(pb::Platform::Ios) => Ok(Platform::Ios),
         Ok(pb::Platform::Android) => Ok(Platform::Android),
-        _ => Err(FieldViolation::new("device.platform", "must be PLATFORM_IOS or PLATFORM_ANDROID")),
+        _ => Err(FieldViolation::new(
+            "device.platform",
+            "must be PLATFORM_IOS or PLATFORM_ANDROID",
+        )),
     }
 }
 
@@ -111,13 +161,17 @@ fn form_factor(value: i32) -> Result<FormFactor, FieldViolation> {
 }
 
 /// The install token of a request's `authorization: Bearer` metadata.
-pub fn install_token(metadata: &tonic::metadata::MetadataMap) -> Result<InstallToken, RegistrationError> {
+pub fn install_token(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<InstallToken, RegistrationError> {
     let Some(token) = devicelink_shared::status::bearer_token(metadata) else {
         return Err(RegistrationError::Unauthenticated(
             "missing install token: send `authorization: Bearer <install token>`",
         ));
     };
-    InstallToken::parse(token).ok_or(RegistrationError::Unauthenticated("install token is malformed"))
+    InstallToken::parse(token).ok_or(RegistrationError::Unauthenticated(
+        "install token is malformed",
+    ))
 }
 
 #[cfg(test)]
@@ -145,7 +199,9 @@ mod tests {
 
     fn fields(error: RegistrationError) -> Vec<String> {
         match error {
-            RegistrationError::InvalidArgument(violations) => violations.into_iter().map(|v| v.field).collect(),
+            RegistrationError::InvalidArgument(violations) => {
+                violations.into_iter().map(|v| v.field).collect()
+            }
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
     }
@@ -168,7 +224,13 @@ mod tests {
         device.model = "x".repeat(129);
         assert_eq!(
             fields(create_user(&request).unwrap_err()),
-            ["auth_code", "app_id", "device.platform", "device.form_factor", "device.model"]
+            [
+                "auth_code",
+                "app_id",
+                "device.platform",
+                "device.form_factor",
+                "device.model"
+            ]
         );
     }
 
@@ -177,6 +239,9 @@ mod tests {
         let mut request = valid();
         request.app = None;
         request.device = None;
-        assert_eq!(fields(create_user(&request).unwrap_err()), ["app", "device"]);
+        assert_eq!(
+            fields(create_user(&request).unwrap_err()),
+            ["app", "device"]
+        );
     }
 }

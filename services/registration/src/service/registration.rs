@@ -33,7 +33,12 @@ pub struct RegistrationHandler {
 
 impl RegistrationHandler {
     /// A handler over the stores.
-    pub fn new(store: Store, codes: CodeStore, notifier: StatusNotifier, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        store: Store,
+        codes: CodeStore,
+        notifier: StatusNotifier,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             codes,
@@ -44,14 +49,21 @@ impl RegistrationHandler {
 
     /// Redeems a code, or answers a retry of an earlier redemption by the
     /// same device.
-    async fn create_user(&self, input: CreateUserInput) -> Result<pb::CreateUserResponse, RegistrationError> {
+    async fn create_user(
+        &self,
+        input: CreateUserInput,
+    ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         if let Some(record) = self.codes.fetch(&code_hash).await? {
             if record.app_id != input.app_id.to_string() {
-                return Err(RegistrationError::PermissionDenied("the auth code was minted for another app"));
+                return Err(RegistrationError::PermissionDenied(
+                    "the auth code was minted for another app",
+                ));
             }
-            let external_id = ExternalId::parse("external_id", &record.external_id)
-                .map_err(|violation| StoreError::internal(format!("stored auth code record: {violation}")))?;
+            let external_id =
+                ExternalId::parse("external_id", &record.external_id).map_err(|violation| {
+                    StoreError::internal(format!("stored auth code record: {violation}"))
+                })?;
             let token_nonce = new_nonce();
             let token = InstallToken::derive(&input.auth_code, &token_nonce);
             let redemption = NewRedemption {
@@ -80,10 +92,15 @@ impl RegistrationHandler {
 
     /// The code is not live: a retry from the device that redeemed it gets
     /// the same answer; any other device is refused and recorded as a replay.
-    async fn answer_used_code(&self, input: &CreateUserInput) -> Result<pb::CreateUserResponse, RegistrationError> {
+    async fn answer_used_code(
+        &self,
+        input: &CreateUserInput,
+    ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         let Some(past) = self.store.find_redemption(&code_hash).await? else {
-            return Err(RegistrationError::NotFound("auth code is unknown or expired".into()));
+            return Err(RegistrationError::NotFound(
+                "auth code is unknown or expired".into(),
+            ));
         };
         let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
         if !same_device {
@@ -91,22 +108,31 @@ impl RegistrationHandler {
                 .record_replay(&code_hash, input.app_id, &input.device.device_id)
                 .await?;
             tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
-            return Err(RegistrationError::NotFound("auth code has already been used".into()));
+            return Err(RegistrationError::NotFound(
+                "auth code has already been used".into(),
+            ));
         }
         let Some(redeemed) = self.store.redemption_result(&past).await? else {
-            return Err(RegistrationError::NotFound("auth code has already been used".into()));
+            return Err(RegistrationError::NotFound(
+                "auth code has already been used".into(),
+            ));
         };
         let token = InstallToken::derive(&input.auth_code, &past.token_nonce);
         Ok(response(redeemed, &token))
     }
 
     /// The status of the install holding the request's token.
-    async fn authenticated_status(&self, metadata: &tonic::metadata::MetadataMap) -> Result<StatusRecord, RegistrationError> {
+    async fn authenticated_status(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<StatusRecord, RegistrationError> {
         let token = parse::install_token(metadata)?;
         self.store
             .status_by_token(&token.hash())
             .await?
-            .ok_or(RegistrationError::Unauthenticated("install token is unknown or its install was reset"))
+            .ok_or(RegistrationError::Unauthenticated(
+                "install token is unknown or its install was reset",
+            ))
     }
 }
 
@@ -121,13 +147,19 @@ fn response(redeemed: Redeemed, token: &InstallToken) -> pb::CreateUserResponse 
     }
 }
 
-type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::WatchInstallStatusResponse, Status>> + Send>>;
+type StatusStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchInstallStatusResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RegistrationService for RegistrationHandler {
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let input = parse::create_user(request.get_ref())?;
-        Ok(Response::new(RegistrationHandler::create_user(self, input).await?))
+        Ok(Response::new(
+            RegistrationHandler::create_user(self, input).await?,
+        ))
     }
 
     async fn get_install_status(
@@ -166,9 +198,16 @@ impl RegistrationService for RegistrationHandler {
         request: Request<pb::ResetInstallRequest>,
     ) -> Result<Response<pb::ResetInstallResponse>, Status> {
         let token = parse::install_token(request.metadata())?;
-        let reset = self.store.reset_by_token(&token.hash()).await.map_err(RegistrationError::from)?;
+        let reset = self
+            .store
+            .reset_by_token(&token.hash())
+            .await
+            .map_err(RegistrationError::from)?;
         let Some(install_id) = reset else {
-            return Err(RegistrationError::Unauthenticated("install token is unknown or its install was reset").into());
+            return Err(RegistrationError::Unauthenticated(
+                "install token is unknown or its install was reset",
+            )
+            .into());
         };
         tracing::info!(%install_id, "install reset");
         Ok(Response::new(pb::ResetInstallResponse {}))
@@ -208,7 +247,10 @@ impl Watcher {
                 Ok(Some(status)) => status,
                 Ok(None) => StatusRecord::erased(self.install_id),
                 Err(error) => {
-                    let _ = self.sender.send(Err(RegistrationError::from(error).into())).await;
+                    let _ = self
+                        .sender
+                        .send(Err(RegistrationError::from(error).into()))
+                        .await;
                     return;
                 }
             };

@@ -26,7 +26,9 @@ fn value_to_json(value: &Value) -> serde_json::Value {
             .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Some(Kind::StringValue(text)) => serde_json::Value::String(text.clone()),
         Some(Kind::StructValue(object)) => struct_to_json(object),
-        Some(Kind::ListValue(list)) => serde_json::Value::Array(list.values.iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.iter().map(value_to_json).collect())
+        }
     }
 }
 

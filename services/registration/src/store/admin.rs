@@ -88,7 +88,8 @@ pub struct UserRecord {
     pub installs: Vec<InstallSummaryRecord>,
 }
 
-const KEY_COLUMNS: &str = "key_id, app_id, scopes, created_at, expires_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str =
+    "key_id, app_id, scopes, created_at, expires_at, last_used_at, revoked_at";
 
 impl Store {
     /// Registers an app.
@@ -96,18 +97,27 @@ impl Store {
         let client = self.pool.get().await?;
         let app_id = AppId(Uuid::now_v7());
         client
-            .execute("INSERT INTO apps (id, name) VALUES ($1, $2)", &[&app_id.0, &name])
+            .execute(
+                "INSERT INTO apps (id, name) VALUES ($1, $2)",
+                &[&app_id.0, &name],
+            )
             .await?;
         Ok(app_id)
     }
 
     /// Stores a new key, refusing an app's eleventh active key. The app's row
     /// is locked so two concurrent creations cannot both pass the count.
-    pub async fn create_api_key(&self, key: &NewApiKeyRecord) -> Result<SystemTime, RegistrationError> {
+    pub async fn create_api_key(
+        &self,
+        key: &NewApiKeyRecord,
+    ) -> Result<SystemTime, RegistrationError> {
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
         let app = tx
-            .query_opt("SELECT id FROM apps WHERE id = $1 FOR UPDATE", &[&key.app_id.0])
+            .query_opt(
+                "SELECT id FROM apps WHERE id = $1 FOR UPDATE",
+                &[&key.app_id.0],
+            )
             .await
             .map_err(StoreError::from)?;
         if app.is_none() {
@@ -139,7 +149,10 @@ impl Store {
     }
 
     /// An app's keys, newest first.
-    pub async fn list_api_keys(&self, app_id: AppId) -> Result<Vec<ApiKeyRecord>, RegistrationError> {
+    pub async fn list_api_keys(
+        &self,
+        app_id: AppId,
+    ) -> Result<Vec<ApiKeyRecord>, RegistrationError> {
         let client = self.pool.get().await.map_err(StoreError::from)?;
         if !app_exists(&client, app_id).await? {
             return Err(app_not_found(app_id));
@@ -181,16 +194,27 @@ impl Store {
     }
 
     /// Replaces an app's SDK configuration; false when the app is unknown.
-    pub async fn set_sdk_config(&self, app_id: AppId, sdk_config: &serde_json::Value) -> Result<bool, StoreError> {
+    pub async fn set_sdk_config(
+        &self,
+        app_id: AppId,
+        sdk_config: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let updated = client
-            .execute("UPDATE apps SET sdk_config = $2 WHERE id = $1", &[&app_id.0, sdk_config])
+            .execute(
+                "UPDATE apps SET sdk_config = $2 WHERE id = $1",
+                &[&app_id.0, sdk_config],
+            )
             .await?;
         Ok(updated == 1)
     }
 
     /// A user with its installs.
-    pub async fn get_user(&self, app_id: AppId, external_id: &ExternalId) -> Result<Option<UserRecord>, StoreError> {
+    pub async fn get_user(
+        &self,
+        app_id: AppId,
+        external_id: &ExternalId,
+    ) -> Result<Option<UserRecord>, StoreError> {
         let client = self.pool.get().await?;
         let Some(user) = client
             .query_opt(
@@ -242,7 +266,11 @@ impl Store {
     /// Erases a user: its row, installs and redemptions go (by cascade), and
     /// devices watching those installs are told in the same transaction.
     /// False when there is no such user.
-    pub async fn delete_user(&self, app_id: AppId, external_id: &ExternalId) -> Result<bool, StoreError> {
+    pub async fn delete_user(
+        &self,
+        app_id: AppId,
+        external_id: &ExternalId,
+    ) -> Result<bool, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let user = tx
@@ -260,7 +288,8 @@ impl Store {
             &[&user_id, &STATUS_CHANNEL],
         )
         .await?;
-        tx.execute("DELETE FROM users WHERE id = $1", &[&user_id]).await?;
+        tx.execute("DELETE FROM users WHERE id = $1", &[&user_id])
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -18,9 +18,14 @@ const RESET: &str = "WITH ended AS (
 impl Store {
     /// The status of the live install holding a token, `None` when no live
     /// install holds it (unknown, or reset).
-    pub async fn status_by_token(&self, token_hash: &SecretHash) -> Result<Option<StatusRecord>, StoreError> {
+    pub async fn status_by_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<StatusRecord>, StoreError> {
         let client = self.pool.get().await?;
-        let query = format!("SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1");
+        let query = format!(
+            "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1"
+        );
         let statement = client.prepare_cached(&query).await?;
         client
             .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
@@ -30,9 +35,14 @@ impl Store {
     }
 
     /// The status of an install by id, `None` when it is gone (erased).
-    pub async fn status_by_id(&self, install_id: InstallId) -> Result<Option<StatusRecord>, StoreError> {
+    pub async fn status_by_id(
+        &self,
+        install_id: InstallId,
+    ) -> Result<Option<StatusRecord>, StoreError> {
         let client = self.pool.get().await?;
-        let query = format!("SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1");
+        let query = format!(
+            "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+        );
         let statement = client.prepare_cached(&query).await?;
         client
             .query_opt(&statement, &[&install_id.0])
@@ -43,12 +53,20 @@ impl Store {
 
     /// Resets the install holding a token; `None` when no live install holds
     /// it.
-    pub async fn reset_by_token(&self, token_hash: &SecretHash) -> Result<Option<InstallId>, StoreError> {
+    pub async fn reset_by_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<InstallId>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(RESET).await?;
         let row = client
-            .query_opt(&statement, &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL])
+            .query_opt(
+                &statement,
+                &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL],
+            )
             .await?;
-        row.map(|row| row.try_get(0).map(InstallId)).transpose().map_err(StoreError::from)
+        row.map(|row| row.try_get(0).map(InstallId))
+            .transpose()
+            .map_err(StoreError::from)
     }
 }

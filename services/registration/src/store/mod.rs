@@ -63,8 +63,9 @@ impl StatusRecord {
                 .ok_or_else(|| StoreError::internal(format!("unknown install state {state:?}")))?,
             reason: reason
                 .map(|reason| {
-                    StateReason::from_db(reason)
-                        .ok_or_else(|| StoreError::internal(format!("unknown state reason {reason:?}")))
+                    StateReason::from_db(reason).ok_or_else(|| {
+                        StoreError::internal(format!("unknown state reason {reason:?}"))
+                    })
                 })
                 .transpose()?,
             epoch: epoch(row.try_get(3)?),

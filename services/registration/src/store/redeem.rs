@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::{STATUS_CHANNEL, STATUS_COLUMNS, StatusRecord, Store};
 use crate::arbitration::{ActiveInstall, Decision, arbitrate};
-use crate::domain::{AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, StateReason, UserId};
+use crate::domain::{
+    AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, StateReason, UserId,
+};
 use crate::error::{RegistrationError, StoreError};
 use crate::install_token::TokenNonce;
 
@@ -89,15 +91,18 @@ const UPSERT_USER: &str = "INSERT INTO users (id, app_id, external_id) VALUES ($
      RETURNING id, epoch, (xmax = 0) AS created";
 
 /// The user's active install and the device's live install, locked.
-const INSTALLS_IN_PLAY: &str = "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
+const INSTALLS_IN_PLAY: &str =
+    "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
      WHERE (user_id = $1 AND state = 'active')
         OR (app_id = $2 AND device_id = $3 AND state <> 'reset')
      FOR UPDATE";
 
-const SUPERSEDE: &str = "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
+const SUPERSEDE: &str =
+    "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1";
 
-const INSERT_INSTALL: &str = "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
+const INSERT_INSTALL: &str =
+    "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
          os_version, app_version, sdk_version, bundle_id, state, reason, epoch, token_hash)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
@@ -113,7 +118,8 @@ const REBIND_INSTALL: &str = "UPDATE installs SET
 
 const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
 
-const COMPLETE_REDEMPTION: &str = "UPDATE redeemed_codes SET user_id = $2, install_id = $3, restored = $4
+const COMPLETE_REDEMPTION: &str =
+    "UPDATE redeemed_codes SET user_id = $2, install_id = $3, restored = $4
      WHERE code_hash = $1";
 
 const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
@@ -123,7 +129,8 @@ const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
 const FIND_REDEMPTION: &str = "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
      FROM redeemed_codes WHERE code_hash = $1 AND user_id IS NOT NULL";
 
-const RECORD_REPLAY: &str = "INSERT INTO code_replays (code_hash, app_id, device_id) VALUES ($1, $2, $3)";
+const RECORD_REPLAY: &str =
+    "INSERT INTO code_replays (code_hash, app_id, device_id) VALUES ($1, $2, $3)";
 
 /// One locked install of [`INSTALLS_IN_PLAY`].
 struct InstallInPlay {
@@ -138,11 +145,16 @@ struct InstallInPlay {
 impl Store {
     /// Redeems a code in one transaction, retried when it collides with a
     /// concurrent one. Either everything is written or nothing is.
-    pub async fn redeem(&self, redemption: &NewRedemption<'_>) -> Result<RedeemOutcome, RegistrationError> {
+    pub async fn redeem(
+        &self,
+        redemption: &NewRedemption<'_>,
+    ) -> Result<RedeemOutcome, RegistrationError> {
         let mut attempt = 1;
         loop {
             match self.try_redeem(redemption).await {
-                Err(RegistrationError::Store(StoreError::Conflict(error))) if attempt < ATTEMPTS => {
+                Err(RegistrationError::Store(StoreError::Conflict(error)))
+                    if attempt < ATTEMPTS =>
+                {
                     tracing::debug!(attempt, error = %error, "redemption collided; retrying");
                     attempt += 1;
                 }
@@ -151,43 +163,73 @@ impl Store {
         }
     }
 
-    async fn try_redeem(&self, new: &NewRedemption<'_>) -> Result<RedeemOutcome, RegistrationError> {
+    async fn try_redeem(
+        &self,
+        new: &NewRedemption<'_>,
+    ) -> Result<RedeemOutcome, RegistrationError> {
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
         let device = new.device;
 
-        let claim = tx.prepare_cached(CLAIM_CODE).await.map_err(StoreError::from)?;
+        let claim = tx
+            .prepare_cached(CLAIM_CODE)
+            .await
+            .map_err(StoreError::from)?;
         let claimed = tx
-            .execute(&claim, &[&new.code_hash.as_bytes().as_slice(), &new.app_id.0, &device.device_id, &new.token_nonce.as_slice()])
+            .execute(
+                &claim,
+                &[
+                    &new.code_hash.as_bytes().as_slice(),
+                    &new.app_id.0,
+                    &device.device_id,
+                    &new.token_nonce.as_slice(),
+                ],
+            )
             .await
             .map_err(StoreError::from)?;
         if claimed == 0 {
             return Ok(RedeemOutcome::AlreadyRedeemed);
         }
 
-        let upsert = tx.prepare_cached(UPSERT_USER).await.map_err(StoreError::from)?;
+        let upsert = tx
+            .prepare_cached(UPSERT_USER)
+            .await
+            .map_err(StoreError::from)?;
         let user_row = tx
-            .query_one(&upsert, &[&Uuid::now_v7(), &new.app_id.0, &new.external_id.as_str()])
+            .query_one(
+                &upsert,
+                &[&Uuid::now_v7(), &new.app_id.0, &new.external_id.as_str()],
+            )
             .await
             .map_err(|error| app_missing_or(error, new.app_id))?;
         let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
         let user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
         let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
 
-        let in_play = tx.prepare_cached(INSTALLS_IN_PLAY).await.map_err(StoreError::from)?;
+        let in_play = tx
+            .prepare_cached(INSTALLS_IN_PLAY)
+            .await
+            .map_err(StoreError::from)?;
         let rows = tx
             .query(&in_play, &[&user_id.0, &new.app_id.0, &device.device_id])
             .await
             .map_err(StoreError::from)?;
-        let installs = rows.iter().map(install_in_play).collect::<Result<Vec<_>, _>>()?;
+        let installs = rows
+            .iter()
+            .map(install_in_play)
+            .collect::<Result<Vec<_>, _>>()?;
 
-        let own = installs.iter().find(|install| install.device_id == device.device_id);
+        let own = installs
+            .iter()
+            .find(|install| install.device_id == device.device_id);
         if let Some(own) = own
             && own.user_id != user_id
         {
             return Err(device_taken());
         }
-        let active = installs.iter().find(|install| install.active && install.user_id == user_id);
+        let active = installs
+            .iter()
+            .find(|install| install.active && install.user_id == user_id);
         let decision = arbitrate(
             active.map(|install| ActiveInstall {
                 install_id: install.id,
@@ -198,7 +240,9 @@ impl Store {
         );
 
         let (state, reason, install_epoch, new_user_epoch) = match decision {
-            Decision::Activate { .. } => (InstallState::Active, None, user_epoch + 1, user_epoch + 1),
+            Decision::Activate { .. } => {
+                (InstallState::Active, None, user_epoch + 1, user_epoch + 1)
+            }
             Decision::KeepPhone => (
                 InstallState::Inactive,
                 Some(StateReason::PhonePreferred),
@@ -207,9 +251,17 @@ impl Store {
             ),
         };
         let mut changed = Vec::new();
-        if let Decision::Activate { supersede: Some(previous) } = decision {
-            let supersede = tx.prepare_cached(SUPERSEDE).await.map_err(StoreError::from)?;
-            tx.execute(&supersede, &[&previous.0]).await.map_err(StoreError::from)?;
+        if let Decision::Activate {
+            supersede: Some(previous),
+        } = decision
+        {
+            let supersede = tx
+                .prepare_cached(SUPERSEDE)
+                .await
+                .map_err(StoreError::from)?;
+            tx.execute(&supersede, &[&previous.0])
+                .await
+                .map_err(StoreError::from)?;
             changed.push(previous.0);
         }
 
@@ -218,7 +270,10 @@ impl Store {
         let reason_text = reason.map(StateReason::as_db);
         let bound = if own.is_some() {
             changed.push(install_id.0);
-            let rebind = tx.prepare_cached(REBIND_INSTALL).await.map_err(StoreError::from)?;
+            let rebind = tx
+                .prepare_cached(REBIND_INSTALL)
+                .await
+                .map_err(StoreError::from)?;
             tx.execute(
                 &rebind,
                 &[
@@ -238,7 +293,10 @@ impl Store {
             )
             .await
         } else {
-            let insert = tx.prepare_cached(INSERT_INSTALL).await.map_err(StoreError::from)?;
+            let insert = tx
+                .prepare_cached(INSERT_INSTALL)
+                .await
+                .map_err(StoreError::from)?;
             tx.execute(
                 &insert,
                 &[
@@ -264,16 +322,34 @@ impl Store {
         bound.map_err(bind_conflict)?;
 
         if new_user_epoch != user_epoch {
-            let set_epoch = tx.prepare_cached(SET_USER_EPOCH).await.map_err(StoreError::from)?;
-            tx.execute(&set_epoch, &[&user_id.0, &new_user_epoch]).await.map_err(StoreError::from)?;
+            let set_epoch = tx
+                .prepare_cached(SET_USER_EPOCH)
+                .await
+                .map_err(StoreError::from)?;
+            tx.execute(&set_epoch, &[&user_id.0, &new_user_epoch])
+                .await
+                .map_err(StoreError::from)?;
         }
-        let complete = tx.prepare_cached(COMPLETE_REDEMPTION).await.map_err(StoreError::from)?;
-        tx.execute(&complete, &[&new.code_hash.as_bytes().as_slice(), &user_id.0, &install_id.0, &restored])
+        let complete = tx
+            .prepare_cached(COMPLETE_REDEMPTION)
             .await
             .map_err(StoreError::from)?;
+        tx.execute(
+            &complete,
+            &[
+                &new.code_hash.as_bytes().as_slice(),
+                &user_id.0,
+                &install_id.0,
+                &restored,
+            ],
+        )
+        .await
+        .map_err(StoreError::from)?;
         if !changed.is_empty() {
             let notify = tx.prepare_cached(NOTIFY).await.map_err(StoreError::from)?;
-            tx.execute(&notify, &[&STATUS_CHANNEL, &changed]).await.map_err(StoreError::from)?;
+            tx.execute(&notify, &[&STATUS_CHANNEL, &changed])
+                .await
+                .map_err(StoreError::from)?;
         }
         let status = read_status(&tx, install_id).await?;
         let sdk_config = read_sdk_config(&tx, new.app_id).await?;
@@ -288,10 +364,16 @@ impl Store {
     }
 
     /// The completed redemption of a code, if there is one.
-    pub async fn find_redemption(&self, code_hash: &SecretHash) -> Result<Option<PastRedemption>, StoreError> {
+    pub async fn find_redemption(
+        &self,
+        code_hash: &SecretHash,
+    ) -> Result<Option<PastRedemption>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(FIND_REDEMPTION).await?;
-        let Some(row) = client.query_opt(&statement, &[&code_hash.as_bytes().as_slice()]).await? else {
+        let Some(row) = client
+            .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
+            .await?
+        else {
             return Ok(None);
         };
         let nonce: Vec<u8> = row.try_get(5)?;
@@ -308,18 +390,29 @@ impl Store {
     }
 
     /// Records a used code presented again by another device.
-    pub async fn record_replay(&self, code_hash: &SecretHash, app_id: AppId, device_id: &str) -> Result<(), StoreError> {
+    pub async fn record_replay(
+        &self,
+        code_hash: &SecretHash,
+        app_id: AppId,
+        device_id: &str,
+    ) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(RECORD_REPLAY).await?;
         client
-            .execute(&statement, &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id])
+            .execute(
+                &statement,
+                &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
+            )
             .await?;
         Ok(())
     }
 
     /// The install status and SDK configuration a retried redemption is
     /// answered with.
-    pub async fn redemption_result(&self, past: &PastRedemption) -> Result<Option<Redeemed>, StoreError> {
+    pub async fn redemption_result(
+        &self,
+        past: &PastRedemption,
+    ) -> Result<Option<Redeemed>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.build_transaction().read_only(true).start().await?;
         let status = match read_status_opt(&tx, past.install_id).await? {
@@ -352,7 +445,10 @@ fn install_in_play(row: &tokio_postgres::Row) -> Result<InstallInPlay, StoreErro
     })
 }
 
-async fn read_status(tx: &deadpool_postgres::Transaction<'_>, install_id: InstallId) -> Result<StatusRecord, StoreError> {
+async fn read_status(
+    tx: &deadpool_postgres::Transaction<'_>,
+    install_id: InstallId,
+) -> Result<StatusRecord, StoreError> {
     read_status_opt(tx, install_id)
         .await?
         .ok_or_else(|| StoreError::internal("install vanished inside its own transaction"))
@@ -362,7 +458,9 @@ async fn read_status_opt(
     tx: &deadpool_postgres::Transaction<'_>,
     install_id: InstallId,
 ) -> Result<Option<StatusRecord>, StoreError> {
-    let query = format!("SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1");
+    let query = format!(
+        "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+    );
     let statement = tx.prepare_cached(&query).await?;
     tx.query_opt(&statement, &[&install_id.0])
         .await?
@@ -370,7 +468,10 @@ async fn read_status_opt(
         .transpose()
 }
 
-async fn read_sdk_config(tx: &deadpool_postgres::Transaction<'_>, app_id: AppId) -> Result<serde_json::Value, StoreError> {
+async fn read_sdk_config(
+    tx: &deadpool_postgres::Transaction<'_>,
+    app_id: AppId,
+) -> Result<serde_json::Value, StoreError> {
     let statement = tx.prepare_cached(SDK_CONFIG).await?;
     let row = tx.query_opt(&statement, &[&app_id.0]).await?;
     row.map(|row| row.try_get(0))
@@ -389,7 +490,9 @@ fn device_taken() -> RegistrationError {
 /// is the device-taken precondition; for the same user, arbitration must
 /// run again on the new state.
 fn bind_conflict(error: tokio_postgres::Error) -> RegistrationError {
-    let constraint = error.as_db_error().and_then(|db_error| db_error.constraint());
+    let constraint = error
+        .as_db_error()
+        .and_then(|db_error| db_error.constraint());
     match constraint {
         Some("installs_one_live_per_device") => device_taken(),
         Some("installs_one_active_per_user") => StoreError::Conflict(error).into(),
