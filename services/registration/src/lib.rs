@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod install_token;
+pub mod janitor;
 pub mod migrate;
 pub mod notify;
 pub mod server;

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::codes::CodeStore;
 use crate::config::RegistrationConfig;
 use crate::error::StoreError;
+use crate::janitor::spawn_janitor;
 use crate::migrate;
 use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
@@ -96,6 +97,7 @@ impl Application {
             postgres_config(&self.config.common.database_url)?,
             stopped.clone(),
         );
+        spawn_janitor(self.store.clone(), stopped.clone());
         let registration =
             RegistrationHandler::new(self.store.clone(), self.codes, notifier, stopped);
         let admin = AdminServiceServer::with_interceptor(

@@ -507,3 +507,31 @@ fn app_missing_or(error: tokio_postgres::Error, app_id: AppId) -> RegistrationEr
     }
     StoreError::from(error).into()
 }
+
+/// Deletes up to 1,000 redemption records older than the retention at a
+/// time.
+const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
+         SELECT code_hash FROM redeemed_codes WHERE redeemed_at < now() - make_interval(secs => $1)
+         LIMIT 1000
+     )";
+
+impl Store {
+    /// Deletes redemption records older than `retention`; returns how many.
+    pub async fn purge_redemptions(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
+        let mut purged = 0;
+        loop {
+            let deleted = client
+                .execute(&statement, &[&retention.as_secs_f64()])
+                .await?;
+            purged += deleted;
+            if deleted < 1000 {
+                return Ok(purged);
+            }
+        }
+    }
+}
