@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test against real Postgres and Redis, starting them first when
+# needed. Arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+# shellcheck source=deploy/local/ensure-stores.sh
+source deploy/local/ensure-stores.sh
+
+# The tests create one database per test: the role must be allowed to.
+export DEVICELINK_TEST_DATABASE_URL="$DATABASE_URL"
+export DEVICELINK_TEST_REDIS_URL="$REDIS_URL"
+exec cargo test --workspace "$@"
