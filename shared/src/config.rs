@@ -21,6 +21,8 @@ pub const AUTH_CODE_TTL_SECS: &str = "AUTH_CODE_TTL_SECS";
 pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
 /// Most Postgres connections one replica holds.
 pub const DATABASE_POOL_SIZE: &str = "DATABASE_POOL_SIZE";
+/// How long in-flight calls may take to finish after SIGTERM, in seconds.
+pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
 /// `json` for production log lines, `text` for people (the default).
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -86,6 +88,8 @@ pub struct CommonConfig {
     pub redis_key_prefix: String,
     /// Where to listen for gRPC.
     pub listen_addr: std::net::SocketAddr,
+    /// How long in-flight calls may take to finish once draining begins.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for CommonConfig {
@@ -94,6 +98,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("database_pool_size", &self.database_pool_size)
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
+            .field("shutdown_grace", &self.shutdown_grace)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +112,7 @@ impl CommonConfig {
             redis_url: required(REDIS_URL)?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
             listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
+            shutdown_grace: std::time::Duration::from_secs(parsed_or(SHUTDOWN_GRACE_SECS, 20)?),
         };
         config.validate()?;
         Ok(config)
@@ -118,6 +124,12 @@ impl CommonConfig {
             return Err(ConfigError::new(
                 DATABASE_POOL_SIZE,
                 "must be between 1 and 1024",
+            ));
+        }
+        if self.shutdown_grace > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                SHUTDOWN_GRACE_SECS,
+                "must be at most 3600",
             ));
         }
         if self.database_url.parse::<tokio_postgres::Config>().is_err() {

@@ -20,3 +20,14 @@ pub async fn signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Like [`signal`], and arms a second one: while the service drains, another
+/// SIGTERM or SIGINT exits the process at once.
+pub async fn signal_then_force() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        tracing::warn!("second signal received, exiting at once");
+        std::process::exit(130);
+    });
+}

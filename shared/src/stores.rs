@@ -70,3 +70,26 @@ pub fn redis_connection(redis_url: &str) -> Result<ConnectionManager, StoreSetup
         .set_max_delay(Duration::from_millis(200));
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
+
+/// Whether Postgres answers a trivial query within a second.
+pub async fn postgres_reachable(pool: &Pool) -> bool {
+    let probe = async {
+        let client = pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(_))
+    )
+}
+
+/// Whether Redis answers `PING` within a second.
+pub async fn redis_reachable(redis: &ConnectionManager) -> bool {
+    let mut redis = redis.clone();
+    let command = redis::cmd("PING");
+    let ping = command.query_async::<String>(&mut redis);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ping).await,
+        Ok(Ok(_))
+    )
+}

@@ -5,10 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use devicelink_authcode::{Application as AuthCodeApplication, AuthCodeConfig};
-use devicelink_registration::{Application as RegistrationApplication, RegistrationConfig};
+use devicelink_registration::{
+    Application as RegistrationApplication, RegistrationConfig,
+    StartupError as RegistrationStartupError,
+};
 use devicelink_shared::config::CommonConfig;
 use devicelink_shared::pb;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::client::{authorized, connect};
@@ -30,6 +34,8 @@ pub struct TestOptions {
     /// Route each service's Postgres and Redis traffic through proxies the
     /// test can cut, to simulate outages.
     pub through_proxies: bool,
+    /// How long in-flight calls may take to finish once a service drains.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for TestOptions {
@@ -38,6 +44,7 @@ impl Default for TestOptions {
             registration_replicas: 1,
             code_ttl: Duration::from_secs(600),
             through_proxies: false,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -56,7 +63,11 @@ pub struct TestEnv {
     pub postgres_proxy: Option<TcpProxy>,
     /// The Redis proxy, when the test asked for proxies.
     pub redis_proxy: Option<TcpProxy>,
-    _stop: Vec<oneshot::Sender<()>>,
+    /// Stops each registration replica; dropping one stops it too.
+    registration_stops: Vec<Option<oneshot::Sender<()>>>,
+    /// Each registration replica's serving task.
+    registration_tasks: Vec<Option<JoinHandle<Result<(), RegistrationStartupError>>>>,
+    _authcode_stop: oneshot::Sender<()>,
 }
 
 fn admin_database_url() -> String {
@@ -202,8 +213,10 @@ impl TestEnv {
             redis_url: service_redis_url,
             redis_key_prefix: redis_key_prefix.clone(),
             listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
+            shutdown_grace: options.shutdown_grace,
         };
-        let mut stop = Vec::new();
+        let mut registration_stops = Vec::new();
+        let mut registration_tasks = Vec::new();
         let mut registration_addrs = Vec::new();
         // Replicas start at once, as a rollout starts them: migrations must
         // cope.
@@ -218,10 +231,12 @@ impl TestEnv {
             let application = application.expect("registration starts");
             registration_addrs.push(application.local_addr());
             let (sender, receiver) = oneshot::channel::<()>();
-            stop.push(sender);
-            tokio::spawn(application.run_until_stopped(async move {
-                let _ = receiver.await;
-            }));
+            registration_stops.push(Some(sender));
+            registration_tasks.push(Some(tokio::spawn(application.run_until_stopped(
+                async move {
+                    let _ = receiver.await;
+                },
+            ))));
         }
         let config = AuthCodeConfig {
             common,
@@ -231,8 +246,7 @@ impl TestEnv {
             .await
             .expect("authcode starts");
         let authcode_addr = application.local_addr();
-        let (sender, receiver) = oneshot::channel::<()>();
-        stop.push(sender);
+        let (authcode_stop, receiver) = oneshot::channel::<()>();
         tokio::spawn(application.run_until_stopped(async move {
             let _ = receiver.await;
         }));
@@ -243,8 +257,24 @@ impl TestEnv {
             registration_addrs,
             postgres_proxy,
             redis_proxy,
-            _stop: stop,
+            registration_stops,
+            registration_tasks,
+            _authcode_stop: authcode_stop,
         }
+    }
+
+    /// Sends registration replica `index` its shutdown signal, as SIGTERM
+    /// would, and returns its serving task, which ends once it has drained.
+    pub fn shut_down_registration(
+        &mut self,
+        index: usize,
+    ) -> JoinHandle<Result<(), RegistrationStartupError>> {
+        if let Some(stop) = self.registration_stops[index].take() {
+            let _ = stop.send(());
+        }
+        self.registration_tasks[index]
+            .take()
+            .expect("each replica is shut down once")
     }
 
     /// A client of authcode.

@@ -28,7 +28,7 @@ async fn main() {
     };
     tracing::info!(addr = %application.local_addr(), "authcode-service listening");
     if let Err(error) = application
-        .run_until_stopped(devicelink_shared::shutdown::signal())
+        .run_until_stopped(devicelink_shared::shutdown::signal_then_force())
         .await
     {
         tracing::error!(error = %error_chain(&error), "authcode-service stopped with an error");

@@ -5,14 +5,24 @@
 //! being up: both clients connect on first use, so a replica starts, and
 //! answers UNAVAILABLE, while a store is down, then recovers by itself.
 //! [`Application::run_until_stopped`] serves until the given future
-//! resolves, which is how the binary stops on SIGTERM and how tests stop it.
+//! resolves, which is how the binary stops on SIGTERM and how tests stop it;
+//! it then drains (see [`devicelink_shared::serving`]).
+//!
+//! Next to `AuthCodeService` it serves `grpc.health.v1` (NOT_SERVING while
+//! Postgres or Redis cannot be reached, and while draining) and server
+//! reflection.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
-use devicelink_shared::stores::{StoreSetupError, postgres_pool, redis_connection};
+use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
+use devicelink_shared::stores::{
+    StoreSetupError, postgres_pool, postgres_reachable, redis_connection, redis_reachable,
+};
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
@@ -41,11 +51,17 @@ pub enum StartupError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// The gRPC services whose health is reported.
+const HEALTH_SERVICES: &[&str] = &[<AuthCodeServiceServer<AuthCodeHandler> as NamedService>::NAME];
+
 /// A bound, ready-to-serve authcode service.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     handler: AuthCodeHandler,
+    pool: deadpool_postgres::Pool,
+    redis: redis::aio::ConnectionManager,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -66,13 +82,16 @@ impl Application {
             source,
         })?;
         let handler = AuthCodeHandler::new(
-            ApiKeyVerifier::new(pool),
-            CodeMinter::new(redis, common.redis_key_prefix, config.code_ttl),
+            ApiKeyVerifier::new(pool.clone()),
+            CodeMinter::new(redis.clone(), common.redis_key_prefix, config.code_ttl),
         );
         Ok(Self {
             listener,
             local_addr,
             handler,
+            pool,
+            redis,
+            shutdown_grace: common.shutdown_grace,
         })
     }
 
@@ -81,19 +100,38 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves gRPC until `shutdown` resolves, then stops accepting and lets
-    /// requests in flight finish.
+    /// Serves gRPC until `shutdown` resolves, then reports NOT_SERVING,
+    /// stops accepting and lets requests in flight finish within the grace
+    /// period.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let (trigger, drain) = drain_channel();
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        let (pool, redis) = (self.pool, self.redis);
+        start_health_watch(
+            health_reporter,
+            HEALTH_SERVICES,
+            move || {
+                let (pool, redis) = (pool.clone(), redis.clone());
+                async move { postgres_reachable(&pool).await && redis_reachable(&redis).await }
+            },
+            drain.clone(),
+        )
+        .await;
+        let (reflection_v1, reflection_v1alpha) = reflection();
         // TCP_NODELAY: a unary response is small, and Nagle's algorithm would
         // hold it back waiting for the client's delayed ACK.
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let mut server_drain = drain;
+        let server = Server::builder()
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(AuthCodeServiceServer::new(self.handler))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(incoming, async move { server_drain.requested().await });
+        serve_gracefully(server, shutdown, trigger, self.shutdown_grace).await?;
         Ok(())
     }
 }

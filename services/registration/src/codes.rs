@@ -45,6 +45,11 @@ impl CodeStore {
             .transpose()
     }
 
+    /// Whether Redis answers, for the health service.
+    pub async fn reachable(&self) -> bool {
+        devicelink_shared::stores::redis_reachable(&self.redis).await
+    }
+
     /// Removes a redeemed code. Failure is logged and otherwise harmless:
     /// the redemption row already refuses the code.
     pub async fn retire(&self, code_hash: &SecretHash) {

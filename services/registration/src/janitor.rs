@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use devicelink_shared::serving::DrainSignal;
 
 use crate::store::Store;
 
@@ -18,9 +18,9 @@ pub const REDEMPTION_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often the janitor runs.
 const INTERVAL: Duration = Duration::from_secs(600);
 
-/// Purges old redemption records every [`INTERVAL`] until `shutdown` turns
-/// true.
-pub fn spawn_janitor(store: Store, mut shutdown: watch::Receiver<bool>) {
+/// Purges old redemption records every [`INTERVAL`] until the service
+/// drains.
+pub fn spawn_janitor(store: Store, mut drain: DrainSignal) {
     tokio::spawn(async move {
         loop {
             match store.purge_redemptions(REDEMPTION_RETENTION).await {
@@ -32,7 +32,7 @@ pub fn spawn_janitor(store: Store, mut shutdown: watch::Receiver<bool>) {
             }
             tokio::select! {
                 () = tokio::time::sleep(INTERVAL) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => return,
+                () = drain.requested() => return,
             }
         }
     });

@@ -36,4 +36,4 @@ pub mod service;
 pub mod store;
 
 pub use config::RegistrationConfig;
-pub use server::{Application, StartupError};
+pub use server::{Application, StartupError, migrate_only};

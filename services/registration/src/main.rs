@@ -1,8 +1,12 @@
 //! `registration-service`: reads its configuration, migrates, serves.
 
-use devicelink_registration::{Application, RegistrationConfig};
-use devicelink_shared::config::EXIT_BAD_CONFIG;
+use devicelink_registration::{Application, RegistrationConfig, migrate_only};
+use devicelink_shared::config::{EXIT_BAD_CONFIG, optional};
 use devicelink_shared::status::error_chain;
+
+/// Set to `1` to migrate the schema and exit: the migration step of a
+/// rollout, run once before the new replicas start.
+const MIGRATE_ONLY: &str = "DEVICELINK_MIGRATE_ONLY";
 
 #[tokio::main]
 async fn main() {
@@ -14,6 +18,18 @@ async fn main() {
             std::process::exit(EXIT_BAD_CONFIG);
         }
     };
+    if optional(MIGRATE_ONLY).is_some_and(|value| value == "1" || value == "true") {
+        match migrate_only(&config).await {
+            Ok(()) => {
+                tracing::info!("schema is up to date");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "migration failed");
+                std::process::exit(1);
+            }
+        }
+    }
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {
@@ -23,7 +39,7 @@ async fn main() {
     };
     tracing::info!(addr = %application.local_addr(), "registration-service listening");
     if let Err(error) = application
-        .run_until_stopped(devicelink_shared::shutdown::signal())
+        .run_until_stopped(devicelink_shared::shutdown::signal_then_force())
         .await
     {
         tracing::error!(error = %error_chain(&error), "registration-service stopped with an error");

@@ -11,8 +11,9 @@
 
 use std::time::Duration;
 
+use devicelink_shared::serving::DrainSignal;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
@@ -45,11 +46,8 @@ impl StatusNotifier {
     }
 }
 
-/// Starts listening for status changes until `shutdown` turns true.
-pub fn spawn_listener(
-    pg_config: tokio_postgres::Config,
-    mut shutdown: watch::Receiver<bool>,
-) -> StatusNotifier {
+/// Starts listening for status changes until the service drains.
+pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal) -> StatusNotifier {
     let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
     let notifier = StatusNotifier {
         events: events.clone(),
@@ -62,11 +60,11 @@ pub fn spawn_listener(
                         tracing::warn!(error = %error, "status listener disconnected; reconnecting");
                     }
                 }
-                _ = shutdown.wait_for(|stopped| *stopped) => return,
+                () = drain.requested() => return,
             }
             tokio::select! {
                 () = tokio::time::sleep(RECONNECT_DELAY) => {}
-                _ = shutdown.wait_for(|stopped| *stopped) => return,
+                () = drain.requested() => return,
             }
         }
     });

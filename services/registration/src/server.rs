@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
+use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
 use devicelink_shared::stores::{
-    StoreSetupError, postgres_config, postgres_pool, redis_connection,
+    StoreSetupError, postgres_config, postgres_pool, postgres_reachable, redis_connection,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
 
 use crate::codes::CodeStore;
 use crate::config::RegistrationConfig;
@@ -44,6 +45,12 @@ pub enum StartupError {
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
 }
+
+/// The gRPC services whose health is reported.
+const HEALTH_SERVICES: &[&str] = &[
+    <RegistrationServiceServer<RegistrationHandler> as NamedService>::NAME,
+    <AdminServiceServer<AdminHandler> as NamedService>::NAME,
+];
 
 /// registration, connected, migrated and bound, ready to serve.
 pub struct Application {
@@ -86,33 +93,55 @@ impl Application {
             .unwrap_or(self.config.common.listen_addr)
     }
 
-    /// Serves until `shutdown` resolves, then ends open watch streams and
-    /// lets in-flight calls finish.
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends open
+    /// watch streams, stops accepting and lets in-flight calls finish within
+    /// the grace period.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let (stop, stopped) = watch::channel(false);
+        let (trigger, drain) = drain_channel();
         let notifier = spawn_listener(
             postgres_config(&self.config.common.database_url)?,
-            stopped.clone(),
+            drain.clone(),
         );
-        spawn_janitor(self.store.clone(), stopped.clone());
+        spawn_janitor(self.store.clone(), drain.clone());
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        let (store, codes) = (self.store.clone(), self.codes.clone());
+        start_health_watch(
+            health_reporter,
+            HEALTH_SERVICES,
+            move || {
+                let (store, codes) = (store.clone(), codes.clone());
+                async move { postgres_reachable(store.pool()).await && codes.reachable().await }
+            },
+            drain.clone(),
+        )
+        .await;
+        let (reflection_v1, reflection_v1alpha) = reflection();
         let registration =
-            RegistrationHandler::new(self.store.clone(), self.codes, notifier, stopped);
+            RegistrationHandler::new(self.store.clone(), self.codes, notifier, drain.clone());
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),
         );
-        let drain = async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        };
-        tonic::transport::Server::builder()
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let mut server_drain = drain;
+        let server = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(RegistrationServiceServer::new(registration))
             .add_service(admin)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), drain)
-            .await?;
+            .serve_with_incoming_shutdown(incoming, async move { server_drain.requested().await });
+        serve_gracefully(server, shutdown, trigger, self.config.common.shutdown_grace).await?;
         Ok(())
     }
+}
+
+/// Migrates the schema and returns: the migration step of a rollout
+/// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
+pub async fn migrate_only(config: &RegistrationConfig) -> Result<(), StartupError> {
+    let pool = postgres_pool(&config.common.database_url, 1)?;
+    migrate::run(&pool).await.map_err(StartupError::Migration)
 }

@@ -5,9 +5,10 @@ use std::pin::Pin;
 
 use devicelink_shared::pb;
 use devicelink_shared::pb::registration_service_server::RegistrationService;
+use devicelink_shared::serving::DrainSignal;
 use devicelink_shared::validate::ExternalId;
 use futures_util::Stream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -27,8 +28,8 @@ pub struct RegistrationHandler {
     store: Store,
     codes: CodeStore,
     notifier: StatusNotifier,
-    /// Turns true when the server drains: open watch streams end cleanly.
-    shutdown: watch::Receiver<bool>,
+    /// Fires when the server drains: open watch streams end cleanly.
+    drain: DrainSignal,
 }
 
 impl RegistrationHandler {
@@ -37,13 +38,13 @@ impl RegistrationHandler {
         store: Store,
         codes: CodeStore,
         notifier: StatusNotifier,
-        shutdown: watch::Receiver<bool>,
+        drain: DrainSignal,
     ) -> Self {
         Self {
             store,
             codes,
             notifier,
-            shutdown,
+            drain,
         }
     }
 
@@ -187,7 +188,7 @@ impl RegistrationService for RegistrationHandler {
             store: self.store.clone(),
             install_id: status.install_id,
             sender,
-            shutdown: self.shutdown.clone(),
+            drain: self.drain.clone(),
         };
         tokio::spawn(watcher.run(status, events));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -219,7 +220,7 @@ struct Watcher {
     store: Store,
     install_id: InstallId,
     sender: mpsc::Sender<Result<pb::WatchInstallStatusResponse, Status>>,
-    shutdown: watch::Receiver<bool>,
+    drain: DrainSignal,
 }
 
 impl Watcher {
@@ -232,7 +233,7 @@ impl Watcher {
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
-                _ = self.shutdown.wait_for(|stopped| *stopped) => return,
+                () = self.drain.requested() => return,
                 () = self.sender.closed() => return,
             };
             let relevant = match event {

@@ -1,0 +1,161 @@
+//! What makes a devicelink service a good citizen of gRPC and Kubernetes:
+//! health checking that follows the stores, server reflection, and a
+//! graceful drain on shutdown.
+//!
+//! On shutdown a service reports NOT_SERVING, fires its [`DrainSignal`] (open
+//! watch streams end, the server stops accepting), lets in-flight calls
+//! finish within a grace period, and returns.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// How often the stores are probed for the health service.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tells long-lived work (watch streams, background tasks, the server's
+/// accept loop) that the service is draining. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DrainSignal(watch::Receiver<bool>);
+
+impl DrainSignal {
+    /// Resolves once draining has begun (at once if it already has).
+    pub async fn requested(&mut self) {
+        let _ = self.0.wait_for(|draining| *draining).await;
+    }
+
+    /// Whether draining has begun.
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Starts a drain; held by whoever decides when the service stops.
+#[derive(Debug)]
+pub struct DrainTrigger(watch::Sender<bool>);
+
+impl DrainTrigger {
+    /// Begins draining.
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A new drain pair.
+pub fn drain_channel() -> (DrainTrigger, DrainSignal) {
+    let (sender, receiver) = watch::channel(false);
+    (DrainTrigger(sender), DrainSignal(receiver))
+}
+
+/// Runs `server` until `shutdown` resolves, then drains: `trigger` fires
+/// (the server must have been given a [`DrainSignal`] of it as its own
+/// shutdown future) and in-flight calls get `grace` to finish.
+pub async fn serve_gracefully<E>(
+    server: impl Future<Output = Result<(), E>>,
+    shutdown: impl Future<Output = ()>,
+    trigger: DrainTrigger,
+    grace: Duration,
+) -> Result<(), E> {
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "draining: no new connections, finishing calls in flight"
+    );
+    trigger.fire();
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("grace period over; dropping the calls still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// The reflection services, v1 and v1alpha (grpcurl 1.8 speaks only the
+/// latter), describing devicelink's contracts and the health service.
+pub fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    #[allow(clippy::expect_used)]
+    let v1 = builder()
+        .build_v1()
+        .expect("the compiled-in descriptor sets are valid");
+    #[allow(clippy::expect_used)]
+    let v1alpha = builder()
+        .build_v1alpha()
+        .expect("the compiled-in descriptor sets are valid");
+    (v1, v1alpha)
+}
+
+/// Keeps the health service truthful: the overall status (`""`) and each of
+/// `services` are SERVING while `probe` says the stores answer, NOT_SERVING
+/// while they do not and from the moment draining begins. The first probe is
+/// reported before this returns, so the health service never answers
+/// "service not registered" once the server accepts calls.
+pub async fn start_health_watch<P, F>(
+    reporter: HealthReporter,
+    services: &'static [&'static str],
+    probe: P,
+    mut drain: DrainSignal,
+) where
+    P: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = bool> + Send,
+{
+    let mut reported = None;
+    report_health(&reporter, services, &probe, &drain, &mut reported).await;
+    tokio::spawn(async move {
+        while !drain.is_requested() {
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+                () = drain.requested() => {}
+            }
+            report_health(&reporter, services, &probe, &drain, &mut reported).await;
+        }
+    });
+}
+
+/// Probes once and reports the outcome when it changed.
+async fn report_health<P, F>(
+    reporter: &HealthReporter,
+    services: &'static [&'static str],
+    probe: &P,
+    drain: &DrainSignal,
+    reported: &mut Option<bool>,
+) where
+    P: Fn() -> F,
+    F: Future<Output = bool>,
+{
+    let healthy = !drain.is_requested() && probe().await && !drain.is_requested();
+    if *reported == Some(healthy) {
+        return;
+    }
+    let status = if healthy {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in std::iter::once(&"").chain(services) {
+        reporter.set_service_status(*name, status).await;
+    }
+    if !healthy {
+        tracing::warn!(draining = drain.is_requested(), "reporting NOT_SERVING");
+    }
+    *reported = Some(healthy);
+}
