@@ -1,6 +1,11 @@
 //! Compiles `proto/` with protox (pure Rust, so a fresh machine needs no
 //! `protoc`) and writes the descriptor set that reflection and the REST
 //! gateway read.
+//!
+//! `google/rpc/status.proto` is compiled too, though no devicelink message
+//! uses it: Envoy's gRPC-JSON transcoder needs `google.rpc.Status` in its
+//! descriptor to turn a gRPC error into a JSON body (`convert_grpc_status`).
+//! Its generated code goes unused.
 
 use std::path::PathBuf;
 
@@ -10,6 +15,7 @@ const PROTO_FILES: &[&str] = &[
     "devicelink/v1/authcode.proto",
     "devicelink/v1/registration.proto",
     "devicelink/v1/admin.proto",
+    "google/rpc/status.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,6 +11,7 @@
 //! - [`validate`]: field-named validation errors and bounded text checks.
 //! - [`status`]: how failures become `tonic::Status` with a readable message,
 //!   logging internal causes without ever sending them.
+//! - [`rpc`]: a span (W3C trace context honoured) and metrics per call.
 //! - [`serving`]: health that follows the stores, reflection, graceful drain.
 //! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
 //!   service binary: environment, connections, logs and signals.
@@ -18,6 +19,7 @@
 pub mod api_key;
 pub mod auth_code;
 pub mod config;
+pub mod rpc;
 pub mod secret;
 pub mod serving;
 pub mod shutdown;

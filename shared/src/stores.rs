@@ -93,3 +93,15 @@ pub async fn redis_reachable(redis: &ConnectionManager) -> bool {
         Ok(Ok(_))
     )
 }
+
+/// Publishes the pool's size and use as gauges
+/// (`devicelink_db_pool_connections{state="in_use"|"idle"}`,
+/// `devicelink_db_pool_waiting`), called with each health probe.
+pub fn record_pool_usage(pool: &Pool) {
+    let status = pool.status();
+    let idle = status.available;
+    let in_use = status.size.saturating_sub(idle);
+    metrics::gauge!("devicelink_db_pool_connections", "state" => "in_use").set(in_use as f64);
+    metrics::gauge!("devicelink_db_pool_connections", "state" => "idle").set(idle as f64);
+    metrics::gauge!("devicelink_db_pool_waiting").set(status.waiting as f64);
+}

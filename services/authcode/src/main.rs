@@ -6,7 +6,7 @@ use devicelink_shared::status::error_chain;
 
 #[tokio::main]
 async fn main() {
-    devicelink_shared::telemetry::init();
+    let telemetry = devicelink_shared::telemetry::init_or_exit("authcode-service");
     let config = match AuthCodeConfig::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -35,4 +35,5 @@ async fn main() {
         std::process::exit(1);
     }
     tracing::info!("authcode-service stopped");
+    telemetry.shutdown();
 }

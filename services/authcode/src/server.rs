@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
 use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
 use devicelink_shared::stores::{
-    StoreSetupError, postgres_pool, postgres_reachable, redis_connection, redis_reachable,
+    StoreSetupError, postgres_pool, postgres_reachable, record_pool_usage, redis_connection,
+    redis_reachable,
 };
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -115,7 +116,10 @@ impl Application {
             HEALTH_SERVICES,
             move || {
                 let (pool, redis) = (pool.clone(), redis.clone());
-                async move { postgres_reachable(&pool).await && redis_reachable(&redis).await }
+                async move {
+                    record_pool_usage(&pool);
+                    postgres_reachable(&pool).await && redis_reachable(&redis).await
+                }
             },
             drain.clone(),
         )
@@ -126,6 +130,7 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let mut server_drain = drain;
         let server = Server::builder()
+            .layer(devicelink_shared::rpc::RpcLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -80,6 +80,7 @@ impl AuthCodeHandler {
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.
         tracing::info!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
+        metrics::counter!("devicelink_auth_codes_minted_total").increment(1);
         Ok(MintAuthCodeResponse {
             auth_code: minted.code.expose().to_owned(),
             expires_at: Some(minted.expires_at.into()),

@@ -10,7 +10,7 @@ const MIGRATE_ONLY: &str = "DEVICELINK_MIGRATE_ONLY";
 
 #[tokio::main]
 async fn main() {
-    devicelink_shared::telemetry::init();
+    let telemetry = devicelink_shared::telemetry::init_or_exit("registration-service");
     let config = match RegistrationConfig::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -46,4 +46,5 @@ async fn main() {
         std::process::exit(1);
     }
     tracing::info!("registration-service stopped");
+    telemetry.shutdown();
 }

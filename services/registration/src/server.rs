@@ -7,7 +7,8 @@ use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
 use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
 use devicelink_shared::stores::{
-    StoreSetupError, postgres_config, postgres_pool, postgres_reachable, redis_connection,
+    StoreSetupError, postgres_config, postgres_pool, postgres_reachable, record_pool_usage,
+    redis_connection,
 };
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -113,7 +114,10 @@ impl Application {
             HEALTH_SERVICES,
             move || {
                 let (store, codes) = (store.clone(), codes.clone());
-                async move { postgres_reachable(store.pool()).await && codes.reachable().await }
+                async move {
+                    record_pool_usage(store.pool());
+                    postgres_reachable(store.pool()).await && codes.reachable().await
+                }
             },
             drain.clone(),
         )
@@ -128,6 +132,7 @@ impl Application {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let mut server_drain = drain;
         let server = tonic::transport::Server::builder()
+            .layer(devicelink_shared::rpc::RpcLayer)
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -294,6 +294,7 @@ impl AdminService for AdminHandler {
             return Err(user_not_found().into());
         }
         tracing::info!(%app_id, "user erased");
+        metrics::counter!("devicelink_users_erased_total").increment(1);
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 }

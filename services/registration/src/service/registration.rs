@@ -16,7 +16,7 @@ use super::convert::install_status;
 use super::parse;
 use super::sdk_config::json_to_struct;
 use crate::codes::CodeStore;
-use crate::domain::{CreateUserInput, InstallId, InstallState};
+use crate::domain::{CreateUserInput, InstallId, InstallState, StateReason};
 use crate::error::{RegistrationError, StoreError};
 use crate::install_token::{InstallToken, new_nonce};
 use crate::notify::{StatusEvent, StatusNotifier};
@@ -78,6 +78,7 @@ impl RegistrationHandler {
             };
             if let RedeemOutcome::Redeemed(redeemed) = self.store.redeem(&redemption).await? {
                 self.codes.retire(&code_hash).await;
+                record_redemption(&redeemed);
                 tracing::info!(
                     app_id = %input.app_id,
                     user_id = %redeemed.user_id.0,
@@ -109,6 +110,7 @@ impl RegistrationHandler {
                 .record_replay(&code_hash, input.app_id, &input.device.device_id)
                 .await?;
             tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
+            metrics::counter!("devicelink_auth_code_replays_total").increment(1);
             return Err(RegistrationError::NotFound(
                 "auth code has already been used".into(),
             ));
@@ -118,6 +120,7 @@ impl RegistrationHandler {
                 "auth code has already been used".into(),
             ));
         };
+        metrics::counter!("devicelink_auth_code_retries_total").increment(1);
         let token = InstallToken::derive(&input.auth_code, &past.token_nonce);
         Ok(response(redeemed, &token))
     }
@@ -134,6 +137,21 @@ impl RegistrationHandler {
             .ok_or(RegistrationError::Unauthenticated(
                 "install token is unknown or its install was reset",
             ))
+    }
+}
+
+/// Counts a redemption and the activation changes it made.
+fn record_redemption(redeemed: &Redeemed) {
+    metrics::counter!("devicelink_auth_codes_redeemed_total").increment(1);
+    if redeemed.status.state == InstallState::Active {
+        metrics::counter!("devicelink_activations_total").increment(1);
+    } else if let Some(reason) = redeemed.status.reason {
+        metrics::counter!("devicelink_deactivations_total", "reason" => reason.as_db())
+            .increment(1);
+    }
+    if redeemed.superseded.is_some() {
+        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Superseded.as_db())
+            .increment(1);
     }
 }
 
@@ -211,6 +229,8 @@ impl RegistrationService for RegistrationHandler {
             .into());
         };
         tracing::info!(%install_id, "install reset");
+        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
+            .increment(1);
         Ok(Response::new(pb::ResetInstallResponse {}))
     }
 }

@@ -50,6 +50,8 @@ pub struct Redeemed {
     pub status: StatusRecord,
     /// The app's SDK configuration.
     pub sdk_config: serde_json::Value,
+    /// The install of another device this redemption deactivated, if any.
+    pub superseded: Option<InstallId>,
 }
 
 /// What a redemption attempt came to.
@@ -145,6 +147,7 @@ struct InstallInPlay {
 impl Store {
     /// Redeems a code in one transaction, retried when it collides with a
     /// concurrent one. Either everything is written or nothing is.
+    #[tracing::instrument(name = "postgres.redeem", skip_all, fields(db.system = "postgresql"))]
     pub async fn redeem(
         &self,
         redemption: &NewRedemption<'_>,
@@ -251,6 +254,7 @@ impl Store {
             ),
         };
         let mut changed = Vec::new();
+        let mut superseded = None;
         if let Decision::Activate {
             supersede: Some(previous),
         } = decision
@@ -263,6 +267,7 @@ impl Store {
                 .await
                 .map_err(StoreError::from)?;
             changed.push(previous.0);
+            superseded = Some(previous);
         }
 
         let install_id = own.map_or_else(|| InstallId(Uuid::now_v7()), |install| install.id);
@@ -360,10 +365,12 @@ impl Store {
             restored,
             status,
             sdk_config,
+            superseded,
         }))
     }
 
     /// The completed redemption of a code, if there is one.
+    #[tracing::instrument(name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
     pub async fn find_redemption(
         &self,
         code_hash: &SecretHash,
@@ -390,6 +397,7 @@ impl Store {
     }
 
     /// Records a used code presented again by another device.
+    #[tracing::instrument(name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
     pub async fn record_replay(
         &self,
         code_hash: &SecretHash,
@@ -409,6 +417,7 @@ impl Store {
 
     /// The install status and SDK configuration a retried redemption is
     /// answered with.
+    #[tracing::instrument(name = "postgres.redemption_result", skip_all, fields(db.system = "postgresql"))]
     pub async fn redemption_result(
         &self,
         past: &PastRedemption,
@@ -427,6 +436,7 @@ impl Store {
             restored: past.restored,
             status,
             sdk_config,
+            superseded: None,
         }))
     }
 }
@@ -517,6 +527,7 @@ const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
 
 impl Store {
     /// Deletes redemption records older than `retention`; returns how many.
+    #[tracing::instrument(name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
     pub async fn purge_redemptions(
         &self,
         retention: std::time::Duration,

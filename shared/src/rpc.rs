@@ -1,0 +1,136 @@
+//! One span and one set of metrics per gRPC call, for every service.
+//!
+//! The span follows the OpenTelemetry RPC conventions (`rpc.system`,
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) and takes the W3C
+//! `traceparent` of the incoming call as its parent, so a caller's trace
+//! continues through devicelink. Metrics: `devicelink_grpc_requests_total`
+//! by method and status code, `devicelink_grpc_request_duration_seconds` by
+//! method.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use opentelemetry::propagation::Extractor;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Wraps a gRPC server's services; add it with `Server::builder().layer(..)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcLayer;
+
+impl<S> tower::Layer<S> for RpcLayer {
+    type Service = RpcService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcService { inner }
+    }
+}
+
+/// The service [`RpcLayer`] wraps around another.
+#[derive(Debug, Clone)]
+pub struct RpcService<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, ResponseBody> tower::Service<http::Request<B>> for RpcService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResponseBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().trim_start_matches('/').to_owned();
+        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = %path,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        // The service polled ready is the one to call; a fresh clone takes
+        // its place for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let started = Instant::now();
+        Box::pin(async move {
+            let result = inner.call(request).instrument(span.clone()).await;
+            let code = match &result {
+                Ok(response) => grpc_status(response.headers()),
+                Err(_) => tonic::Code::Unknown,
+            };
+            span.record("rpc.grpc.status_code", code as i32);
+            if code != tonic::Code::Ok {
+                span.record("otel.status_code", "ERROR");
+            }
+            metrics::counter!(
+                "devicelink_grpc_requests_total",
+                "method" => path.clone(),
+                "code" => format!("{code:?}"),
+            )
+            .increment(1);
+            metrics::histogram!("devicelink_grpc_request_duration_seconds", "method" => path)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+/// The status of a response whose headers carry it (errors are sent
+/// "trailers-only"); a response without it is a success so far.
+fn grpc_status(headers: &http::HeaderMap) -> tonic::Code {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Reads the W3C trace context from request headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_the_headers() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(grpc_status(&headers), tonic::Code::Ok);
+        headers.insert("grpc-status", "5".parse().expect("ascii"));
+        assert_eq!(grpc_status(&headers), tonic::Code::NotFound);
+    }
+}
