@@ -23,6 +23,11 @@ pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
 pub const DATABASE_POOL_SIZE: &str = "DATABASE_POOL_SIZE";
 /// How long in-flight calls may take to finish after SIGTERM, in seconds.
 pub const SHUTDOWN_GRACE_SECS: &str = "SHUTDOWN_GRACE_SECS";
+/// PEM certificate chain to serve gRPC over TLS; set together with
+/// `TLS_KEY_FILE`, or neither for plaintext (TLS ended by a mesh or gateway).
+pub const TLS_CERT_FILE: &str = "TLS_CERT_FILE";
+/// PEM private key of `TLS_CERT_FILE`.
+pub const TLS_KEY_FILE: &str = "TLS_KEY_FILE";
 /// `json` for production log lines, `text` for people (the default).
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
@@ -90,6 +95,36 @@ pub struct CommonConfig {
     pub listen_addr: std::net::SocketAddr,
     /// How long in-flight calls may take to finish once draining begins.
     pub shutdown_grace: std::time::Duration,
+    /// Certificate and key files to serve TLS with; `None` for plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where a service's TLS certificate chain and private key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_path: std::path::PathBuf,
+    /// PEM private key.
+    pub key_path: std::path::PathBuf,
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE`, both or neither.
+fn tls_files() -> Result<Option<TlsFiles>, ConfigError> {
+    match (optional(TLS_CERT_FILE), optional(TLS_KEY_FILE)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert_path: cert.into(),
+            key_path: key.into(),
+        })),
+        (Some(_), None) => Err(ConfigError::new(
+            TLS_KEY_FILE,
+            "must be set with TLS_CERT_FILE",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            TLS_CERT_FILE,
+            "must be set with TLS_KEY_FILE",
+        )),
+    }
 }
 
 impl std::fmt::Debug for CommonConfig {
@@ -99,6 +134,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +149,7 @@ impl CommonConfig {
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
             listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
             shutdown_grace: std::time::Duration::from_secs(parsed_or(SHUTDOWN_GRACE_SECS, 20)?),
+            tls: tls_files()?,
         };
         config.validate()?;
         Ok(config)

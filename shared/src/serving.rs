@@ -10,8 +10,46 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::config::TlsFiles;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// A gRPC server builder, serving TLS when `tls` names certificate and key
+/// files. The files are read now, so a missing or unreadable file stops the
+/// service at start-up rather than at the first handshake.
+pub fn server_builder(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsSetupError> {
+    let builder = tonic::transport::Server::builder();
+    let Some(tls) = tls else {
+        return Ok(builder);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| TlsSetupError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let identity =
+        tonic::transport::Identity::from_pem(read(&tls.cert_path)?, read(&tls.key_path)?);
+    Ok(builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?)
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate or key was refused.
+    #[error("invalid TLS certificate or key")]
+    Invalid(#[from] tonic::transport::Error),
+}
 
 /// How often the stores are probed for the health service.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);

@@ -36,6 +36,8 @@ pub struct TestOptions {
     pub through_proxies: bool,
     /// How long in-flight calls may take to finish once a service drains.
     pub shutdown_grace: Duration,
+    /// Serve TLS with these files.
+    pub tls: Option<devicelink_shared::config::TlsFiles>,
 }
 
 impl Default for TestOptions {
@@ -45,6 +47,7 @@ impl Default for TestOptions {
             code_ttl: Duration::from_secs(600),
             through_proxies: false,
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -214,6 +217,7 @@ impl TestEnv {
             redis_key_prefix: redis_key_prefix.clone(),
             listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
             shutdown_grace: options.shutdown_grace,
+            tls: options.tls.clone(),
         };
         let mut registration_stops = Vec::new();
         let mut registration_tasks = Vec::new();

@@ -20,7 +20,7 @@ async fn main() {
             tracing::error!(error = %error_chain(&error), "authcode-service could not start");
             // An unusable store URL is a configuration error like any other.
             let code = match error {
-                StartupError::Store(_) => EXIT_BAD_CONFIG,
+                StartupError::Store(_) | StartupError::Tls(_) => EXIT_BAD_CONFIG,
                 _ => 1,
             };
             std::process::exit(code);

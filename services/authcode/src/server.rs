@@ -16,7 +16,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
-use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
+use devicelink_shared::serving::{
+    TlsSetupError, drain_channel, reflection, serve_gracefully, server_builder, start_health_watch,
+};
 use devicelink_shared::stores::{
     StoreSetupError, postgres_pool, postgres_reachable, record_pool_usage, redis_connection,
     redis_reachable,
@@ -47,6 +49,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS set-up failed")]
+    Tls(#[from] TlsSetupError),
     /// The gRPC server failed while serving.
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -57,6 +62,8 @@ const HEALTH_SERVICES: &[&str] = &[<AuthCodeServiceServer<AuthCodeHandler> as Na
 
 /// A bound, ready-to-serve authcode service.
 pub struct Application {
+    /// The gRPC server, TLS already configured.
+    server: Server,
     listener: TcpListener,
     local_addr: SocketAddr,
     handler: AuthCodeHandler,
@@ -72,6 +79,7 @@ impl Application {
         let common = config.common;
         let pool = postgres_pool(&common.database_url, common.database_pool_size)?;
         let redis = redis_connection(&common.redis_url)?;
+        let server = server_builder(common.tls.as_ref())?;
         let listener = TcpListener::bind(common.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -87,6 +95,7 @@ impl Application {
             CodeMinter::new(redis.clone(), common.redis_key_prefix, config.code_ttl),
         );
         Ok(Self {
+            server,
             listener,
             local_addr,
             handler,
@@ -129,7 +138,8 @@ impl Application {
         // hold it back waiting for the client's delayed ACK.
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let mut server_drain = drain;
-        let server = Server::builder()
+        let server = self
+            .server
             .layer(devicelink_shared::rpc::RpcLayer)
             .add_service(health)
             .add_service(reflection_v1)

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
-use devicelink_shared::serving::{drain_channel, reflection, serve_gracefully, start_health_watch};
+use devicelink_shared::serving::{
+    TlsSetupError, drain_channel, reflection, serve_gracefully, server_builder, start_health_watch,
+};
 use devicelink_shared::stores::{
     StoreSetupError, postgres_config, postgres_pool, postgres_reachable, record_pool_usage,
     redis_connection,
@@ -42,6 +44,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS set-up failed")]
+    Tls(#[from] TlsSetupError),
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -56,6 +61,8 @@ const HEALTH_SERVICES: &[&str] = &[
 /// registration, connected, migrated and bound, ready to serve.
 pub struct Application {
     config: RegistrationConfig,
+    /// The gRPC server, TLS already configured.
+    server: tonic::transport::Server,
     listener: TcpListener,
     store: Store,
     codes: CodeStore,
@@ -75,12 +82,14 @@ impl Application {
             .map_err(StartupError::Migration)?;
         let redis = redis_connection(&config.common.redis_url)?;
         let codes = CodeStore::new(redis, config.common.redis_key_prefix.clone());
+        let server = server_builder(config.common.tls.as_ref())?;
         let addr = config.common.listen_addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
         Ok(Self {
             config,
+            server,
             listener,
             store,
             codes,
@@ -131,7 +140,8 @@ impl Application {
         );
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let mut server_drain = drain;
-        let server = tonic::transport::Server::builder()
+        let server = self
+            .server
             .layer(devicelink_shared::rpc::RpcLayer)
             .add_service(health)
             .add_service(reflection_v1)
