@@ -51,6 +51,11 @@ pub enum TlsSetupError {
     Invalid(#[from] tonic::transport::Error),
 }
 
+/// The health name a liveness probe asks for: SERVING for as long as the
+/// process serves at all, whatever the stores do, so that an outage of
+/// Postgres or Redis makes replicas unready, never restarts them.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// How often the stores are probed for the health service.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -142,8 +147,8 @@ pub fn reflection() -> (
     (v1, v1alpha)
 }
 
-/// Keeps the health service truthful: the overall status (`""`) and each of
-/// `services` are SERVING while `probe` says the stores answer, NOT_SERVING
+/// Keeps the health service truthful: [`LIVENESS_SERVICE`] is SERVING, and
+/// the overall status (`""`) and each of `services` are SERVING while `probe` says the stores answer, NOT_SERVING
 /// while they do not and from the moment draining begins. The first probe is
 /// reported before this returns, so the health service never answers
 /// "service not registered" once the server accepts calls.
@@ -156,6 +161,9 @@ pub async fn start_health_watch<P, F>(
     P: Fn() -> F + Send + Sync + 'static,
     F: Future<Output = bool> + Send,
 {
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let mut reported = None;
     report_health(&reporter, services, &probe, &drain, &mut reported).await;
     tokio::spawn(async move {

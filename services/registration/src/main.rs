@@ -1,7 +1,7 @@
 //! `registration-service`: reads its configuration, migrates, serves.
 
 use devicelink_registration::{Application, RegistrationConfig, migrate_only};
-use devicelink_shared::config::{EXIT_BAD_CONFIG, optional};
+use devicelink_shared::config::{ConfigError, DATABASE_URL, EXIT_BAD_CONFIG, optional, required};
 use devicelink_shared::status::error_chain;
 
 /// Set to `1` to migrate the schema and exit: the migration step of a
@@ -11,17 +11,13 @@ const MIGRATE_ONLY: &str = "DEVICELINK_MIGRATE_ONLY";
 #[tokio::main]
 async fn main() {
     let telemetry = devicelink_shared::telemetry::init_or_exit("registration-service");
-    let config = match RegistrationConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("registration-service: bad configuration: {error}");
-            std::process::exit(EXIT_BAD_CONFIG);
-        }
-    };
     if optional(MIGRATE_ONLY).is_some_and(|value| value == "1" || value == "true") {
-        match migrate_only(&config).await {
+        // The migration step needs the database alone.
+        let database_url = required(DATABASE_URL).unwrap_or_else(|error| bad_config(&error));
+        match migrate_only(&database_url).await {
             Ok(()) => {
                 tracing::info!("schema is up to date");
+                telemetry.shutdown();
                 return;
             }
             Err(error) => {
@@ -30,6 +26,7 @@ async fn main() {
             }
         }
     }
+    let config = RegistrationConfig::from_env().unwrap_or_else(|error| bad_config(&error));
     let application = match Application::build(config).await {
         Ok(application) => application,
         Err(error) => {
@@ -47,4 +44,9 @@ async fn main() {
     }
     tracing::info!("registration-service stopped");
     telemetry.shutdown();
+}
+
+fn bad_config(error: &ConfigError) -> ! {
+    eprintln!("registration-service: bad configuration: {error}");
+    std::process::exit(EXIT_BAD_CONFIG);
 }

@@ -156,7 +156,7 @@ impl Application {
 
 /// Migrates the schema and returns: the migration step of a rollout
 /// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
-pub async fn migrate_only(config: &RegistrationConfig) -> Result<(), StartupError> {
-    let pool = postgres_pool(&config.common.database_url, 1)?;
+pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
+    let pool = postgres_pool(database_url, 1)?;
     migrate::run(&pool).await.map_err(StartupError::Migration)
 }

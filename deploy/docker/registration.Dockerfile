@@ -1,0 +1,64 @@
+# syntax=docker/dockerfile:1
+#
+# registration-service, with the devicelinkctl admin tool. The build context
+# is the repository root:
+#
+#   docker build -f deploy/docker/registration.Dockerfile -t devicelink/registration-service .
+#
+# Stage 1 compiles the dependencies against stub sources, so that layer is
+# rebuilt only when a manifest or Cargo.lock changes; stage 2 compiles the
+# real sources; the runtime stage holds the two binaries and nothing else (no
+# shell, no package manager), running as a numeric non-root user.
+#
+# The same image runs the migration step of a rollout:
+# DEVICELINK_MIGRATE_ONLY=1 migrates the schema and exits.
+
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+ENV CARGO_TERM_COLOR=never \
+    CARGO_INCREMENTAL=0
+
+# Dependencies only. Every workspace member's manifest is needed for cargo
+# to load the workspace; each gets a stub target. The tests crate (which
+# depends on both services) is never compiled here: `-p` selects
+# registration. shared/build.rs is stubbed too, so protox and
+# tonic-prost-build (its build-dependencies) are compiled and cached without
+# the protos.
+COPY Cargo.toml Cargo.lock ./
+COPY shared/Cargo.toml shared/
+COPY services/authcode/Cargo.toml services/authcode/
+COPY services/registration/Cargo.toml services/registration/
+COPY tests/Cargo.toml tests/
+RUN mkdir -p shared/src services/authcode/src services/registration/src/bin tests/src \
+    && printf 'fn main() {}\n' > shared/build.rs \
+    && printf 'fn main() {}\n' > services/authcode/src/main.rs \
+    && printf 'fn main() {}\n' > services/registration/src/main.rs \
+    && printf 'fn main() {}\n' > services/registration/src/bin/devicelinkctl.rs \
+    && touch shared/src/lib.rs services/authcode/src/lib.rs \
+             services/registration/src/lib.rs tests/src/lib.rs \
+    && cargo build --locked --release -p devicelink-registration \
+           --bin registration-service --bin devicelinkctl
+
+# The real sources (the migrations are embedded at compile time). COPY keeps
+# the files' original modification times, which can be older than the stub
+# build: touch them so cargo rebuilds the workspace crates (the dependencies
+# stay cached).
+COPY proto proto
+COPY shared shared
+COPY services/registration services/registration
+RUN find shared services/registration -name '*.rs' -exec touch {} + \
+    && cargo build --locked --release -p devicelink-registration \
+           --bin registration-service --bin devicelinkctl
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+LABEL org.opencontainers.image.title="registration-service" \
+      org.opencontainers.image.description="devicelink: redeems authentication codes, links users, binds devices; ships devicelinkctl" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /src/target/release/registration-service /usr/local/bin/registration-service
+COPY --from=builder /src/target/release/devicelinkctl /usr/local/bin/devicelinkctl
+# 65532 is distroless's "nonroot" user; numeric so that Kubernetes can verify
+# runAsNonRoot without reading /etc/passwd.
+USER 65532:65532
+# gRPC (LISTEN_ADDR) and Prometheus metrics (METRICS_ADDR).
+EXPOSE 50052 9090
+ENTRYPOINT ["/usr/local/bin/registration-service"]
