@@ -59,6 +59,13 @@ async fn health_follows_the_stores() {
         ServingStatus::NotServing,
     )
     .await;
+    // A store outage makes replicas unready, never restarts them.
+    for channel in [&registration, &authcode] {
+        assert_eq!(
+            health_of(channel.clone(), "liveness").await,
+            ServingStatus::Serving
+        );
+    }
     env.redis_proxy.as_ref().expect("proxy").restore();
     await_health(&authcode, "", ServingStatus::Serving).await;
 
