@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs the service pair locally: makes sure Postgres and Redis answer, builds,
+# starts registration (which migrates the database) and then authcode,
+# creates a demo app and API key, and prints how to make a first call.
+# Ctrl-C (or SIGTERM) stops both services.
+#
+# Environment: PROFILE (debug, the default, or release), REGISTRATION_ADDR
+# (127.0.0.1:50052), AUTHCODE_ADDR (127.0.0.1:50051), DEVICELINK_ADMIN_TOKEN
+# (random when unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+
+log() { echo "devicelink: $*" >&2; }
+fail() {
+  log "error: $*"
+  exit 1
+}
+
+# shellcheck source=deploy/local/ensure-stores.sh
+source deploy/local/ensure-stores.sh
+
+profile=${PROFILE:-debug}
+case $profile in
+  debug | dev) cargo_profile=dev target_subdir=debug ;;
+  *) cargo_profile=$profile target_subdir=$profile ;;
+esac
+bin="${CARGO_TARGET_DIR:-$repo/target}/$target_subdir"
+
+registration_addr=${REGISTRATION_ADDR:-127.0.0.1:50052}
+authcode_addr=${AUTHCODE_ADDR:-127.0.0.1:50051}
+if [[ -z ${DEVICELINK_ADMIN_TOKEN:-} ]]; then
+  DEVICELINK_ADMIN_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+fi
+# devicelinkctl reads the token from the environment, so it never shows in `ps`.
+export DEVICELINK_ADMIN_TOKEN
+export DEVICELINK_ADMIN_ADDR="http://$registration_addr"
+
+log "building ($profile)"
+cargo build --bins --profile "$cargo_profile"
+
+# True when something accepts TCP connections at host:port.
+listening() {
+  # shellcheck disable=SC2016 # expanded by the inner bash, from its own $1
+  timeout 1 bash -c ': <"/dev/tcp/${1%:*}/${1##*:}"' listening "$1" 2>/dev/null
+}
+
+for addr in "$registration_addr" "$authcode_addr"; do
+  if listening "$addr"; then
+    fail "$addr is already in use (another run.sh?); stop it, or set REGISTRATION_ADDR / AUTHCODE_ADDR"
+  fi
+done
+
+pids=()
+# shellcheck disable=SC2317 # run by the EXIT trap
+stop_services() {
+  trap - EXIT INT TERM
+  ((${#pids[@]})) || return 0
+  log "stopping the services"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  # They drain in-flight calls first; give them a while, then insist.
+  local tries
+  for ((tries = 0; tries < 150; tries++)); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Starts "$2" with LISTEN_ADDR=$1 and waits until it accepts connections.
+start_service() {
+  local addr=$1 name=$2 tries
+  log "starting $name on $addr"
+  LISTEN_ADDR=$addr "$bin/$name" &
+  pids+=("$!")
+  for ((tries = 0; tries < 120; tries++)); do
+    listening "$addr" && return 0
+    kill -0 "${pids[-1]}" 2>/dev/null || fail "$name exited during start-up; see its output above"
+    sleep 0.5
+  done
+  fail "$name does not accept connections on $addr after 60s"
+}
+
+# registration first: it owns the schema and migrates it on start.
+start_service "$registration_addr" registration-service
+start_service "$authcode_addr" authcode-service
+
+ctl="$bin/devicelinkctl"
+app_id=$("$ctl" create-app demo)
+key_output=$("$ctl" create-key "$app_id")
+api_key=${key_output%%$'\n'*}
+
+ctl_shown=${ctl#"$repo/"}
+cat <<EOF
+
+devicelink is running (Ctrl-C stops both services)
+
+  authcode       $authcode_addr   AuthCodeService
+  registration   $registration_addr   RegistrationService, AdminService
+  admin token    $DEVICELINK_ADMIN_TOKEN
+  demo app id    $app_id
+  demo API key   $api_key
+
+A first call, from another shell in $repo: the customer's backend mints a code
+
+  grpcurl -plaintext -import-path proto -proto devicelink/v1/authcode.proto \\
+    -H "authorization: Bearer $api_key" -d '{"external_id":"user-1"}' \\
+    $authcode_addr devicelink.v1.AuthCodeService/MintAuthCode
+
+then the app redeems it (set CODE to the auth_code it returned)
+
+  grpcurl -plaintext -import-path proto -proto devicelink/v1/registration.proto \\
+    -d '{"auth_code":"'"\$CODE"'","app_id":"$app_id",
+         "app":{"app_version":"1.0.0","sdk_version":"1.0.0","bundle_id":"com.example.app"},
+         "device":{"device_id":"device-1","platform":"PLATFORM_IOS","form_factor":"FORM_FACTOR_PHONE",
+                   "model":"iPhone15,2","os_version":"17.1"}}' \\
+    $registration_addr devicelink.v1.RegistrationService/CreateUser
+
+and the operator looks at the result
+
+  export DEVICELINK_ADMIN_ADDR=$DEVICELINK_ADMIN_ADDR DEVICELINK_ADMIN_TOKEN=$DEVICELINK_ADMIN_TOKEN
+  $ctl_shown get-user $app_id user-1
+  $ctl_shown list-keys $app_id
+  $ctl_shown help
+
+EOF
+
+# Until Ctrl-C, SIGTERM, or a service stopping on its own.
+status=0
+wait -n "${pids[@]}" || status=$?
+fail "a service stopped by itself (status $status); stopping the other"

@@ -1,0 +1,271 @@
+//! The command line, read into a [`Command`] without touching the network.
+
+/// What was asked on the command line. No `Debug`: it holds the token.
+pub(crate) struct Invocation {
+    pub(crate) addr: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) command: Command,
+}
+
+/// One admin operation with its operands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    Help,
+    CreateApp {
+        name: String,
+    },
+    CreateKey {
+        app_id: String,
+        scopes: Vec<String>,
+        ttl_seconds: u64,
+    },
+    ListKeys {
+        app_id: String,
+    },
+    RevokeKey {
+        key_id: String,
+    },
+    /// `config` is the JSON text, or `@path`, or `@-` for standard input.
+    SetSdkConfig {
+        app_id: String,
+        config: String,
+    },
+    GetUser {
+        app_id: String,
+        external_id: String,
+    },
+    DeleteUser {
+        app_id: String,
+        external_id: String,
+    },
+}
+
+/// Reads `--addr`, `--token`, the command and its operands. Options may come
+/// anywhere, as `--name value` or `--name=value`; after `--` all is operands.
+pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
+    let (mut addr, mut token, mut scopes, mut ttl_days) = (None, None, Vec::new(), None);
+    let (mut help, mut operands) = (false, Vec::new());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            operands.extend(args.by_ref().cloned());
+            break;
+        }
+        if arg == "-h" || arg == "--help" {
+            help = true;
+            continue;
+        }
+        let Some(option) = arg.strip_prefix("--") else {
+            operands.push(arg.clone());
+            continue;
+        };
+        let (name, inline_value) = match option.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (option, None),
+        };
+        let value = inline_value
+            .or_else(|| args.next().cloned())
+            .ok_or_else(|| format!("--{name} needs a value"))?;
+        match name {
+            "addr" => addr = Some(value),
+            "token" => token = Some(value),
+            "scope" => scopes.push(value),
+            "ttl-days" => ttl_days = Some(value),
+            _ => return Err(format!("unknown option --{name}")),
+        }
+    }
+    let command = match operands.split_first() {
+        _ if help => Command::Help,
+        None => return Err("no command given".into()),
+        Some((name, rest)) => {
+            if name != "create-key" && (!scopes.is_empty() || ttl_days.is_some()) {
+                return Err("--scope and --ttl-days belong to create-key".into());
+            }
+            parse_command(name, rest, scopes, ttl_days.as_deref())?
+        }
+    };
+    Ok(Invocation {
+        addr,
+        token,
+        command,
+    })
+}
+
+fn parse_command(
+    name: &str,
+    rest: &[String],
+    scopes: Vec<String>,
+    ttl_days: Option<&str>,
+) -> Result<Command, String> {
+    Ok(match name {
+        "help" => Command::Help,
+        "create-app" => {
+            let [name] = operands(rest, "create-app NAME")?;
+            Command::CreateApp { name }
+        }
+        "create-key" => {
+            let [app_id] = operands(rest, "create-key APP_ID [--scope S]... [--ttl-days N]")?;
+            let ttl_seconds = match ttl_days {
+                None => 0, // the service's default, one year
+                Some(days) => days
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|days| *days > 0)
+                    .and_then(|days| days.checked_mul(86_400))
+                    .ok_or_else(|| {
+                        format!("--ttl-days wants a whole number of days, not {days:?}")
+                    })?,
+            };
+            Command::CreateKey {
+                app_id,
+                scopes,
+                ttl_seconds,
+            }
+        }
+        "list-keys" => {
+            let [app_id] = operands(rest, "list-keys APP_ID")?;
+            Command::ListKeys { app_id }
+        }
+        "revoke-key" => {
+            let [key_id] = operands(rest, "revoke-key KEY_ID")?;
+            Command::RevokeKey { key_id }
+        }
+        "set-sdk-config" => {
+            let [app_id, config] = operands(rest, "set-sdk-config APP_ID JSON|@FILE")?;
+            Command::SetSdkConfig { app_id, config }
+        }
+        "get-user" => {
+            let [app_id, external_id] = operands(rest, "get-user APP_ID EXTERNAL_ID")?;
+            Command::GetUser {
+                app_id,
+                external_id,
+            }
+        }
+        "delete-user" => {
+            let [app_id, external_id] = operands(rest, "delete-user APP_ID EXTERNAL_ID")?;
+            Command::DeleteUser {
+                app_id,
+                external_id,
+            }
+        }
+        other => return Err(format!("unknown command {other:?}")),
+    })
+}
+
+/// Exactly `N` operands, or the command's synopsis as the complaint.
+fn operands<const N: usize>(rest: &[String], synopsis: &str) -> Result<[String; N], String> {
+    <[String; N]>::try_from(rest.to_vec()).map_err(|_| format!("usage: devicelinkctl {synopsis}"))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, String> {
+        parse_args(&args.iter().map(|arg| arg.to_string()).collect::<Vec<_>>())
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).unwrap().command
+    }
+
+    #[test]
+    fn global_options_come_before_after_or_inline() {
+        let invocation =
+            parse(&["--addr", "http://h:1", "--token=t0k", "create-app", "demo"]).unwrap();
+        assert_eq!(invocation.addr.as_deref(), Some("http://h:1"));
+        assert_eq!(invocation.token.as_deref(), Some("t0k"));
+        assert_eq!(
+            invocation.command,
+            Command::CreateApp {
+                name: "demo".into()
+            }
+        );
+        let invocation = parse(&["list-keys", "app", "--addr=http://h:2"]).unwrap();
+        assert_eq!(invocation.addr.as_deref(), Some("http://h:2"));
+        assert_eq!(invocation.token, None);
+    }
+
+    #[test]
+    fn create_key_takes_scopes_and_days() {
+        assert_eq!(
+            command(&[
+                "create-key",
+                "app",
+                "--scope",
+                "user_link",
+                "--scope=admin",
+                "--ttl-days",
+                "30"
+            ]),
+            Command::CreateKey {
+                app_id: "app".into(),
+                scopes: vec!["user_link".into(), "admin".into()],
+                ttl_seconds: 30 * 86_400,
+            }
+        );
+        assert_eq!(
+            command(&["create-key", "app"]),
+            Command::CreateKey {
+                app_id: "app".into(),
+                scopes: vec![],
+                ttl_seconds: 0
+            }
+        );
+        for days in ["0", "-1", "1.5", "ten", "999999999999999999"] {
+            assert!(
+                parse(&["create-key", "app", "--ttl-days", days]).is_err(),
+                "{days}"
+            );
+        }
+        assert!(parse(&["list-keys", "app", "--scope", "x"]).is_err());
+    }
+
+    #[test]
+    fn each_command_wants_its_operands() {
+        assert_eq!(
+            command(&["revoke-key", "k1"]),
+            Command::RevokeKey {
+                key_id: "k1".into()
+            }
+        );
+        assert_eq!(
+            command(&["get-user", "app", "user-1"]),
+            Command::GetUser {
+                app_id: "app".into(),
+                external_id: "user-1".into()
+            }
+        );
+        assert_eq!(
+            command(&["delete-user", "app", "--", "--odd-id"]),
+            Command::DeleteUser {
+                app_id: "app".into(),
+                external_id: "--odd-id".into()
+            }
+        );
+        assert_eq!(
+            command(&["set-sdk-config", "app", "@cfg.json"]),
+            Command::SetSdkConfig {
+                app_id: "app".into(),
+                config: "@cfg.json".into()
+            }
+        );
+        for args in [
+            &[][..],
+            &["create-app"],
+            &["create-app", "a", "b"],
+            &["get-user", "app"],
+            &["frobnicate"],
+            &["create-app", "x", "--colour", "red"],
+            &["create-app", "x", "--token"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_wins_over_everything() {
+        assert_eq!(command(&["help"]), Command::Help);
+        assert_eq!(command(&["--help"]), Command::Help);
+        assert_eq!(command(&["get-user", "-h"]), Command::Help);
+    }
+}
