@@ -77,7 +77,10 @@ impl RegistrationHandler {
                 token_hash: token.hash(),
             };
             if let RedeemOutcome::Redeemed(redeemed) = self.store.redeem(&redemption).await? {
-                self.codes.retire(&code_hash).await;
+                // Off the response path: the redemption row already refuses
+                // the code, the delete only tidies Redis up.
+                let codes = self.codes.clone();
+                tokio::spawn(async move { codes.retire(&code_hash).await });
                 record_redemption(&redeemed);
                 tracing::info!(
                     app_id = %input.app_id,

@@ -6,13 +6,15 @@
 mod admin;
 mod installs;
 mod redeem;
+mod redemptions;
 
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
 
 pub use admin::{ApiKeyRecord, InstallSummaryRecord, NewApiKeyRecord, UserRecord};
-pub use redeem::{NewRedemption, PastRedemption, RedeemOutcome, Redeemed};
+pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
+pub use redemptions::PastRedemption;
 
 use crate::domain::{InstallId, InstallState, StateReason};
 use crate::error::StoreError;

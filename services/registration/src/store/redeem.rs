@@ -1,12 +1,23 @@
 //! The redemption transaction: claim the code, create or restore the user,
 //! bind the device and arbitrate activation, all or nothing.
+//!
+//! Round trips are the cost that matters here, so the statements are
+//! pipelined (tokio-postgres sends requests in the order their futures are
+//! first polled, without waiting for earlier answers): one round trip reads
+//! and locks everything arbitration needs, one writes the outcome, then
+//! `COMMIT`. Arbitration itself runs in Rust between the two.
+
+use std::time::SystemTime;
 
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
+use futures_util::future::try_join_all;
+use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{STATUS_CHANNEL, STATUS_COLUMNS, StatusRecord, Store};
+use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
 use crate::arbitration::{ActiveInstall, Decision, arbitrate};
 use crate::domain::{
     AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, StateReason, UserId,
@@ -64,23 +75,6 @@ pub enum RedeemOutcome {
     AlreadyRedeemed,
 }
 
-/// A redemption already made, to answer a retry or refuse a replay.
-#[derive(Debug)]
-pub struct PastRedemption {
-    /// The app it was made with.
-    pub app_id: AppId,
-    /// The device that made it.
-    pub device_id: String,
-    /// Its user.
-    pub user_id: UserId,
-    /// Its install.
-    pub install_id: InstallId,
-    /// Whether the user was restored.
-    pub restored: bool,
-    /// The nonce its install token was derived with.
-    pub token_nonce: TokenNonce,
-}
-
 const CLAIM_CODE: &str = "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce)
      VALUES ($1, $2, $3, $4)
      ON CONFLICT (code_hash) DO NOTHING";
@@ -92,12 +86,17 @@ const UPSERT_USER: &str = "INSERT INTO users (id, app_id, external_id) VALUES ($
      ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
      RETURNING id, epoch, (xmax = 0) AS created";
 
-/// The user's active install and the device's live install, locked.
+/// The user's active install and the device's live install, locked. The
+/// user is found by external id, so this runs in the same round trip as
+/// [`UPSERT_USER`], whose row it sees.
 const INSTALLS_IN_PLAY: &str =
     "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
-     WHERE (user_id = $1 AND state = 'active')
-        OR (app_id = $2 AND device_id = $3 AND state <> 'reset')
+     WHERE (user_id = (SELECT id FROM users WHERE app_id = $1 AND external_id = $2) AND state = 'active')
+        OR (app_id = $1 AND device_id = $3 AND state <> 'reset')
      FOR UPDATE";
+
+/// The app's SDK configuration, returned to the device.
+pub(super) const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
 
 const SUPERSEDE: &str =
     "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
@@ -106,7 +105,8 @@ const SUPERSEDE: &str =
 const INSERT_INSTALL: &str =
     "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
          os_version, app_version, sdk_version, bundle_id, state, reason, epoch, token_hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+     RETURNING changed_at";
 
 /// Re-binds the device's own install; `changed_at` moves only when the
 /// status does.
@@ -116,7 +116,8 @@ const REBIND_INSTALL: &str = "UPDATE installs SET
          changed_at = CASE WHEN (state, reason, epoch) IS DISTINCT FROM ($10::text, $11::text, $12::bigint)
                            THEN now() ELSE changed_at END,
          state = $10, reason = $11, epoch = $12
-     WHERE id = $1";
+     WHERE id = $1
+     RETURNING changed_at";
 
 const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
 
@@ -124,15 +125,23 @@ const COMPLETE_REDEMPTION: &str =
     "UPDATE redeemed_codes SET user_id = $2, install_id = $3, restored = $4
      WHERE code_hash = $1";
 
+/// Announces status changes; delivered by Postgres on commit.
 const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
 
-const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
-
-const FIND_REDEMPTION: &str = "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
-     FROM redeemed_codes WHERE code_hash = $1 AND user_id IS NOT NULL";
-
-const RECORD_REPLAY: &str =
-    "INSERT INTO code_replays (code_hash, app_id, device_id) VALUES ($1, $2, $3)";
+/// Every statement of the transaction, prepared together (one round trip on
+/// a new connection, none once cached).
+const STATEMENTS: [&str; 10] = [
+    CLAIM_CODE,
+    UPSERT_USER,
+    INSTALLS_IN_PLAY,
+    SDK_CONFIG,
+    SUPERSEDE,
+    INSERT_INSTALL,
+    REBIND_INSTALL,
+    SET_USER_EPOCH,
+    COMPLETE_REDEMPTION,
+    NOTIFY,
+];
 
 /// One locked install of [`INSTALLS_IN_PLAY`].
 struct InstallInPlay {
@@ -142,6 +151,18 @@ struct InstallInPlay {
     form_factor: FormFactor,
     active: bool,
     epoch: i64,
+}
+
+/// What arbitration decided, ready to be written.
+struct Outcome {
+    state: InstallState,
+    reason: Option<StateReason>,
+    install_epoch: i64,
+    user_epoch: i64,
+    superseded: Option<InstallId>,
+    /// The device's existing install of this user, re-bound instead of a
+    /// new one inserted.
+    existing: Option<InstallId>,
 }
 
 impl Store {
@@ -171,274 +192,217 @@ impl Store {
         new: &NewRedemption<'_>,
     ) -> Result<RedeemOutcome, RegistrationError> {
         let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let device = new.device;
-
-        let claim = tx
-            .prepare_cached(CLAIM_CODE)
+        let statements = try_join_all(STATEMENTS.map(|sql| client.prepare_cached(sql)))
             .await
             .map_err(StoreError::from)?;
-        let claimed = tx
-            .execute(
+        let [
+            claim,
+            upsert,
+            in_play,
+            sdk_config,
+            supersede,
+            insert,
+            rebind,
+            set_epoch,
+            complete,
+            notify,
+        ] = <[Statement; 10]>::try_from(statements)
+            .map_err(|_| StoreError::internal("prepared statement count"))?;
+        let tx = client.transaction().await.map_err(StoreError::from)?;
+        let device = new.device;
+        let code_hash = new.code_hash.as_bytes().as_slice();
+
+        // Round trip 1: claim the code, create or lock the user, lock the
+        // installs in play, read the SDK configuration.
+        let new_user_id = Uuid::now_v7();
+        let (claimed, user_row, install_rows, config_row) = futures_util::future::try_join4(
+            tx.execute(
                 &claim,
                 &[
-                    &new.code_hash.as_bytes().as_slice(),
+                    &code_hash,
                     &new.app_id.0,
                     &device.device_id,
                     &new.token_nonce.as_slice(),
                 ],
-            )
-            .await
-            .map_err(StoreError::from)?;
+            ),
+            tx.query_one(
+                &upsert,
+                &[&new_user_id, &new.app_id.0, &new.external_id.as_str()],
+            ),
+            tx.query(
+                &in_play,
+                &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
+            ),
+            tx.query_opt(&sdk_config, &[&new.app_id.0]),
+        )
+        .await
+        .map_err(|error| app_missing_or(error, new.app_id))?;
         if claimed == 0 {
             return Ok(RedeemOutcome::AlreadyRedeemed);
         }
-
-        let upsert = tx
-            .prepare_cached(UPSERT_USER)
-            .await
-            .map_err(StoreError::from)?;
-        let user_row = tx
-            .query_one(
-                &upsert,
-                &[&Uuid::now_v7(), &new.app_id.0, &new.external_id.as_str()],
-            )
-            .await
-            .map_err(|error| app_missing_or(error, new.app_id))?;
         let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
         let user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
         let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
-
-        let in_play = tx
-            .prepare_cached(INSTALLS_IN_PLAY)
-            .await
+        let sdk_config: serde_json::Value = config_row
+            .ok_or_else(|| {
+                RegistrationError::NotFound(format!("app {} does not exist", new.app_id))
+            })?
+            .try_get(0)
             .map_err(StoreError::from)?;
-        let rows = tx
-            .query(&in_play, &[&user_id.0, &new.app_id.0, &device.device_id])
-            .await
-            .map_err(StoreError::from)?;
-        let installs = rows
+        let installs = install_rows
             .iter()
             .map(install_in_play)
             .collect::<Result<Vec<_>, _>>()?;
+        let outcome = decide(&installs, user_id, user_epoch, device)?;
 
-        let own = installs
-            .iter()
-            .find(|install| install.device_id == device.device_id);
-        if let Some(own) = own
-            && own.user_id != user_id
-        {
-            return Err(device_taken());
-        }
-        let active = installs
-            .iter()
-            .find(|install| install.active && install.user_id == user_id);
-        let decision = arbitrate(
-            active.map(|install| ActiveInstall {
-                install_id: install.id,
-                form_factor: install.form_factor,
-            }),
-            own.map(|install| install.id),
-            device.form_factor,
-        );
-
-        let (state, reason, install_epoch, new_user_epoch) = match decision {
-            Decision::Activate { .. } => {
-                (InstallState::Active, None, user_epoch + 1, user_epoch + 1)
-            }
-            Decision::KeepPhone => (
-                InstallState::Inactive,
-                Some(StateReason::PhonePreferred),
-                own.map_or(0, |install| install.epoch),
-                user_epoch,
-            ),
-        };
-        let mut changed = Vec::new();
-        let mut superseded = None;
-        if let Decision::Activate {
-            supersede: Some(previous),
-        } = decision
-        {
-            let supersede = tx
-                .prepare_cached(SUPERSEDE)
-                .await
-                .map_err(StoreError::from)?;
-            tx.execute(&supersede, &[&previous.0])
-                .await
-                .map_err(StoreError::from)?;
-            changed.push(previous.0);
-            superseded = Some(previous);
-        }
-
-        let install_id = own.map_or_else(|| InstallId(Uuid::now_v7()), |install| install.id);
+        // Round trip 2: write the outcome and announce what changed.
+        let install_id = outcome
+            .existing
+            .unwrap_or_else(|| InstallId(Uuid::now_v7()));
         let token_hash = new.token_hash.as_bytes().as_slice();
-        let reason_text = reason.map(StateReason::as_db);
-        let bound = if own.is_some() {
-            changed.push(install_id.0);
-            let rebind = tx
-                .prepare_cached(REBIND_INSTALL)
-                .await
-                .map_err(StoreError::from)?;
-            tx.execute(
+        let state = outcome.state.as_db();
+        let reason = outcome.reason.map(StateReason::as_db);
+        let platform = device.platform.as_db();
+        let form_factor = device.form_factor.as_db();
+        let changed: Vec<Uuid> = outcome
+            .superseded
+            .iter()
+            .chain(outcome.existing.iter())
+            .map(|install| install.0)
+            .collect();
+        let (bind, bind_params): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
+            Some(_) => (
                 &rebind,
-                &[
+                vec![
                     &install_id.0,
-                    &device.platform.as_db(),
-                    &device.form_factor.as_db(),
+                    &platform,
+                    &form_factor,
                     &device.model,
                     &device.os_version,
                     &new.app.app_version,
                     &new.app.sdk_version,
                     &new.app.bundle_id,
                     &token_hash,
-                    &state.as_db(),
-                    &reason_text,
-                    &install_epoch,
+                    &state,
+                    &reason,
+                    &outcome.install_epoch,
                 ],
-            )
-            .await
-        } else {
-            let insert = tx
-                .prepare_cached(INSERT_INSTALL)
-                .await
-                .map_err(StoreError::from)?;
-            tx.execute(
+            ),
+            None => (
                 &insert,
-                &[
+                vec![
                     &install_id.0,
                     &new.app_id.0,
                     &user_id.0,
                     &device.device_id,
-                    &device.platform.as_db(),
-                    &device.form_factor.as_db(),
+                    &platform,
+                    &form_factor,
                     &device.model,
                     &device.os_version,
                     &new.app.app_version,
                     &new.app.sdk_version,
                     &new.app.bundle_id,
-                    &state.as_db(),
-                    &reason_text,
-                    &install_epoch,
+                    &state,
+                    &reason,
+                    &outcome.install_epoch,
                     &token_hash,
                 ],
-            )
-            .await
+            ),
         };
-        bound.map_err(bind_conflict)?;
-
-        if new_user_epoch != user_epoch {
-            let set_epoch = tx
-                .prepare_cached(SET_USER_EPOCH)
-                .await
-                .map_err(StoreError::from)?;
-            tx.execute(&set_epoch, &[&user_id.0, &new_user_epoch])
-                .await
-                .map_err(StoreError::from)?;
+        let superseded_id = outcome
+            .superseded
+            .map(|install| install.0)
+            .unwrap_or_default();
+        let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
+        let epoch_params: [&(dyn ToSql + Sync); 2] = [&user_id.0, &outcome.user_epoch];
+        let complete_params: [&(dyn ToSql + Sync); 4] =
+            [&code_hash, &user_id.0, &install_id.0, &restored];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
+        let mut writes = Vec::new();
+        if outcome.superseded.is_some() {
+            writes.push(tx.query(&supersede, &supersede_params));
         }
-        let complete = tx
-            .prepare_cached(COMPLETE_REDEMPTION)
-            .await
-            .map_err(StoreError::from)?;
-        tx.execute(
-            &complete,
-            &[
-                &new.code_hash.as_bytes().as_slice(),
-                &user_id.0,
-                &install_id.0,
-                &restored,
-            ],
-        )
-        .await
-        .map_err(StoreError::from)?;
+        writes.push(tx.query(bind, &bind_params));
+        if outcome.user_epoch != user_epoch {
+            writes.push(tx.query(&set_epoch, &epoch_params));
+        }
+        writes.push(tx.query(&complete, &complete_params));
         if !changed.is_empty() {
-            let notify = tx.prepare_cached(NOTIFY).await.map_err(StoreError::from)?;
-            tx.execute(&notify, &[&STATUS_CHANNEL, &changed])
-                .await
-                .map_err(StoreError::from)?;
+            writes.push(tx.query(&notify, &notify_params));
         }
-        let status = read_status(&tx, install_id).await?;
-        let sdk_config = read_sdk_config(&tx, new.app_id).await?;
+        let writes = try_join_all(writes);
+        let results = writes.await.map_err(bind_conflict)?;
+        let bound_index = usize::from(outcome.superseded.is_some());
+        let changed_at: SystemTime = results
+            .get(bound_index)
+            .and_then(|rows| rows.first())
+            .ok_or_else(|| StoreError::internal("the install was not written"))?
+            .try_get(0)
+            .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
+
         Ok(RedeemOutcome::Redeemed(Redeemed {
             user_id,
             install_id,
             restored,
-            status,
+            status: StatusRecord {
+                install_id,
+                state: outcome.state,
+                reason: outcome.reason,
+                epoch: epoch(outcome.install_epoch),
+                current_epoch: epoch(outcome.user_epoch),
+                changed_at,
+            },
             sdk_config,
-            superseded,
+            superseded: outcome.superseded,
         }))
     }
+}
 
-    /// The completed redemption of a code, if there is one.
-    #[tracing::instrument(name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
-    pub async fn find_redemption(
-        &self,
-        code_hash: &SecretHash,
-    ) -> Result<Option<PastRedemption>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(FIND_REDEMPTION).await?;
-        let Some(row) = client
-            .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
-            .await?
-        else {
-            return Ok(None);
-        };
-        let nonce: Vec<u8> = row.try_get(5)?;
-        Ok(Some(PastRedemption {
-            app_id: AppId(row.try_get(0)?),
-            device_id: row.try_get(1)?,
-            user_id: UserId(row.try_get(2)?),
-            install_id: InstallId(row.try_get(3)?),
-            restored: row.try_get(4)?,
-            token_nonce: nonce
-                .try_into()
-                .map_err(|_| StoreError::internal("stored token nonce has the wrong length"))?,
-        }))
+/// Runs arbitration over the locked installs: refuses a device that holds
+/// another user, and says what to write.
+fn decide(
+    installs: &[InstallInPlay],
+    user_id: UserId,
+    user_epoch: i64,
+    device: &DeviceInfo,
+) -> Result<Outcome, RegistrationError> {
+    let own = installs
+        .iter()
+        .find(|install| install.device_id == device.device_id);
+    if own.is_some_and(|install| install.user_id != user_id) {
+        return Err(device_taken());
     }
-
-    /// Records a used code presented again by another device.
-    #[tracing::instrument(name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
-    pub async fn record_replay(
-        &self,
-        code_hash: &SecretHash,
-        app_id: AppId,
-        device_id: &str,
-    ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(RECORD_REPLAY).await?;
-        client
-            .execute(
-                &statement,
-                &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The install status and SDK configuration a retried redemption is
-    /// answered with.
-    #[tracing::instrument(name = "postgres.redemption_result", skip_all, fields(db.system = "postgresql"))]
-    pub async fn redemption_result(
-        &self,
-        past: &PastRedemption,
-    ) -> Result<Option<Redeemed>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().read_only(true).start().await?;
-        let status = match read_status_opt(&tx, past.install_id).await? {
-            Some(status) => status,
-            None => return Ok(None),
-        };
-        let sdk_config = read_sdk_config(&tx, past.app_id).await?;
-        tx.commit().await?;
-        Ok(Some(Redeemed {
-            user_id: past.user_id,
-            install_id: past.install_id,
-            restored: past.restored,
-            status,
-            sdk_config,
+    let active = installs
+        .iter()
+        .find(|install| install.active && install.user_id == user_id);
+    let decision = arbitrate(
+        active.map(|install| ActiveInstall {
+            install_id: install.id,
+            form_factor: install.form_factor,
+        }),
+        own.map(|install| install.id),
+        device.form_factor,
+    );
+    let existing = own.map(|install| install.id);
+    Ok(match decision {
+        Decision::Activate { supersede } => Outcome {
+            state: InstallState::Active,
+            reason: None,
+            install_epoch: user_epoch + 1,
+            user_epoch: user_epoch + 1,
+            superseded: supersede,
+            existing,
+        },
+        Decision::KeepPhone => Outcome {
+            state: InstallState::Inactive,
+            reason: Some(StateReason::PhonePreferred),
+            install_epoch: own.map_or(0, |install| install.epoch),
+            user_epoch,
             superseded: None,
-        }))
-    }
+            existing,
+        },
+    })
 }
 
 fn install_in_play(row: &tokio_postgres::Row) -> Result<InstallInPlay, StoreError> {
@@ -453,40 +417,6 @@ fn install_in_play(row: &tokio_postgres::Row) -> Result<InstallInPlay, StoreErro
         active: state == InstallState::Active.as_db(),
         epoch: row.try_get(5)?,
     })
-}
-
-async fn read_status(
-    tx: &deadpool_postgres::Transaction<'_>,
-    install_id: InstallId,
-) -> Result<StatusRecord, StoreError> {
-    read_status_opt(tx, install_id)
-        .await?
-        .ok_or_else(|| StoreError::internal("install vanished inside its own transaction"))
-}
-
-async fn read_status_opt(
-    tx: &deadpool_postgres::Transaction<'_>,
-    install_id: InstallId,
-) -> Result<Option<StatusRecord>, StoreError> {
-    let query = format!(
-        "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
-    );
-    let statement = tx.prepare_cached(&query).await?;
-    tx.query_opt(&statement, &[&install_id.0])
-        .await?
-        .map(|row| StatusRecord::from_row(&row))
-        .transpose()
-}
-
-async fn read_sdk_config(
-    tx: &deadpool_postgres::Transaction<'_>,
-    app_id: AppId,
-) -> Result<serde_json::Value, StoreError> {
-    let statement = tx.prepare_cached(SDK_CONFIG).await?;
-    let row = tx.query_opt(&statement, &[&app_id.0]).await?;
-    row.map(|row| row.try_get(0))
-        .transpose()?
-        .ok_or_else(|| StoreError::internal("the app vanished during a redemption"))
 }
 
 fn device_taken() -> RegistrationError {
@@ -516,33 +446,4 @@ fn app_missing_or(error: tokio_postgres::Error, app_id: AppId) -> RegistrationEr
         return RegistrationError::NotFound(format!("app {app_id} does not exist"));
     }
     StoreError::from(error).into()
-}
-
-/// Deletes up to 1,000 redemption records older than the retention at a
-/// time.
-const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
-         SELECT code_hash FROM redeemed_codes WHERE redeemed_at < now() - make_interval(secs => $1)
-         LIMIT 1000
-     )";
-
-impl Store {
-    /// Deletes redemption records older than `retention`; returns how many.
-    #[tracing::instrument(name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
-    pub async fn purge_redemptions(
-        &self,
-        retention: std::time::Duration,
-    ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
-        let mut purged = 0;
-        loop {
-            let deleted = client
-                .execute(&statement, &[&retention.as_secs_f64()])
-                .await?;
-            purged += deleted;
-            if deleted < 1000 {
-                return Ok(purged);
-            }
-        }
-    }
 }

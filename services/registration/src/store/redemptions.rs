@@ -1,0 +1,161 @@
+//! Redemptions already made: answering a retry, recording a replay, and
+//! purging records that no longer protect anything.
+
+use devicelink_shared::secret::SecretHash;
+use devicelink_shared::validate::AppId;
+
+use super::redeem::{Redeemed, SDK_CONFIG};
+use super::{STATUS_COLUMNS, StatusRecord, Store};
+use crate::domain::{InstallId, UserId};
+use crate::error::StoreError;
+use crate::install_token::TokenNonce;
+
+/// A redemption already made, to answer a retry or refuse a replay.
+#[derive(Debug)]
+pub struct PastRedemption {
+    /// The app it was made with.
+    pub app_id: AppId,
+    /// The device that made it.
+    pub device_id: String,
+    /// Its user.
+    pub user_id: UserId,
+    /// Its install.
+    pub install_id: InstallId,
+    /// Whether the user was restored.
+    pub restored: bool,
+    /// The nonce its install token was derived with.
+    pub token_nonce: TokenNonce,
+}
+
+const FIND_REDEMPTION: &str = "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
+     FROM redeemed_codes WHERE code_hash = $1 AND user_id IS NOT NULL";
+
+const RECORD_REPLAY: &str =
+    "INSERT INTO code_replays (code_hash, app_id, device_id) VALUES ($1, $2, $3)";
+
+impl Store {
+    /// The completed redemption of a code, if there is one.
+    #[tracing::instrument(name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
+    pub async fn find_redemption(
+        &self,
+        code_hash: &SecretHash,
+    ) -> Result<Option<PastRedemption>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(FIND_REDEMPTION).await?;
+        let Some(row) = client
+            .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let nonce: Vec<u8> = row.try_get(5)?;
+        Ok(Some(PastRedemption {
+            app_id: AppId(row.try_get(0)?),
+            device_id: row.try_get(1)?,
+            user_id: UserId(row.try_get(2)?),
+            install_id: InstallId(row.try_get(3)?),
+            restored: row.try_get(4)?,
+            token_nonce: nonce
+                .try_into()
+                .map_err(|_| StoreError::internal("stored token nonce has the wrong length"))?,
+        }))
+    }
+
+    /// Records a used code presented again by another device.
+    #[tracing::instrument(name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
+    pub async fn record_replay(
+        &self,
+        code_hash: &SecretHash,
+        app_id: AppId,
+        device_id: &str,
+    ) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(RECORD_REPLAY).await?;
+        client
+            .execute(
+                &statement,
+                &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The install status and SDK configuration a retried redemption is
+    /// answered with.
+    #[tracing::instrument(name = "postgres.redemption_result", skip_all, fields(db.system = "postgresql"))]
+    pub async fn redemption_result(
+        &self,
+        past: &PastRedemption,
+    ) -> Result<Option<Redeemed>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
+        let status = match read_status_opt(&tx, past.install_id).await? {
+            Some(status) => status,
+            None => return Ok(None),
+        };
+        let sdk_config = read_sdk_config(&tx, past.app_id).await?;
+        tx.commit().await?;
+        Ok(Some(Redeemed {
+            user_id: past.user_id,
+            install_id: past.install_id,
+            restored: past.restored,
+            status,
+            sdk_config,
+            superseded: None,
+        }))
+    }
+}
+
+async fn read_status_opt(
+    tx: &deadpool_postgres::Transaction<'_>,
+    install_id: InstallId,
+) -> Result<Option<StatusRecord>, StoreError> {
+    let query = format!(
+        "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+    );
+    let statement = tx.prepare_cached(&query).await?;
+    tx.query_opt(&statement, &[&install_id.0])
+        .await?
+        .map(|row| StatusRecord::from_row(&row))
+        .transpose()
+}
+
+async fn read_sdk_config(
+    tx: &deadpool_postgres::Transaction<'_>,
+    app_id: AppId,
+) -> Result<serde_json::Value, StoreError> {
+    let statement = tx.prepare_cached(SDK_CONFIG).await?;
+    let row = tx.query_opt(&statement, &[&app_id.0]).await?;
+    row.map(|row| row.try_get(0))
+        .transpose()?
+        .ok_or_else(|| StoreError::internal("the app vanished"))
+}
+
+/// Deletes up to 1,000 redemption records older than the retention at a
+/// time.
+const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
+         SELECT code_hash FROM redeemed_codes WHERE redeemed_at < now() - make_interval(secs => $1)
+         LIMIT 1000
+     )";
+
+impl Store {
+    /// Deletes redemption records older than `retention`; returns how many.
+    #[tracing::instrument(name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
+    pub async fn purge_redemptions(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
+        let mut purged = 0;
+        loop {
+            let deleted = client
+                .execute(&statement, &[&retention.as_secs_f64()])
+                .await?;
+            purged += deleted;
+            if deleted < 1000 {
+                return Ok(purged);
+            }
+        }
+    }
+}
