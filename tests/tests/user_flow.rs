@@ -555,3 +555,60 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
         assert_eq!(rows, 0, "{table} is empty after erasure");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_no_usable_code_and_redeemed_codes_leave_it() {
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let code = env.mint(&api_key, "u").await;
+    let client = redis::Client::open(
+        std::env::var("DEVICELINK_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+    )
+    .expect("a Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let pattern = format!("{}*", env.redis_key_prefix);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "one code, one key");
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut redis)
+        .await
+        .expect("the record");
+    assert!(!keys[0].contains(&code));
+    assert!(
+        !String::from_utf8_lossy(&value).contains(&code),
+        "the record holds no code"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut redis)
+        .await
+        .expect("ttl");
+    assert!((590..=600).contains(&ttl), "TTL {ttl}");
+
+    env.registration()
+        .await
+        .create_user(create_user_request(&code, &app_id, phone("p")))
+        .await
+        .expect("redeem");
+    for _ in 0..50 {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .expect("keys");
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the redeemed code stayed in Redis");
+}
