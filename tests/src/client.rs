@@ -87,3 +87,31 @@ pub const PHONE_PREFERRED: (pb::InstallState, pb::InstallStateReason) = (
     pb::InstallState::Inactive,
     pb::InstallStateReason::PhonePreferred,
 );
+
+/// The next status on a watch stream, within five seconds; `None` when the
+/// stream ended.
+pub async fn next_status(
+    stream: &mut tonic::Streaming<pb::WatchInstallStatusResponse>,
+) -> Option<pb::InstallStatus> {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
+        .await
+        .expect("the watch stream answers within five seconds")
+        .expect("the watch stream stays healthy")?;
+    Some(message.status.expect("a status"))
+}
+
+/// The status an install token reads.
+pub async fn status_of_token(
+    client: &mut pb::registration_service_client::RegistrationServiceClient<Channel>,
+    install_token: &str,
+) -> Result<pb::InstallStatus, tonic::Status> {
+    let response = client
+        .get_install_status(authorized(pb::GetInstallStatusRequest {}, install_token))
+        .await?;
+    Ok(response.into_inner().status.expect("a status"))
+}
+
+/// The state and reason of a status that is surely there.
+pub fn state(status: &pb::InstallStatus) -> (pb::InstallState, pb::InstallStateReason) {
+    state_of(&Some(status.clone()))
+}

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::client::{authorized, connect};
+use crate::client::{authorized, connect, create_user_request, next_status};
 use crate::proxy::TcpProxy;
 
 /// The admin token every test environment uses.
@@ -350,6 +350,54 @@ impl TestEnv {
             .expect("mint a code")
             .into_inner()
             .auth_code
+    }
+
+    /// Mints a code for `external_id` with `api_key` and redeems it on
+    /// `device` through registration replica 0.
+    pub async fn link(
+        &self,
+        app_id: &str,
+        api_key: &str,
+        external_id: &str,
+        device: pb::DeviceInfo,
+    ) -> pb::CreateUserResponse {
+        let code = self.mint(api_key, external_id).await;
+        self.registration()
+            .await
+            .create_user(create_user_request(&code, app_id, device))
+            .await
+            .expect("redeem a fresh code")
+            .into_inner()
+    }
+
+    /// Watches the install holding `install_token`; returns the stream
+    /// after reading the current status, which it also returns.
+    pub async fn watch(
+        &self,
+        install_token: &str,
+    ) -> (
+        tonic::Streaming<pb::WatchInstallStatusResponse>,
+        pb::InstallStatus,
+    ) {
+        let mut stream = self
+            .registration()
+            .await
+            .watch_install_status(authorized(pb::WatchInstallStatusRequest {}, install_token))
+            .await
+            .expect("watch")
+            .into_inner();
+        let current = next_status(&mut stream).await.expect("a first status");
+        (stream, current)
+    }
+
+    /// The number `sql` (a `SELECT count(*)`) counts in the test's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.database()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("count")
+            .get(0)
     }
 
     /// A plain connection to the test's database, for checking what was

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use devicelink_e2e::*;
 use devicelink_shared::pb;
-use futures_util::StreamExt;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,226 +90,25 @@ async fn happy_path_creates_an_active_user_with_the_sdk_config() {
 async fn restoring_on_a_second_device_tells_the_first_by_status_and_stream() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
-    let mut registration = env.registration().await;
-    let first = registration
-        .create_user(create_user_request(
-            &env.mint(&api_key, "u-1").await,
-            &app_id,
-            phone("phone-a"),
-        ))
-        .await
-        .expect("first device")
-        .into_inner();
+    let first = env.link(&app_id, &api_key, "u-1", phone("phone-a")).await;
+    let (mut stream, current) = env.watch(&first.install_token).await;
+    assert_eq!(state(&current), ACTIVE);
 
-    let mut stream = registration
-        .watch_install_status(authorized(
-            pb::WatchInstallStatusRequest {},
-            &first.install_token,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    let current = stream
-        .next()
-        .await
-        .expect("a first status")
-        .expect("ok")
-        .status;
-    assert_eq!(state_of(&current), ACTIVE);
-
-    let second = registration
-        .create_user(create_user_request(
-            &env.mint(&api_key, "u-1").await,
-            &app_id,
-            phone("phone-b"),
-        ))
-        .await
-        .expect("second device")
-        .into_inner();
+    let second = env.link(&app_id, &api_key, "u-1", phone("phone-b")).await;
     assert!(second.restored);
     assert_eq!(second.user_id, first.user_id);
     assert_eq!(state_of(&second.status), ACTIVE);
     assert_eq!(second.status.as_ref().expect("status").epoch, 2);
 
-    let change = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("the change arrives promptly")
-        .expect("a change")
-        .expect("ok")
-        .status;
-    assert_eq!(state_of(&change), SUPERSEDED);
-    let change = change.expect("status");
-    assert_eq!(change.current_epoch, 2);
-    assert_eq!(change.epoch, 1);
+    let change = next_status(&mut stream).await.expect("the change arrives");
+    assert_eq!(state(&change), SUPERSEDED);
+    assert_eq!((change.epoch, change.current_epoch), (1, 2));
 
-    let status = registration
-        .get_install_status(authorized(
-            pb::GetInstallStatusRequest {},
-            &first.install_token,
-        ))
+    let status = status_of_token(&mut env.registration().await, &first.install_token)
         .await
-        .expect("status of the first device")
-        .into_inner()
-        .status;
-    assert_eq!(state_of(&status), SUPERSEDED);
-    assert!(status.expect("status").changed_at.is_some());
-}
-
-/// Redeems one code per device, in order, for one user; returns each
-/// response.
-async fn redeem_in_order(
-    env: &TestEnv,
-    devices: Vec<pb::DeviceInfo>,
-) -> Vec<pb::CreateUserResponse> {
-    let (app_id, api_key) = env.app_with_key().await;
-    let mut registration = env.registration().await;
-    let mut responses = Vec::new();
-    for device in devices {
-        let code = env.mint(&api_key, "arbitrated-user").await;
-        responses.push(
-            registration
-                .create_user(create_user_request(&code, &app_id, device))
-                .await
-                .expect("create user")
-                .into_inner(),
-        );
-    }
-    responses
-}
-
-async fn status_of(env: &TestEnv, token: &str) -> (pb::InstallState, pb::InstallStateReason) {
-    let status = env
-        .registration()
-        .await
-        .get_install_status(authorized(pb::GetInstallStatusRequest {}, token))
-        .await
-        .expect("status")
-        .into_inner()
-        .status;
-    state_of(&status)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tablet_after_a_phone_stays_inactive() {
-    let env = TestEnv::start().await;
-    let [phone_install, tablet_install] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p"), tablet("t")]).await)
-            .expect("two");
-    assert_eq!(state_of(&tablet_install.status), PHONE_PREFERRED);
-    assert_eq!(
-        tablet_install
-            .status
-            .as_ref()
-            .expect("status")
-            .current_epoch,
-        1
-    );
-    assert_eq!(status_of(&env, &phone_install.install_token).await, ACTIVE);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_after_a_tablet_takes_over() {
-    let env = TestEnv::start().await;
-    let [tablet_install, phone_install] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t"), phone("p")]).await)
-            .expect("two");
-    assert_eq!(state_of(&phone_install.status), ACTIVE);
-    assert_eq!(
-        status_of(&env, &tablet_install.install_token).await,
-        SUPERSEDED
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_after_a_phone_takes_over() {
-    let env = TestEnv::start().await;
-    let [first, second] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![phone("p1"), phone("p2")]).await)
-            .expect("two");
-    assert_eq!(state_of(&second.status), ACTIVE);
-    assert_eq!(status_of(&env, &first.install_token).await, SUPERSEDED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tablet_after_a_tablet_takes_over() {
-    let env = TestEnv::start().await;
-    let [first, second] =
-        <[_; 2]>::try_from(redeem_in_order(&env, vec![tablet("t1"), tablet("t2")]).await)
-            .expect("two");
-    assert_eq!(state_of(&second.status), ACTIVE);
-    assert_eq!(status_of(&env, &first.install_token).await, SUPERSEDED);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_device_again_reactivates_its_install() {
-    let env = TestEnv::start().await;
-    let responses = redeem_in_order(&env, vec![phone("a"), phone("b"), phone("a")]).await;
-    assert_eq!(
-        responses[2].install_id, responses[0].install_id,
-        "no second install for device a"
-    );
-    assert_eq!(state_of(&responses[2].status), ACTIVE);
-    assert_eq!(responses[2].status.as_ref().expect("status").epoch, 3);
-    assert_eq!(
-        status_of(&env, &responses[1].install_token).await,
-        SUPERSEDED
-    );
-    // The earlier token of device a was replaced by the new one.
-    let old = env
-        .registration()
-        .await
-        .get_install_status(authorized(
-            pb::GetInstallStatusRequest {},
-            &responses[0].install_token,
-        ))
-        .await
-        .expect_err("the replaced token no longer works");
-    assert_eq!(old.code(), Code::Unauthenticated);
-    let installs: i64 = env
-        .database()
-        .await
-        .query_one("SELECT count(*) FROM installs", &[])
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(installs, 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_holding_another_user_is_refused_until_reset() {
-    let env = TestEnv::start().await;
-    let (app_id, api_key) = env.app_with_key().await;
-    let mut registration = env.registration().await;
-    let alice = registration
-        .create_user(create_user_request(
-            &env.mint(&api_key, "alice").await,
-            &app_id,
-            phone("shared"),
-        ))
-        .await
-        .expect("alice")
-        .into_inner();
-
-    let bob_code = env.mint(&api_key, "bob").await;
-    let refused = registration
-        .create_user(create_user_request(&bob_code, &app_id, phone("shared")))
-        .await
-        .expect_err("the device holds alice");
-    assert_eq!(refused.code(), Code::FailedPrecondition);
-    assert!(refused.message().contains("reset"), "{}", refused.message());
-
-    registration
-        .reset_install(authorized(pb::ResetInstallRequest {}, &alice.install_token))
-        .await
-        .expect("reset");
-    // The refused request did not consume bob's code.
-    let bob = registration
-        .create_user(create_user_request(&bob_code, &app_id, phone("shared")))
-        .await
-        .expect("bob after the reset")
-        .into_inner();
-    assert_ne!(bob.user_id, alice.user_id);
-    assert_eq!(state_of(&bob.status), ACTIVE);
+        .expect("status of the first device");
+    assert_eq!(state(&status), SUPERSEDED);
+    assert!(status.changed_at.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,24 +116,8 @@ async fn reset_ends_the_install_and_its_token() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let mut registration = env.registration().await;
-    let created = registration
-        .create_user(create_user_request(
-            &env.mint(&api_key, "u").await,
-            &app_id,
-            phone("p"),
-        ))
-        .await
-        .expect("create")
-        .into_inner();
-    let mut stream = registration
-        .watch_install_status(authorized(
-            pb::WatchInstallStatusRequest {},
-            &created.install_token,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    stream.next().await.expect("first status").expect("ok");
+    let created = env.link(&app_id, &api_key, "u", phone("p")).await;
+    let (mut stream, _) = env.watch(&created.install_token).await;
 
     registration
         .reset_install(authorized(
@@ -344,62 +126,40 @@ async fn reset_ends_the_install_and_its_token() {
         ))
         .await
         .expect("reset");
-    let last = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("prompt")
-        .expect("a final status")
-        .expect("ok")
-        .status;
+    let last = next_status(&mut stream).await.expect("a final status");
     assert_eq!(
-        state_of(&last),
+        state(&last),
         (pb::InstallState::Reset, pb::InstallStateReason::Reset)
     );
-    assert!(stream.next().await.is_none(), "the stream ends after RESET");
+    assert!(
+        next_status(&mut stream).await.is_none(),
+        "the stream ends after RESET"
+    );
 
-    for outcome in [
-        registration
-            .get_install_status(authorized(
-                pb::GetInstallStatusRequest {},
-                &created.install_token,
-            ))
-            .await
-            .map(drop),
-        registration
-            .reset_install(authorized(
-                pb::ResetInstallRequest {},
-                &created.install_token,
-            ))
-            .await
-            .map(drop),
-    ] {
-        assert_eq!(
-            outcome.expect_err("the token stopped working").code(),
-            Code::Unauthenticated
-        );
-    }
-    let user = env
-        .admin()
-        .await
-        .get_user(authorized(
-            pb::GetUserRequest {
-                app_id,
-                external_id: "u".into(),
-            },
-            ADMIN_TOKEN,
+    let status = status_of_token(&mut registration, &created.install_token).await;
+    assert_eq!(
+        status.expect_err("the token stopped working").code(),
+        Code::Unauthenticated
+    );
+    let again = registration
+        .reset_install(authorized(
+            pb::ResetInstallRequest {},
+            &created.install_token,
         ))
         .await
-        .expect("the user remains")
-        .into_inner()
-        .user
-        .expect("user");
-    let active = user
-        .installs
-        .iter()
-        .filter(|install| state_of(&install.status).0 == pb::InstallState::Active)
-        .count();
+        .expect_err("nothing left to reset");
+    assert_eq!(again.code(), Code::Unauthenticated);
+    let active = env
+        .count("SELECT count(*) FROM installs WHERE state = 'active'")
+        .await;
     assert_eq!(
         active, 0,
         "no active install after resetting the active one"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM users").await,
+        1,
+        "the user remains"
     );
 }
 
@@ -481,25 +241,8 @@ async fn a_code_of_another_app_is_refused_and_not_consumed() {
 async fn erasing_a_user_removes_it_and_tells_its_devices() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
-    let mut registration = env.registration().await;
-    let created = registration
-        .create_user(create_user_request(
-            &env.mint(&api_key, "gone").await,
-            &app_id,
-            phone("p"),
-        ))
-        .await
-        .expect("create")
-        .into_inner();
-    let mut stream = registration
-        .watch_install_status(authorized(
-            pb::WatchInstallStatusRequest {},
-            &created.install_token,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    stream.next().await.expect("first").expect("ok");
+    let created = env.link(&app_id, &api_key, "gone", phone("p")).await;
+    let (mut stream, _) = env.watch(&created.install_token).await;
 
     let mut admin = env.admin().await;
     let user_request = || pb::DeleteUserRequest {
@@ -510,14 +253,9 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
         .delete_user(authorized(user_request(), ADMIN_TOKEN))
         .await
         .expect("erase");
-    let last = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("prompt")
-        .expect("a final status")
-        .expect("ok")
-        .status;
+    let last = next_status(&mut stream).await.expect("a final status");
     assert_eq!(
-        state_of(&last),
+        state(&last),
         (pb::InstallState::Reset, pb::InstallStateReason::Erased)
     );
 
@@ -537,21 +275,13 @@ async fn erasing_a_user_removes_it_and_tells_its_devices() {
         .await
         .expect_err("nothing left to erase");
     assert_eq!(again.code(), Code::NotFound);
-    let status = registration
-        .get_install_status(authorized(
-            pb::GetInstallStatusRequest {},
-            &created.install_token,
-        ))
-        .await
-        .expect_err("the token is gone with the user");
-    assert_eq!(status.code(), Code::Unauthenticated);
-    let db = env.database().await;
+    let status = status_of_token(&mut env.registration().await, &created.install_token).await;
+    assert_eq!(
+        status.expect_err("the token is gone with the user").code(),
+        Code::Unauthenticated
+    );
     for table in ["users", "installs", "redeemed_codes"] {
-        let rows: i64 = db
-            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-            .await
-            .expect("count")
-            .get(0);
+        let rows = env.count(&format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(rows, 0, "{table} is empty after erasure");
     }
 }
