@@ -1,5 +1,6 @@
 //! Traces reach an OTLP collector, continue the caller's W3C trace context,
-//! follow the RPC conventions, and carry no secret. The collector is a real
+//! follow the RPC conventions, and carry no secret; metrics are served in
+//! Prometheus text. The collector is a real
 //! OTLP/gRPC server run by this test; this binary installs the process-wide
 //! telemetry before any service starts.
 
@@ -79,11 +80,14 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port for metrics");
     let telemetry = init(&TelemetryConfig {
         service_name: "devicelink-test".into(),
         json_logs: false,
         otlp_endpoint: Some(format!("http://{collector_addr}")),
-        metrics_addr: None,
+        metrics_addr: Some(metrics_addr),
     })
     .expect("telemetry");
 
@@ -117,6 +121,20 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
         .await
         .expect("create")
         .into_inner();
+    let metrics = scrape(metrics_addr).await;
+    for expected in [
+        "devicelink_grpc_requests_total{method=\"devicelink.v1.AuthCodeService/MintAuthCode\",code=\"Ok\"} 1",
+        "devicelink_grpc_requests_total{method=\"devicelink.v1.RegistrationService/CreateUser\",code=\"Ok\"} 1",
+        "devicelink_grpc_request_duration_seconds_bucket{method=\"devicelink.v1.AuthCodeService/MintAuthCode\"",
+        "devicelink_auth_codes_minted_total 1",
+        "devicelink_auth_codes_redeemed_total 1",
+        "devicelink_activations_total 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await
         .expect("flushed");
@@ -171,4 +189,23 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
             "a secret reached the collector"
         );
     }
+}
+
+/// The Prometheus text served on `addr`, over a plain HTTP/1.1 request.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("reach the metrics port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }
