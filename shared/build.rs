@@ -2,10 +2,13 @@
 //! `protoc`) and writes the descriptor set that reflection and the REST
 //! gateway read.
 //!
-//! `google/rpc/status.proto` is compiled too, though no devicelink message
-//! uses it: Envoy's gRPC-JSON transcoder needs `google.rpc.Status` in its
-//! descriptor to turn a gRPC error into a JSON body (`convert_grpc_status`).
-//! Its generated code goes unused.
+//! `google/rpc/status.proto` and `google/rpc/error_details.proto` are
+//! compiled too, though no devicelink message uses them: Envoy's gRPC-JSON
+//! transcoder needs `google.rpc.Status` in its descriptor to turn a gRPC
+//! error into a JSON body (`convert_grpc_status`), and the types of the
+//! details the services attach (`google.rpc.BadRequest`) to print them; a
+//! detail of a type it does not know makes it give up the JSON body. Their
+//! generated code goes unused.
 
 use std::path::PathBuf;
 
@@ -16,6 +19,7 @@ const PROTO_FILES: &[&str] = &[
     "devicelink/v1/registration.proto",
     "devicelink/v1/admin.proto",
     "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,4 +10,7 @@ source deploy/local/ensure-stores.sh
 # The tests create one database per test: the role must be allowed to.
 export DEVICELINK_TEST_DATABASE_URL="$DATABASE_URL"
 export DEVICELINK_TEST_REDIS_URL="$REDIS_URL"
+# Pinned Envoy for tests/tests/rest_gateway.rs (and buf, for deploy/gateway/check.sh).
+# shellcheck source=deploy/gateway/install-tools.sh
+source deploy/gateway/install-tools.sh
 exec cargo test --workspace "$@"

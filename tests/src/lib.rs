@@ -8,6 +8,8 @@
 
 pub mod client;
 pub mod env;
+pub mod gateway;
+pub mod openapi;
 pub mod proxy;
 
 pub use client::*;

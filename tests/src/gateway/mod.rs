@@ -1,0 +1,7 @@
+//! The REST gateway under test: Envoy, and an HTTP/1.1 client to call it.
+
+mod envoy;
+mod http;
+
+pub use envoy::Gateway;
+pub use http::{Response, assert_error, create_user_body, http, parse_response};
