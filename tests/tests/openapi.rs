@@ -1,5 +1,6 @@
-//! The committed OpenAPI document matches the protos, and describes every
-//! public method with its credential, body and parameters.
+//! The descriptor set carries what the gateway needs, and the committed
+//! OpenAPI document matches the protos and describes every public method
+//! with its credential, body and parameters.
 
 use std::path::Path;
 
@@ -105,4 +106,36 @@ fn operations_carry_the_contract() {
         ])
     );
     assert!(schemas.get("google.rpc.Status").is_some());
+}
+
+/// What Envoy's transcoder needs from the descriptor set.
+#[test]
+fn the_descriptor_set_serves_the_gateway() {
+    let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the descriptor set decodes");
+    for service in [
+        "devicelink.v1.AuthCodeService",
+        "devicelink.v1.RegistrationService",
+        "devicelink.v1.AdminService",
+    ] {
+        assert!(pool.get_service_by_name(service).is_some(), "{service}");
+    }
+    // JSON error bodies: the status and the detail the services attach.
+    for message in ["google.rpc.Status", "google.rpc.BadRequest"] {
+        assert!(pool.get_message_by_name(message).is_some(), "{message}");
+    }
+    // The http options survived encoding.
+    let http = pool
+        .get_extension_by_name("google.api.http")
+        .expect("google.api.http");
+    let create_user = pool
+        .get_service_by_name("devicelink.v1.RegistrationService")
+        .and_then(|service| service.methods().find(|m| m.name() == "CreateUser"))
+        .expect("CreateUser");
+    let options = create_user.options();
+    let rule = options.get_extension(&http);
+    let post = rule
+        .as_message()
+        .and_then(|rule| rule.get_field_by_name("post"))
+        .and_then(|post| post.as_str().map(str::to_owned));
+    assert_eq!(post.as_deref(), Some("/v1/users"));
 }
