@@ -8,7 +8,9 @@
 //! test `tests/tests/openapi.rs` fails when it no longer matches the protos.
 //! Regenerate it with
 //!
-//!     cargo run -p devicelink-e2e --bin devicelink-openapi -- deploy/openapi/devicelink.openapi.json
+//! ```text
+//! cargo run -p devicelink-e2e --bin devicelink-openapi -- deploy/openapi/devicelink.openapi.json
+//! ```
 //!
 //! The JSON it describes is the transcoder's as configured in envoy.yaml:
 //! proto field names (`preserve_proto_field_names`), enums as their names,
