@@ -223,3 +223,38 @@ async fn replicas_starting_at_once_migrate_once() {
         .get(0);
     assert_eq!(applied, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_read_on_one_replica_follows_a_takeover_made_on_another() {
+    let env = TestEnv::start_with(two_replicas()).await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let first = env.link(&app_id, &api_key, "u", phone("a")).await;
+    let mut first_replica = env.registration_replica(0).await;
+    // Read twice, so the status is cached on replica 0.
+    for _ in 0..2 {
+        let status = status_of_token(&mut first_replica, &first.install_token)
+            .await
+            .expect("status");
+        assert_eq!(state(&status), ACTIVE);
+    }
+    let code = env.mint(&api_key, "u").await;
+    env.registration_replica(1)
+        .await
+        .create_user(create_user_request(&code, &app_id, phone("b")))
+        .await
+        .expect("the takeover on replica 1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let status = status_of_token(&mut first_replica, &first.install_token)
+            .await
+            .expect("status");
+        if state(&status) == SUPERSEDED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica 0 kept a stale status"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

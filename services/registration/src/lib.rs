@@ -33,6 +33,7 @@ pub mod migrate;
 pub mod notify;
 pub mod server;
 pub mod service;
+pub mod status_cache;
 pub mod store;
 
 pub use config::RegistrationConfig;

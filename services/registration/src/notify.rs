@@ -9,6 +9,7 @@
 //! streams re-read their status and nothing that happened while the
 //! connection was down is missed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use devicelink_shared::serving::DrainSignal;
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
+use crate::status_cache::StatusCache;
 use crate::store::STATUS_CHANNEL;
 
 /// How many events a slow watcher may fall behind before it resyncs.
@@ -37,9 +39,15 @@ pub enum StatusEvent {
 #[derive(Clone)]
 pub struct StatusNotifier {
     events: broadcast::Sender<StatusEvent>,
+    cache: Arc<StatusCache>,
 }
 
 impl StatusNotifier {
+    /// The status cache the notifications keep fresh.
+    pub fn cache(&self) -> &StatusCache {
+        &self.cache
+    }
+
     /// Subscribes to every status change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         self.events.subscribe()
@@ -49,13 +57,16 @@ impl StatusNotifier {
 /// Starts listening for status changes until the service drains.
 pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal) -> StatusNotifier {
     let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
+    let cache = Arc::new(StatusCache::default());
     let notifier = StatusNotifier {
         events: events.clone(),
+        cache: cache.clone(),
     };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                outcome = listen_once(&pg_config, &events) => {
+                outcome = listen_once(&pg_config, &events, &cache) => {
+                    cache.set_listening(false);
                     if let Err(error) = outcome {
                         tracing::warn!(error = %error, "status listener disconnected; reconnecting");
                     }
@@ -75,6 +86,7 @@ pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal)
 async fn listen_once(
     pg_config: &tokio_postgres::Config,
     events: &broadcast::Sender<StatusEvent>,
+    cache: &StatusCache,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = pg_config.connect(tokio_postgres::NoTls).await?;
     let mut messages =
@@ -95,12 +107,14 @@ async fn listen_once(
             }
         }
     }
+    cache.set_listening(true);
     let _ = events.send(StatusEvent::Resync);
     tracing::debug!("listening for install status changes");
     while let Some(message) = messages.next().await {
         if let AsyncMessage::Notification(notification) = message? {
             match Uuid::try_parse(notification.payload()) {
                 Ok(install_id) => {
+                    cache.evict(install_id);
                     let _ = events.send(StatusEvent::Changed(install_id));
                 }
                 Err(_) => tracing::warn!(

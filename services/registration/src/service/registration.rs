@@ -82,6 +82,13 @@ impl RegistrationHandler {
                 let codes = self.codes.clone();
                 tokio::spawn(async move { codes.retire(&code_hash).await });
                 record_redemption(&redeemed);
+                // This replica's own readers see the change at once, before
+                // its announcement comes back from Postgres.
+                let cache = self.notifier.cache();
+                cache.evict(redeemed.install_id.0);
+                if let Some(superseded) = redeemed.superseded {
+                    cache.evict(superseded.0);
+                }
                 tracing::info!(
                     app_id = %input.app_id,
                     user_id = %redeemed.user_id.0,
@@ -134,12 +141,20 @@ impl RegistrationHandler {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<StatusRecord, RegistrationError> {
         let token = parse::install_token(metadata)?;
-        self.store
-            .status_by_token(&token.hash())
-            .await?
-            .ok_or(RegistrationError::Unauthenticated(
-                "install token is unknown or its install was reset",
-            ))
+        let token_hash = token.hash();
+        let ticket = match self.notifier.cache().get(token_hash.as_bytes()) {
+            Ok(status) => return Ok(status),
+            Err(ticket) => ticket,
+        };
+        let status = self.store.status_by_token(&token_hash).await?.ok_or(
+            RegistrationError::Unauthenticated("install token is unknown or its install was reset"),
+        )?;
+        if let Some(ticket) = ticket {
+            self.notifier
+                .cache()
+                .insert(ticket, *token_hash.as_bytes(), &status);
+        }
+        Ok(status)
     }
 }
 
@@ -231,6 +246,7 @@ impl RegistrationService for RegistrationHandler {
             )
             .into());
         };
+        self.notifier.cache().evict(install_id.0);
         tracing::info!(%install_id, "install reset");
         metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
             .increment(1);
