@@ -89,13 +89,37 @@ where
             metrics::counter!(
                 "devicelink_grpc_requests_total",
                 "method" => path.clone(),
-                "code" => format!("{code:?}"),
+                "code" => code_name(code),
             )
             .increment(1);
             metrics::histogram!("devicelink_grpc_request_duration_seconds", "method" => path)
                 .record(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+/// The canonical name of a status code, without allocating.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -132,5 +156,9 @@ mod tests {
         assert_eq!(grpc_status(&headers), tonic::Code::Ok);
         headers.insert("grpc-status", "5".parse().expect("ascii"));
         assert_eq!(grpc_status(&headers), tonic::Code::NotFound);
+        assert_eq!(
+            code_name(tonic::Code::NotFound),
+            format!("{:?}", tonic::Code::NotFound)
+        );
     }
 }

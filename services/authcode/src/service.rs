@@ -79,7 +79,10 @@ impl AuthCodeHandler {
             .await?;
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.
-        tracing::info!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
+        // Per-call detail is debug: minting is the hot path, and
+        // `devicelink_auth_codes_minted_total` and the key's `last_used_at`
+        // already account for it.
+        tracing::debug!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
         metrics::counter!("devicelink_auth_codes_minted_total").increment(1);
         Ok(MintAuthCodeResponse {
             auth_code: minted.code.expose().to_owned(),
