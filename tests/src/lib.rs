@@ -6,6 +6,7 @@
 //! that may `CREATE DATABASE`) and `DEVICELINK_TEST_REDIS_URL`;
 //! `deploy/local/test.sh` sets both after making sure the stores run.
 
+pub mod bench;
 pub mod client;
 pub mod env;
 pub mod gateway;

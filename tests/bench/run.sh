@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs devicelink-bench in a release build against the local stores.
+#
+#   tests/bench/run.sh [devicelink-bench options]    e.g. --service-threads 1
+#
+# Makes sure Postgres and Redis answer (deploy/local/ensure-stores.sh sets
+# DATABASE_URL and REDIS_URL), builds the services and the benchmark once in
+# release, makes sure a Python with matplotlib is at hand for the chart
+# (installing tests/bench/requirements.txt into a cache venv when needed),
+# and runs the benchmark with the given options. The table goes to stdout;
+# results.json, chart.png and the processes' logs to target/bench/.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+
+log() { echo "devicelink-bench: $*" >&2; }
+
+# shellcheck source=deploy/local/ensure-stores.sh
+source deploy/local/ensure-stores.sh
+
+log "building release binaries"
+cargo build --release --bins -p devicelink-authcode -p devicelink-registration -p devicelink-e2e >&2
+bin="${CARGO_TARGET_DIR:-$repo/target}/release"
+
+# A Python that can import matplotlib: BENCH_PYTHON, else python3 as it is,
+# else a venv under the user's cache with the pinned requirements.
+requirements="$repo/tests/bench/requirements.txt"
+has_matplotlib() { "$1" -c 'import matplotlib' >/dev/null 2>&1; }
+python=${BENCH_PYTHON:-python3}
+if ! has_matplotlib "$python"; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/devicelink-bench/venv"
+  if ! has_matplotlib "$venv/bin/python"; then
+    log "installing matplotlib into $venv"
+    if python3 -m venv "$venv" >&2 && "$venv/bin/pip" install -q -r "$requirements" >&2; then
+      :
+    else
+      log "no venv; trying pip install --user"
+      python3 -m pip install -q --user -r "$requirements" >&2 || true
+    fi
+  fi
+  if has_matplotlib "$venv/bin/python"; then
+    python="$venv/bin/python"
+  elif ! has_matplotlib "$python"; then
+    log "WARNING: no Python with matplotlib; the chart will be missing"
+  fi
+fi
+
+exec "$bin/devicelink-bench" --bin-dir "$bin" --python "$python" "$@"

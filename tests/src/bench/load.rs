@@ -1,0 +1,306 @@
+//! The load generator: `concurrency` tasks take request numbers from one
+//! counter until a fixed count is reached or the scenario's deadline
+//! passes, and time each call into an HDR histogram.
+//!
+//! It knows nothing about gRPC or SQL: a scenario hands it a function from
+//! (task number, request number) to a future, prepared beforehand so that
+//! the timed loop does as little as possible besides the call itself.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::{BenchResult, Context};
+
+/// The slowest latency the histogram tells apart, in microseconds; slower
+/// calls are recorded as this.
+const MAX_LATENCY_MICROS: u64 = 120_000_000;
+/// How long one call may take before it counts as an error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why one call failed. A failure is counted and reported, never taken for
+/// a success.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// A short class, e.g. the gRPC code: errors are tallied by it.
+    pub kind: String,
+    /// What happened, for the first error of each kind.
+    pub message: String,
+}
+
+impl CallError {
+    /// An error of class `kind`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(status: tonic::Status) -> Self {
+        Self::new(format!("{:?}", status.code()), status.message())
+    }
+}
+
+impl From<tokio_postgres::Error> for CallError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::new("postgres", error.to_string())
+    }
+}
+
+impl From<redis::RedisError> for CallError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::new("redis", error.to_string())
+    }
+}
+
+/// How a scenario is driven.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSpec {
+    /// Tasks issuing calls at once.
+    pub concurrency: usize,
+    /// Untimed calls first (requests `0..warmup`).
+    pub warmup: usize,
+    /// Timed calls (requests `warmup..warmup + requests`).
+    pub requests: usize,
+    /// The timed phase stops taking new requests after this long.
+    pub deadline: Duration,
+}
+
+impl LoadSpec {
+    /// How many prepared requests the scenario consumes.
+    pub fn total(&self) -> usize {
+        self.warmup + self.requests
+    }
+}
+
+/// What a timed phase measured.
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    /// Latencies of the successful calls, in microseconds.
+    pub latencies: Histogram<u64>,
+    /// Successful calls.
+    pub ok: u64,
+    /// Failed calls, by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The first message of each kind of error.
+    pub error_samples: BTreeMap<String, String>,
+    /// From the first call to the last answer.
+    pub elapsed: Duration,
+    /// Requests never sent because the deadline passed.
+    pub not_sent: u64,
+}
+
+impl LoadOutcome {
+    /// All failed calls.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Successful calls per second.
+    pub fn throughput(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.ok as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The latency at `quantile` (0..=1) in milliseconds; 0 without
+    /// successful calls.
+    pub fn latency_ms(&self, quantile: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        self.latencies.value_at_quantile(quantile) as f64 / 1_000.0
+    }
+
+    fn merge(&mut self, other: TaskTally) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.latencies.add(&other.latencies);
+        self.ok += other.ok;
+        self.not_sent += other.not_sent;
+        for (kind, count) in other.errors {
+            *self.errors.entry(kind).or_default() += count;
+        }
+        for (kind, message) in other.error_samples {
+            self.error_samples.entry(kind).or_insert(message);
+        }
+    }
+}
+
+/// One task's share, merged at the end so the timed loop shares nothing but
+/// the request counter.
+struct TaskTally {
+    latencies: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    error_samples: BTreeMap<String, String>,
+    not_sent: u64,
+}
+
+/// An empty histogram of 1 µs to two minutes at three significant digits.
+pub fn new_histogram() -> BenchResult<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).context("creating a histogram")
+}
+
+/// Runs the warm-up, then the timed phase, of `spec`, calling
+/// `call(task, request)` for each request number.
+pub async fn run<F, Fut>(spec: LoadSpec, call: F) -> BenchResult<LoadOutcome>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+{
+    let empty = new_histogram()?;
+    let call = Arc::new(call);
+    if spec.warmup > 0 {
+        phase(&spec, 0..spec.warmup, None, &empty, Arc::clone(&call)).await;
+    }
+    Ok(phase(
+        &spec,
+        spec.warmup..spec.total(),
+        Some(spec.deadline),
+        &empty,
+        call,
+    )
+    .await)
+}
+
+/// Sends requests `start..end` from `spec.concurrency` tasks.
+async fn phase<F, Fut>(
+    spec: &LoadSpec,
+    requests: std::ops::Range<usize>,
+    deadline: Option<Duration>,
+    empty: &Histogram<u64>,
+    call: Arc<F>,
+) -> LoadOutcome
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(requests.start));
+    let end = requests.end;
+    let started = Instant::now();
+    let stop_at = deadline.map(|deadline| started + deadline);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..spec.concurrency.max(1) {
+        let next = Arc::clone(&next);
+        let call = Arc::clone(&call);
+        let latencies = empty.clone();
+        tasks.spawn(async move {
+            let mut tally = TaskTally {
+                latencies,
+                ok: 0,
+                errors: BTreeMap::new(),
+                error_samples: BTreeMap::new(),
+                not_sent: 0,
+            };
+            loop {
+                let request = next.fetch_add(1, Ordering::Relaxed);
+                if request >= end {
+                    break;
+                }
+                if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+                    tally.not_sent += 1;
+                    continue;
+                }
+                let sent = Instant::now();
+                let result = match tokio::time::timeout(CALL_TIMEOUT, call(task, request)).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(CallError::new("timeout", "no answer in 30 s")),
+                };
+                match result {
+                    Ok(()) => {
+                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        tally.latencies.saturating_record(micros.max(1));
+                        tally.ok += 1;
+                    }
+                    Err(error) => {
+                        *tally.errors.entry(error.kind.clone()).or_default() += 1;
+                        tally
+                            .error_samples
+                            .entry(error.kind)
+                            .or_insert(error.message);
+                    }
+                }
+            }
+            tally
+        });
+    }
+    let mut outcome = LoadOutcome {
+        latencies: empty.clone(),
+        ok: 0,
+        errors: BTreeMap::new(),
+        error_samples: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        not_sent: 0,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(tally) => outcome.merge(tally),
+            Err(error) => {
+                *outcome.errors.entry("panic".into()).or_default() += 1;
+                outcome
+                    .error_samples
+                    .entry("panic".into())
+                    .or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_every_request_once_and_errors_apart() {
+        let spec = LoadSpec {
+            concurrency: 4,
+            warmup: 3,
+            requests: 100,
+            deadline: Duration::from_secs(10),
+        };
+        let outcome = run(spec, |_task, request| async move {
+            if request % 10 == 0 {
+                Err(CallError::new("Unavailable", "down"))
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .expect("a histogram");
+        // Requests 3..103: 10 of them are multiples of ten.
+        assert_eq!(outcome.ok, 90);
+        assert_eq!(outcome.error_count(), 10);
+        assert_eq!(outcome.latencies.len(), 90);
+        assert_eq!(outcome.not_sent, 0);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_stops_sending() {
+        let spec = LoadSpec {
+            concurrency: 1,
+            warmup: 0,
+            requests: 1_000,
+            deadline: Duration::from_millis(50),
+        };
+        let outcome = run(spec, |_task, _request| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        })
+        .await
+        .expect("a histogram");
+        assert!(outcome.ok < 20, "{}", outcome.ok);
+        assert_eq!(outcome.ok + outcome.not_sent, 1_000);
+    }
+}

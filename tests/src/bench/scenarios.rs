@@ -1,0 +1,397 @@
+//! The plan of a run: each call at each concurrency, each beside its floor,
+//! in an order that keeps the data-growth comparison honest (the 1,000-user
+//! measurement runs first on a nearly empty database, the large one last).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use devicelink_shared::pb;
+use devicelink_shared::pb::auth_code_service_client::AuthCodeServiceClient;
+use devicelink_shared::pb::registration_service_client::RegistrationServiceClient;
+use tonic::transport::Channel;
+
+use super::cli::Options;
+use super::load::{self, CallError, LoadSpec};
+use super::prepare::{
+    BenchApp, authorized, bearer, channels, create_user_requests, identities, mint_codes,
+};
+use super::results::{Call, Results, Subject};
+use super::sql_floor::SqlFloor;
+use super::stores::{self, BulkIds};
+use super::{BenchError, BenchResult};
+
+/// The users of the first data-growth measurement.
+const SMALL_USER_COUNT: u64 = 1_000;
+
+/// Everything the scenarios run against.
+pub struct Setup {
+    /// The options of the run.
+    pub options: Options,
+    /// authcode.
+    pub authcode: SocketAddr,
+    /// registration.
+    pub registration: SocketAddr,
+    /// Floor (a).
+    pub echo: SocketAddr,
+    /// Floor (b).
+    pub redis_set: SocketAddr,
+    /// The database the services use.
+    pub database_url: String,
+    /// `DATABASE_URL` as given: a role that may create databases.
+    pub admin_database_url: String,
+    /// The Redis the services use.
+    pub redis_url: String,
+    /// The run's Redis key prefix.
+    pub key_prefix: String,
+    /// The app and its API key.
+    pub app: BenchApp,
+    /// Where bulk-loaded users take their ids from.
+    pub bulk_ids: BulkIds,
+}
+
+impl Setup {
+    fn spec(&self, concurrency: usize, requests: usize) -> LoadSpec {
+        LoadSpec {
+            concurrency,
+            warmup: self.options.warmup_requests(requests, concurrency),
+            requests,
+            deadline: self.options.scenario_timeout,
+        }
+    }
+}
+
+/// Runs every scenario, adding each measurement to `results` as it ends.
+pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
+    for &concurrency in &setup.options.mint_concurrencies() {
+        let requests = setup.options.mint_requests(concurrency);
+        for (subject, addr) in [
+            (Subject::Service, setup.authcode),
+            (Subject::FloorRedisSet, setup.redis_set),
+            (Subject::FloorEcho, setup.echo),
+        ] {
+            let spec = setup.spec(concurrency, requests);
+            let outcome = mint(setup, subject, addr, spec).await?;
+            results.record(Call::MintAuthCode, subject, spec, None, outcome);
+        }
+    }
+
+    load_users(setup, results, 1, SMALL_USER_COUNT).await?;
+    growth(setup, results, "g1k").await?;
+
+    let redis = stores::redis(&setup.redis_url).await?;
+    let floor = SqlFloor::connect(
+        &setup.database_url,
+        redis,
+        setup.options.pool_size,
+        setup.app.app_id,
+        &setup.key_prefix,
+    )
+    .await?;
+    let tokens = create_users(setup, &floor, results).await?;
+    statuses(setup, &floor, &tokens, results).await?;
+    drop(floor);
+
+    if let Some(large) = setup.options.large_user_count {
+        load_users(setup, results, SMALL_USER_COUNT + 1, large).await?;
+        growth(setup, results, "g1m").await?;
+    }
+    Ok(())
+}
+
+/// `MintAuthCode` against the service or floor (a) or (b).
+async fn mint(
+    setup: &Setup,
+    subject: Subject,
+    addr: SocketAddr,
+    spec: LoadSpec,
+) -> BenchResult<load::LoadOutcome> {
+    let clients: Arc<Vec<AuthCodeServiceClient<Channel>>> = Arc::new(
+        channels(addr, spec.concurrency)
+            .await?
+            .into_iter()
+            .map(AuthCodeServiceClient::new)
+            .collect(),
+    );
+    let external_ids: Arc<Vec<String>> = Arc::new(
+        (0..spec.total())
+            .map(|index| format!("mint-{}-c{}-{index}", subject.key(), spec.concurrency))
+            .collect(),
+    );
+    let api_key = setup.app.api_key_bearer.clone();
+    load::run(spec, move |task, index| {
+        let mut client = clients[task % clients.len()].clone();
+        let request = external_ids.get(index).map(|external_id| {
+            authorized(
+                pb::MintAuthCodeRequest {
+                    external_id: external_id.clone(),
+                    app_id: String::new(),
+                },
+                &api_key,
+            )
+        });
+        async move {
+            let request = request.ok_or_else(|| CallError::new("check", "no such request"))?;
+            let code = client.mint_auth_code(request).await?.into_inner().auth_code;
+            if code.is_empty() {
+                return Err(CallError::new("check", "an empty code"));
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Loads users `first..=last` straight into Postgres.
+async fn load_users(
+    setup: &Setup,
+    results: &mut Results,
+    first: u64,
+    last: u64,
+) -> BenchResult<()> {
+    eprintln!("devicelink-bench: loading users {first}..={last} into Postgres");
+    let took = stores::bulk_load_users(
+        &setup.database_url,
+        setup.app.app_id,
+        &setup.bulk_ids,
+        first,
+        last,
+        setup.options.running.is_none(),
+    )
+    .await?;
+    let scratch = format!("bench_{}_checkpoint", std::process::id());
+    let settled = stores::checkpoint(&setup.admin_database_url, &scratch).await;
+    eprintln!(
+        "devicelink-bench: {} users loaded in {:.1} s; {}",
+        (last + 1).saturating_sub(first),
+        took.as_secs_f64(),
+        match &settled {
+            Ok(checkpoint) => format!("checkpoint in {:.1} s", checkpoint.as_secs_f64()),
+            Err(error) => format!("no checkpoint ({error}): one may overlap what follows"),
+        }
+    );
+    results.bulk_loads.push((last, took));
+    Ok(())
+}
+
+/// `CreateUser` for new users at the growth concurrency, with however many
+/// users the database holds now.
+async fn growth(setup: &Setup, results: &mut Results, tag: &str) -> BenchResult<()> {
+    let users = stores::count_users(&setup.database_url).await?;
+    let concurrency = setup.options.growth_concurrency();
+    let spec = setup.spec(concurrency, setup.options.create_requests(concurrency));
+    let (external_ids, device_ids) = identities(tag, "dev", spec.total());
+    let outcome = create_user(setup, spec, &external_ids, device_ids, false, None).await?;
+    results.record(
+        Call::CreateUserGrowth,
+        Subject::Service,
+        spec,
+        Some(users),
+        outcome,
+    );
+    Ok(())
+}
+
+/// `CreateUser` for new users, then restorations of the same users on new
+/// phones, each beside floor (c). Returns the install tokens the
+/// restorations handed out.
+async fn create_users(
+    setup: &Setup,
+    floor: &SqlFloor,
+    results: &mut Results,
+) -> BenchResult<Vec<String>> {
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    for &concurrency in &setup.options.create_concurrencies() {
+        let spec = setup.spec(concurrency, setup.options.create_requests(concurrency));
+        let service_tag = format!("new-c{concurrency}");
+        let floor_tag = format!("floor-c{concurrency}");
+        let (external_ids, first_phones) = identities(&service_tag, "dev", spec.total());
+        let (floor_ids, floor_first_phones) = identities(&floor_tag, "dev", spec.total());
+        let (_, second_phones) = identities(&service_tag, "dev2", spec.total());
+        let (_, floor_second_phones) = identities(&floor_tag, "dev2", spec.total());
+
+        let outcome = create_user(setup, spec, &external_ids, first_phones, false, None).await?;
+        results.record(Call::CreateUserNew, Subject::Service, spec, None, outcome);
+        let redemptions = floor
+            .prepare_redemptions(floor_ids.clone(), floor_first_phones)
+            .await?;
+        let outcome = floor_redeem(floor, spec, redemptions).await?;
+        results.record(Call::CreateUserNew, Subject::FloorSql, spec, None, outcome);
+
+        let outcome = create_user(
+            setup,
+            spec,
+            &external_ids,
+            second_phones,
+            true,
+            Some(Arc::clone(&tokens)),
+        )
+        .await?;
+        results.record(
+            Call::CreateUserRestore,
+            Subject::Service,
+            spec,
+            None,
+            outcome,
+        );
+        let redemptions = floor
+            .prepare_redemptions(floor_ids, floor_second_phones)
+            .await?;
+        let outcome = floor_redeem(floor, spec, redemptions).await?;
+        results.record(
+            Call::CreateUserRestore,
+            Subject::FloorSql,
+            spec,
+            None,
+            outcome,
+        );
+    }
+    let tokens = std::mem::take(&mut *tokens.lock().unwrap_or_else(PoisonError::into_inner));
+    Ok(tokens)
+}
+
+/// Mints a code per external id (untimed), then redeems them on
+/// `device_ids` under load. Each answer must say `restored` as expected;
+/// the install tokens go to `tokens` when given.
+async fn create_user(
+    setup: &Setup,
+    spec: LoadSpec,
+    external_ids: &[String],
+    device_ids: Vec<String>,
+    restored: bool,
+    tokens: Option<Arc<Mutex<Vec<String>>>>,
+) -> BenchResult<load::LoadOutcome> {
+    let codes = mint_codes(setup.authcode, &setup.app, external_ids).await?;
+    let requests = Arc::new(create_user_requests(&setup.app, codes, device_ids));
+    let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
+        channels(setup.registration, spec.concurrency)
+            .await?
+            .into_iter()
+            .map(RegistrationServiceClient::new)
+            .collect(),
+    );
+    load::run(spec, move |task, index| {
+        let mut client = clients[task % clients.len()].clone();
+        let request = requests.get(index).cloned();
+        let tokens = tokens.clone();
+        async move {
+            let request = request.ok_or_else(|| CallError::new("check", "no such request"))?;
+            let response = client.create_user(request).await?.into_inner();
+            if response.restored != restored || response.status.is_none() {
+                return Err(CallError::new(
+                    "check",
+                    format!(
+                        "expected restored={restored} with a status, got restored={} status={:?}",
+                        response.restored, response.status
+                    ),
+                ));
+            }
+            if let Some(tokens) = tokens {
+                tokens
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(response.install_token);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Floor (c) over prepared redemptions.
+async fn floor_redeem(
+    floor: &SqlFloor,
+    spec: LoadSpec,
+    redemptions: Vec<super::sql_floor::Redemption>,
+) -> BenchResult<load::LoadOutcome> {
+    let redemptions = Arc::new(redemptions);
+    let floor = floor.clone();
+    load::run(spec, move |_task, index| {
+        let floor = floor.clone();
+        let redemptions = Arc::clone(&redemptions);
+        async move {
+            let redemption = redemptions
+                .get(index)
+                .ok_or_else(|| CallError::new("check", "no such redemption"))?;
+            floor.redeem(redemption).await
+        }
+    })
+    .await
+}
+
+/// `GetInstallStatus` with the tokens restorations handed out, beside
+/// floor (d) looking up the same installs.
+async fn statuses(
+    setup: &Setup,
+    floor: &SqlFloor,
+    tokens: &[String],
+    results: &mut Results,
+) -> BenchResult<()> {
+    if tokens.is_empty() {
+        return Err(BenchError::new(
+            "no install token to ask GetInstallStatus with: every restoration failed",
+        ));
+    }
+    let bearers = Arc::new(
+        tokens
+            .iter()
+            .map(|token| bearer(token))
+            .collect::<BenchResult<Vec<_>>>()?,
+    );
+    let token_hashes = Arc::new(floor.token_hashes(tokens.len()).await?);
+    if token_hashes.is_empty() {
+        return Err(BenchError::new("no install token hash in the database"));
+    }
+    for &concurrency in &setup.options.status_concurrencies() {
+        let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
+        let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
+            channels(setup.registration, concurrency)
+                .await?
+                .into_iter()
+                .map(RegistrationServiceClient::new)
+                .collect(),
+        );
+        let bearers = Arc::clone(&bearers);
+        let outcome = load::run(spec, move |task, index| {
+            let mut client = clients[task % clients.len()].clone();
+            let request = authorized(
+                pb::GetInstallStatusRequest {},
+                &bearers[index % bearers.len()],
+            );
+            async move {
+                let response = client.get_install_status(request).await?.into_inner();
+                match response.status {
+                    Some(_) => Ok(()),
+                    None => Err(CallError::new("check", "no status in the answer")),
+                }
+            }
+        })
+        .await?;
+        results.record(
+            Call::GetInstallStatus,
+            Subject::Service,
+            spec,
+            None,
+            outcome,
+        );
+
+        let floor = floor.clone();
+        let token_hashes = Arc::clone(&token_hashes);
+        let outcome = load::run(spec, move |_task, index| {
+            let floor = floor.clone();
+            let token_hashes = Arc::clone(&token_hashes);
+            async move {
+                let token_hash = &token_hashes[index % token_hashes.len()];
+                floor.lookup_status(token_hash).await
+            }
+        })
+        .await?;
+        results.record(
+            Call::GetInstallStatus,
+            Subject::FloorPrimaryKey,
+            spec,
+            None,
+            outcome,
+        );
+    }
+    Ok(())
+}
