@@ -4,26 +4,47 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use tokio::process::{Child, Command};
 
-/// The service binary built next to this test (`cargo test --workspace`
-/// builds every binary of the workspace).
+/// The service binary, built by the cargo running this test: an integration
+/// test of another package gets no `CARGO_BIN_EXE_*`, and `cargo test
+/// --workspace` does not build other packages' binaries. Cargo holds no
+/// build lock while tests run, so this nested build cannot deadlock; when
+/// the binary is current it takes a fraction of a second.
 fn service_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(build_service_binary).clone()
+}
+
+fn build_service_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
-    let dir = exe
+    let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
-    let binary = dir.join("registration-service");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --bins` first",
-        binary.display()
-    );
+    let target_dir = profile_dir.parent().expect("target/");
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build.args([
+        "build",
+        "--package",
+        "devicelink-registration",
+        "--bin",
+        "registration-service",
+        "--target-dir",
+    ]);
+    build.arg(target_dir);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "building registration-service failed");
+    let binary = profile_dir.join("registration-service");
+    assert!(binary.exists(), "{} was not built", binary.display());
     binary
 }
 
