@@ -6,9 +6,15 @@
 //! key is still refused on every replica within the product's five seconds.
 //! Only rows that exist are cached; an unknown key always costs a lookup, so
 //! that a key created a moment ago works at once.
+//!
+//! An entry is refreshed ahead of its expiry, by the one request that finds
+//! it past [`KEY_REFRESH_AFTER`], while every other request keeps using it:
+//! a busy key never expires, so its callers never all miss at the same
+//! instant and queue for the pool together.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::Pool;
@@ -23,6 +29,9 @@ use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, Store};
 /// How long a looked-up key is trusted without asking Postgres again. With
 /// the lookup's own time it keeps revocation well inside five seconds.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// The age past which one request re-reads a cached key, so that a key in
+/// use is renewed before [`KEY_CACHE_TTL`] runs out.
+pub const KEY_REFRESH_AFTER: Duration = Duration::from_secs(1);
 /// How often, at most, a key's `last_used_at` is written: a listing needs
 /// "used today", not one write per mint.
 pub const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(60);
@@ -43,7 +52,7 @@ pub struct VerifiedKey {
     /// The key's public id, for logs and audit.
     pub key_id: KeyId,
     /// What the key may do.
-    pub scopes: Vec<String>,
+    pub scopes: Arc<[String]>,
 }
 
 impl VerifiedKey {
@@ -62,7 +71,7 @@ impl VerifiedKey {
 struct StoredKey {
     app_id: AppId,
     secret_hash: SecretHash,
-    scopes: Vec<String>,
+    scopes: Arc<[String]>,
     expires_at: SystemTime,
     revoked: bool,
 }
@@ -72,6 +81,14 @@ struct StoredKey {
 struct CachedKey {
     key: StoredKey,
     fetched_at: Instant,
+    /// Set by the request that took on re-reading the key.
+    refreshing: AtomicBool,
+}
+
+/// A cache hit, and whether this request is the one to refresh it.
+struct CacheHit {
+    key: StoredKey,
+    refresh: bool,
 }
 
 /// Checks `authorization: Bearer <api key>` against `api_keys`. One per
@@ -139,9 +156,52 @@ impl ApiKeyVerifier {
     /// down, a fresh entry still answers; a stale one does not, since the key
     /// may have been revoked since.
     async fn stored_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
-        if let Some(key) = self.cached(key_id) {
-            return Ok(Some(key));
+        match self.cached(key_id) {
+            Some(CacheHit {
+                key,
+                refresh: false,
+            }) => Ok(Some(key)),
+            Some(CacheHit { key, refresh: true }) => match self.fetch_and_cache(key_id).await {
+                Ok(fetched) => Ok(fetched),
+                Err(error) => {
+                    tracing::debug!(
+                        key_id = %key_id,
+                        error = %devicelink_shared::status::error_chain(&error),
+                        "could not refresh a cached API key; using it until it expires"
+                    );
+                    self.refresh_failed(key_id);
+                    Ok(Some(key))
+                }
+            },
+            None => self.fetch_and_cache(key_id).await,
         }
+    }
+
+    fn cached(&self, key_id: &KeyId) -> Option<CacheHit> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        let entry = cache.get(key_id)?;
+        let age = entry.fetched_at.elapsed();
+        if age >= KEY_CACHE_TTL {
+            return None;
+        }
+        let refresh =
+            age >= KEY_REFRESH_AFTER && !entry.refreshing.swap(true, Ordering::Relaxed);
+        Some(CacheHit {
+            key: entry.key.clone(),
+            refresh,
+        })
+    }
+
+    /// Lets the next request try the refresh that just failed.
+    fn refresh_failed(&self, key_id: &KeyId) {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = cache.get(key_id) {
+            entry.refreshing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads the key from Postgres and caches what was read.
+    async fn fetch_and_cache(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
         // Taken before the lookup: the entry is as old as the moment the row
         // could have been read, so a slow query cannot stretch the cache's
         // promise.
@@ -156,6 +216,7 @@ impl ApiKeyVerifier {
                 let entry = CachedKey {
                     key: key.clone(),
                     fetched_at: lookup_started,
+                    refreshing: AtomicBool::new(false),
                 };
                 cache.insert(key_id.clone(), entry);
             }
@@ -165,14 +226,6 @@ impl ApiKeyVerifier {
             }
         }
         Ok(fetched)
-    }
-
-    fn cached(&self, key_id: &KeyId) -> Option<StoredKey> {
-        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(key_id)
-            .filter(|entry| entry.fetched_at.elapsed() < KEY_CACHE_TTL)
-            .map(|entry| entry.key.clone())
     }
 
     /// Reads a key's row. Waiting for a pooled connection is bounded by the
@@ -199,7 +252,10 @@ impl ApiKeyVerifier {
             app_id: AppId(row.try_get("app_id").map_err(AuthCodeError::postgres)?),
             secret_hash: SecretHash::from_bytes(&secret_hash)
                 .ok_or_else(|| AuthCodeError::internal("stored API key hash is not 32 bytes"))?,
-            scopes: row.try_get("scopes").map_err(AuthCodeError::postgres)?,
+            scopes: row
+                .try_get::<_, Vec<String>>("scopes")
+                .map_err(AuthCodeError::postgres)?
+                .into(),
             expires_at: row.try_get("expires_at").map_err(AuthCodeError::postgres)?,
             revoked: row.try_get("revoked").map_err(AuthCodeError::postgres)?,
         }))

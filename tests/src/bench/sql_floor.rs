@@ -2,11 +2,12 @@
 //! done straight from tokio-postgres and redis-rs, no gRPC, no service.
 //!
 //! Floor (c) is the naive redemption: Redis `GET` of the code's record,
-//! then each statement of the redemption transaction awaited one after
-//! another (one round trip each), then Redis `DEL`. The statements are
-//! copied from `services/registration/src/store/redeem.rs`; a service that
-//! pipelines them should beat this floor. Floor (d) is the status lookup
-//! of `services/registration/src/store/installs.rs`, one prepared query.
+//! then `BEGIN`, each statement of the service's redemption transaction
+//! (`devicelink_registration::store::redeem_sql`, the very same SQL) and
+//! `COMMIT`, each awaited before the next is sent (one round trip each),
+//! then Redis `DEL`. A service that pipelines them should beat this floor.
+//! Floor (d) is the status lookup of
+//! `services/registration/src/store/installs.rs`, one prepared query.
 //!
 //! Connections are leased exclusively from a pool of the service's size,
 //! each with its statements prepared once, as deadpool-postgres with
@@ -15,6 +16,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use devicelink_registration::store::redeem_sql::{
+    CLAIM_CODE, INSERT_INSTALL, INSTALLS_IN_PLAY, NEW_USER_EPOCH, NOTIFY, SDK_CONFIG,
+    SET_USER_EPOCH, SUPERSEDE, UPSERT_USER,
+};
 use devicelink_shared::auth_code::AuthCodeRecord;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -25,31 +30,6 @@ use uuid::Uuid;
 use super::load::CallError;
 use super::{BenchResult, Context, stores};
 
-const CLAIM_CODE: &str = "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (code_hash) DO NOTHING";
-const UPSERT_USER: &str = "INSERT INTO users (id, app_id, external_id) VALUES ($1, $2, $3)
-     ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
-     RETURNING id, epoch, (xmax = 0) AS created";
-const INSTALLS_IN_PLAY: &str =
-    "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
-     WHERE (user_id = (SELECT id FROM users WHERE app_id = $1 AND external_id = $2) AND state = 'active')
-        OR (app_id = $1 AND device_id = $3 AND state <> 'reset')
-     FOR UPDATE";
-const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
-const SUPERSEDE: &str =
-    "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
-     WHERE id = $1";
-const INSERT_INSTALL: &str =
-    "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
-         os_version, app_version, sdk_version, bundle_id, state, reason, epoch, token_hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-     RETURNING changed_at";
-const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
-const COMPLETE_REDEMPTION: &str =
-    "UPDATE redeemed_codes SET user_id = $2, install_id = $3, restored = $4
-     WHERE code_hash = $1";
-const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
 /// `status_by_token`: one install joined to its user, by token hash.
 const STATUS_BY_TOKEN: &str = "SELECT i.id, i.state, i.reason, i.epoch, i.changed_at, u.epoch
      FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1";
@@ -67,14 +47,13 @@ const PREFILL_BATCH: usize = 500;
 
 /// Every statement, prepared on each pooled connection.
 struct Statements {
-    claim: Statement,
     upsert: Statement,
     in_play: Statement,
     sdk_config: Statement,
     supersede: Statement,
     insert: Statement,
     set_epoch: Statement,
-    complete: Statement,
+    claim: Statement,
     notify: Statement,
     status: Statement,
 }
@@ -211,7 +190,7 @@ impl SqlFloor {
             .zip(device_ids)
             .map(|(external_id, device_id)| {
                 let code_hash = random_bytes(32);
-                let key = format!("{}floorc:{}", self.inner.key_prefix, hex(&code_hash));
+                let key = format!("{}floorc:{}", self.inner.key_prefix, devicelink_shared::secret::lower_hex(&code_hash));
                 Redemption {
                     key,
                     code_hash,
@@ -263,28 +242,19 @@ impl SqlFloor {
         let statements = &connection.statements;
         let app_id = inner.app_id;
         let tx = connection.client.transaction().await?;
-        let claimed = tx
-            .execute(
-                &statements.claim,
-                &[
-                    &redemption.code_hash,
-                    &app_id,
-                    &redemption.device_id,
-                    &redemption.token_nonce,
-                ],
-            )
-            .await?;
-        if claimed != 1 {
-            return Err(CallError::new("check", "the code was claimed already"));
-        }
         let user = tx
             .query_one(
                 &statements.upsert,
-                &[&Uuid::now_v7(), &app_id, &redemption.external_id],
+                &[
+                    &Uuid::now_v7(),
+                    &app_id,
+                    &redemption.external_id,
+                    &NEW_USER_EPOCH,
+                ],
             )
             .await?;
         let user_id: Uuid = user.try_get(0)?;
-        let user_epoch: i64 = user.try_get(1)?;
+        let stored_epoch: i64 = user.try_get(1)?;
         let created: bool = user.try_get(2)?;
         let installs = tx
             .query(
@@ -292,6 +262,11 @@ impl SqlFloor {
                 &[&app_id, &redemption.external_id, &redemption.device_id],
             )
             .await?;
+        let config = tx
+            .query_opt(&statements.sdk_config, &[&app_id])
+            .await?
+            .ok_or_else(|| CallError::new("check", "the app is missing"))?;
+        let _config: serde_json::Value = config.try_get(0)?;
         let mut changed = Vec::new();
         for install in &installs {
             let (id, owner, state): (Uuid, Uuid, &str) = (
@@ -305,7 +280,7 @@ impl SqlFloor {
             }
         }
         let install_id = Uuid::now_v7();
-        let epoch = user_epoch + 1;
+        let epoch = if created { NEW_USER_EPOCH } else { stored_epoch + 1 };
         tx.query_one(
             &statements.insert,
             &[
@@ -327,20 +302,27 @@ impl SqlFloor {
             ],
         )
         .await?;
-        tx.execute(&statements.set_epoch, &[&user_id, &epoch])
-            .await?;
+        if epoch != stored_epoch {
+            tx.execute(&statements.set_epoch, &[&user_id, &epoch])
+                .await?;
+        }
+        if !changed.is_empty() {
+            tx.query(&statements.notify, &[&FLOOR_CHANNEL, &changed])
+                .await?;
+        }
         tx.execute(
-            &statements.complete,
-            &[&redemption.code_hash, &user_id, &install_id, &!created],
+            &statements.claim,
+            &[
+                &redemption.code_hash,
+                &app_id,
+                &redemption.device_id,
+                &redemption.token_nonce,
+                &user_id,
+                &install_id,
+                &!created,
+            ],
         )
         .await?;
-        tx.query(&statements.notify, &[&FLOOR_CHANNEL, &changed])
-            .await?;
-        let config = tx
-            .query_opt(&statements.sdk_config, &[&app_id])
-            .await?
-            .ok_or_else(|| CallError::new("check", "the app is missing"))?;
-        let _config: serde_json::Value = config.try_get(0)?;
         tx.commit().await?;
         drop(lease);
         let _deleted: u32 = redis.del(&redemption.key).await?;
@@ -391,19 +373,14 @@ impl SqlFloor {
 
 async fn prepare_all(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     Ok(Statements {
-        claim: client.prepare(CLAIM_CODE).await?,
         upsert: client.prepare(UPSERT_USER).await?,
         in_play: client.prepare(INSTALLS_IN_PLAY).await?,
         sdk_config: client.prepare(SDK_CONFIG).await?,
         supersede: client.prepare(SUPERSEDE).await?,
         insert: client.prepare(INSERT_INSTALL).await?,
         set_epoch: client.prepare(SET_USER_EPOCH).await?,
-        complete: client.prepare(COMPLETE_REDEMPTION).await?,
+        claim: client.prepare(CLAIM_CODE).await?,
         notify: client.prepare(NOTIFY).await?,
         status: client.prepare(STATUS_BY_TOKEN).await?,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -5,7 +5,9 @@
 
 mod admin;
 mod installs;
+mod pipelined_tx;
 mod redeem;
+pub mod redeem_sql;
 mod redemptions;
 
 use std::time::SystemTime;

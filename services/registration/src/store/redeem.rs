@@ -3,9 +3,19 @@
 //!
 //! Round trips are the cost that matters here, so the statements are
 //! pipelined (tokio-postgres sends requests in the order their futures are
-//! first polled, without waiting for earlier answers): one round trip reads
-//! and locks everything arbitration needs, one writes the outcome, then
-//! `COMMIT`. Arbitration itself runs in Rust between the two.
+//! first polled, without waiting for earlier answers): one round trip opens
+//! the transaction and reads and locks everything arbitration needs, one
+//! writes the outcome and commits (see [`PipelinedTransaction`]).
+//! Arbitration itself runs in Rust between the two. The statements are in
+//! [`super::redeem_sql`].
+//!
+//! Postgres time is the other cost, so nothing is written twice: a new user
+//! is inserted with the epoch its first activation gives it, and the code is
+//! claimed by one insert that already holds the outcome, in the second round
+//! trip. That claim is still what makes a code single-use: two redemptions
+//! of one code are of one user, so the second waits on the user's row lock
+//! until the first commits, and its claim then violates the code's primary
+//! key, which rolls the whole attempt back.
 
 use std::time::SystemTime;
 
@@ -17,6 +27,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use super::pipelined_tx::PipelinedTransaction;
+use super::redeem_sql::{CODE_ALREADY_CLAIMED, NEW_USER_EPOCH, STATEMENTS};
 use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
 use crate::arbitration::{ActiveInstall, Decision, arbitrate};
 use crate::domain::{
@@ -75,75 +87,7 @@ pub enum RedeemOutcome {
     AlreadyRedeemed,
 }
 
-const CLAIM_CODE: &str = "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce)
-     VALUES ($1, $2, $3, $4)
-     ON CONFLICT (code_hash) DO NOTHING";
-
-/// Creates the user or finds the existing one, and locks its row so that
-/// redemptions of one user arbitrate one at a time. `xmax = 0` holds for a
-/// row this statement inserted.
-const UPSERT_USER: &str = "INSERT INTO users (id, app_id, external_id) VALUES ($1, $2, $3)
-     ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
-     RETURNING id, epoch, (xmax = 0) AS created";
-
-/// The user's active install and the device's live install, locked. The
-/// user is found by external id, so this runs in the same round trip as
-/// [`UPSERT_USER`], whose row it sees.
-const INSTALLS_IN_PLAY: &str =
-    "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
-     WHERE (user_id = (SELECT id FROM users WHERE app_id = $1 AND external_id = $2) AND state = 'active')
-        OR (app_id = $1 AND device_id = $3 AND state <> 'reset')
-     FOR UPDATE";
-
-/// The app's SDK configuration, returned to the device.
-pub(super) const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
-
-const SUPERSEDE: &str =
-    "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
-     WHERE id = $1";
-
-const INSERT_INSTALL: &str =
-    "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
-         os_version, app_version, sdk_version, bundle_id, state, reason, epoch, token_hash)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-     RETURNING changed_at";
-
-/// Re-binds the device's own install; `changed_at` moves only when the
-/// status does.
-const REBIND_INSTALL: &str = "UPDATE installs SET
-         platform = $2, form_factor = $3, model = $4, os_version = $5, app_version = $6,
-         sdk_version = $7, bundle_id = $8, token_hash = $9,
-         changed_at = CASE WHEN (state, reason, epoch) IS DISTINCT FROM ($10::text, $11::text, $12::bigint)
-                           THEN now() ELSE changed_at END,
-         state = $10, reason = $11, epoch = $12
-     WHERE id = $1
-     RETURNING changed_at";
-
-const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
-
-const COMPLETE_REDEMPTION: &str =
-    "UPDATE redeemed_codes SET user_id = $2, install_id = $3, restored = $4
-     WHERE code_hash = $1";
-
-/// Announces status changes; delivered by Postgres on commit.
-const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
-
-/// Every statement of the transaction, prepared together (one round trip on
-/// a new connection, none once cached).
-const STATEMENTS: [&str; 10] = [
-    CLAIM_CODE,
-    UPSERT_USER,
-    INSTALLS_IN_PLAY,
-    SDK_CONFIG,
-    SUPERSEDE,
-    INSERT_INSTALL,
-    REBIND_INSTALL,
-    SET_USER_EPOCH,
-    COMPLETE_REDEMPTION,
-    NOTIFY,
-];
-
-/// One locked install of [`INSTALLS_IN_PLAY`].
+/// One locked install of [`super::redeem_sql::INSTALLS_IN_PLAY`].
 struct InstallInPlay {
     id: InstallId,
     user_id: UserId,
@@ -191,172 +135,207 @@ impl Store {
         &self,
         new: &NewRedemption<'_>,
     ) -> Result<RedeemOutcome, RegistrationError> {
-        let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let statements = try_join_all(STATEMENTS.map(|sql| client.prepare_cached(sql)))
+        let connection = self.pool.get().await.map_err(StoreError::from)?;
+        let prepared = try_join_all(STATEMENTS.map(|sql| connection.prepare_cached(sql)))
             .await
             .map_err(StoreError::from)?;
-        let [
-            claim,
-            upsert,
-            in_play,
-            sdk_config,
-            supersede,
-            insert,
-            rebind,
-            set_epoch,
-            complete,
-            notify,
-        ] = <[Statement; 10]>::try_from(statements)
+        let statements = <[Statement; 9]>::try_from(prepared)
             .map_err(|_| StoreError::internal("prepared statement count"))?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let device = new.device;
-        let code_hash = new.code_hash.as_bytes().as_slice();
+        let tx = PipelinedTransaction::new(connection);
+        match redeem_in(&tx, &statements, new).await {
+            Ok(RedeemOutcome::Redeemed(redeemed)) => {
+                tx.finish();
+                Ok(RedeemOutcome::Redeemed(redeemed))
+            }
+            other => {
+                tx.rollback().await;
+                other
+            }
+        }
+    }
+}
 
-        // Round trip 1: claim the code, create or lock the user, lock the
-        // installs in play, read the SDK configuration.
-        let new_user_id = Uuid::now_v7();
-        let (claimed, user_row, install_rows, config_row) = futures_util::future::try_join4(
-            tx.execute(
-                &claim,
-                &[
-                    &code_hash,
-                    &new.app_id.0,
-                    &device.device_id,
-                    &new.token_nonce.as_slice(),
-                ],
-            ),
-            tx.query_one(
-                &upsert,
-                &[&new_user_id, &new.app_id.0, &new.external_id.as_str()],
-            ),
-            tx.query(
-                &in_play,
-                &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
-            ),
-            tx.query_opt(&sdk_config, &[&new.app_id.0]),
-        )
-        .await
-        .map_err(|error| app_missing_or(error, new.app_id))?;
-        if claimed == 0 {
+/// The two round trips of one attempt: `BEGIN` and the reads, then the
+/// writes and `COMMIT`. Anything but [`RedeemOutcome::Redeemed`] leaves the
+/// transaction for the caller to roll back.
+async fn redeem_in(
+    tx: &PipelinedTransaction,
+    statements: &[Statement; 9],
+    new: &NewRedemption<'_>,
+) -> Result<RedeemOutcome, RegistrationError> {
+    let [
+        upsert,
+        in_play,
+        sdk_config,
+        supersede,
+        insert,
+        rebind,
+        set_epoch,
+        claim,
+        notify,
+    ] = statements;
+    let client = tx.client();
+    let device = new.device;
+
+    // Round trip 1: open the transaction, create or lock the user, lock the
+    // installs in play, read the SDK configuration.
+    let new_user_id = Uuid::now_v7();
+    let ((), user_row, install_rows, config_row) = futures_util::future::try_join4(
+        client.batch_execute(PipelinedTransaction::BEGIN),
+        client.query_one(
+            upsert,
+            &[
+                &new_user_id,
+                &new.app_id.0,
+                &new.external_id.as_str(),
+                &NEW_USER_EPOCH,
+            ],
+        ),
+        client.query(
+            in_play,
+            &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
+        ),
+        client.query_opt(sdk_config, &[&new.app_id.0]),
+    )
+    .await
+    .map_err(|error| app_missing_or(error, new.app_id))?;
+    let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
+    let stored_user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
+    let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
+    // Arbitration sees a new user as it was before this activation.
+    let user_epoch = if restored { stored_user_epoch } else { 0 };
+    let sdk_config: serde_json::Value = config_row
+        .ok_or_else(|| RegistrationError::NotFound(format!("app {} does not exist", new.app_id)))?
+        .try_get(0)
+        .map_err(StoreError::from)?;
+    let installs = install_rows
+        .iter()
+        .map(install_in_play)
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = decide(&installs, user_id, user_epoch, device)?;
+
+    // Round trip 2: write the outcome, claim the code, announce what
+    // changed, commit.
+    let install_id = outcome
+        .existing
+        .unwrap_or_else(|| InstallId(Uuid::now_v7()));
+    let token_hash = new.token_hash.as_bytes().as_slice();
+    let state = outcome.state.as_db();
+    let reason = outcome.reason.map(StateReason::as_db);
+    let platform = device.platform.as_db();
+    let form_factor = device.form_factor.as_db();
+    let changed: Vec<Uuid> = outcome
+        .superseded
+        .iter()
+        .chain(outcome.existing.iter())
+        .map(|install| install.0)
+        .collect();
+    let (bind, bind_params): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
+        Some(_) => (
+            rebind,
+            vec![
+                &install_id.0,
+                &platform,
+                &form_factor,
+                &device.model,
+                &device.os_version,
+                &new.app.app_version,
+                &new.app.sdk_version,
+                &new.app.bundle_id,
+                &token_hash,
+                &state,
+                &reason,
+                &outcome.install_epoch,
+            ],
+        ),
+        None => (
+            insert,
+            vec![
+                &install_id.0,
+                &new.app_id.0,
+                &user_id.0,
+                &device.device_id,
+                &platform,
+                &form_factor,
+                &device.model,
+                &device.os_version,
+                &new.app.app_version,
+                &new.app.sdk_version,
+                &new.app.bundle_id,
+                &state,
+                &reason,
+                &outcome.install_epoch,
+                &token_hash,
+            ],
+        ),
+    };
+    let superseded_id = outcome
+        .superseded
+        .map(|install| install.0)
+        .unwrap_or_default();
+    let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
+    let epoch_params: [&(dyn ToSql + Sync); 2] = [&user_id.0, &outcome.user_epoch];
+    let code_hash = new.code_hash.as_bytes().as_slice();
+    let token_nonce = new.token_nonce.as_slice();
+    let claim_params: [&(dyn ToSql + Sync); 7] = [
+        &code_hash,
+        &new.app_id.0,
+        &device.device_id,
+        &token_nonce,
+        &user_id.0,
+        &install_id.0,
+        &restored,
+    ];
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
+    let mut writes = Vec::new();
+    if outcome.superseded.is_some() {
+        writes.push(client.query(supersede, &supersede_params));
+    }
+    let bound_index = writes.len();
+    writes.push(client.query(bind, &bind_params));
+    if outcome.user_epoch != stored_user_epoch {
+        writes.push(client.query(set_epoch, &epoch_params));
+    }
+    if !changed.is_empty() {
+        writes.push(client.query(notify, &notify_params));
+    }
+    // The claim goes last before `COMMIT`: when it fails, nothing else
+    // is left to fail first.
+    let written = futures_util::future::try_join3(
+        try_join_all(writes),
+        client.execute(claim, &claim_params),
+        client.batch_execute(PipelinedTransaction::COMMIT),
+    )
+    .await;
+    let results = match written {
+        Ok((results, _claimed, ())) => results,
+        Err(error) if violates(&error, CODE_ALREADY_CLAIMED) => {
             return Ok(RedeemOutcome::AlreadyRedeemed);
         }
-        let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
-        let user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
-        let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
-        let sdk_config: serde_json::Value = config_row
-            .ok_or_else(|| {
-                RegistrationError::NotFound(format!("app {} does not exist", new.app_id))
-            })?
-            .try_get(0)
-            .map_err(StoreError::from)?;
-        let installs = install_rows
-            .iter()
-            .map(install_in_play)
-            .collect::<Result<Vec<_>, _>>()?;
-        let outcome = decide(&installs, user_id, user_epoch, device)?;
+        Err(error) => return Err(bind_conflict(error)),
+    };
+    let changed_at: SystemTime = results
+        .get(bound_index)
+        .and_then(|rows| rows.first())
+        .ok_or_else(|| StoreError::internal("the install was not written"))?
+        .try_get(0)
+        .map_err(StoreError::from)?;
 
-        // Round trip 2: write the outcome and announce what changed.
-        let install_id = outcome
-            .existing
-            .unwrap_or_else(|| InstallId(Uuid::now_v7()));
-        let token_hash = new.token_hash.as_bytes().as_slice();
-        let state = outcome.state.as_db();
-        let reason = outcome.reason.map(StateReason::as_db);
-        let platform = device.platform.as_db();
-        let form_factor = device.form_factor.as_db();
-        let changed: Vec<Uuid> = outcome
-            .superseded
-            .iter()
-            .chain(outcome.existing.iter())
-            .map(|install| install.0)
-            .collect();
-        let (bind, bind_params): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
-            Some(_) => (
-                &rebind,
-                vec![
-                    &install_id.0,
-                    &platform,
-                    &form_factor,
-                    &device.model,
-                    &device.os_version,
-                    &new.app.app_version,
-                    &new.app.sdk_version,
-                    &new.app.bundle_id,
-                    &token_hash,
-                    &state,
-                    &reason,
-                    &outcome.install_epoch,
-                ],
-            ),
-            None => (
-                &insert,
-                vec![
-                    &install_id.0,
-                    &new.app_id.0,
-                    &user_id.0,
-                    &device.device_id,
-                    &platform,
-                    &form_factor,
-                    &device.model,
-                    &device.os_version,
-                    &new.app.app_version,
-                    &new.app.sdk_version,
-                    &new.app.bundle_id,
-                    &state,
-                    &reason,
-                    &outcome.install_epoch,
-                    &token_hash,
-                ],
-            ),
-        };
-        let superseded_id = outcome
-            .superseded
-            .map(|install| install.0)
-            .unwrap_or_default();
-        let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
-        let epoch_params: [&(dyn ToSql + Sync); 2] = [&user_id.0, &outcome.user_epoch];
-        let complete_params: [&(dyn ToSql + Sync); 4] =
-            [&code_hash, &user_id.0, &install_id.0, &restored];
-        let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
-        let mut writes = Vec::new();
-        if outcome.superseded.is_some() {
-            writes.push(tx.query(&supersede, &supersede_params));
-        }
-        writes.push(tx.query(bind, &bind_params));
-        if outcome.user_epoch != user_epoch {
-            writes.push(tx.query(&set_epoch, &epoch_params));
-        }
-        writes.push(tx.query(&complete, &complete_params));
-        if !changed.is_empty() {
-            writes.push(tx.query(&notify, &notify_params));
-        }
-        let writes = try_join_all(writes);
-        let results = writes.await.map_err(bind_conflict)?;
-        let bound_index = usize::from(outcome.superseded.is_some());
-        let changed_at: SystemTime = results
-            .get(bound_index)
-            .and_then(|rows| rows.first())
-            .ok_or_else(|| StoreError::internal("the install was not written"))?
-            .try_get(0)
-            .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-
-        Ok(RedeemOutcome::Redeemed(Redeemed {
-            user_id,
+    Ok(RedeemOutcome::Redeemed(Redeemed {
+        user_id,
+        install_id,
+        restored,
+        status: StatusRecord {
             install_id,
-            restored,
-            status: StatusRecord {
-                install_id,
-                state: outcome.state,
-                reason: outcome.reason,
-                epoch: epoch(outcome.install_epoch),
-                current_epoch: epoch(outcome.user_epoch),
-                changed_at,
-            },
-            sdk_config,
-            superseded: outcome.superseded,
-        }))
-    }
+            state: outcome.state,
+            reason: outcome.reason,
+            epoch: epoch(outcome.install_epoch),
+            current_epoch: epoch(outcome.user_epoch),
+            changed_at,
+        },
+        sdk_config,
+        superseded: outcome.superseded,
+    }))
 }
 
 /// Runs arbitration over the locked installs: refuses a device that holds
@@ -438,6 +417,14 @@ fn bind_conflict(error: tokio_postgres::Error) -> RegistrationError {
         Some("installs_one_active_per_user") => StoreError::Conflict(error).into(),
         _ => StoreError::from(error).into(),
     }
+}
+
+/// Whether `error` is a violation of `constraint`.
+fn violates(error: &tokio_postgres::Error, constraint: &str) -> bool {
+    error
+        .as_db_error()
+        .and_then(|db_error| db_error.constraint())
+        == Some(constraint)
 }
 
 /// The code's app no longer exists (erased between minting and redeeming).

@@ -4,7 +4,8 @@
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::AppId;
 
-use super::redeem::{Redeemed, SDK_CONFIG};
+use super::redeem::Redeemed;
+use super::redeem_sql::SDK_CONFIG;
 use super::{STATUS_COLUMNS, StatusRecord, Store};
 use crate::domain::{InstallId, UserId};
 use crate::error::StoreError;
