@@ -184,8 +184,7 @@ impl ApiKeyVerifier {
         if age >= KEY_CACHE_TTL {
             return None;
         }
-        let refresh =
-            age >= KEY_REFRESH_AFTER && !entry.refreshing.swap(true, Ordering::Relaxed);
+        let refresh = age >= KEY_REFRESH_AFTER && !entry.refreshing.swap(true, Ordering::Relaxed);
         Some(CacheHit {
             key: entry.key.clone(),
             refresh,

@@ -190,7 +190,11 @@ impl SqlFloor {
             .zip(device_ids)
             .map(|(external_id, device_id)| {
                 let code_hash = random_bytes(32);
-                let key = format!("{}floorc:{}", self.inner.key_prefix, devicelink_shared::secret::lower_hex(&code_hash));
+                let key = format!(
+                    "{}floorc:{}",
+                    self.inner.key_prefix,
+                    devicelink_shared::secret::lower_hex(&code_hash)
+                );
                 Redemption {
                     key,
                     code_hash,
@@ -280,7 +284,11 @@ impl SqlFloor {
             }
         }
         let install_id = Uuid::now_v7();
-        let epoch = if created { NEW_USER_EPOCH } else { stored_epoch + 1 };
+        let epoch = if created {
+            NEW_USER_EPOCH
+        } else {
+            stored_epoch + 1
+        };
         tx.query_one(
             &statements.insert,
             &[

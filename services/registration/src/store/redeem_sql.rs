@@ -17,7 +17,8 @@ pub const CODE_ALREADY_CLAIMED: &str = "redeemed_codes_pkey";
 /// redemptions of one user arbitrate one at a time. A new user is inserted
 /// with [`NEW_USER_EPOCH`], the epoch of its first activation. `xmax = 0`
 /// holds for a row this statement inserted.
-pub const UPSERT_USER: &str = "INSERT INTO users (id, app_id, external_id, epoch) VALUES ($1, $2, $3, $4)
+pub const UPSERT_USER: &str =
+    "INSERT INTO users (id, app_id, external_id, epoch) VALUES ($1, $2, $3, $4)
      ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
      RETURNING id, epoch, (xmax = 0) AS created";
 
