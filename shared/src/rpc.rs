@@ -1,5 +1,9 @@
 //! One span and one set of metrics per gRPC call, for every service.
 //!
+//! The span is made for export (see [`crate::telemetry::SPAN_TARGET`]): it
+//! costs nothing while no exporter is configured and `RUST_LOG` does not
+//! ask for it.
+//!
 //! The span follows the OpenTelemetry RPC conventions (`rpc.system`,
 //! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) and takes the W3C
 //! `traceparent` of the incoming call as its parent, so a caller's trace
@@ -57,7 +61,8 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().trim_start_matches('/').to_owned();
         let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
+            target: crate::telemetry::SPAN_TARGET,
             "grpc",
             otel.name = %path,
             otel.kind = "server",
@@ -67,10 +72,12 @@ where
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&HeaderExtractor(request.headers()))
-        });
-        let _ = span.set_parent(parent);
+        if !span.is_disabled() {
+            let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&HeaderExtractor(request.headers()))
+            });
+            let _ = span.set_parent(parent);
+        }
         // The service polled ready is the one to call; a fresh clone takes
         // its place for the next call.
         let clone = self.inner.clone();

@@ -9,6 +9,7 @@
 //!   (see [`crate::rpc`]).
 //! - Metrics: Prometheus text on `METRICS_ADDR` (off when unset).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -33,10 +34,17 @@ pub const METRICS_ADDR: &str = "METRICS_ADDR";
 /// The log filter used when `RUST_LOG` is unset: the services at `info`, the
 /// HTTP/2 stack quiet.
 const DEFAULT_LOG_FILTER: &str = "info,h2=warn,hyper=warn,tower=warn";
-/// What is exported as traces: everything at `info` and above but the
-/// transport and the exporter itself, which would otherwise trace its own
-/// exports.
-const TRACE_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tower=off,tonic=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+/// The target of the spans made to be exported: the span of each RPC and its
+/// Postgres and Redis children (`#[tracing::instrument(target =
+/// "devicelink::span", level = "debug")]`, the same string). At `debug`, the
+/// default log filter leaves them out, so that logs do not format every
+/// span's fields on every call, and with no exporter configured they are
+/// not even created; the trace filter turns them on.
+pub const SPAN_TARGET: &str = "devicelink::span";
+/// What is exported as traces: everything at `info` and above and the spans
+/// of [`SPAN_TARGET`], but the transport and the exporter itself, which
+/// would otherwise trace its own exports.
+const TRACE_FILTER: &str = "info,devicelink::span=debug,h2=off,hyper=off,hyper_util=off,tower=off,tonic=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
 /// How long shutdown waits for the last spans to be exported.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -113,7 +121,11 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
             .with_current_span(true)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        // Colours only for a person at a terminal: they would be noise in a
+        // log file or a pod's log, and formatting them costs every span.
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed()
     };
     let mut telemetry = Telemetry::default();
     let traces = match &config.otlp_endpoint {

@@ -230,7 +230,7 @@ impl ApiKeyVerifier {
     /// Reads a key's row. Waiting for a pooled connection is bounded by the
     /// pool's own timeouts; the query by [`STORE_TIMEOUT`], for a server that
     /// accepts and then never answers.
-    #[tracing::instrument(name = "postgres.api_key", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.api_key", skip_all, fields(db.system = "postgresql"))]
     async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
         let client = self.pool.get().await.map_err(AuthCodeError::pool)?;
         let query = async {

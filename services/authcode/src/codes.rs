@@ -51,7 +51,7 @@ impl CodeMinter {
 
     /// Mints and stores a code for `external_id` of `app_id`, on behalf of
     /// the key `key_id`.
-    #[tracing::instrument(name = "redis.store_auth_code", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.store_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn mint(
         &self,
         app_id: AppId,

@@ -26,7 +26,7 @@ impl CodeStore {
     }
 
     /// The record of a live code, `None` when unknown or expired.
-    #[tracing::instrument(name = "redis.get_auth_code", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.get_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn fetch(
         &self,
         code_hash: &SecretHash,
@@ -53,7 +53,7 @@ impl CodeStore {
 
     /// Removes a redeemed code. Failure is logged and otherwise harmless:
     /// the redemption row already refuses the code.
-    #[tracing::instrument(name = "redis.delete_auth_code", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.delete_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn retire(&self, code_hash: &SecretHash) {
         let deleted: Result<u32, _> = self
             .redis

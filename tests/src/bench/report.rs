@@ -228,6 +228,7 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
         Call::CreateUserNew,
         Call::CreateUserRestore,
         Call::GetInstallStatus,
+        Call::GetInstallStatusFirstPoll,
     ] {
         for service in results
             .measurements

@@ -14,8 +14,12 @@ pub enum Call {
     CreateUserNew,
     /// `CreateUser` restoring existing users on a new phone.
     CreateUserRestore,
-    /// `RegistrationService.GetInstallStatus`.
+    /// `RegistrationService.GetInstallStatus`, as SDKs call it: a set of
+    /// devices polling, each asking again and again.
     GetInstallStatus,
+    /// `GetInstallStatus` with a token never asked about before: what the
+    /// first poll after a redemption or a restart costs (no target).
+    GetInstallStatusFirstPoll,
     /// `CreateUser` for new users, measured for the data-growth comparison.
     CreateUserGrowth,
 }
@@ -28,6 +32,7 @@ impl Call {
             Self::CreateUserNew => "CreateUser new",
             Self::CreateUserRestore => "CreateUser restore",
             Self::GetInstallStatus => "GetInstallStatus",
+            Self::GetInstallStatusFirstPoll => "GetInstallStatus first",
             Self::CreateUserGrowth => "CreateUser new (growth)",
         }
     }
@@ -39,6 +44,7 @@ impl Call {
             Self::CreateUserNew => "create_user_new",
             Self::CreateUserRestore => "create_user_restore",
             Self::GetInstallStatus => "get_install_status",
+            Self::GetInstallStatusFirstPoll => "get_install_status_first_poll",
             Self::CreateUserGrowth => "create_user_growth",
         }
     }
@@ -48,7 +54,9 @@ impl Call {
         match self {
             Self::MintAuthCode => Some(Subject::FloorRedisSet),
             Self::CreateUserNew | Self::CreateUserRestore => Some(Subject::FloorSql),
-            Self::GetInstallStatus => Some(Subject::FloorPrimaryKey),
+            Self::GetInstallStatus | Self::GetInstallStatusFirstPoll => {
+                Some(Subject::FloorPrimaryKey)
+            }
             Self::CreateUserGrowth => None,
         }
     }

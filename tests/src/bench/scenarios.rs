@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use devicelink_shared::pb;
 use devicelink_shared::pb::auth_code_service_client::AuthCodeServiceClient;
 use devicelink_shared::pb::registration_service_client::RegistrationServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use super::cli::Options;
@@ -318,8 +319,15 @@ async fn floor_redeem(
     .await
 }
 
+/// How many devices poll their status in the `GetInstallStatus` scenario.
+/// Each is asked about first in the warm-up, then again and again, as an
+/// SDK does.
+const POLLING_DEVICES: usize = 1_000;
+
 /// `GetInstallStatus` with the tokens restorations handed out, beside
-/// floor (d) looking up the same installs.
+/// floor (d) looking up installs by token: first as devices poll (a set of
+/// [`POLLING_DEVICES`] tokens asked in turn), then the first poll of each
+/// of the other tokens, every request a token not asked about before.
 async fn statuses(
     setup: &Setup,
     floor: &SqlFloor,
@@ -331,67 +339,97 @@ async fn statuses(
             "no install token to ask GetInstallStatus with: every restoration failed",
         ));
     }
-    let bearers = Arc::new(
-        tokens
-            .iter()
-            .map(|token| bearer(token))
-            .collect::<BenchResult<Vec<_>>>()?,
-    );
-    let token_hashes = Arc::new(floor.token_hashes(tokens.len()).await?);
+    let bearers = tokens
+        .iter()
+        .map(|token| bearer(token))
+        .collect::<BenchResult<Vec<_>>>()?;
+    let token_hashes = floor.token_hashes(tokens.len()).await?;
     if token_hashes.is_empty() {
         return Err(BenchError::new("no install token hash in the database"));
     }
+    let split = POLLING_DEVICES.min(bearers.len() / 2).max(1);
+    let polling = Arc::new(bearers[..split].to_vec());
+    let polling_hashes = Arc::new(token_hashes[..split.min(token_hashes.len())].to_vec());
     for &concurrency in &setup.options.status_concurrencies() {
         let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
-        let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
-            channels(setup.registration, concurrency)
-                .await?
-                .into_iter()
-                .map(RegistrationServiceClient::new)
-                .collect(),
-        );
-        let bearers = Arc::clone(&bearers);
-        let outcome = load::run(spec, move |task, index| {
-            let mut client = clients[task % clients.len()].clone();
-            let request = authorized(
-                pb::GetInstallStatusRequest {},
-                &bearers[index % bearers.len()],
-            );
-            async move {
-                let response = client.get_install_status(request).await?.into_inner();
-                match response.status {
-                    Some(_) => Ok(()),
-                    None => Err(CallError::new("check", "no status in the answer")),
-                }
-            }
-        })
-        .await?;
-        results.record(
+        status_pair(
+            setup,
+            floor,
             Call::GetInstallStatus,
-            Subject::Service,
             spec,
-            None,
-            outcome,
-        );
+            (Arc::clone(&polling), Arc::clone(&polling_hashes)),
+            results,
+        )
+        .await?;
+    }
 
+    let first = Arc::new(bearers[split..].to_vec());
+    let first_hashes = Arc::new(token_hashes[split.min(token_hashes.len())..].to_vec());
+    let concurrency = setup.options.growth_concurrency();
+    let mut spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
+    spec.warmup = spec.warmup.min(first.len() / 10);
+    spec.requests = spec
+        .requests
+        .min(first.len().saturating_sub(spec.warmup))
+        .min(first_hashes.len().saturating_sub(spec.warmup));
+    if spec.requests > 0 {
+        status_pair(
+            setup,
+            floor,
+            Call::GetInstallStatusFirstPoll,
+            spec,
+            (first, first_hashes),
+            results,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// One `GetInstallStatus` measurement and its floor (d): request `i` asks
+/// with bearer `i` (mod their count), the floor looks up hash `i`.
+async fn status_pair(
+    setup: &Setup,
+    floor: &SqlFloor,
+    call: Call,
+    spec: LoadSpec,
+    (bearers, token_hashes): (Arc<Vec<MetadataValue<Ascii>>>, Arc<Vec<Vec<u8>>>),
+    results: &mut Results,
+) -> BenchResult<()> {
+    let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
+        channels(setup.registration, spec.concurrency)
+            .await?
+            .into_iter()
+            .map(RegistrationServiceClient::new)
+            .collect(),
+    );
+    let outcome = load::run(spec, move |task, index| {
+        let mut client = clients[task % clients.len()].clone();
+        let request = authorized(
+            pb::GetInstallStatusRequest {},
+            &bearers[index % bearers.len()],
+        );
+        async move {
+            let response = client.get_install_status(request).await?.into_inner();
+            match response.status {
+                Some(_) => Ok(()),
+                None => Err(CallError::new("check", "no status in the answer")),
+            }
+        }
+    })
+    .await?;
+    results.record(call, Subject::Service, spec, None, outcome);
+
+    let floor = floor.clone();
+    let outcome = load::run(spec, move |_task, index| {
         let floor = floor.clone();
         let token_hashes = Arc::clone(&token_hashes);
-        let outcome = load::run(spec, move |_task, index| {
-            let floor = floor.clone();
-            let token_hashes = Arc::clone(&token_hashes);
-            async move {
-                let token_hash = &token_hashes[index % token_hashes.len()];
-                floor.lookup_status(token_hash).await
-            }
-        })
-        .await?;
-        results.record(
-            Call::GetInstallStatus,
-            Subject::FloorPrimaryKey,
-            spec,
-            None,
-            outcome,
-        );
-    }
+        async move {
+            let token_hash = &token_hashes[index % token_hashes.len()];
+            floor.lookup_status(token_hash).await
+        }
+    })
+    .await?;
+    results.record(call, Subject::FloorPrimaryKey, spec, None, outcome);
     Ok(())
 }

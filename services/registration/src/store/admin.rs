@@ -93,7 +93,7 @@ const KEY_COLUMNS: &str =
 
 impl Store {
     /// Registers an app.
-    #[tracing::instrument(name = "postgres.create_app", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.create_app", skip_all, fields(db.system = "postgresql"))]
     pub async fn create_app(&self, name: &str) -> Result<AppId, StoreError> {
         let client = self.pool.get().await?;
         let app_id = AppId(Uuid::now_v7());
@@ -108,7 +108,7 @@ impl Store {
 
     /// Stores a new key, refusing an app's eleventh active key. The app's row
     /// is locked so two concurrent creations cannot both pass the count.
-    #[tracing::instrument(name = "postgres.create_api_key", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.create_api_key", skip_all, fields(db.system = "postgresql"))]
     pub async fn create_api_key(
         &self,
         key: &NewApiKeyRecord,
@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// An app's keys, newest first.
-    #[tracing::instrument(name = "postgres.list_api_keys", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.list_api_keys", skip_all, fields(db.system = "postgresql"))]
     pub async fn list_api_keys(
         &self,
         app_id: AppId,
@@ -185,7 +185,7 @@ impl Store {
 
     /// Revokes a key, keeping the first revocation time; `None` when the key
     /// is unknown.
-    #[tracing::instrument(name = "postgres.revoke_api_key", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.revoke_api_key", skip_all, fields(db.system = "postgresql"))]
     pub async fn revoke_api_key(&self, key_id: &KeyId) -> Result<Option<SystemTime>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
@@ -198,7 +198,7 @@ impl Store {
     }
 
     /// Replaces an app's SDK configuration; false when the app is unknown.
-    #[tracing::instrument(name = "postgres.set_sdk_config", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.set_sdk_config", skip_all, fields(db.system = "postgresql"))]
     pub async fn set_sdk_config(
         &self,
         app_id: AppId,
@@ -215,7 +215,7 @@ impl Store {
     }
 
     /// A user with its installs.
-    #[tracing::instrument(name = "postgres.get_user", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.get_user", skip_all, fields(db.system = "postgresql"))]
     pub async fn get_user(
         &self,
         app_id: AppId,
@@ -272,7 +272,7 @@ impl Store {
     /// Erases a user: its row, installs and redemptions go (by cascade), and
     /// devices watching those installs are told in the same transaction.
     /// False when there is no such user.
-    #[tracing::instrument(name = "postgres.delete_user", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.delete_user", skip_all, fields(db.system = "postgresql"))]
     pub async fn delete_user(
         &self,
         app_id: AppId,

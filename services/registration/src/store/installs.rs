@@ -18,7 +18,7 @@ const RESET: &str = "WITH ended AS (
 impl Store {
     /// The status of the live install holding a token, `None` when no live
     /// install holds it (unknown, or reset).
-    #[tracing::instrument(name = "postgres.status_by_token", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.status_by_token", skip_all, fields(db.system = "postgresql"))]
     pub async fn status_by_token(
         &self,
         token_hash: &SecretHash,
@@ -36,7 +36,7 @@ impl Store {
     }
 
     /// The status of an install by id, `None` when it is gone (erased).
-    #[tracing::instrument(name = "postgres.status_by_id", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.status_by_id", skip_all, fields(db.system = "postgresql"))]
     pub async fn status_by_id(
         &self,
         install_id: InstallId,
@@ -55,7 +55,7 @@ impl Store {
 
     /// Resets the install holding a token; `None` when no live install holds
     /// it.
-    #[tracing::instrument(name = "postgres.reset_by_token", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.reset_by_token", skip_all, fields(db.system = "postgresql"))]
     pub async fn reset_by_token(
         &self,
         token_hash: &SecretHash,

@@ -112,7 +112,7 @@ struct Outcome {
 impl Store {
     /// Redeems a code in one transaction, retried when it collides with a
     /// concurrent one. Either everything is written or nothing is.
-    #[tracing::instrument(name = "postgres.redeem", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.redeem", skip_all, fields(db.system = "postgresql"))]
     pub async fn redeem(
         &self,
         redemption: &NewRedemption<'_>,

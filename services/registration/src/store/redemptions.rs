@@ -36,7 +36,7 @@ const RECORD_REPLAY: &str =
 
 impl Store {
     /// The completed redemption of a code, if there is one.
-    #[tracing::instrument(name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
     pub async fn find_redemption(
         &self,
         code_hash: &SecretHash,
@@ -63,7 +63,7 @@ impl Store {
     }
 
     /// Records a used code presented again by another device.
-    #[tracing::instrument(name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
     pub async fn record_replay(
         &self,
         code_hash: &SecretHash,
@@ -83,7 +83,7 @@ impl Store {
 
     /// The install status and SDK configuration a retried redemption is
     /// answered with.
-    #[tracing::instrument(name = "postgres.redemption_result", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.redemption_result", skip_all, fields(db.system = "postgresql"))]
     pub async fn redemption_result(
         &self,
         past: &PastRedemption,
@@ -141,7 +141,7 @@ const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
 
 impl Store {
     /// Deletes redemption records older than `retention`; returns how many.
-    #[tracing::instrument(name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
     pub async fn purge_redemptions(
         &self,
         retention: std::time::Duration,
