@@ -26,6 +26,9 @@ usage: devicelink-bench [options]
   --users N                  users in the database for the second data-growth
                              measurement (default 1000000; 1000 for the first,
                              so 1000 or less skips the second)
+  --rounds N                 runs of each call and its floor, taken in turns;
+                             the table keeps each one's median by req/s
+                             (default 3, smoke 1; data growth runs once)
   --scenario-timeout SECS    deadline of each scenario (default 60, smoke 15)
   --client-threads N         worker threads of the load generator (default 1)
   --service-threads N        TOKIO_WORKER_THREADS of the services and the floor
@@ -106,6 +109,8 @@ pub struct Options {
     pub running: Option<RunningServices>,
     /// Requests per scenario at concurrency 16 and more.
     pub requests: usize,
+    /// Runs of each call and of its floor, alternating; the median counts.
+    pub rounds: usize,
     /// Users in the database for the large data-growth measurement; `None`
     /// skips it (smoke).
     pub large_user_count: Option<u64>,
@@ -191,6 +196,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut requests = None;
     let mut users = 1_000_000_u64;
     let mut timeout_secs = None;
+    let mut rounds = None;
     let mut client_threads = 1_usize;
     let mut service_threads = None;
     let mut pool_size = None;
@@ -208,6 +214,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--registration-addr" => registration_addr = Some(number(&arg, &value(&arg)?)?),
             "--requests" => requests = Some(positive(&arg, &value(&arg)?)?),
             "--users" => users = number(&arg, &value(&arg)?)?,
+            "--rounds" => rounds = Some(positive(&arg, &value(&arg)?)?),
             "--scenario-timeout" => timeout_secs = Some(positive(&arg, &value(&arg)?)?),
             "--client-threads" => client_threads = positive(&arg, &value(&arg)?)?,
             "--service-threads" => service_threads = Some(positive(&arg, &value(&arg)?)?),
@@ -267,6 +274,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         running,
         requests: requests.unwrap_or(if smoke { 20 } else { 10_000 }),
         large_user_count: (!smoke && users > 1_000).then_some(users),
+        rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
         scenario_timeout: Duration::from_secs(timeout_secs.unwrap_or(if smoke { 15 } else { 60 })),
         client_threads,
         service_threads,

@@ -97,6 +97,31 @@ pub struct LoadOutcome {
     pub not_sent: u64,
 }
 
+/// The median of several runs of one measurement, by throughput: on a
+/// small shared machine one run can land on a busy moment, and runs taken in
+/// turns with the floor's spread that luck evenly. Errors of every run are
+/// kept, so that the median cannot hide a failure.
+pub fn median_run(mut runs: Vec<LoadOutcome>) -> Option<LoadOutcome> {
+    if runs.is_empty() {
+        return None;
+    }
+    runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+    let mut median = runs.remove(runs.len() / 2);
+    for other in runs {
+        for (kind, count) in other.errors {
+            *median.errors.entry(kind.clone()).or_default() += count;
+            if let Some(sample) = other.error_samples.get(&kind) {
+                median
+                    .error_samples
+                    .entry(kind)
+                    .or_insert_with(|| sample.clone());
+            }
+        }
+        median.not_sent += other.not_sent;
+    }
+    Some(median)
+}
+
 impl LoadOutcome {
     /// All failed calls.
     pub fn error_count(&self) -> u64 {
@@ -284,6 +309,33 @@ mod tests {
         assert_eq!(outcome.error_count(), 10);
         assert_eq!(outcome.latencies.len(), 90);
         assert_eq!(outcome.not_sent, 0);
+    }
+
+    #[test]
+    fn the_median_run_keeps_every_runs_errors() {
+        let run_of = |ok: u64, millis: u64, errors: u64| {
+            let mut outcome = LoadOutcome {
+                latencies: Histogram::new(3).expect("a histogram"),
+                ok,
+                errors: BTreeMap::new(),
+                error_samples: BTreeMap::new(),
+                elapsed: Duration::from_millis(millis),
+                not_sent: 0,
+            };
+            if errors > 0 {
+                outcome.errors.insert("Unavailable".into(), errors);
+            }
+            outcome
+        };
+        let median = median_run(vec![
+            run_of(300, 1_000, 0),
+            run_of(100, 1_000, 2),
+            run_of(200, 1_000, 0),
+        ])
+        .expect("a median");
+        assert_eq!(median.ok, 200);
+        assert_eq!(median.error_count(), 2);
+        assert!(median_run(Vec::new()).is_none());
     }
 
     #[tokio::test]

@@ -64,15 +64,20 @@ impl Setup {
 /// Runs every scenario, adding each measurement to `results` as it ends.
 pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
     for &concurrency in &setup.options.mint_concurrencies() {
-        let requests = setup.options.mint_requests(concurrency);
-        for (subject, addr) in [
+        let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
+        let subjects = [
             (Subject::Service, setup.authcode),
             (Subject::FloorRedisSet, setup.redis_set),
             (Subject::FloorEcho, setup.echo),
-        ] {
-            let spec = setup.spec(concurrency, requests);
-            let outcome = mint(setup, subject, addr, spec).await?;
-            results.record(Call::MintAuthCode, subject, spec, None, outcome);
+        ];
+        let mut runs: [Vec<load::LoadOutcome>; 3] = Default::default();
+        for _ in 0..setup.options.rounds {
+            for ((subject, addr), runs) in subjects.iter().zip(&mut runs) {
+                runs.push(mint(setup, *subject, *addr, spec).await?);
+            }
+        }
+        for ((subject, _), runs) in subjects.iter().zip(runs) {
+            record_median(results, Call::MintAuthCode, *subject, spec, runs)?;
         }
     }
 
@@ -203,48 +208,60 @@ async fn create_users(
     let tokens = Arc::new(Mutex::new(Vec::new()));
     for &concurrency in &setup.options.create_concurrencies() {
         let spec = setup.spec(concurrency, setup.options.create_requests(concurrency));
-        let service_tag = format!("new-c{concurrency}");
-        let floor_tag = format!("floor-c{concurrency}");
-        let (external_ids, first_phones) = identities(&service_tag, "dev", spec.total());
-        let (floor_ids, floor_first_phones) = identities(&floor_tag, "dev", spec.total());
-        let (_, second_phones) = identities(&service_tag, "dev2", spec.total());
-        let (_, floor_second_phones) = identities(&floor_tag, "dev2", spec.total());
+        // Service new, floor new, service restore, floor restore.
+        let mut runs: [Vec<load::LoadOutcome>; 4] = Default::default();
+        for round in 0..setup.options.rounds {
+            let service_tag = format!("new-c{concurrency}-r{round}");
+            let floor_tag = format!("floor-c{concurrency}-r{round}");
+            let (external_ids, first_phones) = identities(&service_tag, "dev", spec.total());
+            let (floor_ids, floor_first_phones) = identities(&floor_tag, "dev", spec.total());
+            let (_, second_phones) = identities(&service_tag, "dev2", spec.total());
+            let (_, floor_second_phones) = identities(&floor_tag, "dev2", spec.total());
 
-        let outcome = create_user(setup, spec, &external_ids, first_phones, false, None).await?;
-        results.record(Call::CreateUserNew, Subject::Service, spec, None, outcome);
-        let redemptions = floor
-            .prepare_redemptions(floor_ids.clone(), floor_first_phones)
-            .await?;
-        let outcome = floor_redeem(floor, spec, redemptions).await?;
-        results.record(Call::CreateUserNew, Subject::FloorSql, spec, None, outcome);
-
-        let outcome = create_user(
-            setup,
+            runs[0].push(create_user(setup, spec, &external_ids, first_phones, false, None).await?);
+            let redemptions = floor
+                .prepare_redemptions(floor_ids.clone(), floor_first_phones)
+                .await?;
+            runs[1].push(floor_redeem(floor, spec, redemptions).await?);
+            runs[2].push(
+                create_user(
+                    setup,
+                    spec,
+                    &external_ids,
+                    second_phones,
+                    true,
+                    Some(Arc::clone(&tokens)),
+                )
+                .await?,
+            );
+            let redemptions = floor
+                .prepare_redemptions(floor_ids, floor_second_phones)
+                .await?;
+            runs[3].push(floor_redeem(floor, spec, redemptions).await?);
+        }
+        let [new, floor_new, restore, floor_restore] = runs;
+        record_median(results, Call::CreateUserNew, Subject::Service, spec, new)?;
+        record_median(
+            results,
+            Call::CreateUserNew,
+            Subject::FloorSql,
             spec,
-            &external_ids,
-            second_phones,
-            true,
-            Some(Arc::clone(&tokens)),
-        )
-        .await?;
-        results.record(
+            floor_new,
+        )?;
+        record_median(
+            results,
             Call::CreateUserRestore,
             Subject::Service,
             spec,
-            None,
-            outcome,
-        );
-        let redemptions = floor
-            .prepare_redemptions(floor_ids, floor_second_phones)
-            .await?;
-        let outcome = floor_redeem(floor, spec, redemptions).await?;
-        results.record(
+            restore,
+        )?;
+        record_median(
+            results,
             Call::CreateUserRestore,
             Subject::FloorSql,
             spec,
-            None,
-            outcome,
-        );
+            floor_restore,
+        )?;
     }
     let tokens = std::mem::take(&mut *tokens.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(tokens)
@@ -358,6 +375,7 @@ async fn statuses(
             Call::GetInstallStatus,
             spec,
             (Arc::clone(&polling), Arc::clone(&polling_hashes)),
+            setup.options.rounds,
             results,
         )
         .await?;
@@ -379,6 +397,7 @@ async fn statuses(
             Call::GetInstallStatusFirstPoll,
             spec,
             (first, first_hashes),
+            1,
             results,
         )
         .await?;
@@ -394,6 +413,7 @@ async fn status_pair(
     call: Call,
     spec: LoadSpec,
     (bearers, token_hashes): (Arc<Vec<MetadataValue<Ascii>>>, Arc<Vec<Vec<u8>>>),
+    rounds: usize,
     results: &mut Results,
 ) -> BenchResult<()> {
     let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
@@ -403,33 +423,57 @@ async fn status_pair(
             .map(RegistrationServiceClient::new)
             .collect(),
     );
-    let outcome = load::run(spec, move |task, index| {
-        let mut client = clients[task % clients.len()].clone();
-        let request = authorized(
-            pb::GetInstallStatusRequest {},
-            &bearers[index % bearers.len()],
+    let mut service_runs = Vec::new();
+    let mut floor_runs = Vec::new();
+    for _ in 0..rounds {
+        let clients = Arc::clone(&clients);
+        let bearers = Arc::clone(&bearers);
+        service_runs.push(
+            load::run(spec, move |task, index| {
+                let mut client = clients[task % clients.len()].clone();
+                let request = authorized(
+                    pb::GetInstallStatusRequest {},
+                    &bearers[index % bearers.len()],
+                );
+                async move {
+                    let response = client.get_install_status(request).await?.into_inner();
+                    match response.status {
+                        Some(_) => Ok(()),
+                        None => Err(CallError::new("check", "no status in the answer")),
+                    }
+                }
+            })
+            .await?,
         );
-        async move {
-            let response = client.get_install_status(request).await?.into_inner();
-            match response.status {
-                Some(_) => Ok(()),
-                None => Err(CallError::new("check", "no status in the answer")),
-            }
-        }
-    })
-    .await?;
-    results.record(call, Subject::Service, spec, None, outcome);
-
-    let floor = floor.clone();
-    let outcome = load::run(spec, move |_task, index| {
         let floor = floor.clone();
         let token_hashes = Arc::clone(&token_hashes);
-        async move {
-            let token_hash = &token_hashes[index % token_hashes.len()];
-            floor.lookup_status(token_hash).await
-        }
-    })
-    .await?;
-    results.record(call, Subject::FloorPrimaryKey, spec, None, outcome);
+        floor_runs.push(
+            load::run(spec, move |_task, index| {
+                let floor = floor.clone();
+                let token_hashes = Arc::clone(&token_hashes);
+                async move {
+                    let token_hash = &token_hashes[index % token_hashes.len()];
+                    floor.lookup_status(token_hash).await
+                }
+            })
+            .await?,
+        );
+    }
+    record_median(results, call, Subject::Service, spec, service_runs)?;
+    record_median(results, call, Subject::FloorPrimaryKey, spec, floor_runs)
+}
+
+/// Records the median of `runs` (see [`load::median_run`]).
+fn record_median(
+    results: &mut Results,
+    call: Call,
+    subject: Subject,
+    spec: LoadSpec,
+    runs: Vec<load::LoadOutcome>,
+) -> BenchResult<()> {
+    let median = load::median_run(runs).ok_or_else(|| {
+        BenchError::new(format!("no run of {} ({})", call.label(), subject.label()))
+    })?;
+    results.record(call, subject, spec, None, median);
     Ok(())
 }
