@@ -133,7 +133,7 @@ async fn bench(options: &Options) -> Results {
     let run = set_up_and_run(options, &mut fleet, &mut leftovers, &mut results);
     let outcome = tokio::select! {
         outcome = run => outcome,
-        _ = tokio::signal::ctrl_c() => Err(BenchError::new("interrupted")),
+        () = interrupted() => Err(BenchError::new("interrupted")),
     };
     if let Err(error) = outcome {
         eprintln!("devicelink-bench: {error}");
@@ -254,5 +254,22 @@ async fn start_services(
     match addrs[..] {
         [registration, authcode] => Ok((registration, authcode)),
         _ => Err(BenchError::new("two services were started")),
+    }
+}
+
+/// SIGINT or SIGTERM: either way the services and the database the run
+/// made are cleaned up before the benchmark exits.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
