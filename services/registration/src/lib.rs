@@ -7,12 +7,12 @@
 //!    ([`domain`]); every bad field is reported at once, by name.
 //! 2. [`codes`] reads the code's record from Redis (`GET`, not `GETDEL`: a
 //!    request that fails must not consume the code).
-//! 3. [`store`] runs one Postgres transaction: it claims the code (the
-//!    `redeemed_codes` primary key makes it single-use across replicas),
-//!    creates or restores the user (locking its row, so one user's
+//! 3. [`store`] runs one Postgres transaction in two pipelined round trips:
+//!    it creates or restores the user (locking its row, so one user's
 //!    redemptions arbitrate one at a time), asks [`arbitration`] which
-//!    install is active, writes the outcome and announces status changes
-//!    with `pg_notify`. The database holds the invariants itself: one user
+//!    install is active, writes the outcome, claims the code (the
+//!    `redeemed_codes` primary key makes it single-use across replicas) and
+//!    announces status changes with `pg_notify`. The database holds the invariants itself: one user
 //!    per (app, external id), at most one active install per user, one live
 //!    install per device.
 //! 4. After commit the code is deleted from Redis, and the device gets its

@@ -381,7 +381,10 @@ async fn statuses(
             floor,
             Call::GetInstallStatus,
             spec,
-            (Arc::clone(&polling), Arc::clone(&polling_hashes)),
+            StatusTokens {
+                bearers: Arc::clone(&polling),
+                token_hashes: Arc::clone(&polling_hashes),
+            },
             setup.options.rounds,
             results,
         )
@@ -403,13 +406,23 @@ async fn statuses(
             floor,
             Call::GetInstallStatusFirstPoll,
             spec,
-            (first, first_hashes),
+            StatusTokens {
+                bearers: first,
+                token_hashes: first_hashes,
+            },
             1,
             results,
         )
         .await?;
     }
     Ok(())
+}
+
+/// What a `GetInstallStatus` measurement asks with: the service the install
+/// tokens as bearers, floor (d) the token hashes.
+struct StatusTokens {
+    bearers: Arc<Vec<MetadataValue<Ascii>>>,
+    token_hashes: Arc<Vec<Vec<u8>>>,
 }
 
 /// One `GetInstallStatus` measurement and its floor (d): request `i` asks
@@ -419,7 +432,10 @@ async fn status_pair(
     floor: &SqlFloor,
     call: Call,
     spec: LoadSpec,
-    (bearers, token_hashes): (Arc<Vec<MetadataValue<Ascii>>>, Arc<Vec<Vec<u8>>>),
+    StatusTokens {
+        bearers,
+        token_hashes,
+    }: StatusTokens,
     rounds: usize,
     results: &mut Results,
 ) -> BenchResult<()> {
