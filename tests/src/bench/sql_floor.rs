@@ -6,8 +6,8 @@
 //! (`devicelink_registration::store::redeem_sql`, the very same SQL) and
 //! `COMMIT`, each awaited before the next is sent (one round trip each),
 //! then Redis `DEL`. A service that pipelines them should beat this floor.
-//! Floor (d) is the status lookup of
-//! `services/registration/src/store/installs.rs`, one prepared query.
+//! Floor (d) is the service's status lookup (`store::STATUS_BY_TOKEN`), one
+//! prepared query.
 //!
 //! Connections are leased exclusively from a pool of the service's size,
 //! each with its statements prepared once, as deadpool-postgres with
@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use devicelink_registration::store::STATUS_BY_TOKEN;
 use devicelink_registration::store::redeem_sql::{
     CLAIM_CODE, INSERT_INSTALL, INSTALLS_IN_PLAY, NEW_USER_EPOCH, NOTIFY, SDK_CONFIG,
     SET_USER_EPOCH, SUPERSEDE, UPSERT_USER,
@@ -30,9 +31,6 @@ use uuid::Uuid;
 use super::load::CallError;
 use super::{BenchResult, Context, stores};
 
-/// `status_by_token`: one install joined to its user, by token hash.
-const STATUS_BY_TOKEN: &str = "SELECT i.id, i.state, i.reason, i.epoch, i.changed_at, u.epoch
-     FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1";
 /// Recent token hashes of the run's app, for floor (d) to look up.
 const TOKEN_HASHES: &str = "SELECT token_hash FROM installs
      WHERE app_id = $1 AND token_hash IS NOT NULL ORDER BY changed_at DESC LIMIT $2";

@@ -7,7 +7,7 @@ use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use uuid::Uuid;
 
-use super::{STATUS_CHANNEL, STATUS_COLUMNS, StatusRecord, Store, epoch};
+use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
 use crate::domain::{FormFactor, Platform};
 use crate::error::{RegistrationError, StoreError};
 
@@ -234,8 +234,10 @@ impl Store {
         let user_id: Uuid = user.try_get(0)?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {STATUS_COLUMNS}, i.device_id, i.platform, i.form_factor, i.model, i.os_version,
+                concat!(
+                    "SELECT ",
+                    status_columns!(),
+                    ", i.device_id, i.platform, i.form_factor, i.model, i.os_version,
                             i.app_version, i.sdk_version, i.created_at
                      FROM installs i JOIN users u ON u.id = i.user_id
                      WHERE i.user_id = $1 ORDER BY i.created_at DESC, i.id"

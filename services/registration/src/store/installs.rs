@@ -2,7 +2,7 @@
 
 use devicelink_shared::secret::SecretHash;
 
-use super::{STATUS_CHANNEL, STATUS_COLUMNS, StatusRecord, Store};
+use super::{STATUS_BY_ID, STATUS_BY_TOKEN, STATUS_CHANNEL, StatusRecord, Store};
 use crate::domain::InstallId;
 use crate::error::StoreError;
 
@@ -24,10 +24,7 @@ impl Store {
         token_hash: &SecretHash,
     ) -> Result<Option<StatusRecord>, StoreError> {
         let client = self.pool.get().await?;
-        let query = format!(
-            "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1"
-        );
-        let statement = client.prepare_cached(&query).await?;
+        let statement = client.prepare_cached(STATUS_BY_TOKEN).await?;
         client
             .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
             .await?
@@ -42,10 +39,7 @@ impl Store {
         install_id: InstallId,
     ) -> Result<Option<StatusRecord>, StoreError> {
         let client = self.pool.get().await?;
-        let query = format!(
-            "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
-        );
-        let statement = client.prepare_cached(&query).await?;
+        let statement = client.prepare_cached(STATUS_BY_ID).await?;
         client
             .query_opt(&statement, &[&install_id.0])
             .await?

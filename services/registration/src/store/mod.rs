@@ -3,6 +3,15 @@
 //! Queries are plain SQL next to the code that uses them, run as cached
 //! prepared statements on pooled connections.
 
+/// The columns [`StatusRecord::from_row`] reads, from `installs i` joined
+/// with `users u`. A macro so that queries naming them are constants, not
+/// strings formatted on every call.
+macro_rules! status_columns {
+    () => {
+        "i.id, i.state, i.reason, i.epoch, i.changed_at, u.epoch"
+    };
+}
+
 mod admin;
 mod installs;
 mod pipelined_tx;
@@ -84,9 +93,20 @@ fn epoch(stored: i64) -> u64 {
     u64::try_from(stored).unwrap_or_default()
 }
 
-/// The columns [`StatusRecord::from_row`] reads, from `installs i` joined
-/// with `users u`.
-const STATUS_COLUMNS: &str = "i.id, i.state, i.reason, i.epoch, i.changed_at, u.epoch";
+/// The status of the install holding a token, by the token's hash. Public
+/// so that the benchmark's floor (d) issues this very query.
+pub const STATUS_BY_TOKEN: &str = concat!(
+    "SELECT ",
+    status_columns!(),
+    " FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1"
+);
+
+/// The status of an install by id.
+const STATUS_BY_ID: &str = concat!(
+    "SELECT ",
+    status_columns!(),
+    " FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+);
 
 /// registration's Postgres storage.
 #[derive(Clone)]

@@ -6,7 +6,7 @@ use devicelink_shared::validate::AppId;
 
 use super::redeem::Redeemed;
 use super::redeem_sql::SDK_CONFIG;
-use super::{STATUS_COLUMNS, StatusRecord, Store};
+use super::{STATUS_BY_ID, StatusRecord, Store};
 use crate::domain::{InstallId, UserId};
 use crate::error::StoreError;
 use crate::install_token::TokenNonce;
@@ -111,10 +111,7 @@ async fn read_status_opt(
     tx: &deadpool_postgres::Transaction<'_>,
     install_id: InstallId,
 ) -> Result<Option<StatusRecord>, StoreError> {
-    let query = format!(
-        "SELECT {STATUS_COLUMNS} FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
-    );
-    let statement = tx.prepare_cached(&query).await?;
+    let statement = tx.prepare_cached(STATUS_BY_ID).await?;
     tx.query_opt(&statement, &[&install_id.0])
         .await?
         .map(|row| StatusRecord::from_row(&row))
