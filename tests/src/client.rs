@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use devicelink_shared::pb;
+use devicelink_shared::pb::admin_service_client::AdminServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 /// A channel to a service on this machine.
@@ -22,6 +24,44 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
         format!("Bearer {token}").parse().expect("an ASCII token"),
     );
     request
+}
+
+/// `message` with `authorization` set to `bearer` (`Bearer <token>`,
+/// parsed once by the caller).
+pub fn with_bearer<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
+}
+
+/// Creates an app named `name` and an API key for it over AdminService;
+/// returns the app's id and the key. Tests and the benchmark start this way.
+pub async fn create_app_with_key(
+    admin: &mut AdminServiceClient<Channel>,
+    admin_bearer: &MetadataValue<Ascii>,
+    name: &str,
+) -> Result<(String, String), tonic::Status> {
+    let app_id = admin
+        .create_app(with_bearer(
+            pb::CreateAppRequest { name: name.into() },
+            admin_bearer,
+        ))
+        .await?
+        .into_inner()
+        .app_id;
+    let key = admin
+        .create_api_key(with_bearer(
+            pb::CreateApiKeyRequest {
+                app_id: app_id.clone(),
+                ..Default::default()
+            },
+            admin_bearer,
+        ))
+        .await?
+        .into_inner();
+    Ok((app_id, key.api_key))
 }
 
 /// A device's description.

@@ -310,29 +310,12 @@ impl TestEnv {
     /// A new app with one API key: `(app_id, api_key)`.
     pub async fn app_with_key(&self) -> (String, String) {
         let mut admin = self.admin().await;
-        let app_id = admin
-            .create_app(authorized(
-                pb::CreateAppRequest {
-                    name: "test app".into(),
-                },
-                ADMIN_TOKEN,
-            ))
+        let admin_bearer = format!("Bearer {ADMIN_TOKEN}")
+            .parse()
+            .expect("an ASCII token");
+        crate::client::create_app_with_key(&mut admin, &admin_bearer, "test app")
             .await
-            .expect("create app")
-            .into_inner()
-            .app_id;
-        let key = admin
-            .create_api_key(authorized(
-                pb::CreateApiKeyRequest {
-                    app_id: app_id.clone(),
-                    ..Default::default()
-                },
-                ADMIN_TOKEN,
-            ))
-            .await
-            .expect("create key")
-            .into_inner();
-        (app_id, key.api_key)
+            .expect("create an app and its key")
     }
 
     /// Mints a code for `external_id` with `api_key`.

@@ -39,14 +39,7 @@ pub fn bearer(token: &str) -> BenchResult<MetadataValue<Ascii>> {
     MetadataValue::try_from(format!("Bearer {token}")).context("a bearer token that is not ASCII")
 }
 
-/// `message` with `authorization` set to `bearer`.
-pub fn authorized<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.clone());
-    request
-}
+pub use crate::client::with_bearer as authorized;
 
 /// The HTTP/2 connections for `concurrency` tasks: one per
 /// [`TASKS_PER_CHANNEL`], at least [`MIN_CHANNELS`].
@@ -64,28 +57,10 @@ pub async fn channels(addr: SocketAddr, concurrency: usize) -> BenchResult<Vec<C
 pub async fn create_app(registration: SocketAddr, admin_token: &str) -> BenchResult<BenchApp> {
     let admin_bearer = bearer(admin_token)?;
     let mut admin = AdminServiceClient::new(channel(registration).await?);
-    let app_id = admin
-        .create_app(authorized(
-            pb::CreateAppRequest {
-                name: "devicelink-bench".into(),
-            },
-            &admin_bearer,
-        ))
-        .await
-        .context("CreateApp")?
-        .into_inner()
-        .app_id;
-    let key = admin
-        .create_api_key(authorized(
-            pb::CreateApiKeyRequest {
-                app_id: app_id.clone(),
-                ..Default::default()
-            },
-            &admin_bearer,
-        ))
-        .await
-        .context("CreateApiKey")?
-        .into_inner();
+    let (app_id, api_key) =
+        crate::client::create_app_with_key(&mut admin, &admin_bearer, "devicelink-bench")
+            .await
+            .context("CreateApp and CreateApiKey")?;
     admin
         .set_sdk_config(authorized(
             pb::SetSdkConfigRequest {
@@ -100,7 +75,7 @@ pub async fn create_app(registration: SocketAddr, admin_token: &str) -> BenchRes
         app_id: app_id
             .parse()
             .context("CreateApp answered an app id that is not a UUID")?,
-        api_key_bearer: bearer(&key.api_key)?,
+        api_key_bearer: bearer(&api_key)?,
     })
 }
 

@@ -171,16 +171,21 @@ pub fn targets(results: &Results) -> Vec<Target> {
     targets
 }
 
-/// The growth measurements with the fewest and the most users, when there
-/// are two.
-pub fn growth_pair(results: &Results) -> (Option<&Measurement>, Option<&Measurement>) {
+/// The data-growth measurements, fewest users first.
+fn growth_measurements(results: &Results) -> Vec<&Measurement> {
     let mut growth: Vec<&Measurement> = results
         .measurements
         .iter()
         .filter(|m| m.call == Call::CreateUserGrowth)
         .collect();
     growth.sort_by_key(|m| m.users_in_db);
-    match growth.as_slice() {
+    growth
+}
+
+/// The growth measurements with the fewest and the most users, when there
+/// are two.
+pub fn growth_pair(results: &Results) -> (Option<&Measurement>, Option<&Measurement>) {
+    match growth_measurements(results).as_slice() {
         [small, .., large] => (Some(small), Some(large)),
         _ => (None, None),
     }
@@ -286,13 +291,7 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
         );
     }
     out.push('\n');
-    let mut growth: Vec<&Measurement> = results
-        .measurements
-        .iter()
-        .filter(|m| m.call == Call::CreateUserGrowth)
-        .collect();
-    growth.sort_by_key(|m| m.users_in_db);
-    for growth in growth {
+    for growth in growth_measurements(results) {
         let _ = writeln!(
             out,
             "data growth: CreateUser new c={} with {:>9} users: {}",

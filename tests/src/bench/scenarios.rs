@@ -287,13 +287,7 @@ async fn create_user(
 ) -> BenchResult<load::LoadOutcome> {
     let codes = mint_codes(setup.authcode, &setup.app, external_ids).await?;
     let requests = Arc::new(create_user_requests(&setup.app, codes, device_ids));
-    let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
-        channels(setup.registration, spec.concurrency)
-            .await?
-            .into_iter()
-            .map(RegistrationServiceClient::new)
-            .collect(),
-    );
+    let clients = registration_clients(setup, spec.concurrency).await?;
     load::run(spec, move |task, index| {
         let mut client = clients[task % clients.len()].clone();
         let request = requests.get(index).cloned();
@@ -439,13 +433,7 @@ async fn status_pair(
     rounds: usize,
     results: &mut Results,
 ) -> BenchResult<()> {
-    let clients: Arc<Vec<RegistrationServiceClient<Channel>>> = Arc::new(
-        channels(setup.registration, spec.concurrency)
-            .await?
-            .into_iter()
-            .map(RegistrationServiceClient::new)
-            .collect(),
-    );
+    let clients = registration_clients(setup, spec.concurrency).await?;
     let mut service_runs = Vec::new();
     let mut floor_runs = Vec::new();
     for _ in 0..rounds {
@@ -484,6 +472,20 @@ async fn status_pair(
     }
     record_median(results, call, Subject::Service, spec, service_runs)?;
     record_median(results, call, Subject::FloorPrimaryKey, spec, floor_runs)
+}
+
+/// RegistrationService clients over the channels for `concurrency` tasks.
+async fn registration_clients(
+    setup: &Setup,
+    concurrency: usize,
+) -> BenchResult<Arc<Vec<RegistrationServiceClient<Channel>>>> {
+    Ok(Arc::new(
+        channels(setup.registration, concurrency)
+            .await?
+            .into_iter()
+            .map(RegistrationServiceClient::new)
+            .collect(),
+    ))
 }
 
 /// Records the median of `runs` (see [`load::median_run`]).
