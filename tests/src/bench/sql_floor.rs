@@ -301,10 +301,10 @@ impl SqlFloor {
                 &"1.4.0",
                 &"2.0.1",
                 &"com.example.app",
+                &redemption.token_hash,
                 &"active",
                 &None::<&str>,
                 &epoch,
-                &redemption.token_hash,
             ],
         )
         .await?;

@@ -230,45 +230,29 @@ async fn redeem_in(
         .chain(outcome.existing.iter())
         .map(|install| install.0)
         .collect();
-    let (bind, bind_params): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
-        Some(_) => (
-            rebind,
-            vec![
-                &install_id.0,
-                &platform,
-                &form_factor,
-                &device.model,
-                &device.os_version,
-                &new.app.app_version,
-                &new.app.sdk_version,
-                &new.app.bundle_id,
-                &token_hash,
-                &state,
-                &reason,
-                &outcome.install_epoch,
-            ],
-        ),
+    // What the device and the outcome set, in the order both the insert and
+    // the re-bind take it, behind the columns that identify the install.
+    let bound: [&(dyn ToSql + Sync); 11] = [
+        &platform,
+        &form_factor,
+        &device.model,
+        &device.os_version,
+        &new.app.app_version,
+        &new.app.sdk_version,
+        &new.app.bundle_id,
+        &token_hash,
+        &state,
+        &reason,
+        &outcome.install_epoch,
+    ];
+    let (bind, identity): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
+        Some(_) => (rebind, vec![&install_id.0]),
         None => (
             insert,
-            vec![
-                &install_id.0,
-                &new.app_id.0,
-                &user_id.0,
-                &device.device_id,
-                &platform,
-                &form_factor,
-                &device.model,
-                &device.os_version,
-                &new.app.app_version,
-                &new.app.sdk_version,
-                &new.app.bundle_id,
-                &state,
-                &reason,
-                &outcome.install_epoch,
-                &token_hash,
-            ],
+            vec![&install_id.0, &new.app_id.0, &user_id.0, &device.device_id],
         ),
     };
+    let bind_params: Vec<&(dyn ToSql + Sync)> = identity.into_iter().chain(bound).collect();
     let superseded_id = outcome
         .superseded
         .map(|install| install.0)

@@ -43,9 +43,11 @@ pub const SUPERSEDE: &str =
     "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1";
 
+/// Binds a new install. From `platform` on, its parameters are those of
+/// [`REBIND_INSTALL`] from `$2` on, in the same order.
 pub const INSERT_INSTALL: &str =
     "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
-         os_version, app_version, sdk_version, bundle_id, state, reason, epoch, token_hash)
+         os_version, app_version, sdk_version, bundle_id, token_hash, state, reason, epoch)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
      RETURNING changed_at";
 
