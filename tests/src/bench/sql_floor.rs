@@ -2,10 +2,11 @@
 //! done straight from tokio-postgres and redis-rs, no gRPC, no service.
 //!
 //! Floor (c) is the naive redemption: Redis `GET` of the code's record,
-//! then `BEGIN`, each statement of the service's redemption transaction
-//! (`devicelink_registration::store::redeem_sql`, the very same SQL) and
-//! `COMMIT`, each awaited before the next is sent (one round trip each),
-//! then Redis `DEL`. A service that pipelines them should beat this floor.
+//! then `BEGIN`, each step of the service's redemption transaction as a
+//! statement of its own (`devicelink_registration::store::redeem_sql::steps`,
+//! the service's SQL for each step) and `COMMIT`, each awaited before the
+//! next is sent (one round trip each), then Redis `DEL`. A service that
+//! merges steps and pipelines statements should beat this floor.
 //! Floor (d) is the service's status lookup (`store::STATUS_BY_TOKEN`), one
 //! prepared query.
 //!
@@ -17,9 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use devicelink_registration::store::STATUS_BY_TOKEN;
-use devicelink_registration::store::redeem_sql::{
-    CLAIM_CODE, INSERT_INSTALL, INSTALLS_IN_PLAY, NEW_USER_EPOCH, NOTIFY, SDK_CONFIG,
-    SET_USER_EPOCH, SUPERSEDE, UPSERT_USER,
+use devicelink_registration::store::redeem_sql::NEW_USER_EPOCH;
+use devicelink_registration::store::redeem_sql::steps::{
+    CLAIM_CODE, INSERT_INSTALL, INSTALLS_IN_PLAY, NOTIFY, SDK_CONFIG, SET_USER_EPOCH, SUPERSEDE,
+    UPSERT_USER,
 };
 use devicelink_shared::auth_code::AuthCodeRecord;
 use redis::AsyncCommands;

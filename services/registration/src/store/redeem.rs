@@ -9,13 +9,14 @@
 //! Arbitration itself runs in Rust between the two. The statements are in
 //! [`super::redeem_sql`].
 //!
-//! Postgres time is the other cost, so nothing is written twice: a new user
-//! is inserted with the epoch its first activation gives it, and the code is
-//! claimed by one insert that already holds the outcome, in the second round
-//! trip. That claim is still what makes a code single-use: two redemptions
-//! of one code are of one user, so the second waits on the user's row lock
-//! until the first commits, and its claim then violates the code's primary
-//! key, which rolls the whole attempt back.
+//! Postgres time is the other cost, so there are fewer statements than
+//! steps and nothing is written twice: a new user is inserted with the
+//! epoch its first activation gives it, and the code is claimed by the
+//! statement that binds the install, in the second round trip. That claim
+//! is still what makes a code single-use: two redemptions of one code are
+//! of one user, so the second waits on the user's row lock until the first
+//! commits, and its claim then violates the code's primary key, which rolls
+//! the whole attempt back.
 
 use std::time::SystemTime;
 
@@ -139,7 +140,7 @@ impl Store {
         let prepared = try_join_all(STATEMENTS.map(|sql| connection.prepare_cached(sql)))
             .await
             .map_err(StoreError::from)?;
-        let statements = <[Statement; 9]>::try_from(prepared)
+        let statements = <[Statement; 6]>::try_from(prepared)
             .map_err(|_| StoreError::internal("prepared statement count"))?;
         let tx = PipelinedTransaction::new(connection);
         match redeem_in(&tx, &statements, new).await {
@@ -160,27 +161,17 @@ impl Store {
 /// transaction for the caller to roll back.
 async fn redeem_in(
     tx: &PipelinedTransaction,
-    statements: &[Statement; 9],
+    statements: &[Statement; 6],
     new: &NewRedemption<'_>,
 ) -> Result<RedeemOutcome, RegistrationError> {
-    let [
-        upsert,
-        in_play,
-        sdk_config,
-        supersede,
-        insert,
-        rebind,
-        set_epoch,
-        claim,
-        notify,
-    ] = statements;
+    let [upsert, in_play, supersede, insert, rebind, notify] = statements;
     let client = tx.client();
     let device = new.device;
 
-    // Round trip 1: open the transaction, create or lock the user, lock the
-    // installs in play, read the SDK configuration.
+    // Round trip 1: open the transaction, create or lock the user and read
+    // the SDK configuration, lock the installs in play.
     let new_user_id = Uuid::now_v7();
-    let ((), user_row, install_rows, config_row) = futures_util::future::try_join4(
+    let ((), user_row, install_rows) = futures_util::future::try_join3(
         client.batch_execute(PipelinedTransaction::BEGIN),
         client.query_one(
             upsert,
@@ -195,27 +186,26 @@ async fn redeem_in(
             in_play,
             &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
         ),
-        client.query_opt(sdk_config, &[&new.app_id.0]),
     )
     .await
     .map_err(|error| app_missing_or(error, new.app_id))?;
     let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
     let stored_user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
     let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
+    let sdk_config: serde_json::Value = user_row
+        .try_get::<_, Option<serde_json::Value>>(3)
+        .map_err(StoreError::from)?
+        .ok_or_else(|| RegistrationError::NotFound(format!("app {} does not exist", new.app_id)))?;
     // Arbitration sees a new user as it was before this activation.
     let user_epoch = if restored { stored_user_epoch } else { 0 };
-    let sdk_config: serde_json::Value = config_row
-        .ok_or_else(|| RegistrationError::NotFound(format!("app {} does not exist", new.app_id)))?
-        .try_get(0)
-        .map_err(StoreError::from)?;
     let installs = install_rows
         .iter()
         .map(install_in_play)
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = decide(&installs, user_id, user_epoch, device)?;
 
-    // Round trip 2: write the outcome, claim the code, announce what
-    // changed, commit.
+    // Round trip 2: supersede, announce what changed, bind the install with
+    // the code's claim and the user's epoch, commit.
     let install_id = outcome
         .existing
         .unwrap_or_else(|| InstallId(Uuid::now_v7()));
@@ -224,15 +214,20 @@ async fn redeem_in(
     let reason = outcome.reason.map(StateReason::as_db);
     let platform = device.platform.as_db();
     let form_factor = device.form_factor.as_db();
+    let code_hash = new.code_hash.as_bytes().as_slice();
+    let token_nonce = new.token_nonce.as_slice();
     let changed: Vec<Uuid> = outcome
         .superseded
         .iter()
         .chain(outcome.existing.iter())
         .map(|install| install.0)
         .collect();
-    // What the device and the outcome set, in the order both the insert and
-    // the re-bind take it, behind the columns that identify the install.
-    let bound: [&(dyn ToSql + Sync); 11] = [
+    // The parameters of both `INSERT_INSTALL` and `REBIND_INSTALL`.
+    let bind_params: [&(dyn ToSql + Sync); 19] = [
+        &install_id.0,
+        &new.app_id.0,
+        &user_id.0,
+        &device.device_id,
         &platform,
         &form_factor,
         &device.model,
@@ -244,63 +239,46 @@ async fn redeem_in(
         &state,
         &reason,
         &outcome.install_epoch,
+        &code_hash,
+        &token_nonce,
+        &restored,
+        &outcome.user_epoch,
     ];
-    let (bind, identity): (&Statement, Vec<&(dyn ToSql + Sync)>) = match outcome.existing {
-        Some(_) => (rebind, vec![&install_id.0]),
-        None => (
-            insert,
-            vec![&install_id.0, &new.app_id.0, &user_id.0, &device.device_id],
-        ),
+    let bind = if outcome.existing.is_some() {
+        rebind
+    } else {
+        insert
     };
-    let bind_params: Vec<&(dyn ToSql + Sync)> = identity.into_iter().chain(bound).collect();
     let superseded_id = outcome
         .superseded
         .map(|install| install.0)
         .unwrap_or_default();
     let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
-    let epoch_params: [&(dyn ToSql + Sync); 2] = [&user_id.0, &outcome.user_epoch];
-    let code_hash = new.code_hash.as_bytes().as_slice();
-    let token_nonce = new.token_nonce.as_slice();
-    let claim_params: [&(dyn ToSql + Sync); 7] = [
-        &code_hash,
-        &new.app_id.0,
-        &device.device_id,
-        &token_nonce,
-        &user_id.0,
-        &install_id.0,
-        &restored,
-    ];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
-    let mut writes = Vec::new();
+    let mut before_bind = Vec::new();
     if outcome.superseded.is_some() {
-        writes.push(client.query(supersede, &supersede_params));
-    }
-    let bound_index = writes.len();
-    writes.push(client.query(bind, &bind_params));
-    if outcome.user_epoch != stored_user_epoch {
-        writes.push(client.query(set_epoch, &epoch_params));
+        before_bind.push(client.query(supersede, &supersede_params));
     }
     if !changed.is_empty() {
-        writes.push(client.query(notify, &notify_params));
+        before_bind.push(client.query(notify, &notify_params));
     }
-    // The claim goes last before `COMMIT`: when it fails, nothing else
-    // is left to fail first.
+    // Responses arrive in order, so the first statement to fail is the
+    // error seen: a claim of a code redeemed already is told apart from the
+    // failures that follow it.
     let written = futures_util::future::try_join3(
-        try_join_all(writes),
-        client.execute(claim, &claim_params),
+        try_join_all(before_bind),
+        client.query_opt(bind, &bind_params),
         client.batch_execute(PipelinedTransaction::COMMIT),
     )
     .await;
-    let results = match written {
-        Ok((results, _claimed, ())) => results,
+    let bound = match written {
+        Ok((_, bound, ())) => bound,
         Err(error) if violates(&error, CODE_ALREADY_CLAIMED) => {
             return Ok(RedeemOutcome::AlreadyRedeemed);
         }
         Err(error) => return Err(bind_conflict(error)),
     };
-    let changed_at: SystemTime = results
-        .get(bound_index)
-        .and_then(|rows| rows.first())
+    let changed_at: SystemTime = bound
         .ok_or_else(|| StoreError::internal("the install was not written"))?
         .try_get(0)
         .map_err(StoreError::from)?;

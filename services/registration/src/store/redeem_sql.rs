@@ -1,82 +1,172 @@
-//! The statements of a redemption, in the order they are sent.
+//! The statements of a redemption.
 //!
-//! Public so that the benchmark's SQL floor issues exactly these statements,
-//! one after another, beside the service that pipelines them.
+//! A redemption takes these steps ([`steps`], one statement each): create
+//! or lock the user, lock the installs in play, read the app's SDK
+//! configuration, supersede the user's active install, bind the device's
+//! install, set the user's epoch, claim the code, announce what changed.
+//! The service sends fewer statements than steps: where steps touch
+//! different tables it merges them ([`UPSERT_USER`] also reads the SDK
+//! configuration; [`INSERT_INSTALL`] and [`REBIND_INSTALL`] also claim the
+//! code and set the user's epoch), and it pipelines what is left. Each
+//! statement saved is a `Bind`/`Execute`/`Sync` exchange and an executor run
+//! less for Postgres. The benchmark's SQL floor issues [`steps`] one after
+//! another, as a service that neither merges nor pipelines would.
+//!
+//! The shared parts of a step and the statement it is merged into are
+//! written once, in the macros below.
 
-/// Records the redemption. No `ON CONFLICT`: a code redeemed already must
-/// fail the statement, so that the `COMMIT` sent right behind it in the same
-/// round trip rolls the whole attempt back.
-pub const CLAIM_CODE: &str =
-    "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce, user_id, install_id, restored)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-/// The constraint [`CLAIM_CODE`] violates when the code was redeemed already.
-pub const CODE_ALREADY_CLAIMED: &str = "redeemed_codes_pkey";
-
-/// Creates the user or finds the existing one, and locks its row so that
-/// redemptions of one user arbitrate one at a time. A new user is inserted
-/// with [`NEW_USER_EPOCH`], the epoch of its first activation. `xmax = 0`
-/// holds for a row this statement inserted.
-pub const UPSERT_USER: &str =
-    "INSERT INTO users (id, app_id, external_id, epoch) VALUES ($1, $2, $3, $4)
+/// Creates the user or finds the existing one, locking its row.
+macro_rules! upsert_user {
+    () => {
+        "INSERT INTO users (id, app_id, external_id, epoch) VALUES ($1, $2, $3, $4)
      ON CONFLICT (app_id, external_id) DO UPDATE SET external_id = EXCLUDED.external_id
-     RETURNING id, epoch, (xmax = 0) AS created";
+     RETURNING id, epoch, (xmax = 0) AS created"
+    };
+}
+
+/// A new install, from its fifteen parameters.
+macro_rules! insert_install {
+    () => {
+        "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
+         os_version, app_version, sdk_version, bundle_id, token_hash, state, reason, epoch)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    };
+}
+
+/// What the `install` CTE of [`INSERT_INSTALL`] and [`REBIND_INSTALL`]
+/// returns to the rest of the statement.
+macro_rules! install_written {
+    () => {
+        " RETURNING id, app_id, user_id, device_id, changed_at"
+    };
+}
+
+/// The columns of a claimed code.
+macro_rules! claim_columns {
+    () => {
+        "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce, user_id, install_id, restored)"
+    };
+}
+
+/// The tail of [`INSERT_INSTALL`] and [`REBIND_INSTALL`], behind their
+/// `install` CTE: claims the code and sets the user's epoch (when it moved)
+/// for the install written, so that neither happens without it, and answers
+/// the install's `changed_at`.
+macro_rules! claim_and_set_epoch {
+    () => {
+        concat!(
+            "),
+     claim AS (",
+            claim_columns!(),
+            " SELECT $16, app_id, device_id, $17, user_id, id, $18 FROM install),
+     user_epoch AS (UPDATE users SET epoch = $19
+         WHERE id = (SELECT user_id FROM install) AND epoch <> $19)
+     SELECT changed_at FROM install"
+        )
+    };
+}
+
+/// The constraint a code's claim violates when the code was redeemed
+/// already.
+pub const CODE_ALREADY_CLAIMED: &str = "redeemed_codes_pkey";
 
 /// A new user's first redemption always activates its install (no other
 /// install of the user exists to keep), so the user row is born with that
 /// activation's epoch instead of being written twice.
 pub const NEW_USER_EPOCH: i64 = 1;
 
+/// Creates the user or finds the existing one, and locks its row so that
+/// redemptions of one user arbitrate one at a time; also reads the app's
+/// SDK configuration. A new user is inserted with [`NEW_USER_EPOCH`].
+/// `xmax = 0` holds for a row this statement inserted.
+pub const UPSERT_USER: &str = concat!(
+    upsert_user!(),
+    ", (SELECT sdk_config FROM apps WHERE id = $2)"
+);
+
 /// The user's active install and the device's live install, locked. The
 /// user is found by external id, so this runs in the same round trip as
-/// [`UPSERT_USER`], whose row it sees.
+/// [`UPSERT_USER`], whose row it sees (a statement of its own: it must see
+/// rows that a concurrent redemption committed while the upsert waited on
+/// the user's lock).
 pub const INSTALLS_IN_PLAY: &str =
     "SELECT id, user_id, device_id, form_factor, state, epoch FROM installs
      WHERE (user_id = (SELECT id FROM users WHERE app_id = $1 AND external_id = $2) AND state = 'active')
         OR (app_id = $1 AND device_id = $3 AND state <> 'reset')
      FOR UPDATE";
 
-/// The app's SDK configuration, returned to the device.
-pub const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
-
+/// Deactivates the install a new activation replaces. A statement of its
+/// own, sent before the new install is bound: one statement cannot retire
+/// one active install and write another without tripping the one-active
+/// index.
 pub const SUPERSEDE: &str =
     "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1";
 
-/// Binds a new install. From `platform` on, its parameters are those of
-/// [`REBIND_INSTALL`] from `$2` on, in the same order.
-pub const INSERT_INSTALL: &str =
-    "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
-         os_version, app_version, sdk_version, bundle_id, token_hash, state, reason, epoch)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-     RETURNING changed_at";
+/// Binds a new install, claims the code and sets the user's epoch.
+/// Parameters: `$1` install id, `$2` app id, `$3` user id, `$4` device id,
+/// `$5`–`$15` what the device and arbitration set (in `INSERT INTO
+/// installs` order), `$16` code hash, `$17` token nonce, `$18` restored,
+/// `$19` the user's epoch.
+///
+/// The claim has no `ON CONFLICT`: a code redeemed already fails the
+/// statement ([`CODE_ALREADY_CLAIMED`]), so the `COMMIT` behind it rolls the
+/// whole attempt back.
+pub const INSERT_INSTALL: &str = concat!(
+    "WITH install AS (",
+    insert_install!(),
+    install_written!(),
+    claim_and_set_epoch!()
+);
 
-/// Re-binds the device's own install; `changed_at` moves only when the
-/// status does.
-pub const REBIND_INSTALL: &str = "UPDATE installs SET
-         platform = $2, form_factor = $3, model = $4, os_version = $5, app_version = $6,
-         sdk_version = $7, bundle_id = $8, token_hash = $9,
-         changed_at = CASE WHEN (state, reason, epoch) IS DISTINCT FROM ($10::text, $11::text, $12::bigint)
+/// Re-binds the device's own install, claims the code and sets the user's
+/// epoch; the parameters of [`INSERT_INSTALL`]. `changed_at` moves only
+/// when the status does.
+pub const REBIND_INSTALL: &str = concat!(
+    "WITH install AS (UPDATE installs SET
+         platform = $5, form_factor = $6, model = $7, os_version = $8, app_version = $9,
+         sdk_version = $10, bundle_id = $11, token_hash = $12,
+         changed_at = CASE WHEN (state, reason, epoch) IS DISTINCT FROM ($13::text, $14::text, $15::bigint)
                            THEN now() ELSE changed_at END,
-         state = $10, reason = $11, epoch = $12
-     WHERE id = $1
-     RETURNING changed_at";
+         state = $13, reason = $14, epoch = $15
+     WHERE id = $1 AND app_id = $2 AND user_id = $3 AND device_id = $4",
+    install_written!(),
+    claim_and_set_epoch!()
+);
 
-pub const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
+/// The app's SDK configuration, on its own (answering a retry reads it so).
+pub const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
 
 /// Announces status changes; delivered by Postgres on commit.
 pub const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
 
 /// Every statement of the transaction, prepared together (one round trip on
 /// a new connection, none once cached).
-pub const STATEMENTS: [&str; 9] = [
+pub const STATEMENTS: [&str; 6] = [
     UPSERT_USER,
     INSTALLS_IN_PLAY,
-    SDK_CONFIG,
     SUPERSEDE,
     INSERT_INSTALL,
     REBIND_INSTALL,
-    SET_USER_EPOCH,
-    CLAIM_CODE,
     NOTIFY,
 ];
+
+/// The steps of a redemption, one statement each, for a client that sends
+/// them one by one (the benchmark's SQL floor).
+pub mod steps {
+    pub use super::{INSTALLS_IN_PLAY, NOTIFY, SDK_CONFIG, SUPERSEDE};
+
+    /// Creates or locks the user: [`super::UPSERT_USER`] without the SDK
+    /// configuration.
+    pub const UPSERT_USER: &str = upsert_user!();
+
+    /// Binds a new install: the first fifteen parameters of
+    /// [`super::INSERT_INSTALL`].
+    pub const INSERT_INSTALL: &str = concat!(insert_install!(), " RETURNING changed_at");
+
+    /// Sets the user's epoch.
+    pub const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
+
+    /// Claims the code.
+    pub const CLAIM_CODE: &str = concat!(claim_columns!(), " VALUES ($1, $2, $3, $4, $5, $6, $7)");
+}
