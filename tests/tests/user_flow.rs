@@ -324,11 +324,21 @@ async fn redis_holds_no_usable_code_and_redeemed_codes_leave_it() {
         .expect("ttl");
     assert!((590..=600).contains(&ttl), "TTL {ttl}");
 
-    env.registration()
-        .await
-        .create_user(create_user_request(&code, &app_id, phone("p")))
-        .await
-        .expect("redeem");
+    // Redeemed together, the codes leave Redis together (in batched
+    // deletes).
+    let mut codes = vec![(code, phone("p"))];
+    for user in 0..15 {
+        let code = env.mint(&api_key, &format!("u{user}")).await;
+        codes.push((code, phone(&format!("p{user}"))));
+    }
+    let redemptions = codes.into_iter().map(|(code, device)| {
+        let request = create_user_request(&code, &app_id, device);
+        let registration = env.registration();
+        async move { registration.await.create_user(request).await }
+    });
+    for redeemed in futures_util::future::join_all(redemptions).await {
+        redeemed.expect("redeem");
+    }
     for _ in 0..50 {
         let left: Vec<String> = redis::cmd("KEYS")
             .arg(&pattern)
@@ -340,5 +350,5 @@ async fn redis_holds_no_usable_code_and_redeemed_codes_leave_it() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the redeemed code stayed in Redis");
+    panic!("redeemed codes stayed in Redis");
 }

@@ -29,6 +29,8 @@ usage: devicelink-bench [options]
   --rounds N                 runs of each call and its floor, taken in turns;
                              the table keeps each one's median by req/s
                              (default 3, smoke 1; data growth runs once)
+  --only create-user        measure only CreateUser (new users and restorations)
+                             and floor (c), e.g. while profiling
   --scenario-timeout SECS    deadline of each scenario (default 60, smoke 15)
   --client-threads N         worker threads of the load generator (default 1)
   --service-threads N        TOKIO_WORKER_THREADS of the services and the floor
@@ -114,6 +116,8 @@ pub struct Options {
     /// Users in the database for the large data-growth measurement; `None`
     /// skips it (smoke).
     pub large_user_count: Option<u64>,
+    /// Measure only `CreateUser` beside floor (c).
+    pub only_create_user: bool,
     /// The deadline of each scenario.
     pub scenario_timeout: Duration,
     /// Worker threads of the load generator's runtime.
@@ -197,6 +201,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut users = 1_000_000_u64;
     let mut timeout_secs = None;
     let mut rounds = None;
+    let mut only_create_user = false;
     let mut client_threads = 1_usize;
     let mut service_threads = None;
     let mut pool_size = None;
@@ -215,6 +220,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--requests" => requests = Some(positive(&arg, &value(&arg)?)?),
             "--users" => users = number(&arg, &value(&arg)?)?,
             "--rounds" => rounds = Some(positive(&arg, &value(&arg)?)?),
+            "--only" => match value(&arg)?.as_str() {
+                "create-user" => only_create_user = true,
+                other => {
+                    return Err(BenchError::new(format!(
+                        "--only: unknown call {other:?} (create-user)"
+                    )));
+                }
+            },
             "--scenario-timeout" => timeout_secs = Some(positive(&arg, &value(&arg)?)?),
             "--client-threads" => client_threads = positive(&arg, &value(&arg)?)?,
             "--service-threads" => service_threads = Some(positive(&arg, &value(&arg)?)?),
@@ -275,6 +288,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         requests: requests.unwrap_or(if smoke { 20 } else { 10_000 }),
         large_user_count: (!smoke && users > 1_000).then_some(users),
         rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
+        only_create_user,
         scenario_timeout: Duration::from_secs(timeout_secs.unwrap_or(if smoke { 15 } else { 60 })),
         client_threads,
         service_threads,

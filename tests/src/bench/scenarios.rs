@@ -63,6 +63,11 @@ impl Setup {
 
 /// Runs every scenario, adding each measurement to `results` as it ends.
 pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
+    if setup.options.only_create_user {
+        let floor = sql_floor(setup).await?;
+        create_users(setup, &floor, results).await?;
+        return Ok(());
+    }
     for &concurrency in &setup.options.mint_concurrencies() {
         let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
         let subjects = [
@@ -84,15 +89,7 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
     load_users(setup, results, 1, SMALL_USER_COUNT).await?;
     growth(setup, results, "g1k").await?;
 
-    let redis = stores::redis(&setup.redis_url).await?;
-    let floor = SqlFloor::connect(
-        &setup.database_url,
-        redis,
-        setup.options.pool_size,
-        setup.app.app_id,
-        &setup.key_prefix,
-    )
-    .await?;
+    let floor = sql_floor(setup).await?;
     let tokens = create_users(setup, &floor, results).await?;
     statuses(setup, &floor, &tokens, results).await?;
     drop(floor);
@@ -102,6 +99,19 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
         growth(setup, results, "g1m").await?;
     }
     Ok(())
+}
+
+/// Floors (c) and (d) over the run's database, Redis and app.
+async fn sql_floor(setup: &Setup) -> BenchResult<SqlFloor> {
+    let redis = stores::redis(&setup.redis_url).await?;
+    SqlFloor::connect(
+        &setup.database_url,
+        redis,
+        setup.options.pool_size,
+        setup.app.app_id,
+        &setup.key_prefix,
+    )
+    .await
 }
 
 /// `MintAuthCode` against the service or floor (a) or (b).

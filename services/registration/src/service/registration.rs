@@ -77,10 +77,7 @@ impl RegistrationHandler {
                 token_hash: token.hash(),
             };
             if let RedeemOutcome::Redeemed(redeemed) = self.store.redeem(&redemption).await? {
-                // Off the response path: the redemption row already refuses
-                // the code, the delete only tidies Redis up.
-                let codes = self.codes.clone();
-                tokio::spawn(async move { codes.retire(&code_hash).await });
+                self.codes.retire(code_hash);
                 record_redemption(&redeemed);
                 // This replica's own readers see the change at once, before
                 // its announcement comes back from Postgres.
