@@ -13,6 +13,7 @@ macro_rules! status_columns {
 }
 
 mod admin;
+mod cancel_on_drop;
 mod installs;
 mod pipelined_tx;
 mod redeem;

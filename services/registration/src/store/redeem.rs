@@ -1,33 +1,38 @@
-//! The redemption transaction: claim the code, create or restore the user,
-//! bind the device and arbitrate activation, all or nothing.
+//! Redemption: claim the code, create or restore the user, bind the device
+//! and arbitrate activation, all or nothing.
 //!
-//! Round trips are the cost that matters here, so the statements are
+//! Round trips are the cost that matters here. Most codes link a user that
+//! does not exist yet, and a new user needs no arbitration, so that is
+//! tried first as one statement that is its own transaction
+//! ([`super::redeem_sql::CREATE_USER`]): one round trip. When the user
+//! exists, a transaction arbitrates in two round trips, its statements
 //! pipelined (tokio-postgres sends requests in the order their futures are
-//! first polled, without waiting for earlier answers): one round trip opens
-//! the transaction and reads and locks everything arbitration needs, one
-//! writes the outcome and commits (see [`PipelinedTransaction`]).
-//! Arbitration itself runs in Rust between the two. The statements are in
+//! first polled, without waiting for earlier answers): one opens the
+//! transaction and reads and locks everything arbitration needs, one writes
+//! the outcome and commits (see [`PipelinedTransaction`]). Arbitration
+//! itself runs in Rust between the two. The statements are in
 //! [`super::redeem_sql`].
 //!
 //! Postgres time is the other cost, so there are fewer statements than
 //! steps and nothing is written twice: a new user is inserted with the
 //! epoch its first activation gives it, and the code is claimed by the
-//! statement that binds the install, in the second round trip. That claim
-//! is still what makes a code single-use: two redemptions of one code are
-//! of one user, so the second waits on the user's row lock until the first
-//! commits, and its claim then violates the code's primary key, which rolls
-//! the whole attempt back.
+//! statement that binds the install. That claim is what makes a code
+//! single-use: two redemptions of one code are of one user, so the second
+//! waits on the first's insert or lock of the user row until the first
+//! commits, and its claim then violates the code's primary key, which
+//! rolls the whole attempt back.
 
 use std::time::SystemTime;
 
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::future::try_join_all;
-use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
+use super::cancel_on_drop::CancelOnDrop;
 use super::pipelined_tx::PipelinedTransaction;
 use super::redeem_sql::{CODE_ALREADY_CLAIMED, NEW_USER_EPOCH, STATEMENTS};
 use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
@@ -110,9 +115,20 @@ struct Outcome {
     existing: Option<InstallId>,
 }
 
+/// The prepared statements of [`super::redeem_sql::STATEMENTS`].
+struct Statements {
+    create_user: Statement,
+    upsert: Statement,
+    in_play: Statement,
+    supersede: Statement,
+    insert: Statement,
+    rebind: Statement,
+    notify: Statement,
+}
+
 impl Store {
-    /// Redeems a code in one transaction, retried when it collides with a
-    /// concurrent one. Either everything is written or nothing is.
+    /// Redeems a code, retried when it collides with a concurrent
+    /// redemption. Either everything is written or nothing is.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.redeem", skip_all, fields(db.system = "postgresql"))]
     pub async fn redeem(
         &self,
@@ -132,6 +148,8 @@ impl Store {
         }
     }
 
+    /// One attempt: as a new user in one statement, else in a transaction
+    /// that arbitrates.
     async fn try_redeem(
         &self,
         new: &NewRedemption<'_>,
@@ -140,8 +158,31 @@ impl Store {
         let prepared = try_join_all(STATEMENTS.map(|sql| connection.prepare_cached(sql)))
             .await
             .map_err(StoreError::from)?;
-        let statements = <[Statement; 6]>::try_from(prepared)
+        let [
+            create_user,
+            upsert,
+            in_play,
+            supersede,
+            insert,
+            rebind,
+            notify,
+        ] = <[Statement; 7]>::try_from(prepared)
             .map_err(|_| StoreError::internal("prepared statement count"))?;
+        let statements = Statements {
+            create_user,
+            upsert,
+            in_play,
+            supersede,
+            insert,
+            rebind,
+            notify,
+        };
+        let guard = CancelOnDrop::new(connection);
+        let as_new_user = redeem_for_new_user(guard.client(), &statements, new).await;
+        let connection = guard.disarm();
+        if let Some(outcome) = as_new_user? {
+            return Ok(outcome);
+        }
         let tx = PipelinedTransaction::new(connection);
         match redeem_in(&tx, &statements, new).await {
             Ok(RedeemOutcome::Redeemed(redeemed)) => {
@@ -156,15 +197,129 @@ impl Store {
     }
 }
 
-/// The two round trips of one attempt: `BEGIN` and the reads, then the
-/// writes and `COMMIT`. Anything but [`RedeemOutcome::Redeemed`] leaves the
-/// transaction for the caller to roll back.
+/// The one round trip of a code whose user does not exist yet
+/// ([`super::redeem_sql::CREATE_USER`]); `None` when the user exists, and
+/// nothing was written.
+async fn redeem_for_new_user(
+    client: &Client,
+    statements: &Statements,
+    new: &NewRedemption<'_>,
+) -> Result<Option<RedeemOutcome>, RegistrationError> {
+    let user_id = UserId(Uuid::now_v7());
+    // A new user has no installs: arbitration activates this one.
+    let outcome = decide(&[], user_id, 0, new.device)?;
+    let binding = Binding::new(new, &outcome, InstallId(Uuid::now_v7()), user_id, false);
+    let bound = binding.params();
+    let external_id = new.external_id.as_str();
+    let params: [&(dyn ToSql + Sync); 20] =
+        std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
+    let row = match client.query_opt(&statements.create_user, &params).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Ok(None),
+        Err(error) => return failed_write(error, new.app_id).map(Some),
+    };
+    let changed_at: SystemTime = row.try_get(0).map_err(StoreError::from)?;
+    let sdk_config = sdk_config(row.try_get(1).map_err(StoreError::from)?, new.app_id)?;
+    Ok(Some(RedeemOutcome::Redeemed(
+        binding.redeemed(changed_at, sdk_config),
+    )))
+}
+
+/// What binding an install writes: the parameters `$1`–`$19` shared by the
+/// statements that bind one (see [`super::redeem_sql::INSERT_INSTALL`]),
+/// and what the redemption answers once they are written.
+struct Binding<'a> {
+    new: &'a NewRedemption<'a>,
+    outcome: &'a Outcome,
+    install_id: InstallId,
+    user_id: UserId,
+    restored: bool,
+    platform: &'static str,
+    form_factor: &'static str,
+    state: &'static str,
+    reason: Option<&'static str>,
+    token_hash: &'a [u8],
+    code_hash: &'a [u8],
+    token_nonce: &'a [u8],
+}
+
+impl<'a> Binding<'a> {
+    fn new(
+        new: &'a NewRedemption<'a>,
+        outcome: &'a Outcome,
+        install_id: InstallId,
+        user_id: UserId,
+        restored: bool,
+    ) -> Self {
+        Self {
+            new,
+            outcome,
+            install_id,
+            user_id,
+            restored,
+            platform: new.device.platform.as_db(),
+            form_factor: new.device.form_factor.as_db(),
+            state: outcome.state.as_db(),
+            reason: outcome.reason.map(StateReason::as_db),
+            token_hash: new.token_hash.as_bytes().as_slice(),
+            code_hash: new.code_hash.as_bytes().as_slice(),
+            token_nonce: new.token_nonce.as_slice(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+        [
+            &self.install_id.0,
+            &self.new.app_id.0,
+            &self.user_id.0,
+            &self.new.device.device_id,
+            &self.platform,
+            &self.form_factor,
+            &self.new.device.model,
+            &self.new.device.os_version,
+            &self.new.app.app_version,
+            &self.new.app.sdk_version,
+            &self.new.app.bundle_id,
+            &self.token_hash,
+            &self.state,
+            &self.reason,
+            &self.outcome.install_epoch,
+            &self.code_hash,
+            &self.token_nonce,
+            &self.restored,
+            &self.outcome.user_epoch,
+        ]
+    }
+
+    /// The redemption, once written.
+    fn redeemed(&self, changed_at: SystemTime, sdk_config: serde_json::Value) -> Redeemed {
+        Redeemed {
+            user_id: self.user_id,
+            install_id: self.install_id,
+            restored: self.restored,
+            status: StatusRecord {
+                install_id: self.install_id,
+                state: self.outcome.state,
+                reason: self.outcome.reason,
+                epoch: epoch(self.outcome.install_epoch),
+                current_epoch: epoch(self.outcome.user_epoch),
+                changed_at,
+            },
+            sdk_config,
+            superseded: self.outcome.superseded,
+        }
+    }
+}
+
+/// The two round trips of the transaction that arbitrates: `BEGIN` and the
+/// reads, then the writes and `COMMIT`. Anything but
+/// [`RedeemOutcome::Redeemed`] leaves the transaction for the caller to
+/// roll back.
 async fn redeem_in(
     tx: &PipelinedTransaction,
-    statements: &[Statement; 6],
+    statements: &Statements,
     new: &NewRedemption<'_>,
 ) -> Result<RedeemOutcome, RegistrationError> {
-    let [upsert, in_play, supersede, insert, rebind, notify] = statements;
     let client = tx.client();
     let device = new.device;
 
@@ -174,7 +329,7 @@ async fn redeem_in(
     let ((), user_row, install_rows) = futures_util::future::try_join3(
         client.batch_execute(PipelinedTransaction::BEGIN),
         client.query_one(
-            upsert,
+            &statements.upsert,
             &[
                 &new_user_id,
                 &new.app_id.0,
@@ -183,7 +338,7 @@ async fn redeem_in(
             ],
         ),
         client.query(
-            in_play,
+            &statements.in_play,
             &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
         ),
     )
@@ -192,10 +347,7 @@ async fn redeem_in(
     let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
     let stored_user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
     let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
-    let sdk_config: serde_json::Value = user_row
-        .try_get::<_, Option<serde_json::Value>>(3)
-        .map_err(StoreError::from)?
-        .ok_or_else(|| RegistrationError::NotFound(format!("app {} does not exist", new.app_id)))?;
+    let sdk_config = sdk_config(user_row.try_get(3).map_err(StoreError::from)?, new.app_id)?;
     // Arbitration sees a new user as it was before this activation.
     let user_epoch = if restored { stored_user_epoch } else { 0 };
     let installs = install_rows
@@ -209,46 +361,19 @@ async fn redeem_in(
     let install_id = outcome
         .existing
         .unwrap_or_else(|| InstallId(Uuid::now_v7()));
-    let token_hash = new.token_hash.as_bytes().as_slice();
-    let state = outcome.state.as_db();
-    let reason = outcome.reason.map(StateReason::as_db);
-    let platform = device.platform.as_db();
-    let form_factor = device.form_factor.as_db();
-    let code_hash = new.code_hash.as_bytes().as_slice();
-    let token_nonce = new.token_nonce.as_slice();
+    let binding = Binding::new(new, &outcome, install_id, user_id, restored);
+    let bind_params = binding.params();
+    let bind = if outcome.existing.is_some() {
+        &statements.rebind
+    } else {
+        &statements.insert
+    };
     let changed: Vec<Uuid> = outcome
         .superseded
         .iter()
         .chain(outcome.existing.iter())
         .map(|install| install.0)
         .collect();
-    // The parameters of both `INSERT_INSTALL` and `REBIND_INSTALL`.
-    let bind_params: [&(dyn ToSql + Sync); 19] = [
-        &install_id.0,
-        &new.app_id.0,
-        &user_id.0,
-        &device.device_id,
-        &platform,
-        &form_factor,
-        &device.model,
-        &device.os_version,
-        &new.app.app_version,
-        &new.app.sdk_version,
-        &new.app.bundle_id,
-        &token_hash,
-        &state,
-        &reason,
-        &outcome.install_epoch,
-        &code_hash,
-        &token_nonce,
-        &restored,
-        &outcome.user_epoch,
-    ];
-    let bind = if outcome.existing.is_some() {
-        rebind
-    } else {
-        insert
-    };
     let superseded_id = outcome
         .superseded
         .map(|install| install.0)
@@ -257,14 +382,13 @@ async fn redeem_in(
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
     let mut before_bind = Vec::new();
     if outcome.superseded.is_some() {
-        before_bind.push(client.query(supersede, &supersede_params));
+        before_bind.push(client.query(&statements.supersede, &supersede_params));
     }
     if !changed.is_empty() {
-        before_bind.push(client.query(notify, &notify_params));
+        before_bind.push(client.query(&statements.notify, &notify_params));
     }
     // Responses arrive in order, so the first statement to fail is the
-    // error seen: a claim of a code redeemed already is told apart from the
-    // failures that follow it.
+    // error seen, not the failures that follow it.
     let written = futures_util::future::try_join3(
         try_join_all(before_bind),
         client.query_opt(bind, &bind_params),
@@ -273,31 +397,24 @@ async fn redeem_in(
     .await;
     let bound = match written {
         Ok((_, bound, ())) => bound,
-        Err(error) if violates(&error, CODE_ALREADY_CLAIMED) => {
-            return Ok(RedeemOutcome::AlreadyRedeemed);
-        }
-        Err(error) => return Err(bind_conflict(error)),
+        Err(error) => return failed_write(error, new.app_id),
     };
     let changed_at: SystemTime = bound
         .ok_or_else(|| StoreError::internal("the install was not written"))?
         .try_get(0)
         .map_err(StoreError::from)?;
+    Ok(RedeemOutcome::Redeemed(
+        binding.redeemed(changed_at, sdk_config),
+    ))
+}
 
-    Ok(RedeemOutcome::Redeemed(Redeemed {
-        user_id,
-        install_id,
-        restored,
-        status: StatusRecord {
-            install_id,
-            state: outcome.state,
-            reason: outcome.reason,
-            epoch: epoch(outcome.install_epoch),
-            current_epoch: epoch(outcome.user_epoch),
-            changed_at,
-        },
-        sdk_config,
-        superseded: outcome.superseded,
-    }))
+/// The app's SDK configuration as read with the user; missing only if the
+/// app is gone.
+fn sdk_config(
+    config: Option<serde_json::Value>,
+    app_id: AppId,
+) -> Result<serde_json::Value, RegistrationError> {
+    config.ok_or_else(|| RegistrationError::NotFound(format!("app {app_id} does not exist")))
 }
 
 /// Runs arbitration over the locked installs: refuses a device that holds
@@ -365,6 +482,22 @@ fn device_taken() -> RegistrationError {
         "this device holds an install of another user; reset that install (ResetInstall) before linking a new user"
             .into(),
     )
+}
+
+/// Why writing a redemption failed: the code was claimed already (by a
+/// concurrent redemption, or this device's own earlier one), the app is
+/// gone, or the install collided with a concurrent one.
+fn failed_write(
+    error: tokio_postgres::Error,
+    app_id: AppId,
+) -> Result<RedeemOutcome, RegistrationError> {
+    if violates(&error, CODE_ALREADY_CLAIMED) {
+        return Ok(RedeemOutcome::AlreadyRedeemed);
+    }
+    if error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
+        return Err(app_missing_or(error, app_id));
+    }
+    Err(bind_conflict(error))
 }
 
 /// A concurrent redemption bound the same device first: to another user it

@@ -24,20 +24,30 @@ macro_rules! upsert_user {
     };
 }
 
-/// A new install, from its fifteen parameters.
-macro_rules! insert_install {
+/// The columns of an install, in the order of its fifteen parameters.
+macro_rules! install_columns {
     () => {
         "INSERT INTO installs (id, app_id, user_id, device_id, platform, form_factor, model,
-         os_version, app_version, sdk_version, bundle_id, token_hash, state, reason, epoch)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         os_version, app_version, sdk_version, bundle_id, token_hash, state, reason, epoch)"
     };
 }
 
-/// What the `install` CTE of [`INSERT_INSTALL`] and [`REBIND_INSTALL`]
-/// returns to the rest of the statement.
+/// A new install, from its fifteen parameters.
+macro_rules! insert_install {
+    () => {
+        concat!(
+            install_columns!(),
+            "
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        )
+    };
+}
+
+/// What the `install` CTE of the statements that bind an install returns
+/// to the rest of the statement.
 macro_rules! install_written {
     () => {
-        " RETURNING id, app_id, user_id, device_id, changed_at"
+        " RETURNING id, app_id, user_id, device_id, changed_at)"
     };
 }
 
@@ -48,17 +58,27 @@ macro_rules! claim_columns {
     };
 }
 
+/// The `claim` CTE behind an `install` CTE: claims the code for the install
+/// written, so that it is never claimed without one.
+macro_rules! claim {
+    () => {
+        concat!(
+            ",
+     claim AS (",
+            claim_columns!(),
+            " SELECT $16, app_id, device_id, $17, user_id, id, $18 FROM install)"
+        )
+    };
+}
+
 /// The tail of [`INSERT_INSTALL`] and [`REBIND_INSTALL`], behind their
 /// `install` CTE: claims the code and sets the user's epoch (when it moved)
-/// for the install written, so that neither happens without it, and answers
-/// the install's `changed_at`.
+/// for the install written, and answers the install's `changed_at`.
 macro_rules! claim_and_set_epoch {
     () => {
         concat!(
-            "),
-     claim AS (",
-            claim_columns!(),
-            " SELECT $16, app_id, device_id, $17, user_id, id, $18 FROM install),
+            claim!(),
+            ",
      user_epoch AS (UPDATE users SET epoch = $19
          WHERE id = (SELECT user_id FROM install) AND epoch <> $19)
      SELECT changed_at FROM install"
@@ -74,6 +94,30 @@ pub const CODE_ALREADY_CLAIMED: &str = "redeemed_codes_pkey";
 /// install of the user exists to keep), so the user row is born with that
 /// activation's epoch instead of being written twice.
 pub const NEW_USER_EPOCH: i64 = 1;
+
+/// Redeems a code whose user does not exist yet, the common case, in one
+/// statement that is its own transaction (one round trip, no `BEGIN` or
+/// `COMMIT`): creates the user, binds its first install and claims the
+/// code. Nothing needs arbitrating: a new user has no install to keep, so
+/// the install is active with the user's first epoch, and a device that
+/// holds another user's live install fails the statement on
+/// `installs_one_live_per_device`. When the user exists, `ON CONFLICT DO
+/// NOTHING` leaves every part empty and the statement answers no row: the
+/// redemption then runs as a transaction that arbitrates. Parameters: those
+/// of [`INSERT_INSTALL`], then `$20` the external id.
+pub const CREATE_USER: &str = concat!(
+    "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $20, $19)
+     ON CONFLICT (app_id, external_id) DO NOTHING
+     RETURNING id),
+     install AS (",
+    install_columns!(),
+    "
+     SELECT $1, $2, id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM new_user",
+    install_written!(),
+    claim!(),
+    "
+     SELECT changed_at, (SELECT sdk_config FROM apps WHERE id = $2) FROM install"
+);
 
 /// Creates the user or finds the existing one, and locks its row so that
 /// redemptions of one user arbitrate one at a time; also reads the app's
@@ -142,7 +186,8 @@ pub const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[])
 
 /// Every statement of the transaction, prepared together (one round trip on
 /// a new connection, none once cached).
-pub const STATEMENTS: [&str; 6] = [
+pub const STATEMENTS: [&str; 7] = [
+    CREATE_USER,
     UPSERT_USER,
     INSTALLS_IN_PLAY,
     SUPERSEDE,

@@ -1,0 +1,69 @@
+//! A statement that is its own transaction, cancelled when its caller
+//! gives up.
+//!
+//! A statement sent outside `BEGIN` commits by itself as soon as it
+//! completes, whether or not anyone still waits for its answer. A call that
+//! is cancelled (its client went away) while such a statement runs, say
+//! waiting on a lock, must not go on to write what the caller gave up:
+//! dropped before the answer arrives, [`CancelOnDrop`] asks Postgres to
+//! cancel the statement and closes the connection, so that the cancel can
+//! never reach a later statement of another call on that connection.
+//! Once Postgres has committed, the cancel does nothing; that is the lost
+//! response a retry from the same device is answered for.
+
+use deadpool_postgres::Object;
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::StoreError;
+
+/// A pooled connection while a statement that commits on its own runs.
+pub struct CancelOnDrop {
+    connection: Option<Object>,
+}
+
+impl CancelOnDrop {
+    /// Guards `connection` until [`Self::disarm`].
+    pub fn new(connection: Object) -> Self {
+        Self {
+            connection: Some(connection),
+        }
+    }
+
+    /// The connection, to send the statement on.
+    pub fn client(&self) -> &Client {
+        // Only `disarm` takes the connection, and it consumes `self`.
+        self.connection
+            .as_deref()
+            .map(|wrapper| &**wrapper)
+            .expect("the connection is held until disarmed")
+    }
+
+    /// The answer arrived: the connection is free for other statements.
+    pub fn disarm(mut self) -> Object {
+        self.connection
+            .take()
+            .expect("the connection is held until disarmed")
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(connection) = self.connection.take() else {
+            return;
+        };
+        // Out of the pool for good: the connection is closed once the
+        // cancel is sent.
+        let client = Object::take(connection);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to send the cancel from: closing is all there is.
+            return;
+        };
+        let cancel = client.cancel_token();
+        runtime.spawn(async move {
+            if let Err(error) = cancel.cancel_query(NoTls).await {
+                tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
+            }
+            drop(client);
+        });
+    }
+}
