@@ -301,7 +301,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
 fn number<T>(name: &str, text: &str) -> BenchResult<T>
 where
     T: std::str::FromStr,
-    T::Err: std::fmt::Display,
+    T::Err: std::error::Error,
 {
     text.parse()
         .context(format!("{name}: {text:?} does not parse"))
@@ -310,7 +310,7 @@ where
 fn positive<T>(name: &str, text: &str) -> BenchResult<T>
 where
     T: std::str::FromStr + Default + PartialOrd,
-    T::Err: std::fmt::Display,
+    T::Err: std::error::Error,
 {
     let value: T = number(name, text)?;
     if value <= T::default() {

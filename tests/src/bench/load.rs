@@ -50,7 +50,7 @@ impl From<tonic::Status> for CallError {
 
 impl From<tokio_postgres::Error> for CallError {
     fn from(error: tokio_postgres::Error) -> Self {
-        Self::new("postgres", error.to_string())
+        Self::new("postgres", super::with_causes(&error))
     }
 }
 

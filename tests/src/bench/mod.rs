@@ -73,10 +73,23 @@ pub trait Context<T> {
     fn context(self, what: impl Display) -> BenchResult<T>;
 }
 
-impl<T, E: Display> Context<T> for Result<T, E> {
+impl<T, E: std::error::Error> Context<T> for Result<T, E> {
     fn context(self, what: impl Display) -> BenchResult<T> {
-        self.map_err(|error| BenchError(format!("{what}: {error}")))
+        self.map_err(|error| BenchError(format!("{what}: {}", with_causes(&error))))
     }
+}
+
+/// An error's text followed by its causes': tokio-postgres says only "db
+/// error" and keeps what Postgres said in the cause.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
 }
 
 impl<T> Context<T> for Option<T> {

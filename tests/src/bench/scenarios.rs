@@ -19,7 +19,7 @@ use super::prepare::{
 use super::results::{Call, Results, Subject};
 use super::sql_floor::SqlFloor;
 use super::stores::{self, BulkIds};
-use super::{BenchError, BenchResult};
+use super::{BenchError, BenchResult, Context};
 
 /// The users of the first data-growth measurement.
 const SMALL_USER_COUNT: u64 = 1_000;
@@ -91,6 +91,7 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
 
     let floor = sql_floor(setup).await?;
     let tokens = create_users(setup, &floor, results).await?;
+    settle(setup).await;
     statuses(setup, &floor, &tokens, results).await?;
     drop(floor);
 
@@ -155,6 +156,30 @@ async fn mint(
         }
     })
     .await
+}
+
+/// Lets Postgres catch up on what the `CreateUser` scenarios wrote (vacuum,
+/// statistics, a checkpoint), so that autovacuum and the checkpointer do not
+/// take the cores in the middle of the next measurement. Failing only costs
+/// comparability, so it warns.
+async fn settle(setup: &Setup) {
+    let vacuumed = match stores::connect(&setup.database_url).await {
+        Ok(client) => client
+            .batch_execute("VACUUM ANALYZE users, installs, redeemed_codes")
+            .await
+            .context("VACUUM ANALYZE"),
+        Err(error) => Err(error),
+    };
+    let scratch = format!("bench_{}_checkpoint", std::process::id());
+    let settled = match vacuumed {
+        Ok(()) => stores::checkpoint(&setup.admin_database_url, &scratch).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = settled {
+        eprintln!(
+            "devicelink-bench: WARNING: Postgres not settled before GetInstallStatus: {error}"
+        );
+    }
 }
 
 /// Loads users `first..=last` straight into Postgres.
@@ -506,6 +531,19 @@ fn record_median(
     spec: LoadSpec,
     runs: Vec<load::LoadOutcome>,
 ) -> BenchResult<()> {
+    if runs.len() > 1 {
+        let rates: Vec<String> = runs
+            .iter()
+            .map(|run| format!("{:.0}", run.throughput()))
+            .collect();
+        eprintln!(
+            "devicelink-bench: {} c={} {}: rounds at {} req/s",
+            call.label(),
+            spec.concurrency,
+            subject.label(),
+            rates.join(", ")
+        );
+    }
     let median = load::median_run(runs).ok_or_else(|| {
         BenchError::new(format!("no run of {} ({})", call.label(), subject.label()))
     })?;

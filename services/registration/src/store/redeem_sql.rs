@@ -4,13 +4,15 @@
 //! or lock the user, lock the installs in play, read the app's SDK
 //! configuration, supersede the user's active install, bind the device's
 //! install, set the user's epoch, claim the code, announce what changed.
-//! The service sends fewer statements than steps: where steps touch
-//! different tables it merges them ([`UPSERT_USER`] also reads the SDK
-//! configuration; [`INSERT_INSTALL`] and [`REBIND_INSTALL`] also claim the
-//! code and set the user's epoch), and it pipelines what is left. Each
-//! statement saved is a `Bind`/`Execute`/`Sync` exchange and an executor run
-//! less for Postgres. The benchmark's SQL floor issues [`steps`] one after
-//! another, as a service that neither merges nor pipelines would.
+//! The service sends fewer statements than steps. A user that does not
+//! exist yet needs no arbitration, so all of its steps are one statement
+//! ([`CREATE_USER`]). Otherwise, where steps touch different tables they are
+//! merged ([`UPSERT_USER`] also reads the SDK configuration;
+//! [`INSERT_INSTALL`] and [`REBIND_INSTALL`] also claim the code and set the
+//! user's epoch), and what is left is pipelined. Each statement saved is a
+//! `Bind`/`Execute`/`Sync` exchange and an executor run less for Postgres.
+//! The benchmark's SQL floor issues [`steps`] one after another, as a
+//! service that neither merges nor pipelines would.
 //!
 //! The shared parts of a step and the statement it is merged into are
 //! written once, in the macros below.
@@ -184,7 +186,7 @@ pub const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
 /// Announces status changes; delivered by Postgres on commit.
 pub const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
 
-/// Every statement of the transaction, prepared together (one round trip on
+/// Every statement of a redemption, prepared together (one round trip on
 /// a new connection, none once cached).
 pub const STATEMENTS: [&str; 7] = [
     CREATE_USER,
