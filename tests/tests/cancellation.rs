@@ -22,15 +22,7 @@ async fn a_cancelled_redemption_leaves_nothing_behind() {
     lock.execute("SELECT id FROM apps FOR UPDATE", &[])
         .await
         .expect("lock the app");
-    let call = registration.create_user(create_user_request(&code, &app_id, phone("first")));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), call)
-            .await
-            .is_err(),
-        "the redemption waits for the lock"
-    );
-    // The client gave up; give the server a moment to drop the call.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    give_up_on(registration.create_user(create_user_request(&code, &app_id, phone("first")))).await;
     lock.rollback().await.expect("release the app");
 
     no_connection_stays_in_a_transaction(&env).await;
@@ -85,14 +77,7 @@ async fn a_cancelled_restoration_leaves_nothing_behind() {
     )
     .await
     .expect("lock the user");
-    let call = registration.create_user(create_user_request(&code, &app_id, phone("away")));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), call)
-            .await
-            .is_err(),
-        "the redemption waits for the lock"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    give_up_on(registration.create_user(create_user_request(&code, &app_id, phone("away")))).await;
     lock.rollback().await.expect("release the user");
     no_connection_stays_in_a_transaction(&env).await;
 
@@ -113,6 +98,18 @@ async fn a_cancelled_restoration_leaves_nothing_behind() {
             .await,
         1
     );
+}
+
+/// Gives up on a call that must still be waiting (on a lock) after half a
+/// second, then leaves the server a moment to drop it.
+async fn give_up_on<T>(call: impl Future<Output = T>) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .is_err(),
+        "the redemption waits for the lock"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 /// Waits until no connection of the test's database is inside a

@@ -24,6 +24,7 @@
 
 use std::time::SystemTime;
 
+use deadpool_postgres::Object;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::future::try_join_all;
@@ -34,7 +35,7 @@ use uuid::Uuid;
 
 use super::cancel_on_drop::CancelOnDrop;
 use super::pipelined_tx::PipelinedTransaction;
-use super::redeem_sql::{CODE_ALREADY_CLAIMED, NEW_USER_EPOCH, STATEMENTS};
+use super::redeem_sql::{self as sql, CODE_ALREADY_CLAIMED, NEW_USER_EPOCH};
 use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
 use crate::arbitration::{ActiveInstall, Decision, arbitrate};
 use crate::domain::{
@@ -115,7 +116,7 @@ struct Outcome {
     existing: Option<InstallId>,
 }
 
-/// The prepared statements of [`super::redeem_sql::STATEMENTS`].
+/// The statements of a redemption, prepared on one connection.
 struct Statements {
     create_user: Statement,
     upsert: Statement,
@@ -124,6 +125,31 @@ struct Statements {
     insert: Statement,
     rebind: Statement,
     notify: Statement,
+}
+
+impl Statements {
+    /// Prepares them all at once: one round trip on a new connection, none
+    /// once they are in its cache.
+    async fn prepare(connection: &Object) -> Result<Self, StoreError> {
+        let (create_user, upsert, in_play, supersede, insert, rebind, notify) = futures_util::try_join!(
+            connection.prepare_cached(sql::CREATE_USER),
+            connection.prepare_cached(sql::UPSERT_USER),
+            connection.prepare_cached(sql::INSTALLS_IN_PLAY),
+            connection.prepare_cached(sql::SUPERSEDE),
+            connection.prepare_cached(sql::INSERT_INSTALL),
+            connection.prepare_cached(sql::REBIND_INSTALL),
+            connection.prepare_cached(sql::NOTIFY),
+        )?;
+        Ok(Self {
+            create_user,
+            upsert,
+            in_play,
+            supersede,
+            insert,
+            rebind,
+            notify,
+        })
+    }
 }
 
 impl Store {
@@ -155,28 +181,7 @@ impl Store {
         new: &NewRedemption<'_>,
     ) -> Result<RedeemOutcome, RegistrationError> {
         let connection = self.pool.get().await.map_err(StoreError::from)?;
-        let prepared = try_join_all(STATEMENTS.map(|sql| connection.prepare_cached(sql)))
-            .await
-            .map_err(StoreError::from)?;
-        let [
-            create_user,
-            upsert,
-            in_play,
-            supersede,
-            insert,
-            rebind,
-            notify,
-        ] = <[Statement; 7]>::try_from(prepared)
-            .map_err(|_| StoreError::internal("prepared statement count"))?;
-        let statements = Statements {
-            create_user,
-            upsert,
-            in_play,
-            supersede,
-            insert,
-            rebind,
-            notify,
-        };
+        let statements = Statements::prepare(&connection).await?;
         let guard = CancelOnDrop::new(connection);
         let as_new_user = redeem_for_new_user(guard.client(), &statements, new).await;
         let connection = guard.disarm();
@@ -211,6 +216,7 @@ async fn redeem_for_new_user(
     let binding = Binding::new(new, &outcome, InstallId(Uuid::now_v7()), user_id, false);
     let bound = binding.params();
     let external_id = new.external_id.as_str();
+    // The binding's nineteen parameters, then the external id as `$20`.
     let params: [&(dyn ToSql + Sync); 20] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
     let row = match client.query_opt(&statements.create_user, &params).await {

@@ -186,18 +186,6 @@ pub const SDK_CONFIG: &str = "SELECT sdk_config FROM apps WHERE id = $1";
 /// Announces status changes; delivered by Postgres on commit.
 pub const NOTIFY: &str = "SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id";
 
-/// Every statement of a redemption, prepared together (one round trip on
-/// a new connection, none once cached).
-pub const STATEMENTS: [&str; 7] = [
-    CREATE_USER,
-    UPSERT_USER,
-    INSTALLS_IN_PLAY,
-    SUPERSEDE,
-    INSERT_INSTALL,
-    REBIND_INSTALL,
-    NOTIFY,
-];
-
 /// The steps of a redemption, one statement each, for a client that sends
 /// them one by one (the benchmark's SQL floor).
 pub mod steps {
