@@ -105,8 +105,10 @@ pub const NEW_USER_EPOCH: i64 = 1;
 /// holds another user's live install fails the statement on
 /// `installs_one_live_per_device`. When the user exists, `ON CONFLICT DO
 /// NOTHING` leaves every part empty and the statement answers no row: the
-/// redemption then runs as a transaction that arbitrates. Parameters: those
-/// of [`INSERT_INSTALL`], then `$20` the external id.
+/// redemption then runs as a transaction that arbitrates. (A concurrent
+/// first redemption of the same user makes this one wait for its commit,
+/// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$20`
+/// the external id.
 pub const CREATE_USER: &str = concat!(
     "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $20, $19)
      ON CONFLICT (app_id, external_id) DO NOTHING
