@@ -238,6 +238,28 @@ async fn a_code_of_another_app_is_refused_and_not_consumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_whose_app_is_gone_is_not_found_and_writes_nothing() {
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let code = env.mint(&api_key, "orphan").await;
+    env.database()
+        .await
+        .execute("DELETE FROM apps", &[])
+        .await
+        .expect("remove the app");
+    let refused = env
+        .registration()
+        .await
+        .create_user(create_user_request(&code, &app_id, phone("p")))
+        .await
+        .expect_err("no app");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert!(refused.message().contains("does not exist"), "{refused:?}");
+    assert_eq!(env.count("SELECT count(*) FROM users").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM redeemed_codes").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_a_user_removes_it_and_tells_its_devices() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
