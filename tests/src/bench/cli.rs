@@ -28,8 +28,9 @@ usage: devicelink-bench [options]
                              so 1000 or less skips the second)
   --rounds N                 runs of each call and its floor, taken in turns;
                              the table keeps each one's median by req/s
-                             (default 3, smoke 1; data growth runs once)
-  --only create-user        measure only CreateUser (new users and restorations)
+                             (default 3, smoke 1; data growth takes the
+                             median of as many runs)
+  --only create-user         measure only CreateUser (new users and restorations)
                              and floor (c), e.g. while profiling
   --scenario-timeout SECS    deadline of each scenario (default 60, smoke 15)
   --client-threads N         worker threads of the load generator (default 1)

@@ -163,19 +163,16 @@ async fn mint(
 /// take the cores in the middle of the next measurement. Failing only costs
 /// comparability, so it warns.
 async fn settle(setup: &Setup) {
-    let vacuumed = match stores::connect(&setup.database_url).await {
-        Ok(client) => client
+    let settled = async {
+        let client = stores::connect(&setup.database_url).await?;
+        client
             .batch_execute("VACUUM ANALYZE users, installs, redeemed_codes")
             .await
-            .context("VACUUM ANALYZE"),
-        Err(error) => Err(error),
+            .context("VACUUM ANALYZE")?;
+        let scratch = format!("bench_{}_checkpoint", std::process::id());
+        stores::checkpoint(&setup.admin_database_url, &scratch).await
     };
-    let scratch = format!("bench_{}_checkpoint", std::process::id());
-    let settled = match vacuumed {
-        Ok(()) => stores::checkpoint(&setup.admin_database_url, &scratch).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = settled {
+    if let Err(error) = settled.await {
         eprintln!(
             "devicelink-bench: WARNING: Postgres not settled before GetInstallStatus: {error}"
         );
