@@ -16,7 +16,7 @@ async fn a_cancelled_redemption_leaves_nothing_behind() {
     let mut registration = env.registration().await;
 
     // Creating a user takes a key-share lock on its app: holding the app's
-    // row keeps the redemption waiting with its transaction open.
+    // row keeps the redemption's one statement waiting, uncommitted.
     let mut db = env.database().await;
     let lock = db.transaction().await.expect("a transaction");
     lock.execute("SELECT id FROM apps FOR UPDATE", &[])
