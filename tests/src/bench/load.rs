@@ -50,7 +50,7 @@ impl From<tonic::Status> for CallError {
 
 impl From<tokio_postgres::Error> for CallError {
     fn from(error: tokio_postgres::Error) -> Self {
-        Self::new("postgres", super::with_causes(&error))
+        Self::new("postgres", devicelink_shared::status::error_chain(&error))
     }
 }
 

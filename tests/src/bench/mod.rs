@@ -43,6 +43,8 @@ pub mod stores;
 
 use std::fmt::Display;
 
+use devicelink_shared::status::error_chain;
+
 /// Why a run could not go on: a setup step that failed, with what it was
 /// doing. Errors of single requests are not this: they are counted per
 /// scenario ([`load::CallError`]).
@@ -75,21 +77,10 @@ pub trait Context<T> {
 
 impl<T, E: std::error::Error> Context<T> for Result<T, E> {
     fn context(self, what: impl Display) -> BenchResult<T> {
-        self.map_err(|error| BenchError(format!("{what}: {}", with_causes(&error))))
+        // With its causes: tokio-postgres says only "db error" and keeps
+        // what Postgres said in the cause.
+        self.map_err(|error| BenchError(format!("{what}: {}", error_chain(&error))))
     }
-}
-
-/// An error's text followed by its causes': tokio-postgres says only "db
-/// error" and keeps what Postgres said in the cause.
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        text.push_str(": ");
-        text.push_str(&error.to_string());
-        cause = error.source();
-    }
-    text
 }
 
 impl<T> Context<T> for Option<T> {
