@@ -116,9 +116,9 @@ struct Outcome {
     existing: Option<InstallId>,
 }
 
-/// The statements of a redemption, prepared on one connection.
+/// The statements of the transaction that arbitrates, prepared on one
+/// connection.
 struct Statements {
-    create_user: Statement,
     upsert: Statement,
     in_play: Statement,
     supersede: Statement,
@@ -131,8 +131,7 @@ impl Statements {
     /// Prepares them all at once: one round trip on a new connection, none
     /// once they are in its cache.
     async fn prepare(connection: &Object) -> Result<Self, StoreError> {
-        let (create_user, upsert, in_play, supersede, insert, rebind, notify) = futures_util::try_join!(
-            connection.prepare_cached(sql::CREATE_USER),
+        let (upsert, in_play, supersede, insert, rebind, notify) = futures_util::try_join!(
             connection.prepare_cached(sql::UPSERT_USER),
             connection.prepare_cached(sql::INSTALLS_IN_PLAY),
             connection.prepare_cached(sql::SUPERSEDE),
@@ -141,7 +140,6 @@ impl Statements {
             connection.prepare_cached(sql::NOTIFY),
         )?;
         Ok(Self {
-            create_user,
             upsert,
             in_play,
             supersede,
@@ -181,13 +179,18 @@ impl Store {
         new: &NewRedemption<'_>,
     ) -> Result<RedeemOutcome, RegistrationError> {
         let connection = self.pool.get().await.map_err(StoreError::from)?;
-        let statements = Statements::prepare(&connection).await?;
+        let create_user = connection
+            .prepare_cached(sql::CREATE_USER)
+            .await
+            .map_err(StoreError::from)?;
         let guard = CancelOnDrop::new(connection);
-        let as_new_user = redeem_for_new_user(guard.client(), &statements, new).await;
+        let as_new_user = redeem_for_new_user(guard.client(), &create_user, new).await;
         let connection = guard.disarm();
         if let Some(outcome) = as_new_user? {
             return Ok(outcome);
         }
+        // Only a user that exists needs the transaction's statements.
+        let statements = Statements::prepare(&connection).await?;
         let tx = PipelinedTransaction::new(connection);
         match redeem_in(&tx, &statements, new).await {
             Ok(RedeemOutcome::Redeemed(redeemed)) => {
@@ -207,7 +210,7 @@ impl Store {
 /// nothing was written.
 async fn redeem_for_new_user(
     client: &Client,
-    statements: &Statements,
+    create_user: &Statement,
     new: &NewRedemption<'_>,
 ) -> Result<Option<RedeemOutcome>, RegistrationError> {
     let user_id = UserId(Uuid::now_v7());
@@ -219,7 +222,7 @@ async fn redeem_for_new_user(
     // The binding's nineteen parameters, then the external id as `$20`.
     let params: [&(dyn ToSql + Sync); 20] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
-    let row = match client.query_opt(&statements.create_user, &params).await {
+    let row = match client.query_opt(create_user, &params).await {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
         Err(error) => return failed_write(error, new.app_id).map(Some),
