@@ -7,17 +7,21 @@
 //!    ([`domain`]); every bad field is reported at once, by name.
 //! 2. [`codes`] reads the code's record from Redis (`GET`, not `GETDEL`: a
 //!    request that fails must not consume the code).
-//! 3. [`store`] runs one Postgres transaction in two pipelined round trips:
-//!    it creates or restores the user (locking its row, so one user's
-//!    redemptions arbitrate one at a time), asks [`arbitration`] which
-//!    install is active, writes the outcome, claims the code (the
-//!    `redeemed_codes` primary key makes it single-use across replicas) and
-//!    announces status changes with `pg_notify`. The database holds the invariants itself: one user
-//!    per (app, external id), at most one active install per user, one live
-//!    install per device.
-//! 4. After commit the code is deleted from Redis, and the device gets its
-//!    install token ([`install_token`]), derived from the code and a stored
-//!    nonce so that a retry from the same device gets the same answer.
+//! 3. [`store`] writes the redemption in one Postgres transaction. A user
+//!    that does not exist yet needs no arbitration: one statement creates
+//!    it, binds its first install as active and claims the code (the
+//!    `redeemed_codes` primary key makes it single-use across replicas), in
+//!    one round trip. Otherwise two pipelined round trips restore the user
+//!    (locking its row, so one user's redemptions arbitrate one at a time),
+//!    ask [`arbitration`] which install is active, write the outcome with
+//!    the code's claim and announce status changes with `pg_notify`. The
+//!    database holds the invariants itself: one user per (app, external
+//!    id), at most one active install per user, one live install per
+//!    device.
+//! 4. After commit the code is queued for deletion from Redis (batched,
+//!    off the response path), and the device gets its install token
+//!    ([`install_token`]), derived from the code and a stored nonce so that
+//!    a retry from the same device gets the same answer.
 //!
 //! Devices then ask for their status with that token; [`notify`] turns the
 //! announcements into watch-stream updates on every replica.
