@@ -16,14 +16,14 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .expect("connect to the service")
 }
 
+/// `Bearer <token>`, as an `authorization` value.
+pub fn bearer(token: &str) -> MetadataValue<Ascii> {
+    format!("Bearer {token}").parse().expect("an ASCII token")
+}
+
 /// `message` with `authorization: Bearer <token>`.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("an ASCII token"),
-    );
-    request
+    with_bearer(message, &bearer(token))
 }
 
 /// `message` with `authorization` set to `bearer` (`Bearer <token>`,

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::client::{authorized, connect, create_user_request, next_status};
+use crate::client::{authorized, bearer, connect, create_user_request, next_status};
 use crate::proxy::TcpProxy;
 
 /// The admin token every test environment uses.
@@ -310,10 +310,7 @@ impl TestEnv {
     /// A new app with one API key: `(app_id, api_key)`.
     pub async fn app_with_key(&self) -> (String, String) {
         let mut admin = self.admin().await;
-        let admin_bearer = format!("Bearer {ADMIN_TOKEN}")
-            .parse()
-            .expect("an ASCII token");
-        crate::client::create_app_with_key(&mut admin, &admin_bearer, "test app")
+        crate::client::create_app_with_key(&mut admin, &bearer(ADMIN_TOKEN), "test app")
             .await
             .expect("create an app and its key")
     }
