@@ -16,6 +16,29 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a single Redis command may take.
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a single store call (a statement, a transaction's round
+/// trip, a Redis command) may take before the request fails with
+/// UNAVAILABLE. The store clients bound connecting and (for Redis)
+/// answering on their own; this bounds what they do not cover, such as a
+/// Postgres that accepts a query and never answers. Waiting for a pooled
+/// Postgres connection is bounded by the pool's own wait timeout instead.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a Postgres error means the server cannot be reached or is going
+/// away (a retry may succeed), rather than a refusal of the statement.
+pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection broke or could not be made.
+        return true;
+    };
+    code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+        || *code == SqlState::QUERY_CANCELED
+}
 
 /// Why a store client could not be set up (bad URL, not an outage: clients
 /// connect lazily and ride out outages).

@@ -6,19 +6,11 @@
 //! No message carries a secret: variants hold fixed texts, field
 //! violations and error sources that are logged, never sent.
 
-use std::time::Duration;
-
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
+pub use devicelink_shared::stores::STORE_TIMEOUT;
+use devicelink_shared::stores::is_unreachable;
 use devicelink_shared::validate::FieldViolation;
-use tokio_postgres::error::SqlState;
 use tonic::Status;
-
-/// The longest a single store command may take before the request fails
-/// with UNAVAILABLE. The store clients bound connecting and (for Redis)
-/// answering on their own; this bounds what they do not cover, such as a
-/// Postgres that accepts a query and never answers. Waiting for a pooled
-/// Postgres connection is bounded by the pool's own wait timeout instead.
-pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why an API key was refused. Each text is safe to show: it names the
 /// problem, never the key.
@@ -117,19 +109,7 @@ impl AuthCodeError {
     /// A Postgres failure: an outage when the connection broke or the
     /// server is going away, a bug otherwise.
     pub fn postgres(error: tokio_postgres::Error) -> Self {
-        let unreachable = match error.code() {
-            // No SQLSTATE: the connection broke or could not be made.
-            None => true,
-            Some(code) => {
-                code.code().starts_with("08")
-                    || *code == SqlState::ADMIN_SHUTDOWN
-                    || *code == SqlState::CRASH_SHUTDOWN
-                    || *code == SqlState::CANNOT_CONNECT_NOW
-                    || *code == SqlState::TOO_MANY_CONNECTIONS
-                    || *code == SqlState::QUERY_CANCELED
-            }
-        };
-        if unreachable {
+        if is_unreachable(&error) {
             Self::Unavailable {
                 store: Store::Postgres,
                 cause: Box::new(error),

@@ -1,6 +1,7 @@
 //! registration's errors and their one mapping to `tonic::Status`.
 
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
+use devicelink_shared::stores::is_unreachable;
 use devicelink_shared::validate::FieldViolation;
 use tokio_postgres::error::SqlState;
 use tonic::Status;
@@ -47,21 +48,13 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        let Some(code) = error.code() else {
-            // No SQLSTATE: the connection broke or could not be made.
-            return Self::Unavailable(Box::new(error));
-        };
-        if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        let code = error.code();
+        if code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            || code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
         {
             return Self::Conflict(error);
         }
-        let unreachable = code.code().starts_with("08")
-            || *code == SqlState::ADMIN_SHUTDOWN
-            || *code == SqlState::CRASH_SHUTDOWN
-            || *code == SqlState::CANNOT_CONNECT_NOW
-            || *code == SqlState::TOO_MANY_CONNECTIONS
-            || *code == SqlState::QUERY_CANCELED;
-        if unreachable {
+        if is_unreachable(&error) {
             Self::Unavailable(Box::new(error))
         } else {
             Self::Internal(Box::new(error))
