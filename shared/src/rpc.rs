@@ -10,9 +10,16 @@
 //! continues through devicelink. Metrics: `devicelink_grpc_requests_total`
 //! by method and status code, `devicelink_grpc_request_duration_seconds` by
 //! method.
+//!
+//! Labels and span names come from a fixed set: a method the services
+//! serve (read once from the compiled-in descriptor sets), or `unknown`.
+//! The raw request path is never a label, so a caller sending ever-new
+//! paths cannot make ever-new series that are never dropped.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -59,17 +66,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/').to_owned();
-        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let path = known_method(request.uri().path()).unwrap_or(UNKNOWN_METHOD);
+        let (service, method) = path.split_once('/').unwrap_or((path, path));
         let span = tracing::debug_span!(
             target: crate::telemetry::SPAN_TARGET,
             "grpc",
-            otel.name = %path,
+            otel.name = path,
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
             rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = service,
+            rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
         if !span.is_disabled() {
@@ -95,7 +102,7 @@ where
             }
             metrics::counter!(
                 "devicelink_grpc_requests_total",
-                "method" => path.clone(),
+                "method" => path,
                 "code" => code_name(code),
             )
             .increment(1);
@@ -104,6 +111,52 @@ where
             result
         })
     }
+}
+
+/// The label of a call to a path no service serves.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
+/// `package.Service/Method` of a request path the services serve, as a
+/// string that lives as long as the process; `None` for any other path.
+pub fn known_method(path: &str) -> Option<&'static str> {
+    static KNOWN: OnceLock<HashSet<String>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        [
+            crate::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .flat_map(method_paths)
+        .collect()
+    });
+    known
+        .get(path.strip_prefix('/').unwrap_or(path))
+        .map(String::as_str)
+}
+
+/// Every `package.Service/Method` an encoded descriptor set declares.
+fn method_paths(encoded: &[u8]) -> Vec<String> {
+    use prost::Message as _;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+        tracing::error!("a compiled-in descriptor set does not decode");
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!(
+                    "{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    paths
 }
 
 /// The canonical name of a status code, without allocating.
@@ -156,6 +209,29 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_served_methods_are_known() {
+        for served in [
+            "/devicelink.v1.AuthCodeService/MintAuthCode",
+            "/devicelink.v1.RegistrationService/CreateUser",
+            "/devicelink.v1.AdminService/CreateApp",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(known_method(served), Some(&served[1..]), "{served}");
+        }
+        for unserved in [
+            "/devicelink.v1.AuthCodeService/Nope",
+            "/devicelink.v1.AuthCodeService/",
+            "/x",
+            "",
+            "/google.api.Http/Anything",
+        ] {
+            assert_eq!(known_method(unserved), None, "{unserved}");
+        }
+    }
 
     #[test]
     fn status_comes_from_the_headers() {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod client;
 pub mod env;
 pub mod gateway;
+pub mod metrics;
 pub mod openapi;
 pub mod proxy;
 
