@@ -35,6 +35,7 @@ pub mod install_token;
 pub mod janitor;
 pub mod migrate;
 pub mod notify;
+pub mod operators;
 pub mod server;
 pub mod service;
 pub mod status_cache;
