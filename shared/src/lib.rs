@@ -13,12 +13,14 @@
 //!   logging internal causes without ever sending them.
 //! - [`rpc`]: a span (W3C trace context honoured) and metrics per call.
 //! - [`serving`]: health that follows the stores, reflection, graceful drain.
+//! - [`hardening`]: HTTP/2 and connection limits, call deadlines, load shedding.
 //! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
 //!   service binary: environment, connections, logs and signals.
 
 pub mod api_key;
 pub mod auth_code;
 pub mod config;
+pub mod hardening;
 pub mod rpc;
 pub mod secret;
 pub mod serving;

@@ -19,7 +19,7 @@ use tonic_health::server::HealthReporter;
 /// files. The files are read now, so a missing or unreadable file stops the
 /// service at start-up rather than at the first handshake.
 pub fn server_builder(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsSetupError> {
-    let builder = tonic::transport::Server::builder();
+    let builder = crate::hardening::harden(tonic::transport::Server::builder());
     let Some(tls) = tls else {
         return Ok(builder);
     };

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
+pub mod raw_h2;
 
 pub use client::*;
 pub use env::{ADMIN_TOKEN, TestEnv, TestOptions};
