@@ -270,3 +270,29 @@ async fn keys_are_hash_tagged_hide_their_subject_and_expire() {
     assert_eq!(tag(&limits[0].key), tag(&limits[1].key));
     assert_ne!(tag(&limits[0].key), tag(&limits[2].key));
 }
+
+#[tokio::test]
+async fn a_state_long_past_counts_as_none() {
+    // A key whose TAT has passed (an expiry not yet applied, or a clock
+    // step) must not hand out the whole interval since as extra calls.
+    let prefix = unique_prefix();
+    let limiter = limiter(&prefix);
+    let limit = per_token("stale", "1/h,burst=3");
+    let mut redis = support::redis();
+    let (seconds, _micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut redis)
+        .await
+        .expect("TIME answers");
+    let day_ago_micros = (seconds - 86_400) * 1_000_000;
+    let () = redis::cmd("SET")
+        .arg(limit.key.redis_key(&prefix))
+        .arg(day_ago_micros)
+        .query_async(&mut redis)
+        .await
+        .expect("SET answers");
+    for _ in 0..3 {
+        assert!(limiter.check(std::slice::from_ref(&limit)).await.is_allowed());
+    }
+    assert!(!limiter.check(&[limit]).await.is_allowed());
+    assert!(limiter.memory().is_empty(), "decided in Redis, not the fallback");
+}
