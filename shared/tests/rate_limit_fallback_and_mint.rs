@@ -38,7 +38,7 @@ async fn check_and_set_decides_and_stores_in_one_round_trip() {
     };
     // Loads the script into Redis, so that the count below is a warm call's.
     let outcome = limiter
-        .check_and_set(&limits, &set)
+        .check_and_set(&limits, &[], &set)
         .await
         .expect("Redis answers");
     assert_eq!(outcome, SetOutcome::Stored);
@@ -52,6 +52,7 @@ async fn check_and_set_decides_and_stores_in_one_round_trip() {
     let outcome = limiter
         .check_and_set(
             &limits,
+            &[],
             &SetIfAllowed {
                 key: &second_key,
                 ..set
@@ -78,6 +79,7 @@ async fn check_and_set_decides_and_stores_in_one_round_trip() {
     let outcome = limiter
         .check_and_set(
             &limits,
+            &[],
             &SetIfAllowed {
                 key: &refused_key,
                 ..set
@@ -100,6 +102,34 @@ async fn check_and_set_decides_and_stores_in_one_round_trip() {
 }
 
 #[tokio::test]
+async fn a_blocked_address_stores_nothing() {
+    let prefix = unique_prefix();
+    let limiter = support::limiter(&prefix);
+    let address = per_token("address", "1/h,burst=1");
+    assert!(
+        limiter
+            .record(std::slice::from_ref(&address))
+            .await
+            .is_allowed()
+    );
+    let key = format!("{prefix}authcode:blocked");
+    let set = SetIfAllowed {
+        key: &key,
+        value: b"record",
+        ttl: Duration::from_secs(60),
+    };
+    let limits = [per_token("api-key", "1/h,burst=1")];
+    let outcome = limiter
+        .check_and_set(&limits, std::slice::from_ref(&address), &set)
+        .await
+        .expect("Redis answers");
+    assert!(matches!(outcome, SetOutcome::Limited(_)), "{outcome:?}");
+    assert_eq!(stored_value(&key).await, None);
+    // The API key's only call is still there.
+    assert!(limiter.check(&limits).await.is_allowed());
+}
+
+#[tokio::test]
 async fn a_taken_key_stores_nothing_and_consumes_nothing() {
     let prefix = unique_prefix();
     let limiter = support::limiter(&prefix);
@@ -118,7 +148,7 @@ async fn a_taken_key_stores_nothing_and_consumes_nothing() {
         ttl: Duration::from_secs(60),
     };
     let outcome = limiter
-        .check_and_set(&limits, &set)
+        .check_and_set(&limits, &[], &set)
         .await
         .expect("Redis answers");
     assert_eq!(outcome, SetOutcome::Taken);
@@ -126,7 +156,7 @@ async fn a_taken_key_stores_nothing_and_consumes_nothing() {
     // The burst of one is still there for the retry with a fresh code.
     let fresh = format!("{prefix}authcode:fresh");
     let outcome = limiter
-        .check_and_set(&limits, &SetIfAllowed { key: &fresh, ..set })
+        .check_and_set(&limits, &[], &SetIfAllowed { key: &fresh, ..set })
         .await
         .expect("Redis answers");
     assert_eq!(outcome, SetOutcome::Stored);
@@ -182,7 +212,7 @@ async fn limits_fall_back_to_memory_when_redis_is_unreachable() {
         ttl: Duration::from_secs(1),
     };
     let error = limiter
-        .check_and_set(&[limit], &set)
+        .check_and_set(&[limit], &[], &set)
         .await
         .expect_err("no Redis");
     assert!(

@@ -291,8 +291,53 @@ async fn a_state_long_past_counts_as_none() {
         .await
         .expect("SET answers");
     for _ in 0..3 {
-        assert!(limiter.check(std::slice::from_ref(&limit)).await.is_allowed());
+        assert!(
+            limiter
+                .check(std::slice::from_ref(&limit))
+                .await
+                .is_allowed()
+        );
     }
     assert!(!limiter.check(&[limit]).await.is_allowed());
-    assert!(limiter.memory().is_empty(), "decided in Redis, not the fallback");
+    assert!(
+        limiter.memory().is_empty(),
+        "decided in Redis, not the fallback"
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_address_refuses_the_call_in_the_same_round_trip() {
+    let limiter = limiter(&unique_prefix());
+    let address = Limit::new(
+        LimitKey::failed_auth_per_address("203.0.113.50".parse().expect("an address")),
+        parse("1/h,burst=2"),
+    )
+    .expect("not off");
+    let device = per_token("device", "1/h,burst=1");
+    // Blockers are looked at, never counted: any number of calls pass.
+    for _ in 0..3 {
+        let decision = limiter
+            .check_unless_blocked(&[], std::slice::from_ref(&address))
+            .await;
+        assert!(decision.is_allowed());
+    }
+    for _ in 0..2 {
+        assert!(
+            limiter
+                .record(std::slice::from_ref(&address))
+                .await
+                .is_allowed()
+        );
+    }
+    let blocked = refusal(
+        limiter
+            .check_unless_blocked(
+                std::slice::from_ref(&device),
+                std::slice::from_ref(&address),
+            )
+            .await,
+    );
+    assert_eq!(blocked.scope, Scope::FailedAuthPerAddress);
+    // The refused call did not spend the device's only call.
+    assert!(limiter.check(&[device]).await.is_allowed());
 }

@@ -47,9 +47,10 @@ impl MemoryLimiter {
         }
     }
 
-    /// Decides `limits` together, as the Redis script does: when one
-    /// refuses, none is consumed.
-    pub fn decide(&self, limits: &[Limit], consume: bool) -> Decision {
+    /// Decides as the Redis script does: the call counts against
+    /// `consumed` and is refused if one more call would exceed `peeked`;
+    /// when one limit refuses, none is consumed.
+    pub fn decide(&self, consumed: &[Limit], peeked: &[Limit]) -> Decision {
         let now = self.epoch.elapsed();
         // A poisoned lock only means another call panicked mid-update of a
         // number; the map itself is still sound.
@@ -58,8 +59,8 @@ impl MemoryLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut refusal: Option<Refusal> = None;
-        let mut new_tats = Vec::with_capacity(limits.len());
-        for limit in limits {
+        let mut new_tats = Vec::with_capacity(consumed.len());
+        for limit in consumed.iter().chain(peeked) {
             let tat = tats.get(&limit.key).copied().unwrap_or(now).max(now);
             let new_tat = tat + limit.rate.emission_interval();
             let wait = (new_tat - now).saturating_sub(limit.rate.burst_window());
@@ -74,13 +75,11 @@ impl MemoryLimiter {
         if let Some(refusal) = refusal {
             return Decision::Limited(refusal);
         }
-        if consume {
-            for (limit, new_tat) in limits.iter().zip(new_tats) {
-                if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
-                    make_room(&mut tats, now);
-                }
-                tats.insert(limit.key.clone(), new_tat);
+        for (limit, new_tat) in consumed.iter().zip(new_tats) {
+            if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
+                make_room(&mut tats, now);
             }
+            tats.insert(limit.key.clone(), new_tat);
         }
         Decision::Allowed
     }
@@ -134,11 +133,11 @@ mod tests {
         for _ in 0..3 {
             assert!(
                 limiter
-                    .decide(std::slice::from_ref(&per_minute), true)
+                    .decide(std::slice::from_ref(&per_minute), &[])
                     .is_allowed()
             );
         }
-        let Decision::Limited(refusal) = limiter.decide(&[per_minute], true) else {
+        let Decision::Limited(refusal) = limiter.decide(&[per_minute], &[]) else {
             panic!("the fourth call is refused");
         };
         assert_eq!(refusal.scope, Scope::InstallPerToken);
@@ -153,22 +152,22 @@ mod tests {
         let loose = limit("loose", "2/h,burst=2");
         assert!(
             limiter
-                .decide(&[tight.clone(), loose.clone()], true)
+                .decide(&[tight.clone(), loose.clone()], &[])
                 .is_allowed()
         );
         assert!(
             !limiter
-                .decide(&[tight.clone(), loose.clone()], true)
+                .decide(&[tight.clone(), loose.clone()], &[])
                 .is_allowed()
         );
-        assert!(!limiter.decide(&[tight, loose.clone()], true).is_allowed());
+        assert!(!limiter.decide(&[tight, loose.clone()], &[]).is_allowed());
         // `loose` was consumed once only: one call of its two is left.
         assert!(
             limiter
-                .decide(std::slice::from_ref(&loose), true)
+                .decide(std::slice::from_ref(&loose), &[])
                 .is_allowed()
         );
-        assert!(!limiter.decide(&[loose], true).is_allowed());
+        assert!(!limiter.decide(&[loose], &[]).is_allowed());
     }
 
     #[test]
@@ -178,7 +177,7 @@ mod tests {
         for _ in 0..5 {
             assert!(
                 limiter
-                    .decide(std::slice::from_ref(&once), false)
+                    .decide(&[], std::slice::from_ref(&once))
                     .is_allowed()
             );
         }
@@ -190,13 +189,13 @@ mod tests {
         let limiter = MemoryLimiter::with_capacity(64);
         for n in 0..10_000 {
             let subject = limit(&n.to_string(), "1/h,burst=1");
-            assert!(limiter.decide(&[subject], true).is_allowed());
+            assert!(limiter.decide(&[subject], &[]).is_allowed());
             assert!(limiter.len() <= 64, "{} entries", limiter.len());
         }
         // The latest subjects are still limited.
         assert!(
             !limiter
-                .decide(&[limit("9999", "1/h,burst=1")], true)
+                .decide(&[limit("9999", "1/h,burst=1")], &[])
                 .is_allowed()
         );
     }

@@ -101,7 +101,15 @@ where
     /// Counts a call against every limit, or against none when one refuses.
     /// A refusal is counted in `devicelink_rate_limited_total`.
     pub async fn check(&self, limits: &[Limit]) -> Decision {
-        counted(self.decide(limits, true).await)
+        counted(self.decide(limits, &[]).await)
+    }
+
+    /// [`check`](Self::check) on `limits` and [`peek`](Self::peek) on
+    /// `blockers` in one round trip: the call counts against `limits`
+    /// unless one of them refuses or one more call would exceed a blocker
+    /// (the client address's failures, say), and never against `blockers`.
+    pub async fn check_unless_blocked(&self, limits: &[Limit], blockers: &[Limit]) -> Decision {
+        counted(self.decide(limits, blockers).await)
     }
 
     /// Whether a call would be refused, counting nothing: before looking up
@@ -109,26 +117,29 @@ where
     /// (`peek(&[failed_auth_per_address])`). A refusal is counted in
     /// `devicelink_rate_limited_total`, since the call is refused.
     pub async fn peek(&self, limits: &[Limit]) -> Decision {
-        counted(self.decide(limits, false).await)
+        counted(self.decide(&[], limits).await)
     }
 
     /// Counts a failure (bad credentials) against `limits`. The call that
     /// failed is answered as a failure whatever this returns; a refusal
     /// here means the address is now blocked, which the next `peek` sees.
     pub async fn record(&self, limits: &[Limit]) -> Decision {
-        self.decide(limits, true).await
+        self.decide(limits, &[]).await
     }
 
-    /// Decides `limits` and, only when every one allows, stores `set` with
-    /// `SET NX`, in one round trip. Nothing is consumed unless the value is
-    /// stored. No fallback: the write needs Redis.
+    /// Decides `limits` (and `blockers`, as
+    /// [`check_unless_blocked`](Self::check_unless_blocked) does) and, only
+    /// when the call is allowed, stores `set` with `SET NX`, all in one
+    /// round trip. Nothing is consumed unless the value is stored. No
+    /// fallback: the write needs Redis.
     pub async fn check_and_set(
         &self,
         limits: &[Limit],
+        blockers: &[Limit],
         set: &SetIfAllowed<'_>,
     ) -> Result<SetOutcome, LimitStoreError> {
         let mut redis = self.redis.clone();
-        let run = script::run(&mut redis, &self.key_prefix, limits, true, Some(set));
+        let run = script::run(&mut redis, &self.key_prefix, limits, blockers, Some(set));
         let (decision, stored) = tokio::time::timeout(self.store_timeout, run)
             .await
             .map_err(|_elapsed| LimitStoreError::TimedOut)??;
@@ -144,13 +155,13 @@ where
         &self.memory
     }
 
-    async fn decide(&self, limits: &[Limit], consume: bool) -> Decision {
-        if limits.is_empty() {
+    async fn decide(&self, consumed: &[Limit], peeked: &[Limit]) -> Decision {
+        if consumed.is_empty() && peeked.is_empty() {
             return Decision::Allowed;
         }
         if self.millis_since_start() >= self.redis_resting_until.load(Ordering::Relaxed) {
             let mut redis = self.redis.clone();
-            let run = script::run(&mut redis, &self.key_prefix, limits, consume, None);
+            let run = script::run(&mut redis, &self.key_prefix, consumed, peeked, None);
             match tokio::time::timeout(self.store_timeout, run).await {
                 Ok(Ok((decision, _))) => return decision,
                 Ok(Err(error)) => self.rest_redis(&error),
@@ -158,7 +169,7 @@ where
             }
         }
         metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
-        self.memory.decide(limits, consume)
+        self.memory.decide(consumed, peeked)
     }
 
     fn rest_redis(&self, error: &dyn std::error::Error) {

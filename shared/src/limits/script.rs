@@ -27,21 +27,20 @@ use super::keys::{Limit, Scope};
 /// every number written back is formatted with `%.0f`.
 ///
 /// KEYS: the limit keys, then optionally the key to `SET`.
-/// ARGV: the number of limits; `1` to consume or `0` to only look; per
-/// limit its emission interval and burst window in microseconds; then, with
-/// a key to `SET`, its value and time to live in milliseconds.
+/// ARGV: the number of limits; per limit its emission interval and burst
+/// window in microseconds and `1` to consume it or `0` to only look at it;
+/// then, with a key to `SET`, its value and time to live in milliseconds.
 /// Returns `{allowed, wait in µs, refusing limit (1-based, 0 for none),
 /// stored}`.
 pub const GCRA_SCRIPT: &str = r"
 local count = tonumber(ARGV[1])
-local consume = ARGV[2] == '1'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local new_tats = {}
 local refusing, longest_wait = 0, 0
 for i = 1, count do
-  local emission = tonumber(ARGV[1 + 2 * i])
-  local window = tonumber(ARGV[2 + 2 * i])
+  local emission = tonumber(ARGV[3 * i - 1])
+  local window = tonumber(ARGV[3 * i])
   local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
   if tat < now then tat = now end
   local new_tat = tat + emission
@@ -52,12 +51,12 @@ end
 if refusing > 0 then return {0, longest_wait, refusing, 0} end
 local stored = 0
 if #KEYS > count then
-  local set = redis.call('SET', KEYS[count + 1], ARGV[3 + 2 * count], 'NX', 'PX', ARGV[4 + 2 * count])
+  local set = redis.call('SET', KEYS[count + 1], ARGV[2 + 3 * count], 'NX', 'PX', ARGV[3 + 3 * count])
   if not set then return {1, 0, 0, 0} end
   stored = 1
 end
-if consume then
-  for i = 1, count do
+for i = 1, count do
+  if ARGV[3 * i + 1] == '1' then
     local ttl_ms = math.ceil((new_tats[i] - now) / 1000)
     redis.call('SET', KEYS[i], string.format('%.0f', new_tats[i]), 'PX', string.format('%.0f', ttl_ms))
   end
@@ -124,25 +123,31 @@ struct Reply {
     stored: bool,
 }
 
-/// Runs the script over `redis` for `limits` (which must not be empty),
-/// consuming them when `consume` is set, and storing `set` when given.
+/// Runs the script over `redis`: the call counts against `consumed` and is
+/// refused if one more call would exceed `peeked` (counted against none of
+/// them); `set` is stored only when the call is allowed.
 pub(super) async fn run<C>(
     redis: &mut C,
     key_prefix: &str,
-    limits: &[Limit],
-    consume: bool,
+    consumed: &[Limit],
+    peeked: &[Limit],
     set: Option<&SetIfAllowed<'_>>,
 ) -> redis::RedisResult<(Decision, bool)>
 where
     C: redis::aio::ConnectionLike,
 {
     let mut invocation = GCRA.prepare_invoke();
-    invocation.arg(limits.len()).arg(u8::from(consume));
-    for limit in limits {
+    invocation.arg(consumed.len() + peeked.len());
+    let flagged = consumed
+        .iter()
+        .map(|limit| (limit, 1u8))
+        .chain(peeked.iter().map(|limit| (limit, 0u8)));
+    for (limit, consume) in flagged {
         invocation
             .key(limit.key.redis_key(key_prefix))
             .arg(micros(limit.rate.emission_interval()))
-            .arg(micros(limit.rate.burst_window()));
+            .arg(micros(limit.rate.burst_window()))
+            .arg(consume);
     }
     if let Some(set) = set {
         let ttl_ms = set.ttl.as_micros().div_ceil(1000).max(1) as u64;
@@ -156,17 +161,17 @@ where
         refusing: usize::try_from(refusing).unwrap_or(0),
         stored: stored == 1,
     };
-    Ok((decision(&reply, limits), reply.stored))
-}
-
-fn decision(reply: &Reply, limits: &[Limit]) -> Decision {
-    if reply.allowed {
-        return Decision::Allowed;
-    }
     let refusing = reply
         .refusing
         .checked_sub(1)
-        .and_then(|index| limits.get(index));
+        .and_then(|index| consumed.iter().chain(peeked).nth(index));
+    Ok((decision(&reply, refusing), reply.stored))
+}
+
+fn decision(reply: &Reply, refusing: Option<&Limit>) -> Decision {
+    if reply.allowed {
+        return Decision::Allowed;
+    }
     let Some(limit) = refusing else {
         debug_assert!(false, "the script refused without naming a limit");
         return Decision::Allowed;
