@@ -15,6 +15,25 @@
 //!
 //! Metrics: `devicelink_rate_limited_total{scope}` counts refused calls;
 //! `devicelink_rate_limit_fallback_total` counts decisions made in memory.
+//!
+//! How a handler calls it (each rate from [`crate::config::LimitsConfig`]
+//! or the app's own; [`Limit::new`] gives `None` for a rate that is off):
+//!
+//! - First, the client address
+//!   ([`TrustedProxies::client_address`]) and its
+//!   [`LimitKey::failed_auth_per_address`] limit: before any store lookup,
+//!   [`RateLimiter::peek`] it; after a failed credential,
+//!   [`RateLimiter::record`] it.
+//! - `MintAuthCode`, once the key is verified: [`RateLimiter::check_and_set`]
+//!   with [`LimitKey::mint_per_key`] and [`LimitKey::mint_per_external_id`]
+//!   and the code's record as [`SetIfAllowed`]; `Taken` means draw a fresh
+//!   code and call again.
+//! - `CreateUser`: [`RateLimiter::check`] (or
+//!   [`RateLimiter::check_unless_blocked`], the address as blocker, to save
+//!   the peek's round trip) with [`LimitKey::redeem_per_device`].
+//! - `GetInstallStatus`, `ResetInstall`: [`RateLimiter::check`] with
+//!   [`LimitKey::install_per_token`].
+//! - Over a limit: [`rate_limited`] makes the status.
 
 mod client_address;
 mod keys;
@@ -35,7 +54,7 @@ pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
 pub use status::{rate_limited, retry_after_seconds};
 
 use crate::status::error_chain;
-pub use crate::stores::STORE_TIMEOUT;
+use crate::stores::STORE_TIMEOUT;
 
 /// How long the limiter decides in memory alone after Redis failed, before
 /// trying Redis again.
