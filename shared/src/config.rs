@@ -30,6 +30,22 @@ pub const TLS_CERT_FILE: &str = "TLS_CERT_FILE";
 pub const TLS_KEY_FILE: &str = "TLS_KEY_FILE";
 /// `json` for production log lines, `text` for people (the default).
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// `MintAuthCode` per API key: `<count>/<s|min|h>[,burst=<n>]` or `off`,
+/// default `100/s,burst=200`. Every `RATE_LIMIT_*` takes this syntax.
+pub const RATE_LIMIT_MINT_PER_KEY: &str = "RATE_LIMIT_MINT_PER_KEY";
+/// `MintAuthCode` per (app, external id), default `10/min,burst=5`.
+pub const RATE_LIMIT_MINT_PER_EXTERNAL_ID: &str = "RATE_LIMIT_MINT_PER_EXTERNAL_ID";
+/// `CreateUser` per (app, device id), default `10/min,burst=5`.
+pub const RATE_LIMIT_REDEEM_PER_DEVICE: &str = "RATE_LIMIT_REDEEM_PER_DEVICE";
+/// `GetInstallStatus` and `ResetInstall` per install token, default
+/// `120/min,burst=20`.
+pub const RATE_LIMIT_INSTALL_PER_TOKEN: &str = "RATE_LIMIT_INSTALL_PER_TOKEN";
+/// Failed credentials per client address, default `30/min,burst=10`; past
+/// it the address is refused before any store lookup.
+pub const RATE_LIMIT_FAILED_AUTH_PER_ADDRESS: &str = "RATE_LIMIT_FAILED_AUTH_PER_ADDRESS";
+/// Comma-separated CIDR blocks (or addresses) of proxies whose
+/// `x-forwarded-for` is believed; empty (trust no one) by default.
+pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 
 /// The exit code of a service started with bad configuration (`EX_USAGE`).
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -179,5 +195,167 @@ impl CommonConfig {
             return Err(ConfigError::new(REDIS_URL, "is not a Redis connection URL"));
         }
         Ok(())
+    }
+}
+
+use crate::limits::{Rate, Scope, TrustedProxies};
+
+/// The rate limits of every scope (`None`: off) and the trusted proxies.
+/// Per-app limits, set through `AdminService`, override these defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `RATE_LIMIT_MINT_PER_KEY`.
+    pub mint_per_key: Option<Rate>,
+    /// `RATE_LIMIT_MINT_PER_EXTERNAL_ID`.
+    pub mint_per_external_id: Option<Rate>,
+    /// `RATE_LIMIT_REDEEM_PER_DEVICE`.
+    pub redeem_per_device: Option<Rate>,
+    /// `RATE_LIMIT_INSTALL_PER_TOKEN`.
+    pub install_per_token: Option<Rate>,
+    /// `RATE_LIMIT_FAILED_AUTH_PER_ADDRESS`.
+    pub failed_auth_per_address: Option<Rate>,
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The defaults the specification documents, in the variables' syntax.
+const LIMIT_DEFAULTS: [(&str, &str); 5] = [
+    (RATE_LIMIT_MINT_PER_KEY, "100/s,burst=200"),
+    (RATE_LIMIT_MINT_PER_EXTERNAL_ID, "10/min,burst=5"),
+    (RATE_LIMIT_REDEEM_PER_DEVICE, "10/min,burst=5"),
+    (RATE_LIMIT_INSTALL_PER_TOKEN, "120/min,burst=20"),
+    (RATE_LIMIT_FAILED_AUTH_PER_ADDRESS, "30/min,burst=10"),
+];
+
+impl LimitsConfig {
+    /// Reads every `RATE_LIMIT_*` and `TRUSTED_PROXIES`, defaults for those
+    /// unset.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(optional)
+    }
+
+    /// The documented defaults.
+    pub fn defaults() -> Self {
+        Self::from_lookup(|_| None).unwrap_or_else(|_| unreachable!("the defaults parse"))
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a test's
+    /// map), so that parsing is tested without touching the process's
+    /// environment.
+    pub fn from_lookup(
+        lookup: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let rate = |variable: &'static str| -> Result<Option<Rate>, ConfigError> {
+            let default = LIMIT_DEFAULTS
+                .iter()
+                .find(|(name, _)| *name == variable)
+                .map_or("off", |(_, default)| default);
+            let text = lookup(variable).unwrap_or_else(|| default.to_owned());
+            Rate::parse_setting(&text).map_err(|message| ConfigError::new(variable, message))
+        };
+        Ok(Self {
+            mint_per_key: rate(RATE_LIMIT_MINT_PER_KEY)?,
+            mint_per_external_id: rate(RATE_LIMIT_MINT_PER_EXTERNAL_ID)?,
+            redeem_per_device: rate(RATE_LIMIT_REDEEM_PER_DEVICE)?,
+            install_per_token: rate(RATE_LIMIT_INSTALL_PER_TOKEN)?,
+            failed_auth_per_address: rate(RATE_LIMIT_FAILED_AUTH_PER_ADDRESS)?,
+            trusted_proxies: TrustedProxies::parse(&lookup(TRUSTED_PROXIES).unwrap_or_default())
+                .map_err(|message| ConfigError::new(TRUSTED_PROXIES, message))?,
+        })
+    }
+
+    /// The environment's rate for `scope`.
+    pub fn rate(&self, scope: Scope) -> Option<Rate> {
+        match scope {
+            Scope::MintPerKey => self.mint_per_key,
+            Scope::MintPerExternalId => self.mint_per_external_id,
+            Scope::RedeemPerDevice => self.redeem_per_device,
+            Scope::InstallPerToken => self.install_per_token,
+            Scope::FailedAuthPerAddress => self.failed_auth_per_address,
+        }
+    }
+}
+
+#[cfg(test)]
+mod limits_config_tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<LimitsConfig, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        LimitsConfig::from_lookup(|variable| {
+            pairs
+                .iter()
+                .find(|(name, _)| name == variable)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    #[test]
+    fn unset_variables_take_the_documented_defaults() {
+        let config = read(&[]).expect("the defaults parse");
+        assert_eq!(config, LimitsConfig::defaults());
+        let show = |rate: Option<Rate>| rate.map(|rate| rate.to_string());
+        assert_eq!(
+            show(config.mint_per_key).as_deref(),
+            Some("100/s,burst=200")
+        );
+        assert_eq!(
+            show(config.mint_per_external_id).as_deref(),
+            Some("10/min,burst=5")
+        );
+        assert_eq!(
+            show(config.redeem_per_device).as_deref(),
+            Some("10/min,burst=5")
+        );
+        assert_eq!(
+            show(config.install_per_token).as_deref(),
+            Some("120/min,burst=20")
+        );
+        assert_eq!(
+            show(config.failed_auth_per_address).as_deref(),
+            Some("30/min,burst=10")
+        );
+        assert_eq!(config.trusted_proxies, TrustedProxies::default());
+        for scope in Scope::ALL {
+            assert!(config.rate(scope).is_some(), "{scope:?}");
+        }
+    }
+
+    #[test]
+    fn settings_override_the_defaults_and_off_switches_a_limit_off() {
+        let config = read(&[
+            (RATE_LIMIT_MINT_PER_KEY, "5/s"),
+            (RATE_LIMIT_INSTALL_PER_TOKEN, "off"),
+            (TRUSTED_PROXIES, "10.0.0.0/8, 192.168.0.1"),
+        ])
+        .expect("parses");
+        assert_eq!(config.mint_per_key.map(|r| r.burst()), Some(5));
+        assert_eq!(config.install_per_token, None);
+        assert_eq!(config.rate(Scope::InstallPerToken), None);
+        assert!(
+            config
+                .trusted_proxies
+                .contains("10.3.2.1".parse().expect("ip"))
+        );
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_variable() {
+        let error = read(&[(RATE_LIMIT_REDEEM_PER_DEVICE, "10/fortnight")]).expect_err("bad unit");
+        assert_eq!(error.variable, RATE_LIMIT_REDEEM_PER_DEVICE);
+        assert!(
+            error
+                .to_string()
+                .starts_with("RATE_LIMIT_REDEEM_PER_DEVICE: "),
+            "{error}"
+        );
+        assert!(error.message.contains("fortnight"), "{error}");
+        let error = read(&[(TRUSTED_PROXIES, "10.0.0.0/99")]).expect_err("bad prefix");
+        assert_eq!(error.variable, TRUSTED_PROXIES);
+        let error = read(&[(RATE_LIMIT_FAILED_AUTH_PER_ADDRESS, "0/min")]).expect_err("zero");
+        assert_eq!(error.variable, RATE_LIMIT_FAILED_AUTH_PER_ADDRESS);
     }
 }

@@ -11,6 +11,8 @@
 //! - [`validate`]: field-named validation errors and bounded text checks.
 //! - [`status`]: how failures become `tonic::Status` with a readable message,
 //!   logging internal causes without ever sending them.
+//! - [`limits`]: rate limits in Redis (GCRA), their in-memory fallback,
+//!   client addresses behind trusted proxies, RESOURCE_EXHAUSTED replies.
 //! - [`rpc`]: a span (W3C trace context honoured) and metrics per call.
 //! - [`serving`]: health that follows the stores, reflection, graceful drain.
 //! - [`hardening`]: HTTP/2 and connection limits, call deadlines, load shedding.
@@ -21,6 +23,7 @@ pub mod api_key;
 pub mod auth_code;
 pub mod config;
 pub mod hardening;
+pub mod limits;
 pub mod rpc;
 pub mod secret;
 pub mod serving;

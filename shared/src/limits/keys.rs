@@ -1,0 +1,265 @@
+//! What is limited (the scope) and for whom (the subject), and the Redis
+//! key that holds one subject's state.
+//!
+//! A key reads `<prefix>rl:{<slot>}:<scope>:<subject>`. The subject is a
+//! SHA-256 of what identifies it (an API key id, an external id, a device
+//! id, a token, an address), cut to 128 bits: Redis never holds one in
+//! clear, and every key has the same bounded length whatever the caller
+//! sent. The `{slot}` hash tag is what one decision's keys share, so that a
+//! Redis Cluster keeps a multi-scope decision (and the write it guards) in
+//! one slot: the app for scopes inside one app, the subject itself
+//! otherwise.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::api_key::KeyId;
+use crate::secret::lower_hex;
+use crate::validate::{AppId, ExternalId};
+
+use super::rate::Rate;
+
+/// What a limit counts. Its name is the `scope` label of
+/// `devicelink_rate_limited_total` and the subject of a `QuotaFailure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `MintAuthCode` per API key.
+    MintPerKey,
+    /// `MintAuthCode` per (app, external id).
+    MintPerExternalId,
+    /// `CreateUser` per (app, device id).
+    RedeemPerDevice,
+    /// `GetInstallStatus` and `ResetInstall` per install token.
+    InstallPerToken,
+    /// Failed credentials per client address.
+    FailedAuthPerAddress,
+}
+
+impl Scope {
+    /// Every scope, in a stable order.
+    pub const ALL: [Self; 5] = [
+        Self::MintPerKey,
+        Self::MintPerExternalId,
+        Self::RedeemPerDevice,
+        Self::InstallPerToken,
+        Self::FailedAuthPerAddress,
+    ];
+
+    /// The scope's stable name, e.g. `mint_per_key`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MintPerKey => "mint_per_key",
+            Self::MintPerExternalId => "mint_per_external_id",
+            Self::RedeemPerDevice => "redeem_per_device",
+            Self::InstallPerToken => "install_per_token",
+            Self::FailedAuthPerAddress => "failed_auth_per_address",
+        }
+    }
+
+    /// What the limit is, for a person reading a refusal.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::MintPerKey => "too many auth codes minted with this API key",
+            Self::MintPerExternalId => "too many auth codes minted for this external id",
+            Self::RedeemPerDevice => "too many sign-ins from this device",
+            Self::InstallPerToken => "too many calls with this install token",
+            Self::FailedAuthPerAddress => "too many failed credentials from this address",
+        }
+    }
+}
+
+/// One subject of one scope: which Redis key (and which in-memory entry)
+/// holds its state. Built by the constructors below only, so that no key
+/// can carry a subject in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LimitKey {
+    scope: Scope,
+    slot: [u8; 8],
+    subject: [u8; 16],
+}
+
+impl LimitKey {
+    /// `MintAuthCode` per API key (the verified key's public id).
+    pub fn mint_per_key(app_id: AppId, key_id: &KeyId) -> Self {
+        Self::in_app(Scope::MintPerKey, app_id, key_id.as_str().as_bytes())
+    }
+
+    /// `MintAuthCode` per (app, external id).
+    pub fn mint_per_external_id(app_id: AppId, external_id: &ExternalId) -> Self {
+        Self::in_app(
+            Scope::MintPerExternalId,
+            app_id,
+            external_id.as_str().as_bytes(),
+        )
+    }
+
+    /// `CreateUser` per (app, device id).
+    pub fn redeem_per_device(app_id: AppId, device_id: &str) -> Self {
+        Self::in_app(Scope::RedeemPerDevice, app_id, device_id.as_bytes())
+    }
+
+    /// `GetInstallStatus` and `ResetInstall` per install token: pass the
+    /// token's text or its stored hash, the same one every time.
+    pub fn install_per_token(token: &[u8]) -> Self {
+        Self::alone(Scope::InstallPerToken, token)
+    }
+
+    /// Failed credentials per client address. An IPv6 address counts by its
+    /// /64, which one client usually holds whole.
+    pub fn failed_auth_per_address(address: IpAddr) -> Self {
+        let bytes = match address {
+            IpAddr::V4(v4) => v4.octets().to_vec(),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.octets().to_vec(),
+                None => v6.octets()[..8].to_vec(),
+            },
+        };
+        Self::alone(Scope::FailedAuthPerAddress, &bytes)
+    }
+
+    /// A subject inside an app: its keys share the app's slot.
+    fn in_app(scope: Scope, app_id: AppId, subject: &[u8]) -> Self {
+        let app = app_id.0.as_bytes();
+        Self {
+            scope,
+            slot: truncated(&digest(b"slot", &[app])),
+            subject: truncated(&digest(scope.name().as_bytes(), &[app, subject])),
+        }
+    }
+
+    /// A subject of its own: its slot follows the subject.
+    fn alone(scope: Scope, subject: &[u8]) -> Self {
+        let hash = digest(scope.name().as_bytes(), &[subject]);
+        Self {
+            scope,
+            slot: truncated(&hash),
+            subject: truncated(&hash),
+        }
+    }
+
+    /// The scope this key counts.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The Redis key under `key_prefix`.
+    pub fn redis_key(&self, key_prefix: &str) -> String {
+        format!(
+            "{key_prefix}rl:{{{}}}:{}:{}",
+            lower_hex(&self.slot),
+            self.scope.name(),
+            lower_hex(&self.subject)
+        )
+    }
+
+    /// The hash tag this key's slot follows, `{…}` included: any other key
+    /// written in the same script (a minted code) must carry it too for a
+    /// Redis Cluster to accept the script.
+    pub fn hash_tag(&self) -> String {
+        format!("{{{}}}", lower_hex(&self.slot))
+    }
+}
+
+/// SHA-256 over length-prefixed parts, so that (app, "ab") and
+/// (app + "a", "b") never collide.
+fn digest(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"devicelink/rate-limit/v1:");
+    hasher.update(domain);
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+fn truncated<const N: usize>(hash: &[u8; 32]) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&hash[..N]);
+    out
+}
+
+/// A key and the rate it is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Whose state.
+    pub key: LimitKey,
+    /// The rate for this call (the environment's default or the app's own).
+    pub rate: Rate,
+}
+
+impl Limit {
+    /// `key` held to `rate`; `None` when the rate is off, so that a caller
+    /// can collect `[Limit::new(..), Limit::new(..)].into_iter().flatten()`.
+    pub fn new(key: LimitKey, rate: Option<Rate>) -> Option<Self> {
+        rate.map(|rate| Self { key, rate })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(n: u128) -> AppId {
+        AppId(uuid::Uuid::from_u128(n))
+    }
+
+    fn external(text: &str) -> ExternalId {
+        ExternalId::parse("external_id", text).expect("valid")
+    }
+
+    #[test]
+    fn keys_are_hash_tagged_bounded_and_hide_the_subject() {
+        let long_id = "x".repeat(256);
+        let key = LimitKey::mint_per_external_id(app(1), &external(&long_id)).redis_key("p:");
+        assert!(key.starts_with("p:rl:{"), "{key}");
+        assert!(!key.contains("xxxx"), "{key}");
+        assert_eq!(key.len(), "p:rl:{}:mint_per_external_id:".len() + 16 + 32);
+        let device = LimitKey::redeem_per_device(app(1), "device-1234").redis_key("");
+        assert!(!device.contains("device-1234"));
+    }
+
+    #[test]
+    fn keys_of_one_app_share_a_slot_and_nothing_else() {
+        let key_id = KeyId::parse("abcdefghijklmnop").expect("a key id");
+        let by_ext = LimitKey::mint_per_external_id(app(1), &external("u"));
+        let by_device = LimitKey::redeem_per_device(app(1), "u");
+        assert_eq!(by_ext.hash_tag(), by_device.hash_tag());
+        assert_ne!(by_ext.redis_key(""), by_device.redis_key(""));
+        assert_ne!(
+            by_ext.hash_tag(),
+            LimitKey::mint_per_external_id(app(2), &external("u")).hash_tag()
+        );
+        assert_ne!(
+            by_ext,
+            LimitKey::mint_per_external_id(app(2), &external("u"))
+        );
+        assert_eq!(
+            LimitKey::mint_per_key(app(1), &key_id).hash_tag(),
+            by_ext.hash_tag()
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        let key = LimitKey::failed_auth_per_address;
+        assert_eq!(key(one), key(same_64));
+        assert_ne!(key(one), key(other_64));
+        let v4: IpAddr = "192.0.2.7".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(key(v4), key(mapped));
+        assert_ne!(key(v4), key("192.0.2.8".parse().expect("ip")));
+    }
+
+    #[test]
+    fn an_off_rate_makes_no_limit() {
+        let key = LimitKey::install_per_token(b"token");
+        assert!(Limit::new(key.clone(), None).is_none());
+        let rate = Rate::parse_setting("1/s").expect("parses");
+        assert!(Limit::new(key, rate).is_some());
+    }
+}

@@ -1,0 +1,202 @@
+//! The same GCRA in this replica's memory, for when Redis cannot answer.
+//!
+//! Each replica then enforces every limit on its own, so N replicas allow
+//! up to N times the rate: looser than Redis, far better than refusing
+//! everyone or limiting no one. `governor` 0.10 was not used: its keyed
+//! limiter holds one quota for all keys, where ours differ per call (per
+//! app, later), and it bounds memory only when told to shrink.
+//!
+//! Memory is bounded: at most [`MAX_ENTRIES`] subjects. An entry whose TAT
+//! has passed means nothing (a fresh subject behaves the same), so a full
+//! table first drops those; if callers flood it with live subjects faster
+//! than they expire, the half closest to expiring is dropped, which at
+//! worst forgets some limits early rather than growing without end.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::keys::{Limit, LimitKey};
+use super::script::{Decision, Refusal};
+
+/// The most subjects one replica remembers while Redis is away.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// A bounded map from subject to theoretical arrival time.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    /// Instants are kept as offsets from this one, in a `Duration`.
+    epoch: Instant,
+    max_entries: usize,
+    tats: Mutex<HashMap<LimitKey, Duration>>,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::with_capacity(MAX_ENTRIES)
+    }
+}
+
+impl MemoryLimiter {
+    /// A limiter remembering at most `max_entries` subjects (at least 2).
+    pub fn with_capacity(max_entries: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            max_entries: max_entries.max(2),
+            tats: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Decides as the Redis script does: the call counts against
+    /// `consumed` and is refused if one more call would exceed `peeked`;
+    /// when one limit refuses, none is consumed.
+    pub fn decide(&self, consumed: &[Limit], peeked: &[Limit]) -> Decision {
+        let now = self.epoch.elapsed();
+        // A poisoned lock only means another call panicked mid-update of a
+        // number; the map itself is still sound.
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut refusal: Option<Refusal> = None;
+        let mut new_tats = Vec::with_capacity(consumed.len());
+        for limit in consumed.iter().chain(peeked) {
+            let tat = tats.get(&limit.key).copied().unwrap_or(now).max(now);
+            let new_tat = tat + limit.rate.emission_interval();
+            let wait = (new_tat - now).saturating_sub(limit.rate.burst_window());
+            if !wait.is_zero() && refusal.is_none_or(|worst| wait > worst.retry_after) {
+                refusal = Some(Refusal {
+                    scope: limit.key.scope(),
+                    retry_after: wait,
+                });
+            }
+            new_tats.push(new_tat);
+        }
+        if let Some(refusal) = refusal {
+            return Decision::Limited(refusal);
+        }
+        for (limit, new_tat) in consumed.iter().zip(new_tats) {
+            if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
+                make_room(&mut tats, now);
+            }
+            tats.insert(limit.key.clone(), new_tat);
+        }
+        Decision::Allowed
+    }
+
+    /// How many subjects are remembered.
+    pub fn len(&self) -> usize {
+        self.tats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no subject is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Drops every entry whose TAT has passed; if that frees less than a
+/// quarter of the table, keeps only the half furthest from expiring. Either
+/// way the next quarter of inserts need no sweep, so the cost is amortised.
+fn make_room(tats: &mut HashMap<LimitKey, Duration>, now: Duration) {
+    let full = tats.len();
+    tats.retain(|_, tat| *tat > now);
+    if tats.len() > full - full / 4 {
+        let mut by_tat: Vec<Duration> = tats.values().copied().collect();
+        let half = by_tat.len() / 2;
+        let (_, median, _) = by_tat.select_nth_unstable(half);
+        let median = *median;
+        tats.retain(|_, tat| *tat > median);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Rate, Scope};
+
+    fn limit(token: &str, rate: &str) -> Limit {
+        Limit::new(
+            LimitKey::install_per_token(token.as_bytes()),
+            Rate::parse_setting(rate).expect("parses"),
+        )
+        .expect("not off")
+    }
+
+    #[test]
+    fn a_burst_is_allowed_then_refused_with_the_wait() {
+        let limiter = MemoryLimiter::default();
+        let per_minute = limit("a", "60/min,burst=3");
+        for _ in 0..3 {
+            assert!(
+                limiter
+                    .decide(std::slice::from_ref(&per_minute), &[])
+                    .is_allowed()
+            );
+        }
+        let Decision::Limited(refusal) = limiter.decide(&[per_minute], &[]) else {
+            panic!("the fourth call is refused");
+        };
+        assert_eq!(refusal.scope, Scope::InstallPerToken);
+        assert!(refusal.retry_after <= Duration::from_secs(1));
+        assert!(refusal.retry_after > Duration::from_millis(900));
+    }
+
+    #[test]
+    fn a_refused_scope_consumes_none_of_the_others() {
+        let limiter = MemoryLimiter::default();
+        let tight = limit("tight", "1/h,burst=1");
+        let loose = limit("loose", "2/h,burst=2");
+        assert!(
+            limiter
+                .decide(&[tight.clone(), loose.clone()], &[])
+                .is_allowed()
+        );
+        assert!(
+            !limiter
+                .decide(&[tight.clone(), loose.clone()], &[])
+                .is_allowed()
+        );
+        assert!(!limiter.decide(&[tight, loose.clone()], &[]).is_allowed());
+        // `loose` was consumed once only: one call of its two is left.
+        assert!(
+            limiter
+                .decide(std::slice::from_ref(&loose), &[])
+                .is_allowed()
+        );
+        assert!(!limiter.decide(&[loose], &[]).is_allowed());
+    }
+
+    #[test]
+    fn looking_consumes_nothing() {
+        let limiter = MemoryLimiter::default();
+        let once = limit("once", "1/h,burst=1");
+        for _ in 0..5 {
+            assert!(
+                limiter
+                    .decide(&[], std::slice::from_ref(&once))
+                    .is_allowed()
+            );
+        }
+        assert!(limiter.is_empty());
+    }
+
+    #[test]
+    fn the_table_never_outgrows_its_capacity() {
+        let limiter = MemoryLimiter::with_capacity(64);
+        for n in 0..10_000 {
+            let subject = limit(&n.to_string(), "1/h,burst=1");
+            assert!(limiter.decide(&[subject], &[]).is_allowed());
+            assert!(limiter.len() <= 64, "{} entries", limiter.len());
+        }
+        // The latest subjects are still limited.
+        assert!(
+            !limiter
+                .decide(&[limit("9999", "1/h,burst=1")], &[])
+                .is_allowed()
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The GCRA decision in Redis: one Lua script, one round trip, atomic.
+//!
+//! GCRA (the generic cell rate algorithm) keeps one number per subject, its
+//! theoretical arrival time (TAT): when the subject's calls, spaced by the
+//! rate's emission interval, would have caught up. A call is allowed when
+//! pushing the TAT one interval further keeps it within the burst window of
+//! now, and refused otherwise, the excess being how long to wait. The
+//! script reads the Redis server's clock (`TIME`), so replicas with drifting
+//! clocks share one timeline, and expires each key when its TAT passes:
+//! an idle subject costs nothing.
+//!
+//! One call decides several scopes together, all or nothing: when any
+//! refuses, none is consumed. It can also store one value (`SET NX PX`)
+//! only when every scope allows, so that a mint decides its limits and
+//! stores its code in the same round trip; a taken key stores nothing and
+//! consumes nothing.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::keys::{Limit, Scope};
+
+/// The script. Lua numbers are doubles: microseconds since the epoch
+/// (about 2^51) are exact, but Lua 5.1 prints numbers with 14 digits, so
+/// every number written back is formatted with `%.0f`.
+///
+/// KEYS: the limit keys, then optionally the key to `SET`.
+/// ARGV: the number of limits; per limit its emission interval and burst
+/// window in microseconds and `1` to consume it or `0` to only look at it;
+/// then, with a key to `SET`, its value and time to live in milliseconds.
+/// Returns `{allowed, wait in µs, refusing limit (1-based, 0 for none),
+/// stored}`.
+pub const GCRA_SCRIPT: &str = r"
+local count = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local new_tats = {}
+local refusing, longest_wait = 0, 0
+for i = 1, count do
+  local emission = tonumber(ARGV[3 * i - 1])
+  local window = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
+  if tat < now then tat = now end
+  local new_tat = tat + emission
+  local wait = new_tat - now - window
+  if wait > longest_wait then refusing, longest_wait = i, wait end
+  new_tats[i] = new_tat
+end
+if refusing > 0 then return {0, longest_wait, refusing, 0} end
+local stored = 0
+if #KEYS > count then
+  local set = redis.call('SET', KEYS[count + 1], ARGV[2 + 3 * count], 'NX', 'PX', ARGV[3 + 3 * count])
+  if not set then return {1, 0, 0, 0} end
+  stored = 1
+end
+for i = 1, count do
+  if ARGV[3 * i + 1] == '1' then
+    local ttl_ms = math.ceil((new_tats[i] - now) / 1000)
+    redis.call('SET', KEYS[i], string.format('%.0f', new_tats[i]), 'PX', string.format('%.0f', ttl_ms))
+  end
+end
+return {1, 0, 0, stored}
+";
+
+static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SCRIPT));
+
+/// What one limit decision came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Every scope allows the call (and, when consuming, counted it).
+    Allowed,
+    /// A scope refuses it.
+    Limited(Refusal),
+}
+
+impl Decision {
+    /// Whether the call may go on.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allowed)
+    }
+}
+
+/// Which scope refused a call, and when it would be allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refusing scope (the one with the longest wait when several do).
+    pub scope: Scope,
+    /// How long until the same call would be allowed.
+    pub retry_after: Duration,
+}
+
+/// A value to store only when every limit allows the call.
+#[derive(Debug, Clone, Copy)]
+pub struct SetIfAllowed<'a> {
+    /// The key. In a Redis Cluster it must carry the limits' hash tag
+    /// ([`super::LimitKey::hash_tag`]).
+    pub key: &'a str,
+    /// The value.
+    pub value: &'a [u8],
+    /// When Redis forgets it (rounded up to whole milliseconds, at least one).
+    pub ttl: Duration,
+}
+
+/// What [`super::RateLimiter::check_and_set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The limits allowed the call, consumed it, and the value is stored.
+    Stored,
+    /// The limits allow the call but the key already exists: nothing was
+    /// stored and nothing consumed (a mint draws a fresh code and retries).
+    Taken,
+    /// A limit refused the call: nothing was stored and nothing consumed.
+    Limited(Refusal),
+}
+
+/// The script's reply, before it is matched to the limits.
+struct Reply {
+    allowed: bool,
+    wait_micros: i64,
+    refusing: usize,
+    stored: bool,
+}
+
+/// Runs the script over `redis`: the call counts against `consumed` and is
+/// refused if one more call would exceed `peeked` (counted against none of
+/// them); `set` is stored only when the call is allowed.
+pub(super) async fn run<C>(
+    redis: &mut C,
+    key_prefix: &str,
+    consumed: &[Limit],
+    peeked: &[Limit],
+    set: Option<&SetIfAllowed<'_>>,
+) -> redis::RedisResult<(Decision, bool)>
+where
+    C: redis::aio::ConnectionLike,
+{
+    let mut invocation = GCRA.prepare_invoke();
+    invocation.arg(consumed.len() + peeked.len());
+    let flagged = consumed
+        .iter()
+        .map(|limit| (limit, 1u8))
+        .chain(peeked.iter().map(|limit| (limit, 0u8)));
+    for (limit, consume) in flagged {
+        invocation
+            .key(limit.key.redis_key(key_prefix))
+            .arg(micros(limit.rate.emission_interval()))
+            .arg(micros(limit.rate.burst_window()))
+            .arg(consume);
+    }
+    if let Some(set) = set {
+        let ttl_ms = set.ttl.as_micros().div_ceil(1000).max(1) as u64;
+        invocation.key(set.key).arg(set.value).arg(ttl_ms);
+    }
+    let (allowed, wait_micros, refusing, stored): (i64, i64, i64, i64) =
+        invocation.invoke_async(redis).await?;
+    let reply = Reply {
+        allowed: allowed == 1,
+        wait_micros,
+        refusing: usize::try_from(refusing).unwrap_or(0),
+        stored: stored == 1,
+    };
+    let refusing = reply
+        .refusing
+        .checked_sub(1)
+        .and_then(|index| consumed.iter().chain(peeked).nth(index));
+    Ok((decision(&reply, refusing), reply.stored))
+}
+
+fn decision(reply: &Reply, refusing: Option<&Limit>) -> Decision {
+    if reply.allowed {
+        return Decision::Allowed;
+    }
+    let Some(limit) = refusing else {
+        debug_assert!(false, "the script refused without naming a limit");
+        return Decision::Allowed;
+    };
+    Decision::Limited(Refusal {
+        scope: limit.key.scope(),
+        retry_after: Duration::from_micros(u64::try_from(reply.wait_micros).unwrap_or(0)),
+    })
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
