@@ -7,7 +7,11 @@
 #   3. kubernetes-validate --strict   each rendering, against Kubernetes $K8S_VERSION
 #   4. yamllint --strict  every YAML file under deploy/k8s (config: deploy/.yamllint)
 #   5. devicelink's own rules on each rendering (security context, probes,
-#      grace periods, Secrets, image pinning; see the Python below)
+#      grace periods, Secrets, image pinning, the private admin plane; see
+#      the Python below)
+#   6. the gateway's admin plane: deploy/envoy/envoy.yaml's public `rest`
+#      listener routes no AdminService (Envoy's own validation of the file is
+#      deploy/gateway/check.sh)
 #
 # The Python tools are pinned and installed from PyPI into a private virtual
 # environment ($DEVICELINK_DEPLOY_TOOLS, default ~/.cache/devicelink-deploy-tools)
@@ -119,6 +123,11 @@ import sys
 import yaml
 
 DEFAULT_SHUTDOWN_GRACE_SECS = 20
+# registration's AdminService port (ADMIN_LISTEN_ADDR), reachable through
+# the Service of that name alone, and by operator pods alone.
+ADMIN_PORT = 50053
+ADMIN_SERVICE = "registration-admin"
+OPERATOR_LABEL = ("devicelink.dev/operator", "true")
 problems = []
 
 
@@ -148,6 +157,59 @@ def env_of(container, objects):
     return env
 
 
+def check_admin_port_policy(where, policy):
+    """Whatever a policy lets into registration's pods on the admin port
+    comes from operator pods only; a rule without ports opens every port."""
+    if policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") != "registration-service":
+        return
+    for index, rule in enumerate(policy["spec"].get("ingress", [])):
+        at = f"{where} ingress[{index}]"
+        ports = rule.get("ports")
+        check(ports, at, f"allows every port, the admin port {ADMIN_PORT} included")
+        if not any(port.get("port") in (ADMIN_PORT, "admin") for port in ports or []):
+            continue
+        for peer in rule.get("from", [{}]):
+            labels = peer.get("podSelector", {}).get("matchLabels", {})
+            check(labels.get(OPERATOR_LABEL[0]) == OPERATOR_LABEL[1], at,
+                  f"admits to port {ADMIN_PORT} a peer without {OPERATOR_LABEL[0]}: \"{OPERATOR_LABEL[1]}\"")
+
+
+def check_admin_tokens(at, container, spec, env, secrets, verify_secret):
+    """registration reads its operators' token hashes from a file of a
+    Secret volume, mounted read-only as a whole directory (a subPath mount is
+    never updated, and rotation relies on updates); no plaintext admin token
+    in the pod's environment."""
+    check("DEVICELINK_ADMIN_TOKEN" not in env, at,
+          "DEVICELINK_ADMIN_TOKEN is set: operators' tokens come hashed from DEVICELINK_ADMIN_TOKENS_FILE")
+    tokens_file = env.get("DEVICELINK_ADMIN_TOKENS_FILE", "")
+    check(tokens_file.startswith("/"), at, "DEVICELINK_ADMIN_TOKENS_FILE is not an absolute path")
+    if not tokens_file.startswith("/"):
+        return
+    directory, file_name = tokens_file.rsplit("/", 1)
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == directory]
+    check(len(mounts) == 1, at, f"nothing mounted at {directory} (DEVICELINK_ADMIN_TOKENS_FILE)")
+    if len(mounts) != 1:
+        return
+    mount = mounts[0]
+    check(mount.get("readOnly") is True, at, f"{directory} is not mounted read-only")
+    check("subPath" not in mount and "subPathExpr" not in mount, at,
+          f"{directory} is a subPath mount, which the kubelet never updates")
+    volume = next((v for v in spec.get("volumes", []) if v["name"] == mount["name"]), {})
+    secret_name = volume.get("secret", {}).get("secretName")
+    check(secret_name is not None, at, f"{directory} is not a Secret volume")
+    if secret_name is not None and verify_secret:
+        secret = secrets.get(secret_name)
+        check(secret is not None, at, f"Secret {secret_name} is not rendered")
+        if secret is not None:
+            keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
+            check(file_name in keys, at, f"Secret {secret_name} has no key {file_name}")
+
+    ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+    check(ports.get("admin") == ADMIN_PORT, at, f"no container port admin {ADMIN_PORT}")
+    check(env.get("ADMIN_LISTEN_ADDR") == f"0.0.0.0:{ADMIN_PORT}", at,
+          f"ADMIN_LISTEN_ADDR is not 0.0.0.0:{ADMIN_PORT} (the registration-admin Service's target)")
+
+
 def check_rendering(target, path):
     with open(path, encoding="utf-8") as file:
         documents = [doc for doc in yaml.safe_load_all(file) if doc]
@@ -167,10 +229,22 @@ def check_rendering(target, path):
             check(labels.get("app.kubernetes.io/part-of") == "devicelink", where, "lacks app.kubernetes.io/part-of")
 
         if kind == "Service":
-            for port in doc["spec"]["ports"]:
-                if port["name"] == "grpc":
-                    check(port.get("appProtocol") == "grpc", where, "grpc port without appProtocol: grpc")
-            check(any(p["name"] == "metrics" for p in doc["spec"]["ports"]), where, "no metrics port")
+            ports = doc["spec"]["ports"]
+            for port in ports:
+                if port["name"] in ("grpc", "admin"):
+                    check(port.get("appProtocol") == "grpc", where, f"{port['name']} port without appProtocol: grpc")
+            if any(p["name"] == "grpc" for p in ports):
+                check(any(p["name"] == "metrics" for p in ports), where, "no metrics port")
+            routes_admin = [p for p in ports
+                            if ADMIN_PORT in (p["port"], p.get("targetPort")) or p.get("targetPort") == "admin"]
+            if name == ADMIN_SERVICE:
+                check(len(ports) == 1 and routes_admin, where,
+                      f"must expose port {ADMIN_PORT} (targetPort admin) and nothing else")
+            else:
+                check(not routes_admin, where, f"routes the admin port {ADMIN_PORT}: only {ADMIN_SERVICE} may")
+
+        if kind == "NetworkPolicy":
+            check_admin_port_policy(where, doc)
 
         if kind == "HorizontalPodAutoscaler" and production:
             check(doc["spec"]["minReplicas"] >= 3, where, "production HPA minReplicas below 3")
@@ -224,7 +298,10 @@ def check_rendering(target, path):
                 check(container.get(probe, {}).get("grpc", {}).get("port") == port, at, f"{probe} is not a gRPC probe on {port}")
             if name == "registration-service":
                 check("grpc" in container.get("startupProbe", {}), at, "no gRPC startupProbe (migrations run on start-up)")
-                check(env.get("DEVICELINK_ADMIN_TOKEN", "").startswith("secret:"), at, "DEVICELINK_ADMIN_TOKEN does not come from a Secret")
+                check_admin_tokens(at, container, spec, env, secrets, verify_secret=not (is_base or production))
+            if production:
+                check(env.get("TRUSTED_PROXIES", "") != "", at,
+                      "TRUSTED_PROXIES is empty: set the gateway pods' CIDR, or every client shares one address")
             grace = int(env.get("SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE_SECS))
             pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
             termination = spec.get("terminationGracePeriodSeconds", 30)
@@ -243,6 +320,70 @@ if problems:
     for problem in problems:
         print(f"FAIL: {problem}", file=sys.stderr)
     sys.exit(1)
+EOF
+
+# --- 6. The gateway's admin plane ------------------------------------------
+
+step "gateway: no AdminService on the public listener ($deploy/envoy/envoy.yaml)"
+"$python" - "$deploy/envoy/envoy.yaml" <<'EOF'
+"""AdminService is private: the public `rest` listener neither transcodes
+nor routes it, and the `admin` listener that does is bound to loopback and
+sends to registration's admin port alone."""
+import sys
+
+import yaml
+
+path = sys.argv[1]
+with open(path, encoding="utf-8") as file:
+    config = yaml.safe_load(file)
+resources = config["static_resources"]
+listeners = {listener["name"]: listener for listener in resources["listeners"]}
+clusters = {cluster["name"]: cluster for cluster in resources["clusters"]}
+problems = []
+
+rest = listeners.get("rest")
+if rest is None:
+    problems.append("no `rest` listener")
+else:
+    text = yaml.safe_dump(rest)
+    for word in ("AdminService", "registration-admin", "/v1/admin"):
+        if word in text:
+            problems.append(f"the public `rest` listener mentions {word}")
+
+admin = listeners.get("admin")
+if admin is None:
+    problems.append("no `admin` listener")
+else:
+    address = admin["address"]["socket_address"]["address"]
+    if address != "127.0.0.1":
+        problems.append(f"the `admin` listener is bound to {address}, not 127.0.0.1")
+    text = yaml.safe_dump(admin)
+    for word in ("AuthCodeService", "RegistrationService"):
+        if word in text:
+            problems.append(f"the `admin` listener mentions {word}: it serves AdminService alone")
+
+admin_cluster = clusters.get("registration-admin")
+if admin_cluster is None:
+    problems.append("no `registration-admin` cluster")
+else:
+    ports = {endpoint["endpoint"]["address"]["socket_address"]["port_value"]
+             for group in admin_cluster["load_assignment"]["endpoints"]
+             for endpoint in group["lb_endpoints"]}
+    if ports != {50053}:
+        problems.append(f"the `registration-admin` cluster sends to ports {sorted(ports)}, not 50053")
+for name, cluster in clusters.items():
+    if name == "registration-admin":
+        continue
+    for group in cluster["load_assignment"]["endpoints"]:
+        for endpoint in group["lb_endpoints"]:
+            if endpoint["endpoint"]["address"]["socket_address"]["port_value"] == 50053:
+                problems.append(f"cluster {name} sends to the admin port 50053")
+
+if problems:
+    for problem in problems:
+        print(f"FAIL: {path}: {problem}", file=sys.stderr)
+    sys.exit(1)
+print(f"ok  {path}")
 EOF
 
 step "all checks passed"

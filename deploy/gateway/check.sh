@@ -34,6 +34,10 @@ sed "s#proto_descriptor: /etc/envoy/devicelink.pb#proto_descriptor: $tmp/devicel
   deploy/envoy/envoy.yaml >"$tmp/envoy.yaml"
 grep -q "proto_descriptor: $tmp/devicelink.pb" "$tmp/envoy.yaml" ||
   fail "deploy/envoy/envoy.yaml no longer reads /etc/envoy/devicelink.pb"
+# Both transcoders (the public and the admin listener's) read it.
+if grep -q "/etc/envoy/devicelink.pb" "$tmp/envoy.yaml"; then
+  fail "deploy/envoy/envoy.yaml reads /etc/envoy/devicelink.pb in a form other than 'proto_descriptor: /etc/envoy/devicelink.pb'"
+fi
 "$DEVICELINK_ENVOY_BIN" --mode validate --disable-hot-restart --log-level warn \
   --config-path "$tmp/envoy.yaml" >"$tmp/validate.log" 2>&1 || {
   cat "$tmp/validate.log" >&2
