@@ -8,10 +8,13 @@
 
 pub mod bench;
 pub mod client;
+pub mod credentials;
 pub mod env;
 pub mod gateway;
+pub mod logs;
 pub mod openapi;
 pub mod proxy;
+pub mod rows;
 
 pub use client::*;
 pub use env::{ADMIN_TOKEN, TestEnv, TestOptions};
