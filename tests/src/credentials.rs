@@ -21,7 +21,10 @@ pub fn with_wrong_secret(api_key: &str) -> String {
     let checksum = base32(&SecretHash::of(&[body.as_bytes()]).as_bytes()[..4]);
     let forged = format!("{body}{checksum}");
     let parsed = api_key::parse(&forged).expect("the forged key is well formed");
-    assert_eq!(parsed.key_id, real.key_id, "the forged key names the real key");
+    assert_eq!(
+        parsed.key_id, real.key_id,
+        "the forged key names the real key"
+    );
     assert!(
         !parsed.secret_hash.matches(&real.secret_hash),
         "the forged secret differs"

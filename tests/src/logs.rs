@@ -16,8 +16,7 @@ pub struct RecordedLogs(Arc<Mutex<Vec<u8>>>);
 impl RecordedLogs {
     /// Everything recorded so far, as text.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-            .into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 }
 

@@ -161,9 +161,12 @@ async fn a_key_without_the_user_link_scope_is_permission_denied() {
     let (app_id, _) = env.app_with_key().await;
     // A row written this way works when it holds the scope, so the refusals
     // below are the scope's doing and nothing else's.
-    let with_scope =
-        insert_key_with_scopes(&env, &app_id, &[devicelink_shared::api_key::SCOPE_USER_LINK])
-            .await;
+    let with_scope = insert_key_with_scopes(
+        &env,
+        &app_id,
+        &[devicelink_shared::api_key::SCOPE_USER_LINK],
+    )
+    .await;
     try_mint(&env, &with_scope)
         .await
         .expect("a key with user_link mints");
@@ -173,7 +176,11 @@ async fn a_key_without_the_user_link_scope_is_permission_denied() {
         let status = try_mint(&env, &key)
             .await
             .expect_err("a key without user_link");
-        assert_eq!(status.code(), Code::PermissionDenied, "{scopes:?}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{scopes:?}: {status:?}"
+        );
         assert!(
             status.message().contains("user_link"),
             "{scopes:?}: {}",
