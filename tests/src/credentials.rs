@@ -43,3 +43,26 @@ pub fn api_key_secret(api_key: &str) -> &str {
     let secret_start = api_key.find('.').expect("an API key has a dot") + 1;
     &api_key[secret_start..secret_start + API_KEY_SECRET_LEN]
 }
+
+/// Writes an API key row for `app_id` with exactly `scopes`, straight into
+/// the test's database, as no admin call can (CreateApiKey knows one scope
+/// only); returns the key's text. The key expires in an hour.
+pub async fn insert_api_key(env: &crate::TestEnv, app_id: &str, scopes: &[&str]) -> String {
+    let key = api_key::generate();
+    let scopes: Vec<String> = scopes.iter().map(|&scope| scope.to_owned()).collect();
+    env.database()
+        .await
+        .execute(
+            "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at)
+             VALUES ($1, $2::text::uuid, $3, $4, now() + interval '1 hour')",
+            &[
+                &key.key_id.as_str(),
+                &app_id,
+                &key.secret_hash.as_bytes().as_slice(),
+                &scopes,
+            ],
+        )
+        .await
+        .expect("insert an API key");
+    key.text
+}

@@ -133,35 +133,13 @@ async fn a_wrong_secret_of_a_real_key_is_unauthenticated() {
     assert!(!status.message().contains(&forged));
 }
 
-/// Writes an API key row for `app_id` with exactly `scopes`, as no admin
-/// call can (CreateApiKey knows one scope only); returns the key's text.
-async fn insert_key_with_scopes(env: &TestEnv, app_id: &str, scopes: &[&str]) -> String {
-    let key = devicelink_shared::api_key::generate();
-    let scopes: Vec<String> = scopes.iter().map(|&scope| scope.to_owned()).collect();
-    env.database()
-        .await
-        .execute(
-            "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at)
-             VALUES ($1, $2::text::uuid, $3, $4, now() + interval '1 hour')",
-            &[
-                &key.key_id.as_str(),
-                &app_id,
-                &key.secret_hash.as_bytes().as_slice(),
-                &scopes,
-            ],
-        )
-        .await
-        .expect("insert an API key");
-    key.text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_without_the_user_link_scope_is_permission_denied() {
     let env = TestEnv::start().await;
     let (app_id, _) = env.app_with_key().await;
     // A row written this way works when it holds the scope, so the refusals
     // below are the scope's doing and nothing else's.
-    let with_scope = insert_key_with_scopes(
+    let with_scope = credentials::insert_api_key(
         &env,
         &app_id,
         &[devicelink_shared::api_key::SCOPE_USER_LINK],
@@ -172,7 +150,7 @@ async fn a_key_without_the_user_link_scope_is_permission_denied() {
         .expect("a key with user_link mints");
 
     for scopes in [&[][..], &["audit_read"][..]] {
-        let key = insert_key_with_scopes(&env, &app_id, scopes).await;
+        let key = credentials::insert_api_key(&env, &app_id, scopes).await;
         let status = try_mint(&env, &key)
             .await
             .expect_err("a key without user_link");
