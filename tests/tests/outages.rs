@@ -14,6 +14,12 @@ use tonic::Code;
 /// Generous against a loaded CI machine; the services aim for one second.
 const FAIL_FAST: Duration = Duration::from_millis(1500);
 
+/// How long the tests wait, once a service answers again, before checking
+/// that a call that failed during the outage left nothing: long enough for
+/// a write the service had deferred (queued, retried in the background) to
+/// land, so that the check would see it.
+const SETTLE: Duration = Duration::from_secs(2);
+
 fn with_proxies() -> TestOptions {
     TestOptions {
         through_proxies: true,
@@ -96,6 +102,7 @@ async fn redis_down_means_unavailable_then_recovery() {
     .await;
     // The stores are back and the failed redemption has not been retried:
     // it must have left nothing, not even later.
+    tokio::time::sleep(SETTLE).await;
     let db = env.database().await;
     assert_eq!(
         redemption_counts(&db, &code, "u").await,
@@ -177,6 +184,7 @@ async fn postgres_down_means_unavailable_then_recovery() {
     assert_eq!(state_of(&first_status), ACTIVE);
     // Postgres is back and the failed redemption has not been retried: it
     // must have left nothing, not even later.
+    tokio::time::sleep(SETTLE).await;
     assert_eq!(
         redemption_counts(&db, &code, "u").await,
         RedemptionCounts {

@@ -123,14 +123,14 @@ async fn restoring_onto_a_device_held_by_another_user_is_refused_and_writes_noth
 }
 
 /// Redeems one code per device for `external_id`, all at once, spread over
-/// the replicas; returns the answers in device order.
+/// the replicas; returns the outcomes in device order.
 async fn redeem_all_at_once(
     env: &TestEnv,
     app_id: &str,
     api_key: &str,
     external_id: &str,
     devices: &[String],
-) -> Vec<pb::CreateUserResponse> {
+) -> Vec<Result<pb::CreateUserResponse, tonic::Status>> {
     let mut requests = Vec::new();
     for (index, device) in devices.iter().enumerate() {
         let code = env.mint(api_key, external_id).await;
@@ -144,12 +144,10 @@ async fn redeem_all_at_once(
     futures_util::future::join_all(calls)
         .await
         .into_iter()
-        .zip(devices)
-        .map(|(joined, device)| {
+        .map(|joined| {
             joined
                 .expect("the call's task")
-                .unwrap_or_else(|status| panic!("redemption on {device} failed: {status:?}"))
-                .into_inner()
+                .map(tonic::Response::into_inner)
         })
         .collect()
 }
@@ -168,13 +166,26 @@ async fn concurrent_redemptions_of_one_user_all_succeed_with_one_active_install(
 
     // The first round races to create the user; the second races on the
     // user it created.
-    let mut answers = Vec::new();
+    let mut outcomes = Vec::new();
     for round in 0..2 {
         let devices: Vec<String> = (0..DEVICES_PER_ROUND)
             .map(|index| format!("phone-{round}-{index}"))
             .collect();
-        answers.extend(redeem_all_at_once(&env, &app_id, &api_key, "racer", &devices).await);
+        outcomes.extend(redeem_all_at_once(&env, &app_id, &api_key, "racer", &devices).await);
     }
+    // The user row's lock serializes redemptions of one user, so this is
+    // usually none: the retry loop is the fallback should they collide
+    // anyway. Shown with `--nocapture`, for whoever changes that locking.
+    let retries = logs.text().matches(RETRY_LOG_LINE).count() - retries_before;
+    eprintln!("{retries} redemption attempts collided and were retried");
+    let answers: Vec<pb::CreateUserResponse> = outcomes
+        .into_iter()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|status| {
+                panic!("a redemption failed ({retries} attempts were retried): {status:?}")
+            })
+        })
+        .collect();
 
     // Each redemption of a phone activates it: each took its own epoch, one
     // after another, with none skipped or shared.
@@ -220,10 +231,4 @@ async fn concurrent_redemptions_of_one_user_all_succeed_with_one_active_install(
         [(latest.install_id.clone(), answers.len() as i64)],
         "one active install, the one of the latest epoch"
     );
-
-    // The user row's lock serializes redemptions of one user, so this is
-    // usually none: the retry loop is the fallback should they collide
-    // anyway. Shown with `--nocapture`, for whoever changes that locking.
-    let retries = logs.text().matches(RETRY_LOG_LINE).count() - retries_before;
-    eprintln!("{retries} redemption attempts collided and were retried");
 }
