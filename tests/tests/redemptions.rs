@@ -24,7 +24,7 @@ fn record_logs() -> devicelink_e2e::logs::RecordedLogs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_redeems_within_its_ttl_and_is_refused_as_expired_after_it() {
     record_logs();
-    const CODE_TTL: Duration = Duration::from_secs(2);
+    const CODE_TTL: Duration = Duration::from_secs(3);
     let env = TestEnv::start_with(TestOptions {
         code_ttl: CODE_TTL,
         ..Default::default()
