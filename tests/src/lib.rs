@@ -8,12 +8,15 @@
 
 pub mod bench;
 pub mod client;
+pub mod credentials;
 pub mod env;
 pub mod gateway;
+pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
 pub mod raw_h2;
+pub mod rows;
 
 pub use client::*;
 pub use env::{ADMIN_TOKEN, TestEnv, TestOptions};

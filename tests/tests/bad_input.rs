@@ -6,18 +6,32 @@ use devicelink_shared::pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-/// The fields a status's `BadRequest` detail names.
+/// The fields a status's `BadRequest` detail names, in order; empty when
+/// it carries none.
 fn violated_fields(status: &tonic::Status) -> Vec<String> {
     status
-        .get_details_bad_request()
+        .get_error_details()
+        .bad_request()
         .map(|bad_request| {
             bad_request
                 .field_violations
-                .into_iter()
-                .map(|v| v.field)
+                .iter()
+                .map(|violation| violation.field.clone())
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Asserts that `status` is INVALID_ARGUMENT and that its `BadRequest`
+/// detail names exactly `field`, as its message does.
+fn assert_names_field(status: &tonic::Status, field: &str, case: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
+    assert_eq!(violated_fields(status), [field], "{case}: {status:?}");
+    assert!(
+        status.message().contains(field),
+        "{case}: {}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,16 +84,7 @@ async fn create_user_names_each_bad_field() {
         let mut request = create_user_request(&code, &app_id, phone("p"));
         mutate(&mut request);
         let status = registration.create_user(request).await.expect_err(field);
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(
-            status.message().contains(field),
-            "{field}: {}",
-            status.message()
-        );
-        assert!(
-            violated_fields(&status).contains(&field.to_owned()),
-            "{field}"
-        );
+        assert_names_field(&status, field, field);
     }
 
     // None of that wrote anything, and the code still works.
@@ -135,11 +140,11 @@ async fn mint_and_admin_calls_name_bad_fields() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let mut authcode = env.authcode().await;
-    for (external_id, app) in [
-        ("", ""),
-        ("x\ny", ""),
-        (&"x".repeat(257) as &str, ""),
-        ("u", "nope"),
+    for (external_id, app, field) in [
+        ("", "", "external_id"),
+        ("x\ny", "", "external_id"),
+        (&"x".repeat(257) as &str, "", "external_id"),
+        ("u", "nope", "app_id"),
     ] {
         let status = authcode
             .mint_auth_code(authorized(
@@ -151,11 +156,7 @@ async fn mint_and_admin_calls_name_bad_fields() {
             ))
             .await
             .expect_err("bad mint");
-        assert_eq!(
-            status.code(),
-            Code::InvalidArgument,
-            "{external_id:?} {app:?}"
-        );
+        assert_names_field(&status, field, &format!("mint {external_id:?} {app:?}"));
     }
 
     let mut admin = env.admin().await;
@@ -168,10 +169,7 @@ async fn mint_and_admin_calls_name_bad_fields() {
         ))
         .await
         .expect_err("no name");
-    assert_eq!(
-        (status.code(), violated_fields(&status)),
-        (Code::InvalidArgument, vec!["name".to_owned()])
-    );
+    assert_names_field(&status, "name", "create_app without a name");
     let status = admin
         .create_api_key(authorized(
             pb::CreateApiKeyRequest {
@@ -183,7 +181,19 @@ async fn mint_and_admin_calls_name_bad_fields() {
         ))
         .await
         .expect_err("unknown scope");
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_names_field(&status, "scopes", "create_api_key with an unknown scope");
+    let status = admin
+        .create_api_key(authorized(
+            pb::CreateApiKeyRequest {
+                app_id: app_id.clone(),
+                scopes: vec![],
+                ttl_seconds: u64::MAX,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect_err("a TTL past two years");
+    assert_names_field(&status, "ttl_seconds", "create_api_key with a huge TTL");
     let status = admin
         .create_api_key(authorized(
             pb::CreateApiKeyRequest {
@@ -202,7 +212,7 @@ async fn mint_and_admin_calls_name_bad_fields() {
         ))
         .await
         .expect_err("bad key id");
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_names_field(&status, "key_id", "revoke_api_key with a bad key id");
     let status = admin
         .get_user(authorized(
             pb::GetUserRequest {

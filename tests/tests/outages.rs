@@ -1,16 +1,24 @@
 //! Store outages: with Redis or Postgres gone, calls fail fast with
-//! UNAVAILABLE, nothing is consumed or half-written, and the services
-//! recover by themselves when the store comes back. The outage is real: the
+//! UNAVAILABLE, nothing is consumed or half-written (Postgres, read
+//! directly, holds nothing of a failed call once the stores are back), and
+//! the services recover by themselves when the store comes back. The outage is real: the
 //! services reach the stores through proxies the test cuts.
 
 use std::time::{Duration, Instant};
 
+use devicelink_e2e::rows::{RedemptionCounts, redemption_counts, redemption_rows};
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use tonic::Code;
 
 /// Generous against a loaded CI machine; the services aim for one second.
 const FAIL_FAST: Duration = Duration::from_millis(1500);
+
+/// How long the tests wait, once a service answers again, before checking
+/// that a call that failed during the outage left nothing: long enough for
+/// a write the service had deferred (queued, retried in the background) to
+/// land, so that the check would see it.
+const SETTLE: Duration = Duration::from_secs(2);
 
 fn with_proxies() -> TestOptions {
     TestOptions {
@@ -80,17 +88,6 @@ async fn redis_down_means_unavailable_then_recovery() {
     assert!(!status.message().contains(&code));
 
     redis.restore();
-    let created = eventually(|| {
-        let mut registration = registration.clone();
-        let request = create_user_request(&code, &app_id, phone("p"));
-        async move { registration.create_user(request).await }
-    })
-    .await;
-    assert_eq!(
-        state_of(&created.into_inner().status),
-        ACTIVE,
-        "the code survived the outage"
-    );
     eventually(|| {
         let mut authcode = authcode.clone();
         let request = authorized(
@@ -103,6 +100,33 @@ async fn redis_down_means_unavailable_then_recovery() {
         async move { authcode.mint_auth_code(request).await }
     })
     .await;
+    // The stores are back and the failed redemption has not been retried:
+    // it must have left nothing, not even later.
+    tokio::time::sleep(SETTLE).await;
+    let db = env.database().await;
+    assert_eq!(
+        redemption_counts(&db, &code, "u").await,
+        RedemptionCounts {
+            users: 0,
+            installs: 0,
+            redeemed_codes: 0
+        },
+        "the redemption that failed wrote something"
+    );
+    let rows = redemption_rows(&db).await;
+    assert!(rows.values().all(Vec::is_empty), "{rows:?}");
+
+    let created = eventually(|| {
+        let mut registration = registration.clone();
+        let request = create_user_request(&code, &app_id, phone("p"));
+        async move { registration.create_user(request).await }
+    })
+    .await;
+    assert_eq!(
+        state_of(&created.into_inner().status),
+        ACTIVE,
+        "the code survived the outage"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,6 +147,9 @@ async fn postgres_down_means_unavailable_then_recovery() {
     let code = env.mint(&api_key, "u").await;
     let postgres = env.postgres_proxy.as_ref().expect("a Postgres proxy");
     let mut registration = env.registration().await;
+    // The test reads Postgres directly, not through the proxy it cuts.
+    let db = env.database().await;
+    let before_outage = redemption_rows(&db).await;
 
     postgres.cut();
     let started = Instant::now();
@@ -146,6 +173,29 @@ async fn postgres_down_means_unavailable_then_recovery() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     postgres.restore();
+    let first_status = eventually(|| {
+        let mut registration = registration.clone();
+        let request = authorized(pb::GetInstallStatusRequest {}, &first.install_token);
+        async move { registration.get_install_status(request).await }
+    })
+    .await
+    .into_inner()
+    .status;
+    assert_eq!(state_of(&first_status), ACTIVE);
+    // Postgres is back and the failed redemption has not been retried: it
+    // must have left nothing, not even later.
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        redemption_counts(&db, &code, "u").await,
+        RedemptionCounts {
+            users: 1,
+            installs: 1,
+            redeemed_codes: 0
+        },
+        "the redemption that failed wrote something"
+    );
+    assert_eq!(redemption_rows(&db).await, before_outage);
+
     let second = eventually(|| {
         let mut registration = registration.clone();
         let request = create_user_request(&code, &app_id, phone("b"));

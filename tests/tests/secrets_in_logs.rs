@@ -1,39 +1,19 @@
 //! No key, code or token ever reaches a log line, even at the most verbose
 //! level. This test binary installs its own global subscriber, recording
-//! every line, before any service starts.
+//! every line, before any service starts; the flow includes refusals (a
+//! replayed code, a reset token, a wrong key secret, a key without the
+//! scope) whose log lines name
+//! what was refused.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
-
+use devicelink_e2e::credentials::{api_key_secret, insert_api_key, with_wrong_secret};
+use devicelink_e2e::logs::recorded_logs;
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use futures_util::StreamExt;
 
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Recorder {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_logs_no_secret() {
-    let recorder = Recorder::default();
-    let writer = recorder.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace,h2=info,hyper=info,tower=info")
-        .with_writer(move || writer.clone())
-        .init();
+    let recorder = recorded_logs("trace,h2=info,hyper=info,tower=info");
 
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
@@ -75,6 +55,9 @@ async fn a_full_flow_logs_no_secret() {
         ))
         .await
         .expect_err("reset token");
+    // A key that passes every offline check, so that its refusal is logged
+    // by the lookup that compares hashes.
+    let forged_key = with_wrong_secret(&api_key);
     env.authcode()
         .await
         .mint_auth_code(authorized(
@@ -82,21 +65,38 @@ async fn a_full_flow_logs_no_secret() {
                 external_id: "x".into(),
                 app_id: String::new(),
             },
-            &format!("{}x", &api_key[..api_key.len() - 1]),
+            &forged_key,
         ))
         .await
-        .expect_err("a mistyped key");
+        .expect_err("a wrong secret");
+    let unscoped_key = insert_api_key(&env, &app_id, &[]).await;
+    env.authcode()
+        .await
+        .mint_auth_code(authorized(
+            pb::MintAuthCodeRequest {
+                external_id: "x".into(),
+                app_id: String::new(),
+            },
+            &unscoped_key,
+        ))
+        .await
+        .expect_err("a key without the user_link scope");
 
-    let logs = String::from_utf8_lossy(&recorder.0.lock().unwrap_or_else(PoisonError::into_inner))
-        .into_owned();
+    let logs = recorder.text();
     assert!(
         logs.contains("auth code redeemed"),
         "the flow was logged at all"
     );
-    let api_key_secret = &api_key[api_key.find('.').expect("a key has a dot") + 1..];
+    assert!(
+        logs.contains("API key refused"),
+        "the refusal of the wrong secret was logged"
+    );
     for (what, secret) in [
         ("API key", api_key.as_str()),
-        ("API key secret", api_key_secret),
+        ("API key secret", api_key_secret(&api_key)),
+        ("wrong API key", forged_key.as_str()),
+        ("wrong API key secret", api_key_secret(&forged_key)),
+        ("unscoped API key", unscoped_key.as_str()),
         ("auth code", code.as_str()),
         ("install token", created.install_token.as_str()),
         (
