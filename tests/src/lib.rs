@@ -11,6 +11,8 @@ pub mod client;
 pub mod env;
 pub mod gateway;
 pub mod openapi;
+pub mod pg_activity;
+pub mod prometheus;
 pub mod proxy;
 
 pub use client::*;
