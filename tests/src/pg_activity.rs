@@ -3,7 +3,9 @@
 //! A test that needs a call to be in flight holds a lock in its own session
 //! and waits until `pg_stat_activity` shows the call's backend waiting on
 //! it: proof, where a sleep would only be a guess. The same view tells when
-//! a backend has gone.
+//! a backend has gone, and which client port is the call's connection, so
+//! that a test can see the service close its end while Postgres still
+//! waits.
 
 use std::time::{Duration, Instant};
 
@@ -23,13 +25,15 @@ pub struct LockWaiter {
     pub wait_event: String,
     /// The statement it runs.
     pub query: String,
+    /// The service's end of the connection: its local TCP port.
+    pub client_port: i32,
 }
 
 /// The other backends of `client`'s database waiting on a lock now.
 pub async fn lock_waiters(client: &Client) -> Vec<LockWaiter> {
     client
         .query(
-            "SELECT pid, wait_event, query FROM pg_stat_activity
+            "SELECT pid, wait_event, query, client_port FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
                AND wait_event_type = 'Lock'
              ORDER BY pid",
@@ -42,6 +46,7 @@ pub async fn lock_waiters(client: &Client) -> Vec<LockWaiter> {
             pid: row.get(0),
             wait_event: row.get(1),
             query: row.get(2),
+            client_port: row.get(3),
         })
         .collect()
 }
@@ -94,4 +99,46 @@ pub async fn await_backend_gone(client: &Client, pid: i32) {
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// Waits until this process has closed its end of the TCP connection whose
+/// local port is `port` (the services run in the test's process), as
+/// Linux's `/proc/net/tcp` shows it; fails the test after ten seconds.
+/// Postgres notices a closed client only when it next reads or writes, so
+/// this is the way to see that a service gave a connection up while its
+/// backend still waits on a lock.
+pub async fn await_client_side_closed(port: i32) {
+    let deadline = Instant::now() + BARRIER_TIMEOUT;
+    while client_side_open(port) {
+        assert!(
+            Instant::now() < deadline,
+            "the connection from local port {port} is still open"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Whether a socket bound to local port `port` is still open on this side:
+/// established, or closed by the peer only.
+fn client_side_open(port: i32) -> bool {
+    const ESTABLISHED: &str = "01";
+    const CLOSE_WAIT: &str = "08";
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1).is_some_and(|local| local.ends_with(&port))
+                && fields
+                    .get(3)
+                    .is_some_and(|state| *state == ESTABLISHED || *state == CLOSE_WAIT)
+        })
 }
