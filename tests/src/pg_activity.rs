@@ -127,13 +127,7 @@ fn client_side_open(port: i32) -> bool {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
         .any(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             fields.get(1).is_some_and(|local| local.ends_with(&port))

@@ -194,7 +194,10 @@ async fn a_restoration_cancelled_after_sending_its_commit_is_answered_alike_on_r
         .await
         .expect("the install the abandoned call bound")
         .get(0);
-    assert_eq!(retry.install_id, stored, "the retry names the stored install");
+    assert_eq!(
+        retry.install_id, stored,
+        "the retry names the stored install"
+    );
     let status = status_of_token(&mut registration, &retry.install_token)
         .await
         .expect("the retry's token is the install's");

@@ -67,10 +67,7 @@ async fn a_status_read_on_one_replica_follows_a_takeover_made_on_another() {
         if state(&status) == SUPERSEDED {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replica 0 kept a stale status"
-        );
+        assert!(Instant::now() < deadline, "replica 0 kept a stale status");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
