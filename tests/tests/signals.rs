@@ -13,6 +13,7 @@ use devicelink_e2e::pg_activity::await_one_lock_waiter;
 use devicelink_e2e::*;
 use devicelink_registration::store::redeem_sql;
 use devicelink_shared::pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -57,11 +58,10 @@ fn build_service_binary() -> PathBuf {
 
 /// Starts the binary against `env`'s database and Redis key space, with
 /// `grace_secs` for calls in flight at shutdown, and waits until it serves.
+/// It binds port 0 and the address is read from its log: a port picked
+/// here and freed for it could be taken by any connection in between.
 async fn start_service(env: &TestEnv, grace_secs: u64) -> (Child, std::net::SocketAddr) {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port");
-    let child = Command::new(service_binary())
+    let mut child = Command::new(service_binary())
         .env("DATABASE_URL", &env.database_url)
         .env(
             "REDIS_URL",
@@ -69,23 +69,37 @@ async fn start_service(env: &TestEnv, grace_secs: u64) -> (Child, std::net::Sock
                 .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
         )
         .env("REDIS_KEY_PREFIX", &env.redis_key_prefix)
-        .env("LISTEN_ADDR", addr.to_string())
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "warn,registration_service=info")
+        .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start registration-service");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "registration-service did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stdout = child.stdout.take().expect("the service's piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("read the service's log") {
+            if let Some(addr) = listening_addr(&line) {
+                return addr;
+            }
+        }
+        panic!("registration-service exited before listening");
+    })
+    .await
+    .expect("registration-service listens within 20 s");
+    // Keep reading, so that the service never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, addr)
+}
+
+/// The address in the service's `registration-service listening addr=…`
+/// log line.
+fn listening_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let (_, rest) = line.split_once("registration-service listening")?;
+    let (_, addr) = rest.split_once("addr=")?;
+    addr.split_whitespace().next()?.parse().ok()
 }
 
 fn signal(child: &Child, name: &str) {
