@@ -80,12 +80,17 @@ async fn start_service(env: &TestEnv, grace_secs: u64) -> (Child, std::net::Sock
     let stdout = child.stdout.take().expect("the service's piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut log = Vec::new();
         while let Some(line) = lines.next_line().await.expect("read the service's log") {
             if let Some(addr) = listening_addr(&line) {
                 return addr;
             }
+            log.push(line);
         }
-        panic!("registration-service exited before listening");
+        panic!(
+            "registration-service exited before listening:\n{}",
+            log.join("\n")
+        );
     })
     .await
     .expect("registration-service listens within 20 s");
