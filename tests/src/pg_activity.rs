@@ -29,6 +29,13 @@ pub struct LockWaiter {
     pub client_port: i32,
 }
 
+impl LockWaiter {
+    /// Whether it runs `statement` (Postgres may show only its start).
+    pub fn runs(&self, statement: &str) -> bool {
+        !self.query.is_empty() && statement.starts_with(self.query.as_str())
+    }
+}
+
 /// The other backends of `client`'s database waiting on a lock now.
 pub async fn lock_waiters(client: &Client) -> Vec<LockWaiter> {
     client

@@ -8,7 +8,7 @@
 //! still commit: the retry from the same device gets the same answer.
 
 use devicelink_e2e::pg_activity::{
-    LockWaiter, await_backend_gone, await_client_side_closed, await_one_lock_waiter,
+    await_backend_gone, await_client_side_closed, await_one_lock_waiter,
 };
 use devicelink_e2e::*;
 use devicelink_registration::store::redeem_sql;
@@ -34,7 +34,7 @@ async fn a_cancelled_redemption_leaves_nothing_behind() {
     let call = start_create_user(&registration, &code, &app_id, "first");
     let waiter = await_one_lock_waiter(&watcher).await;
     assert!(
-        runs(&waiter, redeem_sql::CREATE_USER),
+        waiter.runs(redeem_sql::CREATE_USER),
         "the new user's statement waits: {waiter:?}"
     );
     call.abort();
@@ -100,7 +100,7 @@ async fn a_cancelled_restoration_leaves_nothing_behind() {
     let call = start_create_user(&registration, &code, &app_id, "away");
     let waiter = await_one_lock_waiter(&watcher).await;
     assert!(
-        runs(&waiter, redeem_sql::UPSERT_USER),
+        waiter.runs(redeem_sql::UPSERT_USER),
         "the restoration waits in its first round trip: {waiter:?}"
     );
     call.abort();
@@ -160,7 +160,7 @@ async fn a_restoration_cancelled_after_sending_its_commit_is_answered_alike_on_r
     let call = start_create_user(&registration, &code, &app_id, "away");
     let waiter = await_one_lock_waiter(&watcher).await;
     assert!(
-        runs(&waiter, redeem_sql::INSERT_INSTALL),
+        waiter.runs(redeem_sql::INSERT_INSTALL),
         "the restoration waits in its second round trip: {waiter:?}"
     );
     call.abort();
@@ -238,11 +238,6 @@ async fn redeem(
         .await
         .expect("a redemption")
         .into_inner()
-}
-
-/// Whether `waiter` runs `statement` (Postgres may show only its start).
-fn runs(waiter: &LockWaiter, statement: &str) -> bool {
-    !waiter.query.is_empty() && statement.starts_with(waiter.query.as_str())
 }
 
 /// Waits until no connection of the test's database is inside a

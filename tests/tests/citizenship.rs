@@ -203,7 +203,7 @@ async fn a_call_in_flight_at_shutdown_completes_and_health_turns_not_serving() {
     });
     let waiter = await_one_lock_waiter(&watcher).await;
     assert!(
-        redeem_sql::UPSERT_USER.starts_with(waiter.query.as_str()) && !waiter.query.is_empty(),
+        waiter.runs(redeem_sql::UPSERT_USER),
         "the redemption waits on the user's row: {waiter:?}"
     );
 

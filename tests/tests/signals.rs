@@ -141,7 +141,7 @@ async fn call_held_in_flight<'a>(
     let call = tokio::spawn(async move { registration.create_user(request).await });
     let waiter = await_one_lock_waiter(&watcher).await;
     assert!(
-        redeem_sql::CREATE_USER.starts_with(waiter.query.as_str()) && !waiter.query.is_empty(),
+        waiter.runs(redeem_sql::CREATE_USER),
         "the redemption waits on the app's row: {waiter:?}"
     );
     (call, lock)
