@@ -149,7 +149,7 @@ static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Creates a fresh database for one test. Databases of earlier test runs
 /// (other process ids) are dropped first, once per process.
-async fn create_database() -> String {
+pub async fn create_database() -> String {
     let admin_url = admin_database_url();
     let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
         .await

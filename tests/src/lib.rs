@@ -14,6 +14,8 @@ pub mod gateway;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
+pub mod pg_activity;
+pub mod prometheus;
 pub mod proxy;
 pub mod raw_h2;
 pub mod rows;

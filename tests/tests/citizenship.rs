@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use devicelink_e2e::pg_activity::await_one_lock_waiter;
 use devicelink_e2e::*;
+use devicelink_registration::store::redeem_sql;
 use devicelink_shared::pb;
 use futures_util::StreamExt;
 use tonic_health::pb::HealthCheckRequest;
@@ -181,7 +183,9 @@ async fn a_call_in_flight_at_shutdown_completes_and_health_turns_not_serving() {
         .into_inner();
     watch.next().await.expect("first status").expect("ok");
 
-    // Hold the user's row so that the next redemption stays in flight.
+    // Hold the user's row so that the next redemption stays in flight, and
+    // see it wait there before shutting down.
+    let watcher = env.database().await;
     let mut db = env.database().await;
     let lock = db.transaction().await.expect("a transaction");
     lock.execute(
@@ -197,7 +201,11 @@ async fn a_call_in_flight_at_shutdown_completes_and_health_turns_not_serving() {
             .create_user(create_user_request(&code, &app_id, phone("b")))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiter = await_one_lock_waiter(&watcher).await;
+    assert!(
+        waiter.runs(redeem_sql::UPSERT_USER),
+        "the redemption waits on the user's row: {waiter:?}"
+    );
 
     let mut health = HealthClient::new(connect(env.registration_addrs[0]).await)
         .watch(HealthCheckRequest {

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use devicelink_e2e::prometheus::scrape;
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use devicelink_shared::telemetry::{TelemetryConfig, init};
@@ -167,11 +168,32 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
             .iter()
             .find(|span| span.name == child)
             .unwrap_or_else(|| panic!("no {child} span in the trace"));
-        assert!(!span.parent_span_id.is_empty());
+        assert_eq!(
+            hex(&span.parent_span_id),
+            hex(&server.span_id),
+            "{child} is a child of the MintAuthCode server span"
+        );
     }
-    assert!(
-        spans.iter().any(|span| span.name == "postgres.redeem"),
-        "the redemption was traced"
+
+    // The redemption came without a traceparent: its server span starts a
+    // trace, and its Postgres work is a child in that same trace.
+    let redemption_server = spans
+        .iter()
+        .find(|span| span.name == "devicelink.v1.RegistrationService/CreateUser")
+        .expect("the CreateUser server span");
+    let redeem = spans
+        .iter()
+        .find(|span| span.name == "postgres.redeem")
+        .expect("the redemption's Postgres span");
+    assert_eq!(
+        hex(&redeem.trace_id),
+        hex(&redemption_server.trace_id),
+        "the Postgres span is in the call's trace"
+    );
+    assert_eq!(
+        hex(&redeem.parent_span_id),
+        hex(&redemption_server.span_id),
+        "the Postgres span is a child of the CreateUser server span"
     );
 
     let everything = format!(
@@ -189,23 +211,4 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
             "a secret reached the collector"
         );
     }
-}
-
-/// The Prometheus text served on `addr`, over a plain HTTP/1.1 request.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("reach the metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read the response");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
 }

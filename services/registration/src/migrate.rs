@@ -13,11 +13,19 @@ use crate::error::StoreError;
 const MIGRATIONS: &[(i32, &str, &str)] =
     &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
-/// An arbitrary constant naming devicelink's migration lock.
-const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
+/// An arbitrary constant naming devicelink's migration lock. Public so a
+/// test can hold it and see replicas queue behind it.
+pub const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
 
 /// Applies every migration the database has not seen yet.
 pub async fn run(pool: &Pool) -> Result<(), StoreError> {
+    run_reporting(pool).await.map(drop)
+}
+
+/// [`run`], answering the versions this call applied: none when another
+/// replica applied them first. That answer is how a test tells that
+/// replicas starting at once migrated once.
+pub async fn run_reporting(pool: &Pool) -> Result<Vec<i32>, StoreError> {
     let mut client = pool.get().await?;
     client
         .batch_execute(
@@ -39,13 +47,14 @@ pub async fn run(pool: &Pool) -> Result<(), StoreError> {
     outcome
 }
 
-async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<(), StoreError> {
+async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<Vec<i32>, StoreError> {
     let applied: Vec<i32> = client
         .query("SELECT version FROM schema_migrations", &[])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
+    let mut applied_now = Vec::new();
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
@@ -60,8 +69,12 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<(), Sto
             .await?;
         transaction.commit().await?;
         tracing::info!(version, name, "migration applied");
+        applied_now.push(*version);
     }
-    Ok(())
+    if applied_now.is_empty() {
+        tracing::info!("schema already up to date");
+    }
+    Ok(applied_now)
 }
 
 /// Two replicas racing on `CREATE TABLE IF NOT EXISTS` can both pass the

@@ -61,7 +61,10 @@ impl StatusCache {
             return Err(None);
         }
         match inner.by_token.get(token_hash) {
-            Some((status, cached_at)) if cached_at.elapsed() < MAX_AGE => Ok(status.clone()),
+            Some((status, cached_at)) if cached_at.elapsed() < MAX_AGE => {
+                metrics::counter!("devicelink_status_cache_hits_total").increment(1);
+                Ok(status.clone())
+            }
             _ => Err(Some(ReadTicket(inner.generation))),
         }
     }
