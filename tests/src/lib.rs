@@ -12,7 +12,6 @@ pub mod credentials;
 pub mod env;
 pub mod gateway;
 pub mod logs;
-pub mod metrics;
 pub mod openapi;
 pub mod pg_activity;
 pub mod prometheus;

@@ -33,6 +33,22 @@ pub fn counter(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The series lines (neither comments nor blank) of `metric` in `text`,
+/// its `_bucket`, `_sum` and `_count` lines included.
+pub fn series<'a>(text: &'a str, metric: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    text.lines().filter(move |line| {
+        line.strip_prefix(metric)
+            .is_some_and(|rest| rest.starts_with(['{', ' ', '_']))
+    })
+}
+
+/// A free loopback port for a metrics listener.
+pub fn free_metrics_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port for metrics")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

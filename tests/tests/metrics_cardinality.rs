@@ -3,7 +3,7 @@
 //! the number of series as it was. This binary installs the process-wide
 //! metrics recorder, so it holds this one test.
 
-use devicelink_e2e::metrics::{free_metrics_addr, scrape, series};
+use devicelink_e2e::prometheus::{free_metrics_addr, scrape, series};
 use devicelink_e2e::*;
 use devicelink_shared::telemetry::{TelemetryConfig, init};
 use futures_util::StreamExt;

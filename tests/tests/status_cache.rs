@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use devicelink_e2e::prometheus::{counter, scrape};
+use devicelink_e2e::prometheus::{counter, free_metrics_addr, scrape};
 use devicelink_e2e::*;
 use devicelink_shared::telemetry::{TelemetryConfig, init};
 
@@ -15,9 +15,7 @@ const CACHE_HITS: &str = "devicelink_status_cache_hits_total";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_read_on_one_replica_follows_a_takeover_made_on_another() {
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port for metrics");
+    let metrics_addr = free_metrics_addr();
     let _telemetry = init(&TelemetryConfig {
         service_name: "devicelink-test".into(),
         json_logs: false,

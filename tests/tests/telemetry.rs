@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use devicelink_e2e::prometheus::scrape;
+use devicelink_e2e::prometheus::{free_metrics_addr, scrape};
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use devicelink_shared::telemetry::{TelemetryConfig, init};
@@ -81,9 +81,7 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port for metrics");
+    let metrics_addr = free_metrics_addr();
     let telemetry = init(&TelemetryConfig {
         service_name: "devicelink-test".into(),
         json_logs: false,
