@@ -163,9 +163,7 @@ impl RegistrationHandler {
         }
         Ok(status)
     }
-}
 
-impl RegistrationHandler {
     /// Ends the install holding the request's token.
     async fn reset(
         &self,

@@ -2,8 +2,8 @@
 //!
 //! Queries are plain SQL next to the code that uses them, run as cached
 //! prepared statements on pooled connections. Every call to Postgres runs
-//! under the store deadline ([`connection`]), and a call that is abandoned
-//! is cancelled and its connection retired ([`cancel_on_drop`]).
+//! under the store deadline (`connection.rs`), and a call that is abandoned
+//! is cancelled and its connection retired (`cancel_on_drop.rs`).
 //!
 //! The store reports what happened in domain terms (an outcome such as
 //! [`RedeemOutcome::DeviceHeldByAnotherUser`], or `None` for something not
