@@ -66,7 +66,7 @@ pub fn spawn_listener(
                 outcome = listen_once(&pg_config, &events, &cache) => {
                     cache.set_listening(false);
                     if let Err(error) = outcome {
-                        tracing::warn!(error = %error, "status listener disconnected; reconnecting");
+                        tracing::warn!(error = %devicelink_shared::status::error_chain(&error), "status listener disconnected; reconnecting");
                     }
                 }
                 () = drain.requested() => return,
