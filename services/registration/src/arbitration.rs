@@ -5,8 +5,12 @@
 //! database enforces the invariant underneath (`installs_one_active_per_user`,
 //! a partial unique index), and the redemption transaction locks the user's
 //! row, so concurrent redemptions of one user arbitrate one after another.
+//!
+//! [`arbitrate`] decides between two devices; [`resolve`] wraps it for a
+//! redemption: it reads the installs the redemption locked, refuses a device
+//! that holds another user, and says what to write.
 
-use crate::domain::{FormFactor, InstallId};
+use crate::domain::{DeviceInfo, FormFactor, InstallId, InstallState, StateReason, UserId};
 
 /// The user's install that is active when a device redeems a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +61,112 @@ pub fn arbitrate(
         },
     }
 }
+
+/// An install a redemption locked: the user's active install, or the
+/// arriving device's live install (of this user or another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallInPlay {
+    /// The install.
+    pub id: InstallId,
+    /// Its user.
+    pub user_id: UserId,
+    /// Its device.
+    pub device_id: String,
+    /// Its device's form factor.
+    pub form_factor: FormFactor,
+    /// Whether it is the user's active install.
+    pub active: bool,
+    /// The epoch it was last activated in, as stored.
+    pub epoch: i64,
+}
+
+/// What a redemption writes, once arbitrated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The arriving device's install state.
+    pub state: InstallState,
+    /// Why it is not active.
+    pub reason: Option<StateReason>,
+    /// The epoch the arriving install was last activated in.
+    pub install_epoch: i64,
+    /// The user's epoch afterwards.
+    pub user_epoch: i64,
+    /// The install of another device deactivated, if any.
+    pub superseded: Option<InstallId>,
+    /// The device's existing install of this user, re-bound instead of a
+    /// new one inserted.
+    pub existing: Option<InstallId>,
+}
+
+impl Resolution {
+    /// A new user's first install: nothing to keep, so it is active in the
+    /// user's first epoch.
+    pub fn first_install() -> Self {
+        Self::activate(0, None, None)
+    }
+
+    fn activate(
+        user_epoch: i64,
+        superseded: Option<InstallId>,
+        existing: Option<InstallId>,
+    ) -> Self {
+        Self {
+            state: InstallState::Active,
+            reason: None,
+            install_epoch: user_epoch + 1,
+            user_epoch: user_epoch + 1,
+            superseded,
+            existing,
+        }
+    }
+}
+
+/// The arriving device holds a live install of another user: it must be
+/// reset before it links a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceHeldByAnotherUser;
+
+/// Arbitrates a redemption by `user_id` (whose epoch is `user_epoch`) on
+/// `device`, over the installs it locked.
+pub fn resolve(
+    installs: &[InstallInPlay],
+    user_id: UserId,
+    user_epoch: i64,
+    device: &DeviceInfo,
+) -> Result<Resolution, DeviceHeldByAnotherUser> {
+    let own = installs
+        .iter()
+        .find(|install| install.device_id == device.device_id);
+    if own.is_some_and(|install| install.user_id != user_id) {
+        return Err(DeviceHeldByAnotherUser);
+    }
+    let active = installs
+        .iter()
+        .find(|install| install.active && install.user_id == user_id);
+    let existing = own.map(|install| install.id);
+    let decision = arbitrate(
+        active.map(|install| ActiveInstall {
+            install_id: install.id,
+            form_factor: install.form_factor,
+        }),
+        existing,
+        device.form_factor,
+    );
+    Ok(match decision {
+        Decision::Activate { supersede } => Resolution::activate(user_epoch, supersede, existing),
+        Decision::KeepPhone => Resolution {
+            state: InstallState::Inactive,
+            reason: Some(StateReason::PhonePreferred),
+            install_epoch: own.map_or(0, |install| install.epoch),
+            user_epoch,
+            superseded: None,
+            existing,
+        },
+    })
+}
+
+#[cfg(test)]
+mod resolve_tests;
 
 #[cfg(test)]
 mod tests {

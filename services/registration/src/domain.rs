@@ -2,9 +2,16 @@
 //! be in. Handlers parse protobuf messages into these types once; nothing
 //! below the handlers sees an unchecked string.
 
+use std::time::SystemTime;
+
 use devicelink_shared::auth_code::AuthCode;
 use devicelink_shared::validate::AppId;
 use uuid::Uuid;
+
+/// The most active (neither revoked nor expired) API keys an app may hold:
+/// enough to rotate keys across several backends, few enough that a leaked
+/// admin token cannot mint keys without bound.
+pub const MAX_ACTIVE_KEYS_PER_APP: i64 = 10;
 
 /// A device's shape; arbitration keeps a phone over an arriving tablet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +97,40 @@ impl std::fmt::Display for InstallId {
     }
 }
 
+/// The status of one install: what a device reads, watches and is told
+/// after a redemption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallStatus {
+    /// The install.
+    pub install_id: InstallId,
+    /// Active, inactive or reset.
+    pub state: InstallState,
+    /// Why it is not active.
+    pub reason: Option<StateReason>,
+    /// The epoch it was last activated in.
+    pub epoch: u64,
+    /// The user's current epoch.
+    pub current_epoch: u64,
+    /// When state or reason last changed.
+    pub changed_at: SystemTime,
+}
+
+impl InstallStatus {
+    /// What a device whose install was erased (at `erased_at`) is told: its
+    /// install is gone with the user, so there is nothing left to read but
+    /// the fact. Epochs are zero: the user they counted no longer exists.
+    pub fn erased(install_id: InstallId, erased_at: SystemTime) -> Self {
+        Self {
+            install_id,
+            state: InstallState::Reset,
+            reason: Some(StateReason::Erased),
+            epoch: 0,
+            current_epoch: 0,
+            changed_at: erased_at,
+        }
+    }
+}
+
 /// The app on the device, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppInfo {
@@ -158,5 +199,17 @@ mod tests {
             assert_eq!(StateReason::from_db(reason.as_db()), Some(reason));
         }
         assert_eq!(FormFactor::from_db("watch"), None);
+    }
+
+    #[test]
+    fn an_erased_install_reads_as_reset_because_erased() {
+        let install_id = InstallId(Uuid::from_u128(5));
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7);
+        let status = InstallStatus::erased(install_id, at);
+        assert_eq!(status.install_id, install_id);
+        assert_eq!(status.state, InstallState::Reset);
+        assert_eq!(status.reason, Some(StateReason::Erased));
+        assert_eq!((status.epoch, status.current_epoch), (0, 0));
+        assert_eq!(status.changed_at, at);
     }
 }

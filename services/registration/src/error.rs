@@ -1,7 +1,7 @@
 //! registration's errors and their one mapping to `tonic::Status`.
 
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
-use devicelink_shared::stores::is_unreachable;
+use devicelink_shared::stores::{STORE_TIMEOUT, is_unreachable};
 use devicelink_shared::validate::FieldViolation;
 use tokio_postgres::error::SqlState;
 use tonic::Status;
@@ -34,15 +34,11 @@ impl StoreError {
         Self::Internal(message.into().into())
     }
 
-    /// The constraint a Postgres error violated, if any.
-    pub fn violated_constraint(&self) -> Option<&str> {
-        match self {
-            Self::Internal(error) => error
-                .downcast_ref::<tokio_postgres::Error>()
-                .and_then(tokio_postgres::Error::as_db_error)
-                .and_then(|db_error| db_error.constraint()),
-            _ => None,
-        }
+    /// A Postgres call that got no answer within [`STORE_TIMEOUT`]: the
+    /// server may be stalled or waiting on a lock, and the call was
+    /// abandoned (see [`crate::store`]).
+    pub fn timed_out() -> Self {
+        Self::Unavailable(format!("no answer from Postgres within {STORE_TIMEOUT:?}").into())
     }
 }
 
@@ -154,6 +150,7 @@ mod tests {
                 StoreError::Unavailable("down".into()).into(),
                 Code::Unavailable,
             ),
+            (StoreError::timed_out().into(), Code::Unavailable),
             (
                 StoreError::internal("bug with secret-ish detail").into(),
                 Code::Internal,

@@ -4,8 +4,10 @@
 //! the code can no longer be live in Redis (its TTL is at most an hour, and
 //! the `DEL` after a redemption may have failed), the row has done its job.
 //! Rows are kept for a day, far past that, then deleted in small batches so
-//! the purge never holds long locks. Every replica runs the janitor; the
-//! deletes are idempotent, so that is harmless.
+//! the purge never holds long locks. Each batch is a call under the store
+//! deadline; a purge that fails is logged and tried again next interval.
+//! Every replica runs the janitor; the deletes are idempotent, so that is
+//! harmless.
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ pub const REDEMPTION_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How often the janitor runs.
 const INTERVAL: Duration = Duration::from_secs(600);
 
-/// Purges old redemption records every [`INTERVAL`] until the service
+/// Purges old redemption records every `INTERVAL` (ten minutes) until the service
 /// drains.
 pub fn spawn_janitor(store: Store, mut drain: DrainSignal) {
     tokio::spawn(async move {

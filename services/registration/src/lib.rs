@@ -17,14 +17,28 @@
 //!    the code's claim and announce status changes with `pg_notify`. The
 //!    database holds the invariants itself: one user per (app, external
 //!    id), at most one active install per user, one live install per
-//!    device.
+//!    device. The store answers in domain terms
+//!    ([`store::RedeemOutcome`]: redeemed, already redeemed, device held by
+//!    another user, app gone); [`service`] alone turns that, and
+//!    [`error::RegistrationError`], into gRPC codes and messages.
 //! 4. After commit the code is queued for deletion from Redis (batched,
 //!    off the response path), and the device gets its install token
 //!    ([`install_token`]), derived from the code and a stored nonce so that
 //!    a retry from the same device gets the same answer.
 //!
-//! Devices then ask for their status with that token; [`notify`] turns the
-//! announcements into watch-stream updates on every replica.
+//! Devices then ask for their status with that token. [`notify`] listens
+//! for the announcements on every replica: each one evicts the install
+//! from the [`status_cache`] that answers `GetInstallStatus`, and wakes the
+//! [`service::watch`] tasks that feed `WatchInstallStatus` streams.
+//!
+//! # When Postgres does not answer
+//!
+//! Every Postgres call of the store (a statement, a transaction's round
+//! trip, a batch of the [`janitor`]'s purge) runs under
+//! [`devicelink_shared::stores::STORE_TIMEOUT`] and fails with UNAVAILABLE
+//! past it. A call abandoned so, or by a client that went away, is
+//! cancelled in Postgres and its connection closed, never returned to the
+//! pool with work outstanding (see `store/connection.rs`).
 
 pub mod arbitration;
 pub mod codes;

@@ -39,28 +39,26 @@ pub enum StatusEvent {
 #[derive(Clone)]
 pub struct StatusNotifier {
     events: broadcast::Sender<StatusEvent>,
-    cache: Arc<StatusCache>,
 }
 
 impl StatusNotifier {
-    /// The status cache the notifications keep fresh.
-    pub fn cache(&self) -> &StatusCache {
-        &self.cache
-    }
-
     /// Subscribes to every status change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         self.events.subscribe()
     }
 }
 
-/// Starts listening for status changes until the service drains.
-pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal) -> StatusNotifier {
+/// Starts listening for status changes until the service drains; each
+/// change evicts its install from `cache`, which is bypassed while the
+/// listener is not connected.
+pub fn spawn_listener(
+    pg_config: tokio_postgres::Config,
+    cache: Arc<StatusCache>,
+    mut drain: DrainSignal,
+) -> StatusNotifier {
     let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
-    let cache = Arc::new(StatusCache::default());
     let notifier = StatusNotifier {
         events: events.clone(),
-        cache: cache.clone(),
     };
     tokio::spawn(async move {
         loop {
@@ -68,7 +66,7 @@ pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal)
                 outcome = listen_once(&pg_config, &events, &cache) => {
                     cache.set_listening(false);
                     if let Err(error) = outcome {
-                        tracing::warn!(error = %error, "status listener disconnected; reconnecting");
+                        tracing::warn!(error = %devicelink_shared::status::error_chain(&error), "status listener disconnected; reconnecting");
                     }
                 }
                 () = drain.requested() => return,

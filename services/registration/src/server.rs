@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
@@ -24,6 +25,7 @@ use crate::migrate;
 use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
 use crate::service::registration::RegistrationHandler;
+use crate::status_cache::StatusCache;
 use crate::store::Store;
 
 /// Why the service could not start or stopped abnormally.
@@ -111,8 +113,10 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let (trigger, drain) = drain_channel();
+        let statuses = Arc::new(StatusCache::default());
         let notifier = spawn_listener(
             postgres_config(&self.config.common.database_url)?,
+            statuses.clone(),
             drain.clone(),
         );
         spawn_janitor(self.store.clone(), drain.clone());
@@ -132,8 +136,13 @@ impl Application {
         )
         .await;
         let (reflection_v1, reflection_v1alpha) = reflection();
-        let registration =
-            RegistrationHandler::new(self.store.clone(), self.codes, notifier, drain.clone());
+        let registration = RegistrationHandler::new(
+            self.store.clone(),
+            self.codes,
+            statuses,
+            notifier,
+            drain.clone(),
+        );
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),

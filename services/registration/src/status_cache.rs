@@ -10,6 +10,9 @@
 //! disconnected, announcements may be missed: the cache is then emptied and
 //! bypassed until the listener is back. A replica evicts its own changes at
 //! once, without waiting for its own announcement.
+//!
+//! One cache per replica, shared (`Arc`) by the listener that evicts and
+//! the handler that reads, evicts its own changes and fills it.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::store::StatusRecord;
+use crate::domain::InstallStatus;
 
 /// How long an entry is trusted at most, whatever the notifications say.
 const MAX_AGE: Duration = Duration::from_secs(30);
@@ -39,7 +42,7 @@ struct Inner {
     listening: bool,
     /// Bumped by every eviction.
     generation: u64,
-    by_token: HashMap<TokenHash, (StatusRecord, Instant)>,
+    by_token: HashMap<TokenHash, (InstallStatus, Instant)>,
     token_of_install: HashMap<Uuid, TokenHash>,
 }
 
@@ -55,7 +58,7 @@ impl StatusCache {
     /// The cached status of the install holding `token_hash`, if fresh; else
     /// a ticket for caching what Postgres will say (`None` while
     /// notifications are not being received).
-    pub fn get(&self, token_hash: &TokenHash) -> Result<StatusRecord, Option<ReadTicket>> {
+    pub fn get(&self, token_hash: &TokenHash) -> Result<InstallStatus, Option<ReadTicket>> {
         let inner = self.lock();
         if !inner.listening {
             return Err(None);
@@ -71,7 +74,7 @@ impl StatusCache {
 
     /// Caches a status read from Postgres, unless anything was evicted since
     /// `ticket` was taken.
-    pub fn insert(&self, ticket: ReadTicket, token_hash: TokenHash, status: &StatusRecord) {
+    pub fn insert(&self, ticket: ReadTicket, token_hash: TokenHash, status: &InstallStatus) {
         let mut inner = self.lock();
         if !inner.listening || inner.generation != ticket.0 {
             return;
@@ -115,8 +118,8 @@ mod tests {
     use super::*;
     use crate::domain::{InstallId, InstallState};
 
-    fn status(install: u128) -> StatusRecord {
-        StatusRecord {
+    fn status(install: u128) -> InstallStatus {
+        InstallStatus {
             install_id: InstallId(Uuid::from_u128(install)),
             state: InstallState::Active,
             reason: None,

@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{form_factor, install_status, platform, timestamp};
 use super::sdk_config::{MAX_SDK_CONFIG_BYTES, struct_to_json};
+use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
-use crate::store::{ApiKeyRecord, NewApiKeyRecord, Store, UserRecord};
+use crate::store::{ApiKeyRecord, CreateKeyOutcome, NewApiKeyRecord, Store, UserRecord};
 
 /// How long a key lives unless its creator says otherwise.
 pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -148,35 +149,35 @@ fn user_not_found() -> RegistrationError {
     RegistrationError::NotFound("no user with this external id in this app".into())
 }
 
-#[tonic::async_trait]
-impl AdminService for AdminHandler {
+fn app_not_found(app_id: AppId) -> RegistrationError {
+    RegistrationError::NotFound(format!("app {app_id} does not exist"))
+}
+
+/// The calls, each answering in [`RegistrationError`]; the trait below
+/// turns that into a `Status` once per call.
+impl AdminHandler {
     async fn create_app(
         &self,
-        request: Request<pb::CreateAppRequest>,
-    ) -> Result<Response<pb::CreateAppResponse>, Status> {
+        request: &pb::CreateAppRequest,
+    ) -> Result<pb::CreateAppResponse, RegistrationError> {
         let name = text(
             "name",
-            &request.get_ref().name,
+            &request.name,
             MAX_APP_NAME_CHARS,
             Charset::Printable,
         )
         .map_err(invalid)?;
-        let app_id = self
-            .store
-            .create_app(&name)
-            .await
-            .map_err(RegistrationError::from)?;
+        let app_id = self.store.create_app(&name).await?;
         tracing::info!(%app_id, "app created");
-        Ok(Response::new(pb::CreateAppResponse {
+        Ok(pb::CreateAppResponse {
             app_id: app_id.to_string(),
-        }))
+        })
     }
 
     async fn create_api_key(
         &self,
-        request: Request<pb::CreateApiKeyRequest>,
-    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let request = request.into_inner();
+        request: &pb::CreateApiKeyRequest,
+    ) -> Result<pb::CreateApiKeyResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
         let scopes = scopes(&request.scopes)?;
         let ttl = key_ttl(request.ttl_seconds)?;
@@ -188,54 +189,60 @@ impl AdminService for AdminHandler {
             scopes,
             ttl,
         };
-        let expires_at = self.store.create_api_key(&record).await?;
+        let expires_at = match self.store.create_api_key(&record).await? {
+            CreateKeyOutcome::Created { expires_at } => expires_at,
+            CreateKeyOutcome::TooManyActiveKeys => {
+                return Err(RegistrationError::FailedPrecondition(format!(
+                    "app {app_id} already holds {MAX_ACTIVE_KEYS_PER_APP} active API keys; revoke one first"
+                )));
+            }
+            CreateKeyOutcome::AppNotFound => return Err(app_not_found(app_id)),
+        };
         tracing::info!(%app_id, key_id = %key.key_id, "API key created");
-        Ok(Response::new(pb::CreateApiKeyResponse {
+        Ok(pb::CreateApiKeyResponse {
             api_key: key.text,
             key_id: key.key_id.to_string(),
             expires_at: Some(timestamp(expires_at)),
-        }))
+        })
     }
 
     async fn list_api_keys(
         &self,
-        request: Request<pb::ListApiKeysRequest>,
-    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let app_id = app_id(&request.get_ref().app_id)?;
-        let keys = self.store.list_api_keys(app_id).await?;
-        Ok(Response::new(pb::ListApiKeysResponse {
+        request: &pb::ListApiKeysRequest,
+    ) -> Result<pb::ListApiKeysResponse, RegistrationError> {
+        let app_id = app_id(&request.app_id)?;
+        let keys = self
+            .store
+            .list_api_keys(app_id)
+            .await?
+            .ok_or_else(|| app_not_found(app_id))?;
+        Ok(pb::ListApiKeysResponse {
             api_keys: keys.into_iter().map(api_key_message).collect(),
-        }))
+        })
     }
 
     async fn revoke_api_key(
         &self,
-        request: Request<pb::RevokeApiKeyRequest>,
-    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        let key_id = KeyId::parse(&request.get_ref().key_id).ok_or_else(|| {
+        request: &pb::RevokeApiKeyRequest,
+    ) -> Result<pb::RevokeApiKeyResponse, RegistrationError> {
+        let key_id = KeyId::parse(&request.key_id).ok_or_else(|| {
             RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys")
         })?;
-        let revoked_at = self
-            .store
-            .revoke_api_key(&key_id)
-            .await
-            .map_err(RegistrationError::from)?;
-        let Some(revoked_at) = revoked_at else {
-            return Err(
-                RegistrationError::NotFound(format!("API key {key_id} does not exist")).into(),
-            );
+        let Some(revoked_at) = self.store.revoke_api_key(&key_id).await? else {
+            return Err(RegistrationError::NotFound(format!(
+                "API key {key_id} does not exist"
+            )));
         };
         tracing::info!(%key_id, "API key revoked");
-        Ok(Response::new(pb::RevokeApiKeyResponse {
+        Ok(pb::RevokeApiKeyResponse {
             revoked_at: Some(timestamp(revoked_at)),
-        }))
+        })
     }
 
     async fn set_sdk_config(
         &self,
-        request: Request<pb::SetSdkConfigRequest>,
-    ) -> Result<Response<pb::SetSdkConfigResponse>, Status> {
-        let request = request.get_ref();
+        request: &pb::SetSdkConfigRequest,
+    ) -> Result<pb::SetSdkConfigResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
         let config = struct_to_json(&request.sdk_config.clone().unwrap_or_default());
         let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
@@ -243,59 +250,111 @@ impl AdminService for AdminHandler {
             return Err(RegistrationError::invalid(
                 "sdk_config",
                 "must be at most 64 KiB once encoded as JSON",
-            )
-            .into());
+            ));
         }
-        if !self
-            .store
-            .set_sdk_config(app_id, &config)
-            .await
-            .map_err(RegistrationError::from)?
-        {
-            return Err(RegistrationError::NotFound(format!("app {app_id} does not exist")).into());
+        if !self.store.set_sdk_config(app_id, &config).await? {
+            return Err(app_not_found(app_id));
         }
         tracing::info!(%app_id, "SDK configuration set");
-        Ok(Response::new(pb::SetSdkConfigResponse {}))
+        Ok(pb::SetSdkConfigResponse {})
     }
 
     async fn get_user(
         &self,
-        request: Request<pb::GetUserRequest>,
-    ) -> Result<Response<pb::GetUserResponse>, Status> {
-        let request = request.get_ref();
+        request: &pb::GetUserRequest,
+    ) -> Result<pb::GetUserResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
         let external_id =
             ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
         let user = self
             .store
             .get_user(app_id, &external_id)
-            .await
-            .map_err(RegistrationError::from)?
+            .await?
             .ok_or_else(user_not_found)?;
-        Ok(Response::new(pb::GetUserResponse {
+        Ok(pb::GetUserResponse {
             user: Some(user_message(user)),
-        }))
+        })
+    }
+
+    async fn delete_user(
+        &self,
+        request: &pb::DeleteUserRequest,
+    ) -> Result<pb::DeleteUserResponse, RegistrationError> {
+        let app_id = app_id(&request.app_id)?;
+        let external_id =
+            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        if !self.store.delete_user(app_id, &external_id).await? {
+            return Err(user_not_found());
+        }
+        tracing::info!(%app_id, "user erased");
+        metrics::counter!("devicelink_users_erased_total").increment(1);
+        Ok(pb::DeleteUserResponse {})
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminHandler {
+    async fn create_app(
+        &self,
+        request: Request<pb::CreateAppRequest>,
+    ) -> Result<Response<pb::CreateAppResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::create_app(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::create_api_key(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::list_api_keys(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::revoke_api_key(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_sdk_config(
+        &self,
+        request: Request<pb::SetSdkConfigRequest>,
+    ) -> Result<Response<pb::SetSdkConfigResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::set_sdk_config(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::get_user(self, request.get_ref()).await?,
+        ))
     }
 
     async fn delete_user(
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let request = request.get_ref();
-        let app_id = app_id(&request.app_id)?;
-        let external_id =
-            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
-        if !self
-            .store
-            .delete_user(app_id, &external_id)
-            .await
-            .map_err(RegistrationError::from)?
-        {
-            return Err(user_not_found().into());
-        }
-        tracing::info!(%app_id, "user erased");
-        metrics::counter!("devicelink_users_erased_total").increment(1);
-        Ok(Response::new(pb::DeleteUserResponse {}))
+        Ok(Response::new(
+            AdminHandler::delete_user(self, request.get_ref()).await?,
+        ))
     }
 }
 

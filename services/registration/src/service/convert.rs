@@ -4,8 +4,7 @@ use std::time::SystemTime;
 
 use devicelink_shared::pb;
 
-use crate::domain::{FormFactor, InstallState, Platform, StateReason};
-use crate::store::StatusRecord;
+use crate::domain::{FormFactor, InstallState, InstallStatus, Platform, StateReason};
 
 /// A timestamp as protobuf sends it.
 pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {
@@ -13,7 +12,7 @@ pub fn timestamp(time: SystemTime) -> prost_types::Timestamp {
 }
 
 /// An install status as devices see it.
-pub fn install_status(status: &StatusRecord) -> pb::InstallStatus {
+pub fn install_status(status: &InstallStatus) -> pb::InstallStatus {
     pb::InstallStatus {
         install_id: status.install_id.to_string(),
         state: install_state(status.state) as i32,

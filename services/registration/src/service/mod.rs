@@ -6,3 +6,4 @@ pub mod convert;
 pub mod parse;
 pub mod registration;
 pub mod sdk_config;
+pub mod watch;

@@ -2,31 +2,37 @@
 //! about its own install.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use devicelink_shared::pb;
 use devicelink_shared::pb::registration_service_server::RegistrationService;
 use devicelink_shared::serving::DrainSignal;
-use devicelink_shared::validate::ExternalId;
+use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::install_status;
 use super::parse;
 use super::sdk_config::json_to_struct;
+use super::watch::Watcher;
 use crate::codes::CodeStore;
-use crate::domain::{CreateUserInput, InstallId, InstallState, StateReason};
+use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
 use crate::install_token::{InstallToken, new_nonce};
-use crate::notify::{StatusEvent, StatusNotifier};
-use crate::store::{NewRedemption, RedeemOutcome, Redeemed, StatusRecord, Store};
+use crate::notify::StatusNotifier;
+use crate::status_cache::StatusCache;
+use crate::store::{NewRedemption, RedeemOutcome, Redeemed, Store};
 
 /// Handles `RegistrationService`.
 #[derive(Clone)]
 pub struct RegistrationHandler {
     store: Store,
     codes: CodeStore,
+    /// Install statuses by token, for `GetInstallStatus`; kept fresh by the
+    /// listener behind `notifier`.
+    statuses: Arc<StatusCache>,
     notifier: StatusNotifier,
     /// Fires when the server drains: open watch streams end cleanly.
     drain: DrainSignal,
@@ -37,12 +43,14 @@ impl RegistrationHandler {
     pub fn new(
         store: Store,
         codes: CodeStore,
+        statuses: Arc<StatusCache>,
         notifier: StatusNotifier,
         drain: DrainSignal,
     ) -> Self {
         Self {
             store,
             codes,
+            statuses,
             notifier,
             drain,
         }
@@ -76,25 +84,28 @@ impl RegistrationHandler {
                 token_nonce,
                 token_hash: token.hash(),
             };
-            if let RedeemOutcome::Redeemed(redeemed) = self.store.redeem(&redemption).await? {
-                self.codes.retire(code_hash);
-                record_redemption(&redeemed);
-                // This replica's own readers see the change at once, before
-                // its announcement comes back from Postgres.
-                let cache = self.notifier.cache();
-                cache.evict(redeemed.install_id.0);
-                if let Some(superseded) = redeemed.superseded {
-                    cache.evict(superseded.0);
-                }
-                tracing::info!(
-                    app_id = %input.app_id,
-                    user_id = %redeemed.user_id.0,
-                    install_id = %redeemed.install_id,
-                    restored = redeemed.restored,
-                    "auth code redeemed"
-                );
-                return Ok(response(redeemed, &token));
+            let redeemed = match self.store.redeem(&redemption).await? {
+                RedeemOutcome::Redeemed(redeemed) => redeemed,
+                RedeemOutcome::AlreadyRedeemed => return self.answer_used_code(&input).await,
+                RedeemOutcome::DeviceHeldByAnotherUser => return Err(device_held()),
+                RedeemOutcome::AppNotFound => return Err(app_not_found(input.app_id)),
+            };
+            self.codes.retire(code_hash);
+            record_redemption(&redeemed);
+            // This replica's own readers see the change at once, before
+            // its announcement comes back from Postgres.
+            self.statuses.evict(redeemed.install_id.0);
+            if let Some(superseded) = redeemed.superseded {
+                self.statuses.evict(superseded.0);
             }
+            tracing::info!(
+                app_id = %input.app_id,
+                user_id = %redeemed.user_id.0,
+                install_id = %redeemed.install_id,
+                restored = redeemed.restored,
+                "auth code redeemed"
+            );
+            return Ok(response(redeemed, &token));
         }
         self.answer_used_code(&input).await
     }
@@ -136,10 +147,10 @@ impl RegistrationHandler {
     async fn authenticated_status(
         &self,
         metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<StatusRecord, RegistrationError> {
+    ) -> Result<InstallStatus, RegistrationError> {
         let token = parse::install_token(metadata)?;
         let token_hash = token.hash();
-        let ticket = match self.notifier.cache().get(token_hash.as_bytes()) {
+        let ticket = match self.statuses.get(token_hash.as_bytes()) {
             Ok(status) => return Ok(status),
             Err(ticket) => ticket,
         };
@@ -147,12 +158,41 @@ impl RegistrationHandler {
             RegistrationError::Unauthenticated("install token is unknown or its install was reset"),
         )?;
         if let Some(ticket) = ticket {
-            self.notifier
-                .cache()
+            self.statuses
                 .insert(ticket, *token_hash.as_bytes(), &status);
         }
         Ok(status)
     }
+
+    /// Ends the install holding the request's token.
+    async fn reset(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), RegistrationError> {
+        let token = parse::install_token(metadata)?;
+        let Some(install_id) = self.store.reset_by_token(&token.hash()).await? else {
+            return Err(RegistrationError::Unauthenticated(
+                "install token is unknown or its install was reset",
+            ));
+        };
+        self.statuses.evict(install_id.0);
+        tracing::info!(%install_id, "install reset");
+        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
+            .increment(1);
+        Ok(())
+    }
+}
+
+/// The device holds a live install of another user.
+fn device_held() -> RegistrationError {
+    RegistrationError::FailedPrecondition(
+        "this device holds an install of another user; reset that install (ResetInstall) before linking a new user"
+            .into(),
+    )
+}
+
+fn app_not_found(app_id: AppId) -> RegistrationError {
+    RegistrationError::NotFound(format!("app {app_id} does not exist"))
 }
 
 /// Counts a redemption and the activation changes it made.
@@ -217,12 +257,12 @@ impl RegistrationService for RegistrationHandler {
         let events = self.notifier.subscribe();
         let status = self.authenticated_status(request.metadata()).await?;
         let (sender, receiver) = mpsc::channel(8);
-        let watcher = Watcher {
-            store: self.store.clone(),
-            install_id: status.install_id,
+        let watcher = Watcher::new(
+            self.store.clone(),
+            status.install_id,
             sender,
-            drain: self.drain.clone(),
-        };
+            self.drain.clone(),
+        );
         tokio::spawn(watcher.run(status, events));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -231,82 +271,7 @@ impl RegistrationService for RegistrationHandler {
         &self,
         request: Request<pb::ResetInstallRequest>,
     ) -> Result<Response<pb::ResetInstallResponse>, Status> {
-        let token = parse::install_token(request.metadata())?;
-        let reset = self
-            .store
-            .reset_by_token(&token.hash())
-            .await
-            .map_err(RegistrationError::from)?;
-        let Some(install_id) = reset else {
-            return Err(RegistrationError::Unauthenticated(
-                "install token is unknown or its install was reset",
-            )
-            .into());
-        };
-        self.notifier.cache().evict(install_id.0);
-        tracing::info!(%install_id, "install reset");
-        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
-            .increment(1);
+        self.reset(request.metadata()).await?;
         Ok(Response::new(pb::ResetInstallResponse {}))
-    }
-}
-
-/// Feeds one watch stream.
-struct Watcher {
-    store: Store,
-    install_id: InstallId,
-    sender: mpsc::Sender<Result<pb::WatchInstallStatusResponse, Status>>,
-    drain: DrainSignal,
-}
-
-impl Watcher {
-    /// Sends the current status, then each change, until the install ends,
-    /// the client goes away or the server drains.
-    async fn run(mut self, mut last: StatusRecord, mut events: broadcast::Receiver<StatusEvent>) {
-        if !self.send(&last).await {
-            return;
-        }
-        loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                () = self.drain.requested() => return,
-                () = self.sender.closed() => return,
-            };
-            let relevant = match event {
-                Ok(StatusEvent::Changed(install_id)) => install_id == self.install_id.0,
-                Ok(StatusEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if !relevant {
-                continue;
-            }
-            let current = match self.store.status_by_id(self.install_id).await {
-                Ok(Some(status)) => status,
-                Ok(None) => StatusRecord::erased(self.install_id),
-                Err(error) => {
-                    let _ = self
-                        .sender
-                        .send(Err(RegistrationError::from(error).into()))
-                        .await;
-                    return;
-                }
-            };
-            if current != last {
-                if !self.send(&current).await {
-                    return;
-                }
-                last = current;
-            }
-            if last.state == InstallState::Reset {
-                return;
-            }
-        }
-    }
-
-    async fn send(&self, status: &StatusRecord) -> bool {
-        let message = pb::WatchInstallStatusResponse {
-            status: Some(install_status(status)),
-        };
-        self.sender.send(Ok(message)).await.is_ok()
     }
 }

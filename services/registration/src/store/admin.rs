@@ -7,12 +7,11 @@ use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use uuid::Uuid;
 
-use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
-use crate::domain::{FormFactor, Platform};
-use crate::error::{RegistrationError, StoreError};
-
-/// The most active (neither revoked nor expired) keys an app may hold.
-pub const MAX_ACTIVE_KEYS_PER_APP: i64 = 10;
+use super::connection::Connection;
+use super::pipelined_tx::PipelinedTransaction;
+use super::{STATUS_CHANNEL, Store, epoch, status_from_row};
+use crate::domain::{FormFactor, InstallStatus, MAX_ACTIVE_KEYS_PER_APP, Platform};
+use crate::error::StoreError;
 
 /// An API key to store.
 #[derive(Debug)]
@@ -52,7 +51,7 @@ pub struct ApiKeyRecord {
 #[derive(Debug, Clone)]
 pub struct InstallSummaryRecord {
     /// Its status.
-    pub status: StatusRecord,
+    pub status: InstallStatus,
     /// The device's identifier.
     pub device_id: String,
     /// The device's platform.
@@ -88,6 +87,21 @@ pub struct UserRecord {
     pub installs: Vec<InstallSummaryRecord>,
 }
 
+/// What storing a new API key came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateKeyOutcome {
+    /// Stored; it works until `expires_at`.
+    Created {
+        /// When the key stops working.
+        expires_at: SystemTime,
+    },
+    /// The app holds [`MAX_ACTIVE_KEYS_PER_APP`] active keys already;
+    /// nothing was stored.
+    TooManyActiveKeys,
+    /// There is no such app.
+    AppNotFound,
+}
+
 const KEY_COLUMNS: &str =
     "key_id, app_id, scopes, created_at, expires_at, last_used_at, revoked_at";
 
@@ -95,79 +109,66 @@ impl Store {
     /// Registers an app.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.create_app", skip_all, fields(db.system = "postgresql"))]
     pub async fn create_app(&self, name: &str) -> Result<AppId, StoreError> {
-        let client = self.pool.get().await?;
         let app_id = AppId(Uuid::now_v7());
-        client
-            .execute(
-                "INSERT INTO apps (id, name) VALUES ($1, $2)",
-                &[&app_id.0, &name],
-            )
-            .await?;
+        self.connection()
+            .await?
+            .call(async |client| {
+                client
+                    .execute(
+                        "INSERT INTO apps (id, name) VALUES ($1, $2)",
+                        &[&app_id.0, &name],
+                    )
+                    .await
+            })
+            .await??;
         Ok(app_id)
     }
 
-    /// Stores a new key, refusing an app's eleventh active key. The app's row
-    /// is locked so two concurrent creations cannot both pass the count.
+    /// Stores a new key, refusing an app's key past
+    /// [`MAX_ACTIVE_KEYS_PER_APP`] active ones. The app's row is locked so
+    /// two concurrent creations cannot both pass the count.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.create_api_key", skip_all, fields(db.system = "postgresql"))]
     pub async fn create_api_key(
         &self,
         key: &NewApiKeyRecord,
-    ) -> Result<SystemTime, RegistrationError> {
-        let mut client = self.pool.get().await.map_err(StoreError::from)?;
-        let tx = client.transaction().await.map_err(StoreError::from)?;
-        let app = tx
-            .query_opt(
-                "SELECT id FROM apps WHERE id = $1 FOR UPDATE",
-                &[&key.app_id.0],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        if app.is_none() {
-            return Err(app_not_found(key.app_id));
+    ) -> Result<CreateKeyOutcome, StoreError> {
+        let mut tx =
+            PipelinedTransaction::begin(self.connection().await?, PipelinedTransaction::BEGIN)
+                .await?;
+        match insert_key(&mut tx, key).await {
+            Ok(CreateKeyOutcome::Created { expires_at }) => {
+                tx.commit().await?;
+                Ok(CreateKeyOutcome::Created { expires_at })
+            }
+            other => {
+                tx.rollback().await;
+                other
+            }
         }
-        let active: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM api_keys WHERE app_id = $1 AND revoked_at IS NULL AND expires_at > now()",
-                &[&key.app_id.0],
-            )
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(StoreError::from)?;
-        if active >= MAX_ACTIVE_KEYS_PER_APP {
-            return Err(RegistrationError::FailedPrecondition(format!(
-                "app {} already holds {MAX_ACTIVE_KEYS_PER_APP} active API keys; revoke one first",
-                key.app_id
-            )));
-        }
-        let expires_at = SystemTime::now() + key.ttl;
-        tx.execute(
-            "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&key.key_id.as_str(), &key.app_id.0, &key.secret_hash.as_bytes().as_slice(), &key.scopes, &expires_at],
-        )
-        .await
-        .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(expires_at)
     }
 
-    /// An app's keys, newest first.
+    /// An app's keys, newest first; `None` when there is no such app.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.list_api_keys", skip_all, fields(db.system = "postgresql"))]
     pub async fn list_api_keys(
         &self,
         app_id: AppId,
-    ) -> Result<Vec<ApiKeyRecord>, RegistrationError> {
-        let client = self.pool.get().await.map_err(StoreError::from)?;
-        if !app_exists(&client, app_id).await? {
-            return Err(app_not_found(app_id));
+    ) -> Result<Option<Vec<ApiKeyRecord>>, StoreError> {
+        let mut connection = self.connection().await?;
+        if !app_exists(&mut connection, app_id).await? {
+            return Ok(None);
         }
-        let rows = client
-            .query(
-                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE app_id = $1 ORDER BY created_at DESC, key_id"),
-                &[&app_id.0],
-            )
-            .await
-            .map_err(StoreError::from)?;
-        rows.iter()
+        let rows = connection
+            .call(async |client| {
+                client
+                    .query(
+                        &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE app_id = $1 ORDER BY created_at DESC, key_id"),
+                        &[&app_id.0],
+                    )
+                    .await
+            })
+            .await??;
+        let keys = rows
+            .iter()
             .map(|row| {
                 Ok(ApiKeyRecord {
                     key_id: row.try_get(0)?,
@@ -179,21 +180,26 @@ impl Store {
                     revoked_at: row.try_get(6)?,
                 })
             })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(|error| StoreError::from(error).into())
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        Ok(Some(keys))
     }
 
     /// Revokes a key, keeping the first revocation time; `None` when the key
     /// is unknown.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.revoke_api_key", skip_all, fields(db.system = "postgresql"))]
     pub async fn revoke_api_key(&self, key_id: &KeyId) -> Result<Option<SystemTime>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
-                &[&key_id.as_str()],
-            )
-            .await?;
+        let row = self
+            .connection()
+            .await?
+            .call(async |client| {
+                client
+                    .query_opt(
+                        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
+                        &[&key_id.as_str()],
+                    )
+                    .await
+            })
+            .await??;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
@@ -204,13 +210,18 @@ impl Store {
         app_id: AppId,
         sdk_config: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let client = self.pool.get().await?;
-        let updated = client
-            .execute(
-                "UPDATE apps SET sdk_config = $2 WHERE id = $1",
-                &[&app_id.0, sdk_config],
-            )
-            .await?;
+        let updated = self
+            .connection()
+            .await?
+            .call(async |client| {
+                client
+                    .execute(
+                        "UPDATE apps SET sdk_config = $2 WHERE id = $1",
+                        &[&app_id.0, sdk_config],
+                    )
+                    .await
+            })
+            .await??;
         Ok(updated == 1)
     }
 
@@ -221,35 +232,43 @@ impl Store {
         app_id: AppId,
         external_id: &ExternalId,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let Some(user) = client
-            .query_opt(
-                "SELECT id, epoch, created_at FROM users WHERE app_id = $1 AND external_id = $2",
-                &[&app_id.0, &external_id.as_str()],
-            )
-            .await?
-        else {
+        let mut connection = self.connection().await?;
+        let user = connection
+            .call(async |client| {
+                client
+                    .query_opt(
+                        "SELECT id, epoch, created_at FROM users WHERE app_id = $1 AND external_id = $2",
+                        &[&app_id.0, &external_id.as_str()],
+                    )
+                    .await
+            })
+            .await??;
+        let Some(user) = user else {
             return Ok(None);
         };
         let user_id: Uuid = user.try_get(0)?;
-        let rows = client
-            .query(
-                concat!(
-                    "SELECT ",
-                    status_columns!(),
-                    ", i.device_id, i.platform, i.form_factor, i.model, i.os_version,
-                            i.app_version, i.sdk_version, i.created_at
-                     FROM installs i JOIN users u ON u.id = i.user_id
-                     WHERE i.user_id = $1 ORDER BY i.created_at DESC, i.id"
-                ),
-                &[&user_id],
-            )
-            .await?;
+        let rows = connection
+            .call(async |client| {
+                client
+                    .query(
+                        concat!(
+                            "SELECT ",
+                            status_columns!(),
+                            ", i.device_id, i.platform, i.form_factor, i.model, i.os_version,
+                                    i.app_version, i.sdk_version, i.created_at
+                             FROM installs i JOIN users u ON u.id = i.user_id
+                             WHERE i.user_id = $1 ORDER BY i.created_at DESC, i.id"
+                        ),
+                        &[&user_id],
+                    )
+                    .await
+            })
+            .await??;
         let installs = rows
             .iter()
             .map(|row| {
                 Ok(InstallSummaryRecord {
-                    status: StatusRecord::from_row(row)?,
+                    status: status_from_row(row)?,
                     device_id: row.try_get(6)?,
                     platform: Platform::from_db(row.try_get(7)?),
                     form_factor: FormFactor::from_db(row.try_get(8)?),
@@ -280,37 +299,116 @@ impl Store {
         app_id: AppId,
         external_id: &ExternalId,
     ) -> Result<bool, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let user = tx
-            .query_opt(
-                "SELECT id FROM users WHERE app_id = $1 AND external_id = $2 FOR UPDATE",
-                &[&app_id.0, &external_id.as_str()],
-            )
-            .await?;
-        let Some(user) = user else {
-            return Ok(false);
-        };
-        let user_id: Uuid = user.try_get(0)?;
-        tx.execute(
-            "SELECT pg_notify($2, id::text) FROM installs WHERE user_id = $1",
-            &[&user_id, &STATUS_CHANNEL],
-        )
-        .await?;
-        tx.execute("DELETE FROM users WHERE id = $1", &[&user_id])
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let mut tx =
+            PipelinedTransaction::begin(self.connection().await?, PipelinedTransaction::BEGIN)
+                .await?;
+        match erase_user(&mut tx, app_id, external_id).await {
+            Ok(true) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            other => {
+                tx.rollback().await;
+                other
+            }
+        }
     }
 }
 
-async fn app_exists(client: &deadpool_postgres::Client, app_id: AppId) -> Result<bool, StoreError> {
-    Ok(client
-        .query_opt("SELECT 1 FROM apps WHERE id = $1", &[&app_id.0])
-        .await?
-        .is_some())
+/// The statements of [`Store::create_api_key`] inside its transaction, a
+/// round trip each; the caller commits only what is
+/// [`CreateKeyOutcome::Created`].
+async fn insert_key(
+    tx: &mut PipelinedTransaction,
+    key: &NewApiKeyRecord,
+) -> Result<CreateKeyOutcome, StoreError> {
+    let app = tx
+        .call(async |client| {
+            client
+                .query_opt(
+                    "SELECT id FROM apps WHERE id = $1 FOR UPDATE",
+                    &[&key.app_id.0],
+                )
+                .await
+        })
+        .await??;
+    if app.is_none() {
+        return Ok(CreateKeyOutcome::AppNotFound);
+    }
+    let active: i64 = tx
+        .call(async |client| {
+            client
+                .query_one(
+                    "SELECT count(*) FROM api_keys WHERE app_id = $1 AND revoked_at IS NULL AND expires_at > now()",
+                    &[&key.app_id.0],
+                )
+                .await
+        })
+        .await??
+        .try_get(0)?;
+    if active >= MAX_ACTIVE_KEYS_PER_APP {
+        return Ok(CreateKeyOutcome::TooManyActiveKeys);
+    }
+    let expires_at = SystemTime::now() + key.ttl;
+    tx.call(async |client| {
+        client
+            .execute(
+                "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key.key_id.as_str(), &key.app_id.0, &key.secret_hash.as_bytes().as_slice(), &key.scopes, &expires_at],
+            )
+            .await
+    })
+    .await??;
+    Ok(CreateKeyOutcome::Created { expires_at })
 }
 
-fn app_not_found(app_id: AppId) -> RegistrationError {
-    RegistrationError::NotFound(format!("app {app_id} does not exist"))
+/// The statements of [`Store::delete_user`] inside its transaction, a
+/// round trip each; false (and nothing to commit) when there is no such
+/// user.
+async fn erase_user(
+    tx: &mut PipelinedTransaction,
+    app_id: AppId,
+    external_id: &ExternalId,
+) -> Result<bool, StoreError> {
+    let user = tx
+        .call(async |client| {
+            client
+                .query_opt(
+                    "SELECT id FROM users WHERE app_id = $1 AND external_id = $2 FOR UPDATE",
+                    &[&app_id.0, &external_id.as_str()],
+                )
+                .await
+        })
+        .await??;
+    let Some(user) = user else {
+        return Ok(false);
+    };
+    let user_id: Uuid = user.try_get(0)?;
+    tx.call(async |client| {
+        client
+            .execute(
+                "SELECT pg_notify($2, id::text) FROM installs WHERE user_id = $1",
+                &[&user_id, &STATUS_CHANNEL],
+            )
+            .await
+    })
+    .await??;
+    tx.call(async |client| {
+        client
+            .execute("DELETE FROM users WHERE id = $1", &[&user_id])
+            .await
+    })
+    .await??;
+    Ok(true)
+}
+
+async fn app_exists(connection: &mut Connection, app_id: AppId) -> Result<bool, StoreError> {
+    let row = connection
+        .call(async |client| {
+            client
+                .query_opt("SELECT 1 FROM apps WHERE id = $1", &[&app_id.0])
+                .await
+        })
+        .await??;
+    Ok(row.is_some())
 }

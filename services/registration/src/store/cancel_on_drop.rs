@@ -1,22 +1,24 @@
-//! A statement that is its own transaction, cancelled when its caller
-//! gives up.
+//! A call in flight, cancelled when its caller gives up.
 //!
 //! A statement sent outside `BEGIN` commits by itself as soon as it
-//! completes, whether or not anyone still waits for its answer. A call that
-//! is cancelled (its client went away) while such a statement runs, say
-//! waiting on a lock, must not go on to write what the caller gave up:
-//! dropped before the answer arrives, [`CancelOnDrop`] asks Postgres to
-//! cancel the statement and closes the connection, so that the cancel can
-//! never reach a later statement of another call on that connection.
-//! Once Postgres has committed, the cancel does nothing; that is the lost
-//! response a retry from the same device is answered for.
+//! completes, whether or not anyone still waits for its answer; a
+//! transaction's pipelined `COMMIT` may already be on its way. A call that
+//! is abandoned (its client went away, or it ran out of the store deadline)
+//! while such work runs, say waiting on a lock, must not go on to write
+//! what the caller gave up: dropped before the answer arrives,
+//! [`CancelOnDrop`] asks Postgres to cancel the statement and closes the
+//! connection, so that neither the cancel nor the abandoned work can ever
+//! reach a later call on that connection. Once Postgres has committed, the
+//! cancel does nothing; that is the lost response a retry from the same
+//! device is answered for. Every call of the store runs under this guard
+//! (see [`super::connection`]).
 
-use deadpool_postgres::Object;
-use tokio_postgres::{Client, NoTls};
+use deadpool_postgres::{ClientWrapper, Object};
+use tokio_postgres::NoTls;
 
 use crate::error::StoreError;
 
-/// A pooled connection while a statement that commits on its own runs.
+/// A pooled connection while a call runs on it.
 pub struct CancelOnDrop {
     connection: Option<Object>,
 }
@@ -29,12 +31,11 @@ impl CancelOnDrop {
         }
     }
 
-    /// The connection, to send the statement on.
-    pub fn client(&self) -> &Client {
+    /// The connection, to send the call on (with its statement cache).
+    pub fn client(&self) -> &ClientWrapper {
         // Only `disarm` takes the connection, and it consumes `self`.
         self.connection
             .as_deref()
-            .map(|wrapper| &**wrapper)
             .expect("the connection is held until disarmed")
     }
 

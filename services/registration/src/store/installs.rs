@@ -2,8 +2,8 @@
 
 use devicelink_shared::secret::SecretHash;
 
-use super::{STATUS_BY_ID, STATUS_BY_TOKEN, STATUS_CHANNEL, StatusRecord, Store};
-use crate::domain::InstallId;
+use super::{STATUS_BY_ID, STATUS_BY_TOKEN, STATUS_CHANNEL, Store, status_from_row};
+use crate::domain::{InstallId, InstallStatus};
 use crate::error::StoreError;
 
 /// Ends the install holding a token: the token hash is cleared so the token
@@ -22,14 +22,18 @@ impl Store {
     pub async fn status_by_token(
         &self,
         token_hash: &SecretHash,
-    ) -> Result<Option<StatusRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(STATUS_BY_TOKEN).await?;
-        client
-            .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
+    ) -> Result<Option<InstallStatus>, StoreError> {
+        let row = self
+            .connection()
             .await?
-            .map(|row| StatusRecord::from_row(&row))
-            .transpose()
+            .call(async |client| {
+                let statement = client.prepare_cached(STATUS_BY_TOKEN).await?;
+                client
+                    .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
+                    .await
+            })
+            .await??;
+        row.map(|row| status_from_row(&row)).transpose()
     }
 
     /// The status of an install by id, `None` when it is gone (erased).
@@ -37,14 +41,16 @@ impl Store {
     pub async fn status_by_id(
         &self,
         install_id: InstallId,
-    ) -> Result<Option<StatusRecord>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(STATUS_BY_ID).await?;
-        client
-            .query_opt(&statement, &[&install_id.0])
+    ) -> Result<Option<InstallStatus>, StoreError> {
+        let row = self
+            .connection()
             .await?
-            .map(|row| StatusRecord::from_row(&row))
-            .transpose()
+            .call(async |client| {
+                let statement = client.prepare_cached(STATUS_BY_ID).await?;
+                client.query_opt(&statement, &[&install_id.0]).await
+            })
+            .await??;
+        row.map(|row| status_from_row(&row)).transpose()
     }
 
     /// Resets the install holding a token; `None` when no live install holds
@@ -54,14 +60,19 @@ impl Store {
         &self,
         token_hash: &SecretHash,
     ) -> Result<Option<InstallId>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(RESET).await?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL],
-            )
-            .await?;
+        let row = self
+            .connection()
+            .await?
+            .call(async |client| {
+                let statement = client.prepare_cached(RESET).await?;
+                client
+                    .query_opt(
+                        &statement,
+                        &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL],
+                    )
+                    .await
+            })
+            .await??;
         row.map(|row| row.try_get(0).map(InstallId))
             .transpose()
             .map_err(StoreError::from)

@@ -1,9 +1,16 @@
 //! Postgres storage of apps, keys, users and installs.
 //!
 //! Queries are plain SQL next to the code that uses them, run as cached
-//! prepared statements on pooled connections.
+//! prepared statements on pooled connections. Every call to Postgres runs
+//! under the store deadline (`connection.rs`), and a call that is abandoned
+//! is cancelled and its connection retired (`cancel_on_drop.rs`).
+//!
+//! The store reports what happened in domain terms (an outcome such as
+//! [`RedeemOutcome::DeviceHeldByAnotherUser`], or `None` for something not
+//! found); its errors are only [`StoreError`]s. Which gRPC code and message
+//! a client sees is chosen in [`crate::service`].
 
-/// The columns [`StatusRecord::from_row`] reads, from `installs i` joined
+/// The columns [`status_from_row`] reads, from `installs i` joined
 /// with `users u`. A macro so that queries naming them are constants, not
 /// strings formatted on every call.
 macro_rules! status_columns {
@@ -14,21 +21,23 @@ macro_rules! status_columns {
 
 mod admin;
 mod cancel_on_drop;
+mod connection;
 mod installs;
 mod pipelined_tx;
 mod redeem;
 pub mod redeem_sql;
 mod redemptions;
 
-use std::time::SystemTime;
-
 use deadpool_postgres::Pool;
 
-pub use admin::{ApiKeyRecord, InstallSummaryRecord, NewApiKeyRecord, UserRecord};
+pub use admin::{
+    ApiKeyRecord, CreateKeyOutcome, InstallSummaryRecord, NewApiKeyRecord, UserRecord,
+};
 pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
 pub use redemptions::PastRedemption;
 
-use crate::domain::{InstallId, InstallState, StateReason};
+use self::connection::Connection;
+use crate::domain::{InstallId, InstallState, InstallStatus, StateReason};
 use crate::error::StoreError;
 
 /// The Postgres channel on which install status changes are announced, with
@@ -36,57 +45,25 @@ use crate::error::StoreError;
 /// delivered exactly when the change commits.
 pub const STATUS_CHANNEL: &str = "devicelink_install_status";
 
-/// The status of one install, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusRecord {
-    /// The install.
-    pub install_id: InstallId,
-    /// Active, inactive or reset.
-    pub state: InstallState,
-    /// Why it is not active.
-    pub reason: Option<StateReason>,
-    /// The epoch it was last activated in.
-    pub epoch: u64,
-    /// The user's current epoch.
-    pub current_epoch: u64,
-    /// When state or reason last changed.
-    pub changed_at: SystemTime,
-}
-
-impl StatusRecord {
-    /// What a device whose install was erased is told: its install is gone
-    /// with the user, so there is nothing left to read but the fact.
-    pub fn erased(install_id: InstallId) -> Self {
-        Self {
-            install_id,
-            state: InstallState::Reset,
-            reason: Some(StateReason::Erased),
-            epoch: 0,
-            current_epoch: 0,
-            changed_at: SystemTime::now(),
-        }
-    }
-
-    /// Reads the columns `id, state, reason, epoch, changed_at, user epoch`.
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, StoreError> {
-        let state: &str = row.try_get(1)?;
-        let reason: Option<&str> = row.try_get(2)?;
-        Ok(Self {
-            install_id: InstallId(row.try_get(0)?),
-            state: InstallState::from_db(state)
-                .ok_or_else(|| StoreError::internal(format!("unknown install state {state:?}")))?,
-            reason: reason
-                .map(|reason| {
-                    StateReason::from_db(reason).ok_or_else(|| {
-                        StoreError::internal(format!("unknown state reason {reason:?}"))
-                    })
-                })
-                .transpose()?,
-            epoch: epoch(row.try_get(3)?),
-            current_epoch: epoch(row.try_get(5)?),
-            changed_at: row.try_get(4)?,
-        })
-    }
+/// Reads the columns `id, state, reason, epoch, changed_at, user epoch`
+/// ([`status_columns!`]).
+fn status_from_row(row: &tokio_postgres::Row) -> Result<InstallStatus, StoreError> {
+    let state: &str = row.try_get(1)?;
+    let reason: Option<&str> = row.try_get(2)?;
+    Ok(InstallStatus {
+        install_id: InstallId(row.try_get(0)?),
+        state: InstallState::from_db(state)
+            .ok_or_else(|| StoreError::internal(format!("unknown install state {state:?}")))?,
+        reason: reason
+            .map(|reason| {
+                StateReason::from_db(reason)
+                    .ok_or_else(|| StoreError::internal(format!("unknown state reason {reason:?}")))
+            })
+            .transpose()?,
+        epoch: epoch(row.try_get(3)?),
+        current_epoch: epoch(row.try_get(5)?),
+        changed_at: row.try_get(4)?,
+    })
 }
 
 /// Epochs are stored as `bigint` with a `CHECK (epoch >= 0)`.
@@ -124,6 +101,11 @@ impl Store {
     /// The pool, for migrations and health checks.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// A pooled connection whose calls run under the store deadline.
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        Connection::get(&self.pool).await
     }
 }
 

@@ -1,31 +1,33 @@
-//! A transaction whose `BEGIN` and `COMMIT` travel with its statements.
+//! A transaction whose `BEGIN` and `COMMIT` may travel with its statements.
 //!
 //! tokio-postgres' own [`tokio_postgres::Transaction`] waits a round trip
-//! for `BEGIN` and another for `COMMIT`. Here `BEGIN` is sent in front of the
-//! first statements and `COMMIT` behind the last ones, so a transaction of
-//! two pipelined rounds costs two round trips, not four. Postgres keeps the
-//! outcome all or nothing on its own: once a statement fails, the rest of the
-//! pipeline fails too and the `COMMIT` behind it rolls back.
+//! for `BEGIN` and another for `COMMIT`. Here `BEGIN` can be sent in front of
+//! the first statements and `COMMIT` behind the last ones, so a transaction
+//! of two pipelined rounds costs two round trips, not four. Postgres keeps
+//! the outcome all or nothing on its own: once a statement fails, the rest of
+//! the pipeline fails too and the `COMMIT` behind it rolls back. Each round
+//! trip is one [`Connection::call`], under the store deadline.
 //!
 //! What tokio-postgres' guard did on drop must still hold: a connection never
 //! goes back to the pool inside a transaction. A handled error rolls back
-//! explicitly ([`PipelinedTransaction::rollback`]); a transaction dropped
-//! half-way (the call was cancelled) takes its connection out of the pool
-//! and closes it, which makes Postgres roll back.
+//! explicitly ([`PipelinedTransaction::rollback`]); a round trip abandoned
+//! half-way (the call was cancelled, or ran out of time) is cancelled and its
+//! connection retired by [`Connection::call`]; a transaction dropped between
+//! round trips closes its connection, which makes Postgres roll back.
 
-use deadpool_postgres::Object;
-use tokio_postgres::Client;
+use deadpool_postgres::ClientWrapper;
 
+use super::connection::Connection;
 use crate::error::StoreError;
 
 /// A pooled connection inside a transaction that is not yet finished.
 pub struct PipelinedTransaction {
-    connection: Option<Object>,
+    connection: Option<Connection>,
 }
 
 impl PipelinedTransaction {
     /// Takes `connection` for one transaction. Send [`Self::BEGIN`] first.
-    pub fn new(connection: Object) -> Self {
+    pub fn new(connection: Connection) -> Self {
         Self {
             connection: Some(connection),
         }
@@ -33,18 +35,44 @@ impl PipelinedTransaction {
 
     /// Opens the transaction; pipeline it in front of the first statements.
     pub const BEGIN: &'static str = "BEGIN";
+    /// Opens a transaction that only reads.
+    pub const BEGIN_READ_ONLY: &'static str = "BEGIN READ ONLY";
     /// Ends it; pipeline it behind the last statements. After a failed
     /// statement Postgres answers it with a rollback.
     pub const COMMIT: &'static str = "COMMIT";
 
-    /// The connection, to send statements on.
-    pub fn client(&self) -> &Client {
+    /// Opens a transaction with `begin` ([`Self::BEGIN`] or
+    /// [`Self::BEGIN_READ_ONLY`]) in a round trip of its own, for a
+    /// transaction whose first statement decides what follows.
+    pub async fn begin(connection: Connection, begin: &'static str) -> Result<Self, StoreError> {
+        let mut tx = Self::new(connection);
+        tx.call(async |client| client.batch_execute(begin).await)
+            .await??;
+        Ok(tx)
+    }
+
+    /// Commits in a round trip of its own; the connection goes back to the
+    /// pool. If the commit fails, the connection is closed, which rolls
+    /// back.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.call(async |client| client.batch_execute(Self::COMMIT).await)
+            .await??;
+        self.finish();
+        Ok(())
+    }
+
+    /// Runs one round trip of the transaction (see [`Connection::call`]).
+    pub async fn call<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&ClientWrapper) -> T,
+    ) -> Result<T, StoreError> {
         // Only `finish` and `rollback` take the connection, and both consume
         // `self`.
-        self.connection
-            .as_deref()
-            .map(|wrapper| &**wrapper)
-            .expect("the connection is held until the transaction ends")
+        let connection = self
+            .connection
+            .as_mut()
+            .expect("the connection is held until the transaction ends");
+        connection.call(work).await
     }
 
     /// The `COMMIT` went through: the connection goes back to the pool.
@@ -55,12 +83,20 @@ impl PipelinedTransaction {
     /// Rolls back what was written and returns the connection to the pool;
     /// a connection that cannot even roll back is closed instead.
     pub async fn rollback(mut self) {
-        let Some(connection) = self.connection.take() else {
+        let Some(mut connection) = self.connection.take() else {
             return;
         };
-        if let Err(error) = connection.batch_execute("ROLLBACK").await {
-            tracing::warn!(error = %StoreError::from(error), "rollback failed; closing the connection");
-            drop(Object::take(connection));
+        if connection.is_retired() {
+            // An abandoned round trip closed it: Postgres rolls back.
+            return;
+        }
+        let rolled_back = connection
+            .call(async |client| client.batch_execute("ROLLBACK").await)
+            .await
+            .and_then(|answer| answer.map_err(StoreError::from));
+        if let Err(error) = rolled_back {
+            tracing::warn!(error = %error, "rollback failed; closing the connection");
+            connection.close();
         }
     }
 }
@@ -70,7 +106,7 @@ impl Drop for PipelinedTransaction {
         if let Some(connection) = self.connection.take() {
             // Closing the connection is the one rollback that needs no
             // round trip; the pool opens a new one when it needs it.
-            drop(Object::take(connection));
+            connection.close();
         }
     }
 }

@@ -10,8 +10,9 @@
 //! first polled, without waiting for earlier answers): one opens the
 //! transaction and reads and locks everything arbitration needs, one writes
 //! the outcome and commits (see [`PipelinedTransaction`]). Arbitration
-//! itself runs in Rust between the two. The statements are in
-//! [`super::redeem_sql`].
+//! itself ([`crate::arbitration::resolve`]) runs in Rust between the two.
+//! The statements are in [`super::redeem_sql`]. Each round trip is a call
+//! under the store deadline ([`super::connection`]).
 //!
 //! Postgres time is the other cost, so there are fewer statements than
 //! steps and nothing is written twice: a new user is inserted with the
@@ -24,7 +25,7 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::Object;
+use deadpool_postgres::ClientWrapper;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::future::try_join_all;
@@ -33,15 +34,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use uuid::Uuid;
 
-use super::cancel_on_drop::CancelOnDrop;
 use super::pipelined_tx::PipelinedTransaction;
 use super::redeem_sql::{self as sql, CODE_ALREADY_CLAIMED, NEW_USER_EPOCH};
-use super::{STATUS_CHANNEL, StatusRecord, Store, epoch};
-use crate::arbitration::{ActiveInstall, Decision, arbitrate};
+use super::{STATUS_CHANNEL, Store, epoch};
+use crate::arbitration::{DeviceHeldByAnotherUser, InstallInPlay, Resolution, resolve};
 use crate::domain::{
-    AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, StateReason, UserId,
+    AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, InstallStatus, StateReason, UserId,
 };
-use crate::error::{RegistrationError, StoreError};
+use crate::error::StoreError;
 use crate::install_token::TokenNonce;
 
 /// How often a redemption is tried when it collides with a concurrent one
@@ -77,14 +77,15 @@ pub struct Redeemed {
     /// Whether the user existed before.
     pub restored: bool,
     /// The install's status after arbitration.
-    pub status: StatusRecord,
+    pub status: InstallStatus,
     /// The app's SDK configuration.
     pub sdk_config: serde_json::Value,
     /// The install of another device this redemption deactivated, if any.
     pub superseded: Option<InstallId>,
 }
 
-/// What a redemption attempt came to.
+/// What a redemption attempt came to. Only [`RedeemOutcome::Redeemed`]
+/// wrote anything.
 #[derive(Debug)]
 pub enum RedeemOutcome {
     /// The code was redeemed by this request.
@@ -92,28 +93,17 @@ pub enum RedeemOutcome {
     /// Another request redeemed the code first (it may be this device's
     /// own earlier attempt whose response was lost).
     AlreadyRedeemed,
+    /// The device holds a live install of another user.
+    DeviceHeldByAnotherUser,
+    /// The code's app no longer exists (erased between minting and
+    /// redeeming).
+    AppNotFound,
 }
 
-/// One locked install of [`super::redeem_sql::INSTALLS_IN_PLAY`].
-struct InstallInPlay {
-    id: InstallId,
-    user_id: UserId,
-    device_id: String,
-    form_factor: FormFactor,
-    active: bool,
-    epoch: i64,
-}
-
-/// What arbitration decided, ready to be written.
-struct Outcome {
-    state: InstallState,
-    reason: Option<StateReason>,
-    install_epoch: i64,
-    user_epoch: i64,
-    superseded: Option<InstallId>,
-    /// The device's existing install of this user, re-bound instead of a
-    /// new one inserted.
-    existing: Option<InstallId>,
+impl From<DeviceHeldByAnotherUser> for RedeemOutcome {
+    fn from(_: DeviceHeldByAnotherUser) -> Self {
+        Self::DeviceHeldByAnotherUser
+    }
 }
 
 /// The statements of the transaction that arbitrates, prepared on one
@@ -130,14 +120,14 @@ struct Statements {
 impl Statements {
     /// Prepares them all at once: one round trip on a new connection, none
     /// once they are in its cache.
-    async fn prepare(connection: &Object) -> Result<Self, StoreError> {
+    async fn prepare(client: &ClientWrapper) -> Result<Self, tokio_postgres::Error> {
         let (upsert, in_play, supersede, insert, rebind, notify) = futures_util::try_join!(
-            connection.prepare_cached(sql::UPSERT_USER),
-            connection.prepare_cached(sql::INSTALLS_IN_PLAY),
-            connection.prepare_cached(sql::SUPERSEDE),
-            connection.prepare_cached(sql::INSERT_INSTALL),
-            connection.prepare_cached(sql::REBIND_INSTALL),
-            connection.prepare_cached(sql::NOTIFY),
+            client.prepare_cached(sql::UPSERT_USER),
+            client.prepare_cached(sql::INSTALLS_IN_PLAY),
+            client.prepare_cached(sql::SUPERSEDE),
+            client.prepare_cached(sql::INSERT_INSTALL),
+            client.prepare_cached(sql::REBIND_INSTALL),
+            client.prepare_cached(sql::NOTIFY),
         )?;
         Ok(Self {
             upsert,
@@ -157,13 +147,11 @@ impl Store {
     pub async fn redeem(
         &self,
         redemption: &NewRedemption<'_>,
-    ) -> Result<RedeemOutcome, RegistrationError> {
+    ) -> Result<RedeemOutcome, StoreError> {
         let mut attempt = 1;
         loop {
             match self.try_redeem(redemption).await {
-                Err(RegistrationError::Store(StoreError::Conflict(error)))
-                    if attempt < ATTEMPTS =>
-                {
+                Err(StoreError::Conflict(error)) if attempt < ATTEMPTS => {
                     tracing::debug!(attempt, error = %error, "redemption collided; retrying");
                     attempt += 1;
                 }
@@ -174,25 +162,20 @@ impl Store {
 
     /// One attempt: as a new user in one statement, else in a transaction
     /// that arbitrates.
-    async fn try_redeem(
-        &self,
-        new: &NewRedemption<'_>,
-    ) -> Result<RedeemOutcome, RegistrationError> {
-        let connection = self.pool.get().await.map_err(StoreError::from)?;
-        let create_user = connection
-            .prepare_cached(sql::CREATE_USER)
-            .await
-            .map_err(StoreError::from)?;
-        let guard = CancelOnDrop::new(connection);
-        let as_new_user = redeem_for_new_user(guard.client(), &create_user, new).await;
-        let connection = guard.disarm();
-        if let Some(outcome) = as_new_user? {
+    async fn try_redeem(&self, new: &NewRedemption<'_>) -> Result<RedeemOutcome, StoreError> {
+        let mut connection = self.connection().await?;
+        let as_new_user = connection
+            .call(async |client| redeem_for_new_user(client, new).await)
+            .await??;
+        if let Some(outcome) = as_new_user {
             return Ok(outcome);
         }
         // Only a user that exists needs the transaction's statements.
-        let statements = Statements::prepare(&connection).await?;
-        let tx = PipelinedTransaction::new(connection);
-        match redeem_in(&tx, &statements, new).await {
+        let statements = connection
+            .call(async |client| Statements::prepare(client).await)
+            .await??;
+        let mut tx = PipelinedTransaction::new(connection);
+        match redeem_in(&mut tx, &statements, new).await {
             Ok(RedeemOutcome::Redeemed(redeemed)) => {
                 tx.finish();
                 Ok(RedeemOutcome::Redeemed(redeemed))
@@ -206,29 +189,31 @@ impl Store {
 }
 
 /// The one round trip of a code whose user does not exist yet
-/// ([`super::redeem_sql::CREATE_USER`]); `None` when the user exists, and
-/// nothing was written.
+/// ([`super::redeem_sql::CREATE_USER`]; preparing it is one more on a new
+/// connection); `None` when the user exists, and nothing was written.
 async fn redeem_for_new_user(
-    client: &Client,
-    create_user: &Statement,
+    client: &ClientWrapper,
     new: &NewRedemption<'_>,
-) -> Result<Option<RedeemOutcome>, RegistrationError> {
+) -> Result<Option<RedeemOutcome>, StoreError> {
+    let create_user = client.prepare_cached(sql::CREATE_USER).await?;
     let user_id = UserId(Uuid::now_v7());
     // A new user has no installs: arbitration activates this one.
-    let outcome = decide(&[], user_id, 0, new.device)?;
-    let binding = Binding::new(new, &outcome, InstallId(Uuid::now_v7()), user_id, false);
+    let resolution = Resolution::first_install();
+    let binding = Binding::new(new, &resolution, InstallId(Uuid::now_v7()), user_id, false);
     let bound = binding.params();
     let external_id = new.external_id.as_str();
     // The binding's nineteen parameters, then the external id as `$20`.
     let params: [&(dyn ToSql + Sync); 20] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
-    let row = match client.query_opt(create_user, &params).await {
+    let row = match client.query_opt(&create_user, &params).await {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
-        Err(error) => return failed_write(error, new.app_id).map(Some),
+        Err(error) => return failed_write(error).map(Some),
     };
-    let changed_at: SystemTime = row.try_get(0).map_err(StoreError::from)?;
-    let sdk_config = sdk_config(row.try_get(1).map_err(StoreError::from)?, new.app_id)?;
+    let changed_at: SystemTime = row.try_get(0)?;
+    let Some(sdk_config) = row.try_get(1)? else {
+        return Ok(Some(RedeemOutcome::AppNotFound));
+    };
     Ok(Some(RedeemOutcome::Redeemed(
         binding.redeemed(changed_at, sdk_config),
     )))
@@ -239,7 +224,7 @@ async fn redeem_for_new_user(
 /// and what the redemption answers once they are written.
 struct Binding<'a> {
     new: &'a NewRedemption<'a>,
-    outcome: &'a Outcome,
+    resolution: &'a Resolution,
     install_id: InstallId,
     user_id: UserId,
     restored: bool,
@@ -255,21 +240,21 @@ struct Binding<'a> {
 impl<'a> Binding<'a> {
     fn new(
         new: &'a NewRedemption<'a>,
-        outcome: &'a Outcome,
+        resolution: &'a Resolution,
         install_id: InstallId,
         user_id: UserId,
         restored: bool,
     ) -> Self {
         Self {
             new,
-            outcome,
+            resolution,
             install_id,
             user_id,
             restored,
             platform: new.device.platform.as_db(),
             form_factor: new.device.form_factor.as_db(),
-            state: outcome.state.as_db(),
-            reason: outcome.reason.map(StateReason::as_db),
+            state: resolution.state.as_db(),
+            reason: resolution.reason.map(StateReason::as_db),
             token_hash: new.token_hash.as_bytes().as_slice(),
             code_hash: new.code_hash.as_bytes().as_slice(),
             token_nonce: new.token_nonce.as_slice(),
@@ -292,11 +277,11 @@ impl<'a> Binding<'a> {
             &self.token_hash,
             &self.state,
             &self.reason,
-            &self.outcome.install_epoch,
+            &self.resolution.install_epoch,
             &self.code_hash,
             &self.token_nonce,
             &self.restored,
-            &self.outcome.user_epoch,
+            &self.resolution.user_epoch,
         ]
     }
 
@@ -306,16 +291,16 @@ impl<'a> Binding<'a> {
             user_id: self.user_id,
             install_id: self.install_id,
             restored: self.restored,
-            status: StatusRecord {
+            status: InstallStatus {
                 install_id: self.install_id,
-                state: self.outcome.state,
-                reason: self.outcome.reason,
-                epoch: epoch(self.outcome.install_epoch),
-                current_epoch: epoch(self.outcome.user_epoch),
+                state: self.resolution.state,
+                reason: self.resolution.reason,
+                epoch: epoch(self.resolution.install_epoch),
+                current_epoch: epoch(self.resolution.user_epoch),
                 changed_at,
             },
             sdk_config,
-            superseded: self.outcome.superseded,
+            superseded: self.resolution.superseded,
         }
     }
 }
@@ -325,15 +310,64 @@ impl<'a> Binding<'a> {
 /// [`RedeemOutcome::Redeemed`] leaves the transaction for the caller to
 /// roll back.
 async fn redeem_in(
-    tx: &PipelinedTransaction,
+    tx: &mut PipelinedTransaction,
     statements: &Statements,
     new: &NewRedemption<'_>,
-) -> Result<RedeemOutcome, RegistrationError> {
-    let client = tx.client();
-    let device = new.device;
-
+) -> Result<RedeemOutcome, StoreError> {
     // Round trip 1: open the transaction, create or lock the user and read
     // the SDK configuration, lock the installs in play.
+    let read = tx
+        .call(async |client| read_in_play(client, statements, new).await)
+        .await?;
+    let (user_row, install_rows) = match read {
+        Ok(rows) => rows,
+        Err(error) => return app_missing_or(error),
+    };
+    let user_id = UserId(user_row.try_get(0)?);
+    let stored_user_epoch: i64 = user_row.try_get(1)?;
+    let restored = !user_row.try_get::<_, bool>(2)?;
+    let Some(sdk_config) = user_row.try_get(3)? else {
+        return Ok(RedeemOutcome::AppNotFound);
+    };
+    // Arbitration sees a new user as it was before this activation.
+    let user_epoch = if restored { stored_user_epoch } else { 0 };
+    let installs = install_rows
+        .iter()
+        .map(install_in_play)
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolution = match resolve(&installs, user_id, user_epoch, new.device) {
+        Ok(resolution) => resolution,
+        Err(held) => return Ok(held.into()),
+    };
+
+    // Round trip 2: supersede, announce what changed, bind the install with
+    // the code's claim and the user's epoch, commit.
+    let install_id = resolution
+        .existing
+        .unwrap_or_else(|| InstallId(Uuid::now_v7()));
+    let binding = Binding::new(new, &resolution, install_id, user_id, restored);
+    let written = tx
+        .call(async |client| write_resolution(client, statements, &binding).await)
+        .await?;
+    let bound = match written {
+        Ok(bound) => bound,
+        Err(error) => return failed_write(error),
+    };
+    let changed_at: SystemTime = bound
+        .ok_or_else(|| StoreError::internal("the install was not written"))?
+        .try_get(0)?;
+    Ok(RedeemOutcome::Redeemed(
+        binding.redeemed(changed_at, sdk_config),
+    ))
+}
+
+/// Round trip 1, pipelined: `BEGIN`, the user upserted (and locked) with
+/// the app's SDK configuration, the installs in play locked.
+async fn read_in_play(
+    client: &Client,
+    statements: &Statements,
+    new: &NewRedemption<'_>,
+) -> Result<(tokio_postgres::Row, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
     let new_user_id = Uuid::now_v7();
     let ((), user_row, install_rows) = futures_util::future::try_join3(
         client.batch_execute(PipelinedTransaction::BEGIN),
@@ -348,49 +382,45 @@ async fn redeem_in(
         ),
         client.query(
             &statements.in_play,
-            &[&new.app_id.0, &new.external_id.as_str(), &device.device_id],
+            &[
+                &new.app_id.0,
+                &new.external_id.as_str(),
+                &new.device.device_id,
+            ],
         ),
     )
-    .await
-    .map_err(|error| app_missing_or(error, new.app_id))?;
-    let user_id = UserId(user_row.try_get(0).map_err(StoreError::from)?);
-    let stored_user_epoch: i64 = user_row.try_get(1).map_err(StoreError::from)?;
-    let restored = !user_row.try_get::<_, bool>(2).map_err(StoreError::from)?;
-    let sdk_config = sdk_config(user_row.try_get(3).map_err(StoreError::from)?, new.app_id)?;
-    // Arbitration sees a new user as it was before this activation.
-    let user_epoch = if restored { stored_user_epoch } else { 0 };
-    let installs = install_rows
-        .iter()
-        .map(install_in_play)
-        .collect::<Result<Vec<_>, _>>()?;
-    let outcome = decide(&installs, user_id, user_epoch, device)?;
+    .await?;
+    Ok((user_row, install_rows))
+}
 
-    // Round trip 2: supersede, announce what changed, bind the install with
-    // the code's claim and the user's epoch, commit.
-    let install_id = outcome
-        .existing
-        .unwrap_or_else(|| InstallId(Uuid::now_v7()));
-    let binding = Binding::new(new, &outcome, install_id, user_id, restored);
+/// Round trip 2, pipelined: supersede, announce, bind (answering the bound
+/// install's row), `COMMIT`.
+async fn write_resolution(
+    client: &Client,
+    statements: &Statements,
+    binding: &Binding<'_>,
+) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let resolution = binding.resolution;
     let bind_params = binding.params();
-    let bind = if outcome.existing.is_some() {
+    let bind = if resolution.existing.is_some() {
         &statements.rebind
     } else {
         &statements.insert
     };
-    let changed: Vec<Uuid> = outcome
+    let changed: Vec<Uuid> = resolution
         .superseded
         .iter()
-        .chain(outcome.existing.iter())
+        .chain(resolution.existing.iter())
         .map(|install| install.0)
         .collect();
-    let superseded_id = outcome
+    let superseded_id = resolution
         .superseded
         .map(|install| install.0)
         .unwrap_or_default();
     let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
     let mut before_bind = Vec::new();
-    if outcome.superseded.is_some() {
+    if resolution.superseded.is_some() {
         before_bind.push(client.query(&statements.supersede, &supersede_params));
     }
     if !changed.is_empty() {
@@ -398,78 +428,13 @@ async fn redeem_in(
     }
     // Responses arrive in order, so the first statement to fail is the
     // error seen, not the failures that follow it.
-    let written = futures_util::future::try_join3(
+    let (_, bound, ()) = futures_util::future::try_join3(
         try_join_all(before_bind),
         client.query_opt(bind, &bind_params),
         client.batch_execute(PipelinedTransaction::COMMIT),
     )
-    .await;
-    let bound = match written {
-        Ok((_, bound, ())) => bound,
-        Err(error) => return failed_write(error, new.app_id),
-    };
-    let changed_at: SystemTime = bound
-        .ok_or_else(|| StoreError::internal("the install was not written"))?
-        .try_get(0)
-        .map_err(StoreError::from)?;
-    Ok(RedeemOutcome::Redeemed(
-        binding.redeemed(changed_at, sdk_config),
-    ))
-}
-
-/// The app's SDK configuration as read with the user; missing only if the
-/// app is gone.
-fn sdk_config(
-    config: Option<serde_json::Value>,
-    app_id: AppId,
-) -> Result<serde_json::Value, RegistrationError> {
-    config.ok_or_else(|| RegistrationError::NotFound(format!("app {app_id} does not exist")))
-}
-
-/// Runs arbitration over the locked installs: refuses a device that holds
-/// another user, and says what to write.
-fn decide(
-    installs: &[InstallInPlay],
-    user_id: UserId,
-    user_epoch: i64,
-    device: &DeviceInfo,
-) -> Result<Outcome, RegistrationError> {
-    let own = installs
-        .iter()
-        .find(|install| install.device_id == device.device_id);
-    if own.is_some_and(|install| install.user_id != user_id) {
-        return Err(device_taken());
-    }
-    let active = installs
-        .iter()
-        .find(|install| install.active && install.user_id == user_id);
-    let decision = arbitrate(
-        active.map(|install| ActiveInstall {
-            install_id: install.id,
-            form_factor: install.form_factor,
-        }),
-        own.map(|install| install.id),
-        device.form_factor,
-    );
-    let existing = own.map(|install| install.id);
-    Ok(match decision {
-        Decision::Activate { supersede } => Outcome {
-            state: InstallState::Active,
-            reason: None,
-            install_epoch: user_epoch + 1,
-            user_epoch: user_epoch + 1,
-            superseded: supersede,
-            existing,
-        },
-        Decision::KeepPhone => Outcome {
-            state: InstallState::Inactive,
-            reason: Some(StateReason::PhonePreferred),
-            install_epoch: own.map_or(0, |install| install.epoch),
-            user_epoch,
-            superseded: None,
-            existing,
-        },
-    })
+    .await?;
+    Ok(bound)
 }
 
 fn install_in_play(row: &tokio_postgres::Row) -> Result<InstallInPlay, StoreError> {
@@ -486,55 +451,32 @@ fn install_in_play(row: &tokio_postgres::Row) -> Result<InstallInPlay, StoreErro
     })
 }
 
-fn device_taken() -> RegistrationError {
-    RegistrationError::FailedPrecondition(
-        "this device holds an install of another user; reset that install (ResetInstall) before linking a new user"
-            .into(),
-    )
-}
-
 /// Why writing a redemption failed: the code was claimed already (by a
 /// concurrent redemption, or this device's own earlier one), the app is
-/// gone, or the install collided with a concurrent one.
-fn failed_write(
-    error: tokio_postgres::Error,
-    app_id: AppId,
-) -> Result<RedeemOutcome, RegistrationError> {
-    if violates(&error, CODE_ALREADY_CLAIMED) {
-        return Ok(RedeemOutcome::AlreadyRedeemed);
-    }
-    if error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-        return Err(app_missing_or(error, app_id));
-    }
-    Err(bind_conflict(error))
-}
-
-/// A concurrent redemption bound the same device first: to another user it
-/// is the device-taken precondition; for the same user, arbitration must
-/// run again on the new state.
-fn bind_conflict(error: tokio_postgres::Error) -> RegistrationError {
-    let constraint = error
-        .as_db_error()
-        .and_then(|db_error| db_error.constraint());
-    match constraint {
-        Some("installs_one_live_per_device") => device_taken(),
-        Some("installs_one_active_per_user") => StoreError::Conflict(error).into(),
-        _ => StoreError::from(error).into(),
+/// gone, or the install collided with a concurrent one: bound to another
+/// user on the same device, the device is held; for the same user,
+/// arbitration must run again on the new state.
+fn failed_write(error: tokio_postgres::Error) -> Result<RedeemOutcome, StoreError> {
+    match violated_constraint(&error) {
+        Some(CODE_ALREADY_CLAIMED) => Ok(RedeemOutcome::AlreadyRedeemed),
+        Some("installs_one_live_per_device") => Ok(RedeemOutcome::DeviceHeldByAnotherUser),
+        Some("installs_one_active_per_user") => Err(StoreError::Conflict(error)),
+        _ => app_missing_or(error),
     }
 }
 
-/// Whether `error` is a violation of `constraint`.
-fn violates(error: &tokio_postgres::Error, constraint: &str) -> bool {
+/// The constraint `error` violated, if any.
+fn violated_constraint(error: &tokio_postgres::Error) -> Option<&str> {
     error
         .as_db_error()
         .and_then(|db_error| db_error.constraint())
-        == Some(constraint)
 }
 
-/// The code's app no longer exists (erased between minting and redeeming).
-fn app_missing_or(error: tokio_postgres::Error, app_id: AppId) -> RegistrationError {
+/// The code's app no longer exists (erased between minting and redeeming),
+/// or the error as it is.
+fn app_missing_or(error: tokio_postgres::Error) -> Result<RedeemOutcome, StoreError> {
     if error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) {
-        return RegistrationError::NotFound(format!("app {app_id} does not exist"));
+        return Ok(RedeemOutcome::AppNotFound);
     }
-    StoreError::from(error).into()
+    Err(error.into())
 }

@@ -4,9 +4,10 @@
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::AppId;
 
+use super::pipelined_tx::PipelinedTransaction;
 use super::redeem::Redeemed;
 use super::redeem_sql::SDK_CONFIG;
-use super::{STATUS_BY_ID, StatusRecord, Store};
+use super::{STATUS_BY_ID, Store, status_from_row};
 use crate::domain::{InstallId, UserId};
 use crate::error::StoreError;
 use crate::install_token::TokenNonce;
@@ -41,12 +42,17 @@ impl Store {
         &self,
         code_hash: &SecretHash,
     ) -> Result<Option<PastRedemption>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(FIND_REDEMPTION).await?;
-        let Some(row) = client
-            .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
+        let row = self
+            .connection()
             .await?
-        else {
+            .call(async |client| {
+                let statement = client.prepare_cached(FIND_REDEMPTION).await?;
+                client
+                    .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
+                    .await
+            })
+            .await??;
+        let Some(row) = row else {
             return Ok(None);
         };
         let nonce: Vec<u8> = row.try_get(5)?;
@@ -70,14 +76,18 @@ impl Store {
         app_id: AppId,
         device_id: &str,
     ) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(RECORD_REPLAY).await?;
-        client
-            .execute(
-                &statement,
-                &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
-            )
-            .await?;
+        self.connection()
+            .await?
+            .call(async |client| {
+                let statement = client.prepare_cached(RECORD_REPLAY).await?;
+                client
+                    .execute(
+                        &statement,
+                        &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
+                    )
+                    .await
+            })
+            .await??;
         Ok(())
     }
 
@@ -88,45 +98,57 @@ impl Store {
         &self,
         past: &PastRedemption,
     ) -> Result<Option<Redeemed>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().read_only(true).start().await?;
-        let status = match read_status_opt(&tx, past.install_id).await? {
-            Some(status) => status,
-            None => return Ok(None),
-        };
-        let sdk_config = read_sdk_config(&tx, past.app_id).await?;
-        tx.commit().await?;
-        Ok(Some(Redeemed {
-            user_id: past.user_id,
-            install_id: past.install_id,
-            restored: past.restored,
-            status,
-            sdk_config,
-            superseded: None,
-        }))
+        let mut tx = PipelinedTransaction::begin(
+            self.connection().await?,
+            PipelinedTransaction::BEGIN_READ_ONLY,
+        )
+        .await?;
+        let read = read_result(&mut tx, past).await;
+        match read {
+            Ok(Some(result)) => {
+                tx.commit().await?;
+                Ok(Some(result))
+            }
+            other => {
+                tx.rollback().await;
+                other
+            }
+        }
     }
 }
 
-async fn read_status_opt(
-    tx: &deadpool_postgres::Transaction<'_>,
-    install_id: InstallId,
-) -> Result<Option<StatusRecord>, StoreError> {
-    let statement = tx.prepare_cached(STATUS_BY_ID).await?;
-    tx.query_opt(&statement, &[&install_id.0])
-        .await?
-        .map(|row| StatusRecord::from_row(&row))
-        .transpose()
-}
-
-async fn read_sdk_config(
-    tx: &deadpool_postgres::Transaction<'_>,
-    app_id: AppId,
-) -> Result<serde_json::Value, StoreError> {
-    let statement = tx.prepare_cached(SDK_CONFIG).await?;
-    let row = tx.query_opt(&statement, &[&app_id.0]).await?;
-    row.map(|row| row.try_get(0))
+/// The install's status and the app's SDK configuration, in one snapshot
+/// (each statement a round trip of its own).
+async fn read_result(
+    tx: &mut PipelinedTransaction,
+    past: &PastRedemption,
+) -> Result<Option<Redeemed>, StoreError> {
+    let status = tx
+        .call(async |client| {
+            let statement = client.prepare_cached(STATUS_BY_ID).await?;
+            client.query_opt(&statement, &[&past.install_id.0]).await
+        })
+        .await??;
+    let Some(status) = status.map(|row| status_from_row(&row)).transpose()? else {
+        return Ok(None);
+    };
+    let sdk_config = tx
+        .call(async |client| {
+            let statement = client.prepare_cached(SDK_CONFIG).await?;
+            client.query_opt(&statement, &[&past.app_id.0]).await
+        })
+        .await??
+        .map(|row| row.try_get(0))
         .transpose()?
-        .ok_or_else(|| StoreError::internal("the app vanished"))
+        .ok_or_else(|| StoreError::internal("the app vanished"))?;
+    Ok(Some(Redeemed {
+        user_id: past.user_id,
+        install_id: past.install_id,
+        restored: past.restored,
+        status,
+        sdk_config,
+        superseded: None,
+    }))
 }
 
 /// Deletes up to 1,000 redemption records older than the retention at a
@@ -143,13 +165,18 @@ impl Store {
         &self,
         retention: std::time::Duration,
     ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
+        let mut connection = self.connection().await?;
         let mut purged = 0;
         loop {
-            let deleted = client
-                .execute(&statement, &[&retention.as_secs_f64()])
-                .await?;
+            // Each batch is a call of its own, under the store deadline.
+            let deleted = connection
+                .call(async |client| {
+                    let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
+                    client
+                        .execute(&statement, &[&retention.as_secs_f64()])
+                        .await
+                })
+                .await??;
             purged += deleted;
             if deleted < 1000 {
                 return Ok(purged);
