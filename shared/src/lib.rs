@@ -12,15 +12,20 @@
 //! - [`status`]: how failures become `tonic::Status` with a readable message,
 //!   logging internal causes without ever sending them.
 //! - [`rpc`]: a span (W3C trace context honoured) and metrics per call.
-//! - [`serving`]: health that follows the stores, reflection, graceful drain.
+//! - [`serving`]: health that follows the stores, reflection, the drain
+//!   signal.
+//! - [`serve`]: start-up errors and their exit codes, binding, and running
+//!   every listener of a service under one drain.
 //! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
-//!   service binary: environment, connections, logs and signals.
+//!   service binary: the environment both services read, connections to
+//!   the stores, logs and signals.
 
 pub mod api_key;
 pub mod auth_code;
 pub mod config;
 pub mod rpc;
 pub mod secret;
+pub mod serve;
 pub mod serving;
 pub mod shutdown;
 pub mod status;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devicelink_shared::serving::DrainSignal;
+use devicelink_shared::stores::Postgres;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
@@ -55,7 +56,7 @@ impl StatusNotifier {
 }
 
 /// Starts listening for status changes until the service drains.
-pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal) -> StatusNotifier {
+pub fn spawn_listener(postgres: Postgres, mut drain: DrainSignal) -> StatusNotifier {
     let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
     let cache = Arc::new(StatusCache::default());
     let notifier = StatusNotifier {
@@ -65,7 +66,7 @@ pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal)
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                outcome = listen_once(&pg_config, &events, &cache) => {
+                outcome = listen_once(&postgres, &events, &cache) => {
                     cache.set_listening(false);
                     if let Err(error) = outcome {
                         tracing::warn!(error = %error, "status listener disconnected; reconnecting");
@@ -84,11 +85,11 @@ pub fn spawn_listener(pg_config: tokio_postgres::Config, mut drain: DrainSignal)
 
 /// Listens on one connection until it breaks.
 async fn listen_once(
-    pg_config: &tokio_postgres::Config,
+    postgres: &Postgres,
     events: &broadcast::Sender<StatusEvent>,
     cache: &StatusCache,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = pg_config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = postgres.connect_session().await?;
     let mut messages =
         futures_util::stream::poll_fn(move |context| connection.poll_message(context));
     {

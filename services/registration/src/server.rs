@@ -1,20 +1,22 @@
-//! Start-up: connect, migrate, bind, serve until told to stop.
+//! Start-up: set up the stores, bind, migrate, serve until told to stop.
+//!
+//! Everything a deployment could have got wrong (store URLs, TLS files,
+//! the listen address) is checked before the schema is migrated, so a bad
+//! configuration is reported as one (exit 64) even while Postgres is down;
+//! a Postgres that cannot be reached for the migration is an outage (exit
+//! 69). See [`devicelink_shared::serve`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 
+use devicelink_shared::config::LISTEN_ADDR;
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
-use devicelink_shared::serving::{
-    TlsSetupError, drain_channel, reflection, serve_gracefully, server_builder, start_health_watch,
-};
-use devicelink_shared::stores::{
-    StoreSetupError, postgres_config, postgres_pool, postgres_reachable, record_pool_usage,
-    redis_connection,
-};
-use tokio::net::TcpListener;
+pub use devicelink_shared::serve::StartupError;
+use devicelink_shared::serve::{BoundListener, ServerGroup, router, server_builder};
+use devicelink_shared::serving::start_health_watch;
+use devicelink_shared::stores::{Postgres, RedisConnection};
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::codes::CodeStore;
 use crate::config::RegistrationConfig;
@@ -25,32 +27,6 @@ use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
 use crate::service::registration::RegistrationHandler;
 use crate::store::Store;
-
-/// Why the service could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// A store URL is unusable.
-    #[error("store configuration")]
-    StoreSetup(#[from] StoreSetupError),
-    /// The schema could not be migrated (Postgres unreachable or refusing).
-    #[error("database migration failed")]
-    Migration(#[source] StoreError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS certificate or key is unusable.
-    #[error("TLS set-up failed")]
-    Tls(#[from] TlsSetupError),
-    /// The gRPC server failed.
-    #[error("gRPC server failed")]
-    Serve(#[from] tonic::transport::Error),
-}
 
 /// The gRPC services whose health is reported.
 const HEALTH_SERVICES: &[&str] = &[
@@ -63,44 +39,34 @@ pub struct Application {
     config: RegistrationConfig,
     /// The gRPC server, TLS already configured.
     server: tonic::transport::Server,
-    listener: TcpListener,
+    listener: BoundListener,
     store: Store,
     codes: CodeStore,
 }
 
 impl Application {
-    /// Connects to the stores, migrates the schema and binds the listen
-    /// address (port 0 picks a free port, as tests do).
+    /// Sets up the stores, binds the listen address (port 0 picks a free
+    /// port, as tests do) and migrates the schema.
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
-        let pool = postgres_pool(
-            &config.common.database_url,
-            config.common.database_pool_size,
-        )?;
-        let store = Store::new(pool);
-        migrate::run(store.pool())
-            .await
-            .map_err(StartupError::Migration)?;
-        let redis = redis_connection(&config.common.redis_url)?;
-        let codes = CodeStore::new(redis, config.common.redis_key_prefix.clone());
-        let server = server_builder(config.common.tls.as_ref())?;
-        let addr = config.common.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let common = &config.common;
+        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
+        let redis = RedisConnection::new(&common.redis_url)?;
+        let server = server_builder(common.tls.as_ref())?;
+        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
+        migrate_schema(&postgres).await?;
+        let codes = CodeStore::new(redis, common.redis_key_prefix.clone());
         Ok(Self {
             config,
             server,
             listener,
-            store,
+            store: Store::new(postgres),
             codes,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.common.listen_addr)
+        self.listener.local_addr()
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends open
@@ -110,53 +76,64 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let (trigger, drain) = drain_channel();
-        let notifier = spawn_listener(
-            postgres_config(&self.config.common.database_url)?,
-            drain.clone(),
-        );
+        let mut servers = ServerGroup::new();
+        let drain = servers.drain_signal();
+        let notifier = spawn_listener(self.store.postgres().clone(), drain.clone());
         spawn_janitor(self.store.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        let (store, codes) = (self.store.clone(), self.codes.clone());
+        let (postgres, codes) = (self.store.postgres().clone(), self.codes.clone());
         start_health_watch(
             health_reporter,
             HEALTH_SERVICES,
             move || {
-                let (store, codes) = (store.clone(), codes.clone());
+                let (postgres, codes) = (postgres.clone(), codes.clone());
                 async move {
-                    record_pool_usage(store.pool());
-                    postgres_reachable(store.pool()).await && codes.reachable().await
+                    postgres.record_pool_usage();
+                    postgres.reachable().await && codes.reachable().await
                 }
             },
             drain.clone(),
         )
         .await;
-        let (reflection_v1, reflection_v1alpha) = reflection();
         let registration =
-            RegistrationHandler::new(self.store.clone(), self.codes, notifier, drain.clone());
+            RegistrationHandler::new(self.store.clone(), self.codes, notifier, drain);
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),
         );
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut server_drain = drain;
-        let server = self
-            .server
-            .layer(devicelink_shared::rpc::RpcLayer)
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+        let router = router(self.server, health)
             .add_service(RegistrationServiceServer::new(registration))
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move { server_drain.requested().await });
-        serve_gracefully(server, shutdown, trigger, self.config.common.shutdown_grace).await?;
-        Ok(())
+            .add_service(admin);
+        servers.serve(self.listener, |incoming, drained| {
+            router.serve_with_incoming_shutdown(incoming, drained)
+        });
+        servers
+            .run_until_stopped(shutdown, self.config.common.shutdown_grace)
+            .await
     }
 }
 
 /// Migrates the schema and returns: the migration step of a rollout
 /// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
 pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
-    let pool = postgres_pool(database_url, 1)?;
-    migrate::run(&pool).await.map_err(StartupError::Migration)
+    migrate_schema(&Postgres::new(database_url, 1)?).await
+}
+
+/// Applies pending migrations; an unreachable Postgres is told apart from a
+/// migration that fails.
+async fn migrate_schema(postgres: &Postgres) -> Result<(), StartupError> {
+    const STEP: &str = "migrating the schema";
+    migrate::run(postgres.pool())
+        .await
+        .map_err(|error| match error {
+            StoreError::Unavailable(cause) => StartupError::StoreUnavailable {
+                step: STEP,
+                store: "Postgres",
+                cause,
+            },
+            other => StartupError::Step {
+                step: STEP,
+                cause: Box::new(other),
+            },
+        })
 }

@@ -12,20 +12,25 @@
 //! response a retry from the same device is answered for.
 
 use deadpool_postgres::Object;
-use tokio_postgres::{Client, NoTls};
+use devicelink_shared::stores::Postgres;
+use tokio_postgres::Client;
 
 use crate::error::StoreError;
 
 /// A pooled connection while a statement that commits on its own runs.
 pub struct CancelOnDrop {
     connection: Option<Object>,
+    /// Where the cancel request goes, made as the connection was.
+    postgres: Postgres,
 }
 
 impl CancelOnDrop {
-    /// Guards `connection` until [`Self::disarm`].
-    pub fn new(connection: Object) -> Self {
+    /// Guards `connection`, a connection of `postgres`, until
+    /// [`Self::disarm`].
+    pub fn new(connection: Object, postgres: &Postgres) -> Self {
         Self {
             connection: Some(connection),
+            postgres: postgres.clone(),
         }
     }
 
@@ -59,8 +64,9 @@ impl Drop for CancelOnDrop {
             return;
         };
         let cancel = client.cancel_token();
+        let postgres = self.postgres.clone();
         runtime.spawn(async move {
-            if let Err(error) = cancel.cancel_query(NoTls).await {
+            if let Err(error) = postgres.cancel(cancel).await {
                 tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
             }
             drop(client);

@@ -23,6 +23,7 @@ mod redemptions;
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
+use devicelink_shared::stores::Postgres;
 
 pub use admin::{ApiKeyRecord, InstallSummaryRecord, NewApiKeyRecord, UserRecord};
 pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
@@ -113,17 +114,27 @@ const STATUS_BY_ID: &str = concat!(
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// For what the pool does not do, such as cancel requests.
+    postgres: Postgres,
 }
 
 impl Store {
-    /// Storage over `pool`.
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// Storage over `postgres`'s pool.
+    pub fn new(postgres: Postgres) -> Self {
+        Self {
+            pool: postgres.pool().clone(),
+            postgres,
+        }
     }
 
-    /// The pool, for migrations and health checks.
+    /// The pool, for migrations.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Postgres itself, for the status listener and health checks.
+    pub fn postgres(&self) -> &Postgres {
+        &self.postgres
     }
 }
 

@@ -183,7 +183,7 @@ impl Store {
             .prepare_cached(sql::CREATE_USER)
             .await
             .map_err(StoreError::from)?;
-        let guard = CancelOnDrop::new(connection);
+        let guard = CancelOnDrop::new(connection, &self.postgres);
         let as_new_user = redeem_for_new_user(guard.client(), &create_user, new).await;
         let connection = guard.disarm();
         if let Some(outcome) = as_new_user? {
