@@ -237,3 +237,39 @@ impl ConnectionLike for RedisConnection {
         self.0.get_db()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_that_never_answers_fails_the_command_within_the_store_timeout() {
+        // Accepts connections and holds them open, answering nothing: a
+        // Redis that hangs, which refusing connections would not show.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut redis = RedisConnection::new(&format!("redis://{addr}/0")).unwrap();
+        let started = Instant::now();
+        let mut command = redis::cmd("GET");
+        let get = command
+            .arg("some-key")
+            .query_async::<Option<String>>(&mut redis);
+        let reply = tokio::time::timeout(STORE_TIMEOUT * 5, get)
+            .await
+            .expect("the command gave up by itself");
+        assert!(reply.is_err(), "{reply:?}");
+        assert!(
+            started.elapsed() < STORE_TIMEOUT + Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
