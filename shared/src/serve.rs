@@ -267,3 +267,96 @@ impl ServerGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+
+    async fn health_of(addr: SocketAddr) -> Result<i32, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
+        Ok(response.into_inner().status)
+    }
+
+    #[tokio::test]
+    async fn every_listener_serves_and_one_shutdown_stops_them_all() {
+        let mut servers = ServerGroup::new();
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = BoundListener::bind("LISTEN_ADDR", "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+            addrs.push(listener.local_addr());
+            let (reporter, health) = tonic_health::server::health_reporter();
+            reporter
+                .set_service_status("", ServingStatus::Serving)
+                .await;
+            let router = router(server_builder(None).unwrap(), health);
+            servers.serve(listener, |incoming, drained| {
+                router.serve_with_incoming_shutdown(incoming, drained)
+            });
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(servers.run_until_stopped(
+            async move {
+                let _ = stopped.await;
+            },
+            // Longer than the wait below: the servers must stop because they
+            // drained, not because the grace ran out.
+            Duration::from_secs(30),
+        ));
+        for addr in &addrs {
+            assert_eq!(
+                health_of(*addr).await.unwrap(),
+                ServingStatus::Serving as i32
+            );
+        }
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("every server stops once drained")
+            .unwrap()
+            .expect("a clean stop");
+        for addr in &addrs {
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "{addr} still accepts"
+            );
+        }
+    }
+
+    #[test]
+    fn configuration_errors_exit_64_and_outages_69() {
+        let bind = StartupError::Bind {
+            variable: "LISTEN_ADDR",
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::ErrorKind::AddrInUse.into(),
+        };
+        assert_eq!(bind.exit_code(), EXIT_BAD_CONFIG);
+        assert!(bind.to_string().starts_with("LISTEN_ADDR: "), "{bind}");
+        let outage = StartupError::StoreUnavailable {
+            step: "migrating the schema",
+            store: "Postgres",
+            cause: "refused".into(),
+        };
+        assert_eq!(outage.exit_code(), EXIT_STORE_UNAVAILABLE);
+        let failed = StartupError::Step {
+            step: "migrating the schema",
+            cause: "refused".into(),
+        };
+        assert_eq!(failed.exit_code(), EXIT_FAILURE);
+    }
+}
