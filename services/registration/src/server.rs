@@ -3,11 +3,13 @@
 //! Everything a deployment could have got wrong (store URLs, TLS files,
 //! the listen address) is checked before the schema is migrated, so a bad
 //! configuration is reported as one (exit 64) even while Postgres is down;
-//! a Postgres that cannot be reached for the migration is an outage (exit
-//! 69). See [`devicelink_shared::serve`].
+//! a Postgres that cannot be reached for the migration, for
+//! [`MIGRATION_WAIT`], is an outage (exit 69). See
+//! [`devicelink_shared::serve`].
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use devicelink_shared::config::LISTEN_ADDR;
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
@@ -15,6 +17,7 @@ use devicelink_shared::pb::registration_service_server::RegistrationServiceServe
 pub use devicelink_shared::serve::StartupError;
 use devicelink_shared::serve::{BoundListener, ServerGroup, router, server_builder};
 use devicelink_shared::serving::start_health_watch;
+use devicelink_shared::status::error_chain;
 use devicelink_shared::stores::{Postgres, RedisConnection};
 use tonic::server::NamedService;
 
@@ -119,21 +122,41 @@ pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
     migrate_schema(&Postgres::new(database_url, 1)?).await
 }
 
-/// Applies pending migrations; an unreachable Postgres is told apart from a
-/// migration that fails.
+/// How long start-up keeps trying to migrate while Postgres cannot be
+/// reached before it gives up with exit code 69: long enough to ride out a
+/// Postgres that is still starting, or a first connection that is slow on
+/// a busy machine, short enough that an outage is reported (and the
+/// replica restarted) soon.
+const MIGRATION_WAIT: Duration = Duration::from_secs(10);
+/// The pause between two attempts to migrate.
+const MIGRATION_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Applies pending migrations, waiting up to [`MIGRATION_WAIT`] for an
+/// unreachable Postgres; an outage is told apart from a migration that
+/// fails.
 async fn migrate_schema(postgres: &Postgres) -> Result<(), StartupError> {
     const STEP: &str = "migrating the schema";
-    migrate::run(postgres.pool())
-        .await
-        .map_err(|error| match error {
-            StoreError::Unavailable(cause) => StartupError::StoreUnavailable {
-                step: STEP,
-                store: "Postgres",
-                cause,
-            },
-            other => StartupError::Step {
-                step: STEP,
-                cause: Box::new(other),
-            },
-        })
+    let deadline = Instant::now() + MIGRATION_WAIT;
+    loop {
+        match migrate::run(postgres.pool()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Unavailable(cause)) if Instant::now() < deadline => {
+                tracing::warn!(error = %error_chain(&*cause), "Postgres cannot be reached to migrate the schema; retrying");
+                tokio::time::sleep(MIGRATION_RETRY_DELAY).await;
+            }
+            Err(StoreError::Unavailable(cause)) => {
+                return Err(StartupError::StoreUnavailable {
+                    step: STEP,
+                    store: "Postgres",
+                    cause,
+                });
+            }
+            Err(other) => {
+                return Err(StartupError::Step {
+                    step: STEP,
+                    cause: Box::new(other),
+                });
+            }
+        }
+    }
 }

@@ -18,19 +18,19 @@ use tokio_postgres::Client;
 use crate::error::StoreError;
 
 /// A pooled connection while a statement that commits on its own runs.
-pub struct CancelOnDrop {
+pub struct CancelOnDrop<'a> {
     connection: Option<Object>,
     /// Where the cancel request goes, made as the connection was.
-    postgres: Postgres,
+    postgres: &'a Postgres,
 }
 
-impl CancelOnDrop {
+impl<'a> CancelOnDrop<'a> {
     /// Guards `connection`, a connection of `postgres`, until
     /// [`Self::disarm`].
-    pub fn new(connection: Object, postgres: &Postgres) -> Self {
+    pub fn new(connection: Object, postgres: &'a Postgres) -> Self {
         Self {
             connection: Some(connection),
-            postgres: postgres.clone(),
+            postgres,
         }
     }
 
@@ -51,7 +51,7 @@ impl CancelOnDrop {
     }
 }
 
-impl Drop for CancelOnDrop {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         let Some(connection) = self.connection.take() else {
             return;
