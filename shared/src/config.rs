@@ -1,8 +1,12 @@
-//! Configuration from the environment, every variable named once here.
+//! Configuration from the environment: the variables both services read,
+//! each named once here, and the helpers that read them.
 //!
-//! Each service reads its own settings with these helpers, validates them
-//! and exits with [`EXIT_BAD_CONFIG`] (64, `EX_USAGE`) when one is wrong, so
-//! a bad deployment fails at once and says which variable to fix.
+//! A variable only one service reads is named in that service's own
+//! `config.rs`, in the same style. Each service reads its settings with
+//! these helpers, validates them and exits with [`EXIT_BAD_CONFIG`] (64,
+//! `EX_USAGE`) when one is wrong, so a bad deployment fails at once and
+//! says which variable to fix. How start-up failures past configuration
+//! exit is [`crate::serve::StartupError::exit_code`].
 
 use std::str::FromStr;
 
@@ -12,10 +16,6 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 pub const REDIS_URL: &str = "REDIS_URL";
 /// The gRPC listen address, e.g. `0.0.0.0:50051`.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
-/// The operator credential that guards `AdminService`.
-pub const DEVICELINK_ADMIN_TOKEN: &str = "DEVICELINK_ADMIN_TOKEN";
-/// How long a minted auth code lives, in seconds (default 600, at most 3600).
-pub const AUTH_CODE_TTL_SECS: &str = "AUTH_CODE_TTL_SECS";
 /// Prefix of every Redis key the services write, so that deployments (and
 /// tests) can share one Redis.
 pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
@@ -47,7 +47,9 @@ pub const RATE_LIMIT_FAILED_AUTH_PER_ADDRESS: &str = "RATE_LIMIT_FAILED_AUTH_PER
 /// `x-forwarded-for` is believed; empty (trust no one) by default.
 pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 
-/// The exit code of a service started with bad configuration (`EX_USAGE`).
+/// The exit code of a service started with bad configuration (`EX_USAGE`):
+/// a variable missing or malformed, or a store URL, TLS file or listen
+/// address that cannot be used.
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
 /// A variable that is missing or does not parse.

@@ -14,10 +14,15 @@
 //! - [`limits`]: rate limits in Redis (GCRA), their in-memory fallback,
 //!   client addresses behind trusted proxies, RESOURCE_EXHAUSTED replies.
 //! - [`rpc`]: a span (W3C trace context honoured) and metrics per call.
-//! - [`serving`]: health that follows the stores, reflection, graceful drain.
-//! - [`hardening`]: HTTP/2 and connection limits, call deadlines, load shedding.
+//! - [`serving`]: health that follows the stores, reflection, the drain
+//!   signal.
+//! - [`serve`]: start-up errors and their exit codes, binding, and running
+//!   every listener of a service under one drain.
+//! - [`hardening`]: HTTP/2 and connection limits, call deadlines, load
+//!   shedding, request sizes.
 //! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
-//!   service binary: environment, connections, logs and signals.
+//!   service binary: the environment both services read, connections to
+//!   the stores, logs and signals.
 
 pub mod api_key;
 pub mod auth_code;
@@ -26,6 +31,7 @@ pub mod hardening;
 pub mod limits;
 pub mod rpc;
 pub mod secret;
+pub mod serve;
 pub mod serving;
 pub mod shutdown;
 pub mod status;

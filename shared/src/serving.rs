@@ -10,46 +10,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::watch;
-
-use crate::config::TlsFiles;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-
-/// A gRPC server builder, serving TLS when `tls` names certificate and key
-/// files. The files are read now, so a missing or unreadable file stops the
-/// service at start-up rather than at the first handshake.
-pub fn server_builder(tls: Option<&TlsFiles>) -> Result<tonic::transport::Server, TlsSetupError> {
-    let builder = crate::hardening::harden(tonic::transport::Server::builder());
-    let Some(tls) = tls else {
-        return Ok(builder);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| TlsSetupError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let identity =
-        tonic::transport::Identity::from_pem(read(&tls.cert_path)?, read(&tls.key_path)?);
-    Ok(builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?)
-}
-
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// A certificate or key file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The certificate or key was refused.
-    #[error("invalid TLS certificate or key")]
-    Invalid(#[from] tonic::transport::Error),
-}
 
 /// The health name a liveness probe asks for: SERVING for as long as the
 /// process serves at all, whatever the stores do, so that an outage of
@@ -74,6 +36,12 @@ impl DrainSignal {
     pub fn is_requested(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// Resolves once draining has begun, owning the signal: what a server
+    /// takes as its shutdown future.
+    pub async fn into_requested(mut self) {
+        self.requested().await;
+    }
 }
 
 /// Starts a drain; held by whoever decides when the service stops.
@@ -91,34 +59,6 @@ impl DrainTrigger {
 pub fn drain_channel() -> (DrainTrigger, DrainSignal) {
     let (sender, receiver) = watch::channel(false);
     (DrainTrigger(sender), DrainSignal(receiver))
-}
-
-/// Runs `server` until `shutdown` resolves, then drains: `trigger` fires
-/// (the server must have been given a [`DrainSignal`] of it as its own
-/// shutdown future) and in-flight calls get `grace` to finish.
-pub async fn serve_gracefully<E>(
-    server: impl Future<Output = Result<(), E>>,
-    shutdown: impl Future<Output = ()>,
-    trigger: DrainTrigger,
-    grace: Duration,
-) -> Result<(), E> {
-    let mut server = std::pin::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => {}
-    }
-    tracing::info!(
-        grace_secs = grace.as_secs_f64(),
-        "draining: no new connections, finishing calls in flight"
-    );
-    trigger.fire();
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("grace period over; dropping the calls still in flight");
-            Ok(())
-        }
-    }
 }
 
 /// The reflection services, v1 and v1alpha (grpcurl 1.8 speaks only the
@@ -148,7 +88,8 @@ pub fn reflection() -> (
 }
 
 /// Keeps the health service truthful: [`LIVENESS_SERVICE`] is SERVING, and
-/// the overall status (`""`) and each of `services` are SERVING while `probe` says the stores answer, NOT_SERVING
+/// the overall status (`""`) and each of `services` are SERVING while
+/// `probe` says the stores answer, NOT_SERVING
 /// while they do not and from the moment draining begins. The first probe is
 /// reported before this returns, so the health service never answers
 /// "service not registered" once the server accepts calls.

@@ -1,11 +1,23 @@
-//! Connections to Postgres and Redis, tuned so that a store that is down
-//! turns into UNAVAILABLE within about a second instead of a hang, and so
-//! that the services reconnect by themselves when it comes back.
+//! How devicelink reaches Postgres and Redis: every connection either
+//! service makes is made here, so that TLS or Redis Cluster is one change in
+//! this file, not one in each caller.
+//!
+//! The services receive [`Postgres`] and [`RedisConnection`] and never name
+//! a TLS connector or a Redis client type. Both are tuned so that a store
+//! that is down turns into UNAVAILABLE within about a second instead of a
+//! hang, and so that the services reconnect by themselves when it comes
+//! back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{CancelToken, Socket};
+
+use crate::config::{DATABASE_URL, REDIS_URL};
 
 /// How long to wait for a new connection to either store.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
@@ -20,9 +32,14 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// trip, a Redis command) may take before the request fails with
 /// UNAVAILABLE. The store clients bound connecting and (for Redis)
 /// answering on their own; this bounds what they do not cover, such as a
-/// Postgres that accepts a query and never answers. Waiting for a pooled
-/// Postgres connection is bounded by the pool's own wait timeout instead.
+/// Postgres that accepts a query and never answers, or a Redis command
+/// that waits through a reconnection. Every Redis command is bounded by it
+/// inside [`RedisConnection`]; Postgres calls are bounded by their callers.
+/// Waiting for a pooled Postgres connection is bounded by the pool's own
+/// wait timeout instead.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a health probe waits for a store's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a Postgres error means the server cannot be reached or is going
 /// away (a retry may succeed), rather than a refusal of the statement.
@@ -40,91 +57,219 @@ pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
         || *code == SqlState::QUERY_CANCELED
 }
 
-/// Why a store client could not be set up (bad URL, not an outage: clients
-/// connect lazily and ride out outages).
+/// Why a store client could not be set up: a bad URL or setting, never an
+/// outage (clients connect lazily and ride out outages). Each message names
+/// the variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreSetupError {
     /// The Postgres URL does not parse.
-    #[error("invalid Postgres configuration")]
+    #[error("{DATABASE_URL}: not a usable Postgres URL")]
     Postgres(#[from] tokio_postgres::Error),
     /// The pool could not be built.
-    #[error("invalid Postgres pool configuration")]
+    #[error("{DATABASE_URL}: cannot build a connection pool")]
     Pool(#[from] deadpool_postgres::BuildError),
     /// The Redis URL does not parse.
-    #[error("invalid Redis configuration")]
-    Redis(#[from] redis::RedisError),
+    #[error("{REDIS_URL}: not a usable Redis URL")]
+    Redis(#[from] RedisError),
 }
 
-/// The Postgres settings of `database_url` with devicelink's timeouts.
-pub fn postgres_config(database_url: &str) -> Result<tokio_postgres::Config, StoreSetupError> {
-    let mut config: tokio_postgres::Config = database_url.parse()?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name("devicelink");
-    Ok(config)
+/// How every Postgres connection is secured: plaintext today. Serving
+/// Postgres over TLS is this type and the value [`Postgres::new`] builds.
+type Connector = tokio_postgres::NoTls;
+
+/// The driving half of a connection from [`Postgres::connect_session`]: it
+/// must be polled for the client to make progress.
+pub type SessionConnection =
+    tokio_postgres::Connection<Socket, <Connector as MakeTlsConnect<Socket>>::Stream>;
+
+/// Postgres as devicelink reaches it: the settings parsed once from the
+/// URL, the connector, and the pool made with them. Cheap to clone.
+#[derive(Clone)]
+pub struct Postgres {
+    config: Arc<tokio_postgres::Config>,
+    connector: Connector,
+    pool: Pool,
 }
 
-/// A pool of up to `max_size` Postgres connections, opened on demand.
-pub fn postgres_pool(database_url: &str, max_size: usize) -> Result<Pool, StoreSetupError> {
-    let manager = Manager::from_config(
-        postgres_config(database_url)?,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager)
-        .max_size(max_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-        .create_timeout(Some(CONNECT_TIMEOUT))
-        .recycle_timeout(Some(CONNECT_TIMEOUT))
-        .build()?)
+impl Postgres {
+    /// Postgres at `database_url`, with a pool of up to `pool_size`
+    /// connections opened on demand: nothing connects yet.
+    pub fn new(database_url: &str, pool_size: usize) -> Result<Self, StoreSetupError> {
+        let mut config: tokio_postgres::Config = database_url.parse()?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("devicelink");
+        let connector = tokio_postgres::NoTls;
+        let manager = Manager::from_config(
+            config.clone(),
+            connector,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()?;
+        Ok(Self {
+            config: Arc::new(config),
+            connector,
+            pool,
+        })
+    }
+
+    /// The pool every statement runs through.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A connection of its own, outside the pool, for what a pooled one
+    /// cannot do (`LISTEN`, session advisory locks). The caller polls the
+    /// returned connection, and the session ends when both halves drop.
+    pub async fn connect_session(
+        &self,
+    ) -> Result<(tokio_postgres::Client, SessionConnection), tokio_postgres::Error> {
+        self.config.connect(self.connector).await
+    }
+
+    /// Asks Postgres to cancel the statement running on the connection
+    /// `token` came from. A cancel request is a connection of its own, so it
+    /// needs the connector the connection was made with.
+    pub async fn cancel(&self, token: CancelToken) -> Result<(), tokio_postgres::Error> {
+        token.cancel_query(self.connector).await
+    }
+
+    /// Whether Postgres answers a trivial query within a second.
+    pub async fn reachable(&self) -> bool {
+        let probe = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// Publishes the pool's size and use as gauges
+    /// (`devicelink_db_pool_connections{state="in_use"|"idle"}`,
+    /// `devicelink_db_pool_waiting`), called with each health probe.
+    pub fn record_pool_usage(&self) {
+        let status = self.pool.status();
+        let idle = status.available;
+        let in_use = status.size.saturating_sub(idle);
+        metrics::gauge!("devicelink_db_pool_connections", "state" => "in_use").set(in_use as f64);
+        metrics::gauge!("devicelink_db_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("devicelink_db_pool_waiting").set(status.waiting as f64);
+    }
 }
 
-/// A multiplexed Redis connection that connects on first use and reconnects
-/// by itself. Cheap to clone; no pool is needed.
-pub fn redis_connection(redis_url: &str) -> Result<ConnectionManager, StoreSetupError> {
-    let client = redis::Client::open(redis_url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(200));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+/// The one multiplexed connection to Redis that every request shares:
+/// connects on first use, reconnects by itself, and is cheap to clone (no
+/// pool is needed). Commands and scripts run on it as on any redis-rs
+/// connection, each bounded by [`STORE_TIMEOUT`]; which kind of Redis is
+/// behind it is this module's business alone.
+#[derive(Clone)]
+pub struct RedisConnection(ConnectionManager);
+
+impl RedisConnection {
+    /// Redis at `redis_url`; nothing connects yet.
+    pub fn new(redis_url: &str) -> Result<Self, StoreSetupError> {
+        let client = redis::Client::open(redis_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(200));
+        Ok(Self(ConnectionManager::new_lazy_with_config(
+            client, config,
+        )?))
+    }
+
+    /// Whether Redis answers `PING` within a second.
+    pub async fn reachable(&self) -> bool {
+        let mut redis = self.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut redis);
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
 }
 
-/// Whether Postgres answers a trivial query within a second.
-pub async fn postgres_reachable(pool: &Pool) -> bool {
-    let probe = async {
-        let client = pool.get().await.ok()?;
-        client.simple_query("SELECT 1").await.ok()
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), probe).await,
-        Ok(Some(_))
+/// The error of a Redis call that ran out of [`STORE_TIMEOUT`]: a timeout,
+/// as redis-rs reports its own.
+fn redis_timed_out() -> RedisError {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("Redis did not answer within {STORE_TIMEOUT:?}"),
     )
+    .into()
 }
 
-/// Whether Redis answers `PING` within a second.
-pub async fn redis_reachable(redis: &ConnectionManager) -> bool {
-    let mut redis = redis.clone();
-    let command = redis::cmd("PING");
-    let ping = command.query_async::<String>(&mut redis);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), ping).await,
-        Ok(Ok(_))
-    )
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            tokio::time::timeout(STORE_TIMEOUT, self.0.req_packed_command(cmd))
+                .await
+                .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            tokio::time::timeout(
+                STORE_TIMEOUT,
+                self.0.req_packed_commands(pipeline, offset, count),
+            )
+            .await
+            .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
 }
 
-/// Publishes the pool's size and use as gauges
-/// (`devicelink_db_pool_connections{state="in_use"|"idle"}`,
-/// `devicelink_db_pool_waiting`), called with each health probe.
-pub fn record_pool_usage(pool: &Pool) {
-    let status = pool.status();
-    let idle = status.available;
-    let in_use = status.size.saturating_sub(idle);
-    metrics::gauge!("devicelink_db_pool_connections", "state" => "in_use").set(in_use as f64);
-    metrics::gauge!("devicelink_db_pool_connections", "state" => "idle").set(idle as f64);
-    metrics::gauge!("devicelink_db_pool_waiting").set(status.waiting as f64);
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_that_never_answers_fails_the_command_within_the_store_timeout() {
+        // Accepts connections and holds them open, answering nothing: a
+        // Redis that hangs, which refusing connections would not show.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut redis = RedisConnection::new(&format!("redis://{addr}/0")).unwrap();
+        let started = Instant::now();
+        let mut command = redis::cmd("GET");
+        let get = command
+            .arg("some-key")
+            .query_async::<Option<String>>(&mut redis);
+        let reply = tokio::time::timeout(STORE_TIMEOUT * 5, get)
+            .await
+            .expect("the command gave up by itself");
+        assert!(reply.is_err(), "{reply:?}");
+        assert!(
+            started.elapsed() < STORE_TIMEOUT + Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -163,8 +163,8 @@ async fn a_taken_key_stores_nothing_and_consumes_nothing() {
 }
 
 /// A limiter whose Redis is `url`, waiting at most 300 ms for it.
-fn limiter_at(url: &str) -> RateLimiter<redis::aio::ConnectionManager> {
-    let redis = devicelink_shared::stores::redis_connection(url).expect("a valid URL");
+fn limiter_at(url: &str) -> RateLimiter<devicelink_shared::stores::RedisConnection> {
+    let redis = devicelink_shared::stores::RedisConnection::new(url).expect("a valid URL");
     RateLimiter::new(redis, unique_prefix()).with_store_timeout(Duration::from_millis(300))
 }
 
@@ -293,8 +293,9 @@ async fn door_to_redis() -> (u16, Arc<AtomicBool>) {
 async fn limits_return_to_redis_once_it_answers_again() {
     let (port, open) = door_to_redis().await;
     let prefix = unique_prefix();
-    let redis = devicelink_shared::stores::redis_connection(&format!("redis://127.0.0.1:{port}/0"))
-        .expect("a valid URL");
+    let redis =
+        devicelink_shared::stores::RedisConnection::new(&format!("redis://127.0.0.1:{port}/0"))
+            .expect("a valid URL");
     let limiter =
         RateLimiter::new(redis, prefix.as_str()).with_store_timeout(Duration::from_millis(300));
     let limit = per_token("token", "1/h,burst=2");

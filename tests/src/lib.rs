@@ -7,6 +7,7 @@
 //! `deploy/local/test.sh` sets both after making sure the stores run.
 
 pub mod bench;
+pub mod binaries;
 pub mod client;
 pub mod credentials;
 pub mod env;

@@ -10,7 +10,7 @@ use devicelink_e2e::pg_activity::await_lock_waiters;
 use devicelink_e2e::*;
 use devicelink_registration::migrate::{self, MIGRATION_LOCK_ID};
 use devicelink_shared::pb;
-use devicelink_shared::stores::postgres_pool;
+use devicelink_shared::stores::Postgres;
 use futures_util::StreamExt;
 use tonic::Code;
 
@@ -227,8 +227,8 @@ async fn replicas_starting_at_once_migrate_once() {
         .await
         .expect("hold the migration lock");
     let replicas = (0..3).map(|_| {
-        let pool = postgres_pool(&database_url, 1).expect("a pool");
-        tokio::spawn(async move { migrate::run_reporting(&pool).await })
+        let postgres = Postgres::new(&database_url, 1).expect("a pool");
+        tokio::spawn(async move { migrate::run_reporting(postgres.pool()).await })
     });
     let replicas: Vec<_> = replicas.collect();
 

@@ -24,8 +24,9 @@ async fn old_redemption_records_are_purged_and_young_ones_kept() {
     )
     .await
     .expect("age one record");
-    let pool = devicelink_shared::stores::postgres_pool(&env.database_url, 1).expect("a pool");
-    let store = devicelink_registration::store::Store::new(pool);
+    let postgres =
+        devicelink_shared::stores::Postgres::new(&env.database_url, 1).expect("a Postgres handle");
+    let store = devicelink_registration::store::Store::new(postgres);
     let purged = store
         .purge_redemptions(devicelink_registration::janitor::REDEMPTION_RETENTION)
         .await

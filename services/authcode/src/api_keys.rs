@@ -24,7 +24,7 @@ use devicelink_shared::status::bearer_token;
 use devicelink_shared::validate::AppId;
 use tonic::metadata::MetadataMap;
 
-use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, Store};
+use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, StoreKind};
 
 /// How long a looked-up key is trusted without asking Postgres again. With
 /// the lookup's own time it keeps revocation well inside five seconds.
@@ -239,7 +239,7 @@ impl ApiKeyVerifier {
         };
         let Some(row) = tokio::time::timeout(STORE_TIMEOUT, query)
             .await
-            .map_err(|_elapsed| AuthCodeError::timed_out(Store::Postgres))?
+            .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
             .map_err(AuthCodeError::postgres)?
         else {
             return Ok(None);
@@ -303,7 +303,7 @@ async fn touch(pool: &Pool, key_id: &KeyId) -> Result<(), AuthCodeError> {
     };
     tokio::time::timeout(STORE_TIMEOUT, update)
         .await
-        .map_err(|_elapsed| AuthCodeError::timed_out(Store::Postgres))?
+        .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
         .map_err(AuthCodeError::postgres)?;
     Ok(())
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicelink_shared::api_key::KeyId;
 use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
+use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
-use crate::error::{AuthCodeError, STORE_TIMEOUT, Store};
+use crate::error::AuthCodeError;
 
 /// How many fresh codes to try when `SET NX` finds the key taken. With 256
 /// random bits a second attempt is already a sign of a broken generator.
@@ -34,14 +34,14 @@ pub struct MintedCode {
 /// is multiplexed and reconnects by itself.
 #[derive(Clone)]
 pub struct CodeMinter {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     key_prefix: String,
     ttl: Duration,
 }
 
 impl CodeMinter {
     /// A minter whose codes live for `ttl` (whole seconds, at least one).
-    pub fn new(redis: ConnectionManager, key_prefix: String, ttl: Duration) -> Self {
+    pub fn new(redis: RedisConnection, key_prefix: String, ttl: Duration) -> Self {
         Self {
             redis,
             key_prefix,
@@ -84,20 +84,17 @@ impl CodeMinter {
     }
 
     /// Stores `record` under the code's hash unless the key exists. `false`
-    /// when it did.
+    /// when it did. The connection bounds the command by
+    /// [`devicelink_shared::stores::STORE_TIMEOUT`].
     async fn store(&self, code: &AuthCode, record: &[u8]) -> Result<bool, AuthCodeError> {
         let options = SetOptions::default()
             .conditional_set(ExistenceCheck::NX)
             .with_expiration(SetExpiry::EX(self.ttl.as_secs().max(1)));
-        let mut redis = self.redis.clone();
-        let set = redis.set_options::<_, _, Option<String>>(
-            redis_key(&self.key_prefix, &code.hash()),
-            record,
-            options,
-        );
-        let reply = tokio::time::timeout(STORE_TIMEOUT, set)
+        let reply: Option<String> = self
+            .redis
+            .clone()
+            .set_options(redis_key(&self.key_prefix, &code.hash()), record, options)
             .await
-            .map_err(|_elapsed| AuthCodeError::timed_out(Store::Redis))?
             .map_err(AuthCodeError::redis)?;
         Ok(reply.is_some())
     }

@@ -1,11 +1,15 @@
 //! authcode's settings, from the environment.
 //!
 //! The shared [`CommonConfig`] covers the stores and the listen address;
-//! authcode adds only the lifetime of the codes it mints.
+//! authcode adds only the lifetime of the codes it mints. Its variables are
+//! named here, as the shared ones are in [`devicelink_shared::config`].
 
 use std::time::Duration;
 
-use devicelink_shared::config::{AUTH_CODE_TTL_SECS, CommonConfig, ConfigError, parsed_or};
+use devicelink_shared::config::{CommonConfig, ConfigError, parsed_or};
+
+/// How long a minted auth code lives, in seconds (default 600, at most 3600).
+pub const AUTH_CODE_TTL_SECS: &str = "AUTH_CODE_TTL_SECS";
 
 /// The port authcode listens on unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_PORT: u16 = 50051;

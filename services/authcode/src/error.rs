@@ -38,14 +38,14 @@ pub enum KeyRejection {
 
 /// Which store failed, as named in UNAVAILABLE messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Store {
+pub enum StoreKind {
     /// Postgres, where API keys live.
     Postgres,
     /// Redis, where codes live.
     Redis,
 }
 
-impl Store {
+impl StoreKind {
     fn name(self) -> &'static str {
         match self {
             Self::Postgres => "Postgres",
@@ -77,7 +77,7 @@ pub enum AuthCodeError {
     #[error("{} unavailable", .store.name())]
     Unavailable {
         /// The store at fault.
-        store: Store,
+        store: StoreKind,
         /// What the client reported.
         #[source]
         cause: Cause,
@@ -89,7 +89,7 @@ pub enum AuthCodeError {
 
 impl AuthCodeError {
     /// A store call that ran out of [`STORE_TIMEOUT`].
-    pub fn timed_out(store: Store) -> Self {
+    pub fn timed_out(store: StoreKind) -> Self {
         Self::Unavailable {
             store,
             cause: format!("no answer within {STORE_TIMEOUT:?}").into(),
@@ -101,7 +101,7 @@ impl AuthCodeError {
     /// one the client can retry.
     pub fn redis(error: redis::RedisError) -> Self {
         Self::Unavailable {
-            store: Store::Redis,
+            store: StoreKind::Redis,
             cause: Box::new(error),
         }
     }
@@ -111,7 +111,7 @@ impl AuthCodeError {
     pub fn postgres(error: tokio_postgres::Error) -> Self {
         if is_unreachable(&error) {
             Self::Unavailable {
-                store: Store::Postgres,
+                store: StoreKind::Postgres,
                 cause: Box::new(error),
             }
         } else {
@@ -125,7 +125,7 @@ impl AuthCodeError {
         match error {
             deadpool_postgres::PoolError::Backend(error) => Self::postgres(error),
             other => Self::Unavailable {
-                store: Store::Postgres,
+                store: StoreKind::Postgres,
                 cause: Box::new(other),
             },
         }
@@ -218,7 +218,7 @@ mod tests {
         assert!(status.message().contains("Redis"), "{}", status.message());
         assert!(!status.message().contains(SECRET));
 
-        let status = status_of(AuthCodeError::timed_out(Store::Postgres));
+        let status = status_of(AuthCodeError::timed_out(StoreKind::Postgres));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(
             status.message().contains("Postgres"),

@@ -31,7 +31,8 @@
 //! Both clients connect lazily and reconnect by themselves
 //! ([`devicelink_shared::stores`]), so the service starts while a store is
 //! down. Connecting and waiting for a pooled connection are bounded by the
-//! clients' own timeouts, each store command by [`error::STORE_TIMEOUT`]; a
+//! clients' own timeouts, each store command by [`error::STORE_TIMEOUT`]
+//! (Redis commands inside the shared connection itself); a
 //! store that is down or silent becomes UNAVAILABLE, which the client may
 //! retry since nothing was written.
 //!

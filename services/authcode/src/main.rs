@@ -1,6 +1,6 @@
 //! `authcode-service`: reads the environment, binds, serves until SIGTERM.
 
-use devicelink_authcode::{Application, AuthCodeConfig, StartupError};
+use devicelink_authcode::{Application, AuthCodeConfig};
 use devicelink_shared::config::EXIT_BAD_CONFIG;
 use devicelink_shared::status::error_chain;
 
@@ -18,12 +18,7 @@ async fn main() {
         Ok(application) => application,
         Err(error) => {
             tracing::error!(error = %error_chain(&error), "authcode-service could not start");
-            // An unusable store URL is a configuration error like any other.
-            let code = match error {
-                StartupError::Store(_) | StartupError::Tls(_) => EXIT_BAD_CONFIG,
-                _ => 1,
-            };
-            std::process::exit(code);
+            std::process::exit(error.exit_code());
         }
     };
     tracing::info!(addr = %application.local_addr(), "authcode-service listening");
@@ -32,7 +27,7 @@ async fn main() {
         .await
     {
         tracing::error!(error = %error_chain(&error), "authcode-service stopped with an error");
-        std::process::exit(1);
+        std::process::exit(error.exit_code());
     }
     tracing::info!("authcode-service stopped");
     telemetry.shutdown();

@@ -7,11 +7,15 @@
 //! response path and batched: one task deletes every code redeemed while
 //! its previous `DEL` was in flight, which under load is one Redis round
 //! trip for many redemptions instead of one each.
+//!
+//! Every command is bounded by [`devicelink_shared::stores::STORE_TIMEOUT`]
+//! inside [`RedisConnection`]: a Redis that stops answering fails the read
+//! with UNAVAILABLE, and a stuck `DEL` gives way to the next batch.
 
 use devicelink_shared::auth_code::{AuthCodeRecord, redis_key};
 use devicelink_shared::secret::SecretHash;
+use devicelink_shared::stores::RedisConnection;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use crate::error::StoreError;
@@ -25,7 +29,7 @@ const RETIRE_BATCH: usize = 256;
 /// The auth codes minted by authcode.
 #[derive(Clone)]
 pub struct CodeStore {
-    redis: ConnectionManager,
+    redis: RedisConnection,
     key_prefix: String,
     retired: mpsc::Sender<SecretHash>,
 }
@@ -34,7 +38,7 @@ impl CodeStore {
     /// Codes under `key_prefix` in `redis`. Starts the task that deletes
     /// redeemed codes, so it must run inside a Tokio runtime; the task ends
     /// once every clone of the store is dropped and its queue is empty.
-    pub fn new(redis: ConnectionManager, key_prefix: String) -> Self {
+    pub fn new(redis: RedisConnection, key_prefix: String) -> Self {
         let (retired, queue) = mpsc::channel(RETIRE_QUEUE);
         tokio::spawn(delete_retired(redis.clone(), key_prefix.clone(), queue));
         Self {
@@ -67,7 +71,7 @@ impl CodeStore {
 
     /// Whether Redis answers, for the health service.
     pub async fn reachable(&self) -> bool {
-        devicelink_shared::stores::redis_reachable(&self.redis).await
+        self.redis.reachable().await
     }
 
     /// Queues a redeemed code for deletion; returns at once.
@@ -80,7 +84,7 @@ impl CodeStore {
 
 /// Deletes queued codes, as many per `DEL` as have queued up since the last.
 async fn delete_retired(
-    redis: ConnectionManager,
+    redis: RedisConnection,
     key_prefix: String,
     mut queue: mpsc::Receiver<SecretHash>,
 ) {
@@ -97,7 +101,7 @@ async fn delete_retired(
 /// One `DEL`. Failure is logged and otherwise harmless: the redemption rows
 /// already refuse the codes, and they expire.
 #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.delete_auth_codes", skip_all, fields(db.system = "redis", count = keys.len()))]
-async fn delete_codes(redis: &ConnectionManager, keys: Vec<String>) {
+async fn delete_codes(redis: &RedisConnection, keys: Vec<String>) {
     let count = keys.len();
     let deleted: Result<u32, _> = redis.clone().del(keys).await;
     if let Err(error) = deleted {

@@ -1,7 +1,19 @@
 //! registration's settings, from the environment.
+//!
+//! The shared [`CommonConfig`] covers the stores and the listen address;
+//! the variables only registration reads are named here, as the shared ones
+//! are in [`devicelink_shared::config`].
 
-use devicelink_shared::config::{CommonConfig, ConfigError, DEVICELINK_ADMIN_TOKEN, optional};
+use devicelink_shared::config::{CommonConfig, ConfigError, optional, required};
 use devicelink_shared::secret::SecretHash;
+
+/// The operator credential that guards `AdminService` (at least
+/// [`MIN_ADMIN_TOKEN_LEN`] characters); `devicelinkctl` reads it too.
+pub const DEVICELINK_ADMIN_TOKEN: &str = "DEVICELINK_ADMIN_TOKEN";
+/// `1` or `true` to migrate the schema and exit: the migration step of a
+/// rollout, run once before the new replicas start (`0`, `false` or unset
+/// to serve).
+pub const DEVICELINK_MIGRATE_ONLY: &str = "DEVICELINK_MIGRATE_ONLY";
 
 /// The port registration listens on unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_PORT: u16 = 50052;
@@ -21,12 +33,30 @@ pub struct RegistrationConfig {
 impl RegistrationConfig {
     /// Reads and checks the environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let admin_token = optional(DEVICELINK_ADMIN_TOKEN)
-            .ok_or_else(|| ConfigError::new(DEVICELINK_ADMIN_TOKEN, "must be set"))?;
+        let admin_token = required(DEVICELINK_ADMIN_TOKEN)?;
         Ok(Self {
             common: CommonConfig::from_env(DEFAULT_PORT)?,
             admin_token_hash: admin_token_hash(&admin_token)?,
         })
+    }
+}
+
+/// Whether this run only migrates the schema (`DEVICELINK_MIGRATE_ONLY`).
+/// A value other than `1`, `true`, `0` or `false` is refused rather than
+/// read as "serve": a rollout's migration step must not start serving by a
+/// typo.
+pub fn migrate_only_from_env() -> Result<bool, ConfigError> {
+    migrate_only(optional(DEVICELINK_MIGRATE_ONLY).as_deref())
+}
+
+fn migrate_only(value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(ConfigError::new(
+            DEVICELINK_MIGRATE_ONLY,
+            format!("must be 1, true, 0 or false, got {other:?}"),
+        )),
     }
 }
 
@@ -52,5 +82,16 @@ mod tests {
         assert_eq!(error.variable, DEVICELINK_ADMIN_TOKEN);
         assert!(!error.message.contains("short"));
         assert!(admin_token_hash("a-long-enough-operator-token").is_ok());
+    }
+
+    #[test]
+    fn migrate_only_is_a_strict_flag() {
+        assert_eq!(migrate_only(None), Ok(false));
+        assert_eq!(migrate_only(Some("0")), Ok(false));
+        assert_eq!(migrate_only(Some("false")), Ok(false));
+        assert_eq!(migrate_only(Some("1")), Ok(true));
+        assert_eq!(migrate_only(Some("true")), Ok(true));
+        let error = migrate_only(Some("yes")).unwrap_err();
+        assert_eq!(error.variable, DEVICELINK_MIGRATE_ONLY);
     }
 }

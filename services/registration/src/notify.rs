@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use devicelink_shared::serving::DrainSignal;
+use devicelink_shared::stores::Postgres;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
@@ -52,7 +53,7 @@ impl StatusNotifier {
 /// change evicts its install from `cache`, which is bypassed while the
 /// listener is not connected.
 pub fn spawn_listener(
-    pg_config: tokio_postgres::Config,
+    postgres: Postgres,
     cache: Arc<StatusCache>,
     mut drain: DrainSignal,
 ) -> StatusNotifier {
@@ -63,7 +64,7 @@ pub fn spawn_listener(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                outcome = listen_once(&pg_config, &events, &cache) => {
+                outcome = listen_once(&postgres, &events, &cache) => {
                     cache.set_listening(false);
                     if let Err(error) = outcome {
                         tracing::warn!(error = %devicelink_shared::status::error_chain(&error), "status listener disconnected; reconnecting");
@@ -82,11 +83,11 @@ pub fn spawn_listener(
 
 /// Listens on one connection until it breaks.
 async fn listen_once(
-    pg_config: &tokio_postgres::Config,
+    postgres: &Postgres,
     events: &broadcast::Sender<StatusEvent>,
     cache: &StatusCache,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = pg_config.connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = postgres.connect_session().await?;
     let mut messages =
         futures_util::stream::poll_fn(move |context| connection.poll_message(context));
     {

@@ -1,21 +1,26 @@
-//! Start-up: connect, migrate, bind, serve until told to stop.
+//! Start-up: set up the stores, bind, migrate, serve until told to stop.
+//!
+//! Everything a deployment could have got wrong (store URLs, TLS files,
+//! the listen address) is checked before the schema is migrated, so a bad
+//! configuration is reported as one (exit 64) even while Postgres is down;
+//! a Postgres that cannot be reached for the migration, for
+//! [`MIGRATION_WAIT`], is an outage (exit 69). See
+//! [`devicelink_shared::serve`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use devicelink_shared::config::LISTEN_ADDR;
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
-use devicelink_shared::serving::{
-    TlsSetupError, drain_channel, reflection, serve_gracefully, server_builder, start_health_watch,
-};
-use devicelink_shared::stores::{
-    StoreSetupError, postgres_config, postgres_pool, postgres_reachable, record_pool_usage,
-    redis_connection,
-};
-use tokio::net::TcpListener;
+pub use devicelink_shared::serve::StartupError;
+use devicelink_shared::serve::{BoundListener, ServerGroup, router, server_builder};
+use devicelink_shared::serving::start_health_watch;
+use devicelink_shared::status::error_chain;
+use devicelink_shared::stores::{Postgres, RedisConnection};
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::codes::CodeStore;
 use crate::config::RegistrationConfig;
@@ -28,32 +33,6 @@ use crate::service::registration::RegistrationHandler;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
 
-/// Why the service could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// A store URL is unusable.
-    #[error("store configuration")]
-    StoreSetup(#[from] StoreSetupError),
-    /// The schema could not be migrated (Postgres unreachable or refusing).
-    #[error("database migration failed")]
-    Migration(#[source] StoreError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS certificate or key is unusable.
-    #[error("TLS set-up failed")]
-    Tls(#[from] TlsSetupError),
-    /// The gRPC server failed.
-    #[error("gRPC server failed")]
-    Serve(#[from] tonic::transport::Error),
-}
-
 /// The gRPC services whose health is reported.
 const HEALTH_SERVICES: &[&str] = &[
     <RegistrationServiceServer<RegistrationHandler> as NamedService>::NAME,
@@ -65,44 +44,34 @@ pub struct Application {
     config: RegistrationConfig,
     /// The gRPC server, TLS already configured.
     server: tonic::transport::Server,
-    listener: TcpListener,
+    listener: BoundListener,
     store: Store,
     codes: CodeStore,
 }
 
 impl Application {
-    /// Connects to the stores, migrates the schema and binds the listen
-    /// address (port 0 picks a free port, as tests do).
+    /// Sets up the stores, binds the listen address (port 0 picks a free
+    /// port, as tests do) and migrates the schema.
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
-        let pool = postgres_pool(
-            &config.common.database_url,
-            config.common.database_pool_size,
-        )?;
-        let store = Store::new(pool);
-        migrate::run(store.pool())
-            .await
-            .map_err(StartupError::Migration)?;
-        let redis = redis_connection(&config.common.redis_url)?;
-        let codes = CodeStore::new(redis, config.common.redis_key_prefix.clone());
-        let server = server_builder(config.common.tls.as_ref())?;
-        let addr = config.common.listen_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartupError::Bind { addr, source })?;
+        let common = &config.common;
+        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
+        let redis = RedisConnection::new(&common.redis_url)?;
+        let server = server_builder(common.tls.as_ref())?;
+        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
+        migrate_schema(&postgres).await?;
+        let codes = CodeStore::new(redis, common.redis_key_prefix.clone());
         Ok(Self {
             config,
             server,
             listener,
-            store,
+            store: Store::new(postgres),
             codes,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.common.listen_addr)
+        self.listener.local_addr()
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends open
@@ -112,60 +81,89 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let (trigger, drain) = drain_channel();
+        let mut servers = ServerGroup::new();
+        let drain = servers.drain_signal();
         let statuses = Arc::new(StatusCache::default());
         let notifier = spawn_listener(
-            postgres_config(&self.config.common.database_url)?,
+            self.store.postgres().clone(),
             statuses.clone(),
             drain.clone(),
         );
         spawn_janitor(self.store.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        let (store, codes) = (self.store.clone(), self.codes.clone());
+        let (postgres, codes) = (self.store.postgres().clone(), self.codes.clone());
         start_health_watch(
             health_reporter,
             HEALTH_SERVICES,
             move || {
-                let (store, codes) = (store.clone(), codes.clone());
+                let (postgres, codes) = (postgres.clone(), codes.clone());
                 async move {
-                    record_pool_usage(store.pool());
-                    postgres_reachable(store.pool()).await && codes.reachable().await
+                    postgres.record_pool_usage();
+                    postgres.reachable().await && codes.reachable().await
                 }
             },
             drain.clone(),
         )
         .await;
-        let (reflection_v1, reflection_v1alpha) = reflection();
-        let registration = RegistrationHandler::new(
-            self.store.clone(),
-            self.codes,
-            statuses,
-            notifier,
-            drain.clone(),
-        );
+        let registration =
+            RegistrationHandler::new(self.store.clone(), self.codes, statuses, notifier, drain);
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),
         );
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut server_drain = drain;
-        let server = self
-            .server
-            .layer(devicelink_shared::rpc::RpcLayer)
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+        let router = router(self.server, health)
             .add_service(RegistrationServiceServer::new(registration))
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move { server_drain.requested().await });
-        serve_gracefully(server, shutdown, trigger, self.config.common.shutdown_grace).await?;
-        Ok(())
+            .add_service(admin);
+        servers.serve(self.listener, |incoming, drained| {
+            router.serve_with_incoming_shutdown(incoming, drained)
+        });
+        servers
+            .run_until_stopped(shutdown, self.config.common.shutdown_grace)
+            .await
     }
 }
 
 /// Migrates the schema and returns: the migration step of a rollout
 /// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
 pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
-    let pool = postgres_pool(database_url, 1)?;
-    migrate::run(&pool).await.map_err(StartupError::Migration)
+    migrate_schema(&Postgres::new(database_url, 1)?).await
+}
+
+/// How long start-up keeps trying to migrate while Postgres cannot be
+/// reached before it gives up with exit code 69: long enough to ride out a
+/// Postgres that is still starting, or a first connection that is slow on
+/// a busy machine, short enough that an outage is reported (and the
+/// replica restarted) soon.
+const MIGRATION_WAIT: Duration = Duration::from_secs(10);
+/// The pause between two attempts to migrate.
+const MIGRATION_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Applies pending migrations, waiting up to [`MIGRATION_WAIT`] for an
+/// unreachable Postgres; an outage is told apart from a migration that
+/// fails.
+async fn migrate_schema(postgres: &Postgres) -> Result<(), StartupError> {
+    const STEP: &str = "migrating the schema";
+    let deadline = Instant::now() + MIGRATION_WAIT;
+    loop {
+        match migrate::run(postgres.pool()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Unavailable(cause)) if Instant::now() < deadline => {
+                tracing::warn!(error = %error_chain(&*cause), "Postgres cannot be reached to migrate the schema; retrying");
+                tokio::time::sleep(MIGRATION_RETRY_DELAY).await;
+            }
+            Err(StoreError::Unavailable(cause)) => {
+                return Err(StartupError::StoreUnavailable {
+                    step: STEP,
+                    store: "Postgres",
+                    cause,
+                });
+            }
+            Err(other) => {
+                return Err(StartupError::Step {
+                    step: STEP,
+                    cause: Box::new(other),
+                });
+            }
+        }
+    }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use devicelink_shared::limits::{Limit, LimitKey, Rate, RateLimiter};
-use redis::aio::{ConnectionLike, ConnectionManager};
+use devicelink_shared::stores::RedisConnection;
+use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// The Redis the tests use: `DEVICELINK_TEST_REDIS_URL`, or a local one.
@@ -16,8 +17,8 @@ pub fn redis_url() -> String {
 }
 
 /// A fresh connection to the test Redis, as the services make theirs.
-pub fn redis() -> ConnectionManager {
-    devicelink_shared::stores::redis_connection(&redis_url()).expect("a valid Redis URL")
+pub fn redis() -> RedisConnection {
+    devicelink_shared::stores::RedisConnection::new(&redis_url()).expect("a valid Redis URL")
 }
 
 /// A key prefix no other test (or run) shares.
@@ -26,7 +27,7 @@ pub fn unique_prefix() -> String {
 }
 
 /// A limiter over its own connection, under `prefix`.
-pub fn limiter(prefix: &str) -> RateLimiter<ConnectionManager> {
+pub fn limiter(prefix: &str) -> RateLimiter<RedisConnection> {
     RateLimiter::new(redis(), prefix)
 }
 
@@ -58,7 +59,7 @@ pub async fn keys_under(prefix: &str) -> Vec<String> {
 /// many round trips a call takes.
 #[derive(Clone)]
 pub struct CountingConnection {
-    pub inner: ConnectionManager,
+    pub inner: RedisConnection,
     pub requests: Arc<AtomicUsize>,
 }
 

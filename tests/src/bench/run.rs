@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use devicelink_shared::config::{
-    DATABASE_URL, DEVICELINK_ADMIN_TOKEN, REDIS_KEY_PREFIX, REDIS_URL, SHUTDOWN_GRACE_SECS,
-};
+use devicelink_registration::config::DEVICELINK_ADMIN_TOKEN;
+use devicelink_shared::config::{DATABASE_URL, REDIS_KEY_PREFIX, REDIS_URL, SHUTDOWN_GRACE_SECS};
 use uuid::Uuid;
 
 use super::cli::{FloorKind, Options};

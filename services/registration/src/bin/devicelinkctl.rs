@@ -20,7 +20,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use devicelink_shared::config::{DEVICELINK_ADMIN_TOKEN, EXIT_BAD_CONFIG};
+use devicelink_registration::config::DEVICELINK_ADMIN_TOKEN;
+use devicelink_shared::config::EXIT_BAD_CONFIG;
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_client::AdminServiceClient;
 use tonic::metadata::AsciiMetadataValue;

@@ -14,20 +14,24 @@
 //! (see [`super::connection`]).
 
 use deadpool_postgres::{ClientWrapper, Object};
-use tokio_postgres::NoTls;
+use devicelink_shared::stores::Postgres;
 
 use crate::error::StoreError;
 
 /// A pooled connection while a call runs on it.
 pub struct CancelOnDrop {
     connection: Option<Object>,
+    /// Where the cancel request goes, made as the connection was.
+    postgres: Postgres,
 }
 
 impl CancelOnDrop {
-    /// Guards `connection` until [`Self::disarm`].
-    pub fn new(connection: Object) -> Self {
+    /// Guards `connection`, a connection of `postgres`, until
+    /// [`Self::disarm`].
+    pub fn new(connection: Object, postgres: Postgres) -> Self {
         Self {
             connection: Some(connection),
+            postgres,
         }
     }
 
@@ -60,8 +64,9 @@ impl Drop for CancelOnDrop {
             return;
         };
         let cancel = client.cancel_token();
+        let postgres = self.postgres.clone();
         runtime.spawn(async move {
-            if let Err(error) = cancel.cancel_query(NoTls).await {
+            if let Err(error) = postgres.cancel(cancel).await {
                 tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
             }
             drop(client);

@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{ClientWrapper, Object, Pool};
-use devicelink_shared::stores::STORE_TIMEOUT;
+use deadpool_postgres::{ClientWrapper, Object};
+use devicelink_shared::stores::{Postgres, STORE_TIMEOUT};
 
 use super::cancel_on_drop::CancelOnDrop;
 use crate::error::StoreError;
@@ -27,13 +27,16 @@ use crate::error::StoreError;
 /// A pooled connection, or none once a call on it was abandoned.
 pub struct Connection {
     connection: Option<Object>,
+    /// Where a cancel request for an abandoned call goes.
+    postgres: Postgres,
 }
 
 impl Connection {
-    /// A connection from `pool`.
-    pub async fn get(pool: &Pool) -> Result<Self, StoreError> {
+    /// A connection from `postgres`'s pool.
+    pub async fn get(postgres: &Postgres) -> Result<Self, StoreError> {
         Ok(Self {
-            connection: Some(pool.get().await?),
+            connection: Some(postgres.pool().get().await?),
+            postgres: postgres.clone(),
         })
     }
 
@@ -58,7 +61,7 @@ impl Connection {
         })?;
         // Dropped with the call, when the caller gives up or the deadline
         // passes, the guard cancels the work and retires the connection.
-        let in_flight = CancelOnDrop::new(connection);
+        let in_flight = CancelOnDrop::new(connection, self.postgres.clone());
         let answered = tokio::time::timeout(deadline, work(in_flight.client())).await;
         let Ok(answer) = answered else {
             drop(in_flight);
@@ -91,16 +94,16 @@ mod tests {
 
     /// The database the end-to-end tests use; these tests only run
     /// statements that touch no table.
-    fn pool() -> Pool {
+    fn postgres() -> Postgres {
         let url = std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| {
             "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned()
         });
-        devicelink_shared::stores::postgres_pool(&url, 1).expect("a pool")
+        Postgres::new(&url, 1).expect("a pool")
     }
 
     /// How many statements containing `marker` Postgres is running.
-    async fn running(pool: &Pool, marker: &str) -> i64 {
-        let mut observer = Connection::get(pool).await.expect("a connection");
+    async fn running(postgres: &Postgres, marker: &str) -> i64 {
+        let mut observer = Connection::get(postgres).await.expect("a connection");
         observer
             .call(async |client| {
                 client
@@ -119,8 +122,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_answered_call_returns_the_connection_to_the_pool() {
-        let pool = pool();
-        let mut connection = Connection::get(&pool).await.expect("a connection");
+        let postgres = postgres();
+        let pool = postgres.pool();
+        let mut connection = Connection::get(&postgres).await.expect("a connection");
         let one: i32 = connection
             .call(async |client| client.query_one("SELECT 1", &[]).await)
             .await
@@ -135,9 +139,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_past_the_deadline_is_cancelled_and_its_connection_retired() {
-        let pool = pool();
+        let postgres = postgres();
+        let pool = postgres.pool();
         let marker = format!("deadline-{}", uuid::Uuid::new_v4().simple());
-        let mut connection = Connection::get(&pool).await.expect("a connection");
+        let mut connection = Connection::get(&postgres).await.expect("a connection");
         let sleep = format!("SELECT pg_sleep(30) /* {marker} */");
         let started = Instant::now();
         let outcome = connection
@@ -159,7 +164,7 @@ mod tests {
         // The abandoned statement was cancelled in Postgres, not left to
         // sleep out its thirty seconds.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while running(&pool, &marker).await > 0 {
+        while running(&postgres, &marker).await > 0 {
             assert!(Instant::now() < deadline, "the statement still runs");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -29,6 +29,7 @@ pub mod redeem_sql;
 mod redemptions;
 
 use deadpool_postgres::Pool;
+use devicelink_shared::stores::Postgres;
 
 pub use admin::{
     ApiKeyRecord, CreateKeyOutcome, InstallSummaryRecord, NewApiKeyRecord, UserRecord,
@@ -89,23 +90,28 @@ const STATUS_BY_ID: &str = concat!(
 /// registration's Postgres storage.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    postgres: Postgres,
 }
 
 impl Store {
-    /// Storage over `pool`.
-    pub fn new(pool: Pool) -> Self {
-        Self { pool }
+    /// Storage over `postgres`'s pool.
+    pub fn new(postgres: Postgres) -> Self {
+        Self { postgres }
     }
 
-    /// The pool, for migrations and health checks.
+    /// The pool, for migrations.
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        self.postgres.pool()
+    }
+
+    /// Postgres itself, for the status listener and health checks.
+    pub fn postgres(&self) -> &Postgres {
+        &self.postgres
     }
 
     /// A pooled connection whose calls run under the store deadline.
     async fn connection(&self) -> Result<Connection, StoreError> {
-        Connection::get(&self.pool).await
+        Connection::get(&self.postgres).await
     }
 }
 
