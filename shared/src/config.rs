@@ -115,6 +115,8 @@ pub struct CommonConfig {
     pub shutdown_grace: std::time::Duration,
     /// Certificate and key files to serve TLS with; `None` for plaintext.
     pub tls: Option<TlsFiles>,
+    /// Rate limits and the proxies whose `x-forwarded-for` is believed.
+    pub limits: LimitsConfig,
 }
 
 /// Where a service's TLS certificate chain and private key are.
@@ -168,6 +170,7 @@ impl CommonConfig {
             listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
             shutdown_grace: std::time::Duration::from_secs(parsed_or(SHUTDOWN_GRACE_SECS, 20)?),
             tls: tls_files()?,
+            limits: LimitsConfig::from_env()?,
         };
         config.validate()?;
         Ok(config)
@@ -236,6 +239,17 @@ impl LimitsConfig {
         Self::from_lookup(optional)
     }
 
+    /// Every limit off and no proxy trusted: for tests that are not about
+    /// limits, and for benchmarks of what a call costs without them.
+    pub fn off() -> Self {
+        Self::from_lookup(|variable| {
+            variable
+                .starts_with("RATE_LIMIT_")
+                .then(|| "off".to_owned())
+        })
+        .unwrap_or_else(|_| unreachable!("off parses"))
+    }
+
     /// The documented defaults.
     pub fn defaults() -> Self {
         Self::from_lookup(|_| None).unwrap_or_else(|_| unreachable!("the defaults parse"))
@@ -280,6 +294,15 @@ impl LimitsConfig {
 
 #[cfg(test)]
 mod limits_config_tests {
+    #[test]
+    fn off_turns_every_limit_off() {
+        let off = super::LimitsConfig::off();
+        for scope in crate::limits::Scope::ALL {
+            assert_eq!(off.rate(scope), None, "{scope:?}");
+        }
+        assert_eq!(off.trusted_proxies, Default::default());
+    }
+
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<LimitsConfig, ConfigError> {

@@ -38,6 +38,9 @@ pub struct TestOptions {
     pub shutdown_grace: Duration,
     /// Serve TLS with these files.
     pub tls: Option<devicelink_shared::config::TlsFiles>,
+    /// Rate limits: off unless a test is about them, so that tests making
+    /// many calls from one address are not refused.
+    pub limits: devicelink_shared::config::LimitsConfig,
 }
 
 impl Default for TestOptions {
@@ -48,6 +51,7 @@ impl Default for TestOptions {
             through_proxies: false,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            limits: devicelink_shared::config::LimitsConfig::off(),
         }
     }
 }
@@ -218,6 +222,7 @@ impl TestEnv {
             listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
             shutdown_grace: options.shutdown_grace,
             tls: options.tls.clone(),
+            limits: options.limits.clone(),
         };
         let mut registration_stops = Vec::new();
         let mut registration_tasks = Vec::new();
