@@ -131,7 +131,8 @@ async fn a_cancelled_restoration_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restoration_cancelled_after_sending_its_commit_is_answered_alike_on_retry() {
+async fn a_restoration_cancelled_after_sending_its_commit_writes_nothing_and_its_retry_is_answered_alike()
+ {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     env.link(&app_id, &api_key, "restored", phone("home")).await;
@@ -164,20 +165,21 @@ async fn a_restoration_cancelled_after_sending_its_commit_is_answered_alike_on_r
         "the restoration waits in its second round trip: {waiter:?}"
     );
     call.abort();
+    // The service cancels the waiting statement before it closes its side:
+    // the `COMMIT` pipelined behind it then ends a failed transaction.
     await_client_side_closed(waiter.client_port).await;
-    // Postgres already holds the statements and the `COMMIT` behind them:
-    // once the claim is free, it runs them.
     blocker.rollback().await.expect("release the claim");
     await_backend_gone(&watcher, waiter.pid).await;
     no_connection_stays_in_a_transaction(&env).await;
     assert_eq!(
         env.count("SELECT count(*) FROM installs WHERE device_id = 'away'")
             .await,
-        1,
-        "the abandoned restoration committed"
+        0,
+        "the abandoned restoration wrote nothing, its COMMIT already sent"
     );
 
-    // The device never heard; its retry is answered, and alike each time.
+    // The code is still live; the device's retry redeems it, and a retry of
+    // that is answered alike.
     let retry = redeem(&mut registration, &code, &app_id, "away").await;
     let again = redeem(&mut registration, &code, &app_id, "away").await;
     assert!(retry.restored);
