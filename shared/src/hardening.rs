@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::rpc::{BoxFuture, take_polled};
+
 /// The most streams a client may have open on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 /// How many streams the server may reset for a peer's protocol errors
@@ -104,8 +106,6 @@ pub struct Shed<S> {
     permits: Arc<Semaphore>,
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 impl<S, B, ResponseBody> tower::Service<http::Request<B>> for Shed<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<ResponseBody>>
@@ -133,10 +133,7 @@ where
             );
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
-        // The service polled ready is the one to call; a fresh clone takes
-        // its place for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_polled(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(request).await;
             drop(permit);

@@ -45,7 +45,16 @@ pub struct RpcService<S> {
     inner: S,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The future of a wrapping service's call.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The inner service of a wrapper, to call: the one that was polled ready
+/// is the one to call, and a fresh clone takes its place for the next call
+/// (tower's rule for services called from a spawned future).
+pub(crate) fn take_polled<S: Clone>(slot: &mut S) -> S {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
+}
 
 impl<S, B, ResponseBody> tower::Service<http::Request<B>> for RpcService<S>
 where
@@ -85,10 +94,7 @@ where
             });
             let _ = span.set_parent(parent);
         }
-        // The service polled ready is the one to call; a fresh clone takes
-        // its place for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_polled(&mut self.inner);
         let started = Instant::now();
         Box::pin(async move {
             let result = inner.call(request).instrument(span.clone()).await;

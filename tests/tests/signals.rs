@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use devicelink_e2e::binaries::service_binary as service_binary_of;
 use devicelink_e2e::pg_activity::await_one_lock_waiter;
 use devicelink_e2e::*;
 use devicelink_registration::store::redeem_sql;
@@ -19,41 +19,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// The service binary, built by the cargo running this test: an integration
-/// test of another package gets no `CARGO_BIN_EXE_*`, and `cargo test
-/// --workspace` does not build other packages' binaries. Cargo holds no
-/// build lock while tests run, so this nested build cannot deadlock; when
-/// the binary is current it takes a fraction of a second.
+/// The service binary (see [`devicelink_e2e::binaries`]).
 fn service_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_service_binary).clone()
-}
-
-fn build_service_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let target_dir = profile_dir.parent().expect("target/");
-    let mut build = std::process::Command::new(env!("CARGO"));
-    build.args([
-        "build",
-        "--package",
-        "devicelink-registration",
-        "--bin",
-        "registration-service",
-        "--target-dir",
-    ]);
-    build.arg(target_dir);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    let status = build.status().expect("cargo runs");
-    assert!(status.success(), "building registration-service failed");
-    let binary = profile_dir.join("registration-service");
-    assert!(binary.exists(), "{} was not built", binary.display());
-    binary
+    service_binary_of("devicelink-registration", "registration-service")
 }
 
 /// Starts the binary against `env`'s database and Redis key space, with
