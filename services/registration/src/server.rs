@@ -113,7 +113,7 @@ impl Application {
             &self.config.common.redis_key_prefix,
             self.config.common.limits.clone(),
         );
-        // End of the rate limits' set-up.
+
         let registration = RegistrationHandler::new(
             self.store.clone(),
             self.codes,
