@@ -11,6 +11,10 @@
 //! it past [`KEY_REFRESH_AFTER`], while every other request keeps using it:
 //! a busy key never expires, so its callers never all miss at the same
 //! instant and queue for the pool together.
+//!
+//! Before any Postgres lookup the call's client address is checked against
+//! its failed credentials ([`CallLimits::admit`]): an address that keeps
+//! presenting bad keys is refused without costing a query.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +29,7 @@ use devicelink_shared::validate::AppId;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, StoreKind};
+use crate::limits::CallLimits;
 
 /// How long a looked-up key is trusted without asking Postgres again. With
 /// the lookup's own time it keeps revocation well inside five seconds.
@@ -113,8 +118,14 @@ impl ApiKeyVerifier {
     }
 
     /// Verifies the request's API key: well formed, known, secret matching,
-    /// not revoked, not expired. Records the key's use on success.
-    pub async fn verify(&self, metadata: &MetadataMap) -> Result<VerifiedKey, AuthCodeError> {
+    /// not revoked, not expired. Records the key's use on success. A key
+    /// that must be read from Postgres is read only if `limits` admit the
+    /// call's address.
+    pub async fn verify(
+        &self,
+        metadata: &MetadataMap,
+        limits: &CallLimits<'_>,
+    ) -> Result<VerifiedKey, AuthCodeError> {
         let token =
             bearer_token(metadata).ok_or(AuthCodeError::Unauthenticated(KeyRejection::Missing))?;
         let presented = api_key::parse(token).map_err(|error| {
@@ -129,7 +140,7 @@ impl ApiKeyVerifier {
             Err(AuthCodeError::Unauthenticated(rejection))
         };
 
-        let Some(stored) = self.stored_key(&key_id).await? else {
+        let Some(stored) = self.stored_key(&key_id, limits).await? else {
             return refuse(KeyRejection::Unknown);
         };
         // The secret first: whether a key is revoked or expired is only told
@@ -155,25 +166,31 @@ impl ApiKeyVerifier {
     /// The key from the cache when fresh, else from Postgres. With Postgres
     /// down, a fresh entry still answers; a stale one does not, since the key
     /// may have been revoked since.
-    async fn stored_key(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
+    async fn stored_key(
+        &self,
+        key_id: &KeyId,
+        limits: &CallLimits<'_>,
+    ) -> Result<Option<StoredKey>, AuthCodeError> {
         match self.cached(key_id) {
             Some(CacheHit {
                 key,
                 refresh: false,
             }) => Ok(Some(key)),
-            Some(CacheHit { key, refresh: true }) => match self.fetch_and_cache(key_id).await {
-                Ok(fetched) => Ok(fetched),
-                Err(error) => {
-                    tracing::debug!(
-                        key_id = %key_id,
-                        error = %devicelink_shared::status::error_chain(&error),
-                        "could not refresh a cached API key; using it until it expires"
-                    );
-                    self.refresh_failed(key_id);
-                    Ok(Some(key))
+            Some(CacheHit { key, refresh: true }) => {
+                match self.fetch_and_cache(key_id, limits).await {
+                    Ok(fetched) => Ok(fetched),
+                    Err(error) => {
+                        tracing::debug!(
+                            key_id = %key_id,
+                            error = %devicelink_shared::status::error_chain(&error),
+                            "could not refresh a cached API key; using it until it expires"
+                        );
+                        self.refresh_failed(key_id);
+                        Ok(Some(key))
+                    }
                 }
-            },
-            None => self.fetch_and_cache(key_id).await,
+            }
+            None => self.fetch_and_cache(key_id, limits).await,
         }
     }
 
@@ -199,8 +216,14 @@ impl ApiKeyVerifier {
         }
     }
 
-    /// Reads the key from Postgres and caches what was read.
-    async fn fetch_and_cache(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
+    /// Reads the key from Postgres, if `limits` admit the call's address,
+    /// and caches what was read.
+    async fn fetch_and_cache(
+        &self,
+        key_id: &KeyId,
+        limits: &CallLimits<'_>,
+    ) -> Result<Option<StoredKey>, AuthCodeError> {
+        limits.admit().await?;
         // Taken before the lookup: the entry is as old as the moment the row
         // could have been read, so a slow query cannot stretch the cache's
         // promise.

@@ -5,16 +5,21 @@
 //! that Redis itself forgets expired codes. `SET .. NX` refuses to overwrite:
 //! a collision, however unlikely, can never rebind a live code to another
 //! user.
+//!
+//! The `SET NX` runs inside the rate limiter's script
+//! ([`RateLimiter::check_and_set`]): the mint's limits are decided and its
+//! code stored in one round trip, and a refused mint stores nothing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicelink_shared::api_key::KeyId;
 use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
+use devicelink_shared::limits::{Limit, LimitStoreError, RateLimiter, SetIfAllowed, SetOutcome};
 use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
-use redis::{AsyncCommands, ExistenceCheck, SetExpiry, SetOptions};
 
-use crate::error::AuthCodeError;
+use crate::error::{AuthCodeError, StoreKind};
+use crate::limits::CallLimits;
 
 /// How many fresh codes to try when `SET NX` finds the key taken. With 256
 /// random bits a second attempt is already a sign of a broken generator.
@@ -30,34 +35,39 @@ pub struct MintedCode {
     pub expires_at: SystemTime,
 }
 
-/// Writes codes under `key_prefix` in Redis. Cheap to clone: the connection
-/// is multiplexed and reconnects by itself.
+/// Writes codes under `key_prefix` in Redis, through the rate limiter's
+/// script. Cheap to clone: the connection is multiplexed and reconnects by
+/// itself.
 #[derive(Clone)]
 pub struct CodeMinter {
-    redis: RedisConnection,
+    limiter: RateLimiter<RedisConnection>,
     key_prefix: String,
     ttl: Duration,
 }
 
 impl CodeMinter {
-    /// A minter whose codes live for `ttl` (whole seconds, at least one).
-    pub fn new(redis: RedisConnection, key_prefix: String, ttl: Duration) -> Self {
+    /// A minter whose codes live for `ttl` (whole seconds, at least one),
+    /// stored by `limiter` (whose Redis holds the codes).
+    pub fn new(limiter: RateLimiter<RedisConnection>, key_prefix: String, ttl: Duration) -> Self {
         Self {
-            redis,
+            limiter,
             key_prefix,
             ttl,
         }
     }
 
     /// Mints and stores a code for `external_id` of `app_id`, on behalf of
-    /// the key `key_id`.
+    /// the key `key_id`, unless `limits` refuse it
+    /// ([`AuthCodeError::RateLimited`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.store_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn mint(
         &self,
         app_id: AppId,
         external_id: &ExternalId,
         key_id: &KeyId,
+        limits: &CallLimits<'_>,
     ) -> Result<MintedCode, AuthCodeError> {
+        let consumed = limits.mint(app_id, key_id, external_id);
         // Taken before the write, so the promised expiry is never later than
         // the moment Redis drops the code.
         let minted_at = SystemTime::now();
@@ -73,8 +83,13 @@ impl CodeMinter {
         .to_bytes();
         for _ in 0..MINT_ATTEMPTS {
             let code = AuthCode::generate();
-            if self.store(&code, &record).await? {
-                return Ok(MintedCode { code, expires_at });
+            match self
+                .store(&code, &record, &consumed, limits.blockers())
+                .await?
+            {
+                SetOutcome::Stored => return Ok(MintedCode { code, expires_at }),
+                SetOutcome::Limited(refusal) => return Err(AuthCodeError::RateLimited(refusal)),
+                SetOutcome::Taken => {}
             }
             tracing::warn!("a freshly generated auth code was already taken; generating another");
         }
@@ -83,20 +98,29 @@ impl CodeMinter {
         ))
     }
 
-    /// Stores `record` under the code's hash unless the key exists. `false`
-    /// when it did. The connection bounds the command by
-    /// [`devicelink_shared::stores::STORE_TIMEOUT`].
-    async fn store(&self, code: &AuthCode, record: &[u8]) -> Result<bool, AuthCodeError> {
-        let options = SetOptions::default()
-            .conditional_set(ExistenceCheck::NX)
-            .with_expiration(SetExpiry::EX(self.ttl.as_secs().max(1)));
-        let reply: Option<String> = self
-            .redis
-            .clone()
-            .set_options(redis_key(&self.key_prefix, &code.hash()), record, options)
+    /// Stores `record` under the code's hash unless the key exists or a
+    /// limit refuses, consuming `consumed` only when it stores. The limiter
+    /// bounds the script by [`devicelink_shared::stores::STORE_TIMEOUT`].
+    async fn store(
+        &self,
+        code: &AuthCode,
+        record: &[u8],
+        consumed: &[Limit],
+        blockers: &[Limit],
+    ) -> Result<SetOutcome, AuthCodeError> {
+        let key = redis_key(&self.key_prefix, &code.hash());
+        let set = SetIfAllowed {
+            key: &key,
+            value: record,
+            ttl: Duration::from_secs(self.ttl.as_secs().max(1)),
+        };
+        self.limiter
+            .check_and_set(consumed, blockers, &set)
             .await
-            .map_err(AuthCodeError::redis)?;
-        Ok(reply.is_some())
+            .map_err(|error| match error {
+                LimitStoreError::Redis(error) => AuthCodeError::redis(error),
+                LimitStoreError::TimedOut => AuthCodeError::timed_out(StoreKind::Redis),
+            })
     }
 }
 

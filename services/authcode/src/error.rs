@@ -2,10 +2,12 @@
 //!
 //! Every variant says what the client can do: fix its credential
 //! (UNAUTHENTICATED), use another key (PERMISSION_DENIED), fix a field
-//! (INVALID_ARGUMENT), retry (UNAVAILABLE), or report a bug (INTERNAL).
+//! (INVALID_ARGUMENT), retry (UNAVAILABLE), slow down and retry later
+//! (RESOURCE_EXHAUSTED), or report a bug (INTERNAL).
 //! No message carries a secret: variants hold fixed texts, field
 //! violations and error sources that are logged, never sent.
 
+use devicelink_shared::limits::{Refusal, rate_limited};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 pub use devicelink_shared::stores::STORE_TIMEOUT;
 use devicelink_shared::stores::is_unreachable;
@@ -82,6 +84,10 @@ pub enum AuthCodeError {
         #[source]
         cause: Cause,
     },
+    /// A rate limit refused the call (see [`crate::limits`]); nothing was
+    /// stored.
+    #[error("rate limited")]
+    RateLimited(Refusal),
     /// Anything else: a bug or an unexpected store answer.
     #[error("unexpected error")]
     Internal(#[source] Cause),
@@ -154,6 +160,7 @@ impl From<AuthCodeError> for Status {
             }
             AuthCodeError::InvalidArgument(violations) => invalid_argument(&violations),
             AuthCodeError::Unavailable { store, cause } => unavailable(store.name(), &*cause),
+            AuthCodeError::RateLimited(refusal) => rate_limited(&refusal),
             error @ AuthCodeError::Internal(_) => internal(&error),
         }
     }
@@ -228,6 +235,23 @@ mod tests {
 
         let status = status_of(AuthCodeError::pool(deadpool_postgres::PoolError::Closed));
         assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn rate_limited_is_resource_exhausted_with_its_retry_after() {
+        use devicelink_shared::limits::Scope;
+        let status = status_of(AuthCodeError::RateLimited(Refusal {
+            scope: Scope::MintPerKey,
+            retry_after: std::time::Duration::from_millis(1_500),
+        }));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok()),
+            Some("2")
+        );
     }
 
     #[test]

@@ -16,13 +16,20 @@
 //!    checksum offline, finds the stored key by its public id in Postgres
 //!    (`api_keys`), compares the secret's hash in constant time, and refuses
 //!    revoked and expired keys. The key must carry the `user_link` scope.
+//!    An unknown, revoked or expired key counts against the client
+//!    address's failed credentials; an address past that limit is refused
+//!    (RESOURCE_EXHAUSTED) before its key is read from Postgres.
 //! 2. The request is parsed into domain types ([`ExternalId`], [`AppId`]);
 //!    every bad field is reported at once. An `app_id` in the request, when
 //!    given, must be the key's app: a key acts only for its own app.
 //! 3. [`codes::CodeMinter`] generates 256 random bits and stores the record
 //!    (app, external id, key id, time) under the *hash* of the code with
-//!    `SET NX EX <ttl>`: Redis expires the code by itself, and a Redis dump
-//!    holds nothing redeemable.
+//!    `SET NX PX <ttl>`: Redis expires the code by itself, and a Redis dump
+//!    holds nothing redeemable. The `SET` runs in the rate limiter's script,
+//!    which first decides the mint's limits ([`limits`]): per API key and
+//!    per (app, external id), and the client address's failed credentials.
+//!    One round trip decides and stores; a refused mint is
+//!    RESOURCE_EXHAUSTED and stores nothing.
 //! 4. The code goes back in the response and nowhere else: it is not logged,
 //!    and neither are the key or the external id.
 //!
@@ -56,6 +63,7 @@
 //! - [`service`]: the gRPC handler.
 //! - [`api_keys`]: API key verification and its cache.
 //! - [`codes`]: minting codes into Redis.
+//! - [`limits`]: the mint's rate limits and which failures count.
 //! - [`error`]: the error type and its status mapping.
 //!
 //! [`ExternalId`]: devicelink_shared::validate::ExternalId
@@ -65,6 +73,7 @@ pub mod api_keys;
 pub mod codes;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod server;
 pub mod service;
 

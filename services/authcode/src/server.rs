@@ -29,6 +29,7 @@ use tonic::transport::Server;
 use crate::api_keys::ApiKeyVerifier;
 use crate::codes::CodeMinter;
 use crate::config::AuthCodeConfig;
+use crate::limits::MintLimits;
 use crate::service::AuthCodeHandler;
 
 /// The gRPC services whose health is reported.
@@ -54,9 +55,18 @@ impl Application {
         let redis = RedisConnection::new(&common.redis_url)?;
         let server = server_builder(common.tls.as_ref())?;
         let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
+        // One limiter per replica; its state is in Redis, shared by every
+        // replica. It also stores the codes: a mint's limits and its code
+        // are one script.
+        let limits = MintLimits::new(redis.clone(), &common.redis_key_prefix, common.limits);
         let handler = AuthCodeHandler::new(
             ApiKeyVerifier::new(postgres.pool().clone()),
-            CodeMinter::new(redis.clone(), common.redis_key_prefix, config.code_ttl),
+            CodeMinter::new(
+                limits.limiter().clone(),
+                common.redis_key_prefix,
+                config.code_ttl,
+            ),
+            limits,
         );
         Ok(Self {
             server,

@@ -1,8 +1,9 @@
 //! The `AuthCodeService` gRPC handler: transport at the edge, domain below.
 //!
 //! The handler authenticates the key, parses the request into domain types,
-//! checks that the key may act for the request's app, mints, and answers.
-//! Nothing below it sees a raw request field.
+//! checks that the key may act for the request's app, mints within the rate
+//! limits ([`crate::limits`]), and answers. Nothing below it sees a raw
+//! request field.
 
 use devicelink_shared::api_key::SCOPE_USER_LINK;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
@@ -13,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::api_keys::ApiKeyVerifier;
 use crate::codes::CodeMinter;
 use crate::error::AuthCodeError;
+use crate::limits::MintLimits;
 
 /// A validated mint request.
 #[derive(Debug)]
@@ -51,13 +53,18 @@ impl MintRequest {
 pub struct AuthCodeHandler {
     verifier: ApiKeyVerifier,
     minter: CodeMinter,
+    limits: MintLimits,
 }
 
 impl AuthCodeHandler {
-    /// A handler checking keys with `verifier` and storing codes with
-    /// `minter`.
-    pub fn new(verifier: ApiKeyVerifier, minter: CodeMinter) -> Self {
-        Self { verifier, minter }
+    /// A handler checking keys with `verifier`, storing codes with `minter`
+    /// and limiting callers with `limits`.
+    pub fn new(verifier: ApiKeyVerifier, minter: CodeMinter, limits: MintLimits) -> Self {
+        Self {
+            verifier,
+            minter,
+            limits,
+        }
     }
 
     async fn mint(
@@ -65,8 +72,15 @@ impl AuthCodeHandler {
         request: Request<MintAuthCodeRequest>,
     ) -> Result<MintAuthCodeResponse, AuthCodeError> {
         // Who is calling comes first: an unauthenticated caller learns
-        // nothing about its request.
-        let key = self.verifier.verify(request.metadata()).await?;
+        // nothing about its request. A client address blocked by its failed
+        // credentials is refused before its key is looked up.
+        let limits = self
+            .limits
+            .for_call(request.remote_addr(), request.metadata());
+        let key = match self.verifier.verify(request.metadata(), &limits).await {
+            Ok(key) => key,
+            Err(error) => return Err(limits.failed(error).await),
+        };
         key.require_scope(SCOPE_USER_LINK)?;
         let request = MintRequest::parse(request.into_inner())?;
         if request.app_id.is_some_and(|app_id| app_id != key.app_id) {
@@ -75,7 +89,7 @@ impl AuthCodeHandler {
 
         let minted = self
             .minter
-            .mint(key.app_id, &request.external_id, &key.key_id)
+            .mint(key.app_id, &request.external_id, &key.key_id, &limits)
             .await?;
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.

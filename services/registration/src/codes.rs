@@ -69,6 +69,12 @@ impl CodeStore {
             .transpose()
     }
 
+    /// The Redis connection the codes live on, which the rate limiter
+    /// shares.
+    pub fn redis(&self) -> &RedisConnection {
+        &self.redis
+    }
+
     /// Whether Redis answers, for the health service.
     pub async fn reachable(&self) -> bool {
         self.redis.reachable().await

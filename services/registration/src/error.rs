@@ -1,5 +1,6 @@
 //! registration's errors and their one mapping to `tonic::Status`.
 
+use devicelink_shared::limits::{Refusal, rate_limited};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 use devicelink_shared::stores::{STORE_TIMEOUT, is_unreachable};
 use devicelink_shared::validate::FieldViolation;
@@ -86,6 +87,9 @@ pub enum RegistrationError {
     /// still holds another user.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A rate limit refused the call (see [`crate::service::limits`]).
+    #[error("rate limited")]
+    RateLimited(Refusal),
     /// Postgres or Redis failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -106,6 +110,7 @@ impl From<RegistrationError> for Status {
             RegistrationError::PermissionDenied(message) => Status::permission_denied(message),
             RegistrationError::NotFound(message) => Status::not_found(message),
             RegistrationError::FailedPrecondition(message) => Status::failed_precondition(message),
+            RegistrationError::RateLimited(refusal) => rate_limited(&refusal),
             RegistrationError::Store(StoreError::Unavailable(cause)) => {
                 unavailable("storage", &*cause)
             }
@@ -151,6 +156,13 @@ mod tests {
                 Code::Unavailable,
             ),
             (StoreError::timed_out().into(), Code::Unavailable),
+            (
+                RegistrationError::RateLimited(Refusal {
+                    scope: devicelink_shared::limits::Scope::InstallPerToken,
+                    retry_after: std::time::Duration::from_secs(3),
+                }),
+                Code::ResourceExhausted,
+            ),
             (
                 StoreError::internal("bug with secret-ish detail").into(),
                 Code::Internal,

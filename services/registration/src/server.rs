@@ -29,6 +29,7 @@ use crate::janitor::spawn_janitor;
 use crate::migrate;
 use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
+use crate::service::limits::RequestLimits;
 use crate::service::registration::RegistrationHandler;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
@@ -105,8 +106,22 @@ impl Application {
             drain.clone(),
         )
         .await;
-        let registration =
-            RegistrationHandler::new(self.store.clone(), self.codes, statuses, notifier, drain);
+        // Rate limits (RATE_LIMIT_*, TRUSTED_PROXIES): one limiter per
+        // replica, its state in the codes' Redis, shared by every replica.
+        let limits = RequestLimits::new(
+            self.codes.redis().clone(),
+            &self.config.common.redis_key_prefix,
+            self.config.common.limits.clone(),
+        );
+
+        let registration = RegistrationHandler::new(
+            self.store.clone(),
+            self.codes,
+            statuses,
+            notifier,
+            drain,
+            limits,
+        );
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),

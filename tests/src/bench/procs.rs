@@ -37,6 +37,39 @@ const NOT_INHERITED: &[&str] = &[
     "DEVICELINK_MIGRATE_ONLY",
 ];
 
+/// The rate limits the services run with: every limit ON, so that the
+/// benchmark measures what a limit costs a call (the mint's script, the
+/// extra round trip of `GetInstallStatus`), but at rates no scenario can
+/// reach (one API key mints every code, an external id is minted for more
+/// than once, 1,000 polling devices ask for their status again and again),
+/// so that nothing is ever refused. Failed credentials keep their default:
+/// the benchmark presents none, yet every call still checks its address.
+/// Set explicitly, so that a shell's own `RATE_LIMIT_*` cannot change what
+/// is measured.
+const BENCH_RATE_LIMITS: &[(&str, &str)] = &[
+    (
+        devicelink_shared::config::RATE_LIMIT_MINT_PER_KEY,
+        "1000000/s",
+    ),
+    (
+        devicelink_shared::config::RATE_LIMIT_MINT_PER_EXTERNAL_ID,
+        "1000000/s",
+    ),
+    (
+        devicelink_shared::config::RATE_LIMIT_REDEEM_PER_DEVICE,
+        "1000000/s",
+    ),
+    (
+        devicelink_shared::config::RATE_LIMIT_INSTALL_PER_TOKEN,
+        "1000000/s",
+    ),
+    (
+        devicelink_shared::config::RATE_LIMIT_FAILED_AUTH_PER_ADDRESS,
+        "30/min,burst=10",
+    ),
+    (devicelink_shared::config::TRUSTED_PROXIES, ""),
+];
+
 /// A process started by the benchmark. Dropping it kills the process.
 pub struct ChildProcess {
     /// A name for the table and the logs, e.g. `registration-service`.
@@ -208,6 +241,7 @@ pub async fn start_service(
     let mut command = Command::new(&binary);
     configure(&mut command, vars, threads);
     command
+        .envs(BENCH_RATE_LIMITS.iter().copied())
         .env("LISTEN_ADDR", addr.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("sharing a log file")?)

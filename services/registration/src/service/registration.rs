@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::install_status;
+use super::limits::{Caller, RequestLimits};
 use super::parse;
 use super::sdk_config::json_to_struct;
 use super::watch::Watcher;
@@ -36,6 +37,8 @@ pub struct RegistrationHandler {
     notifier: StatusNotifier,
     /// Fires when the server drains: open watch streams end cleanly.
     drain: DrainSignal,
+    /// Rate limits per device, per install token and per client address.
+    limits: RequestLimits,
 }
 
 impl RegistrationHandler {
@@ -46,6 +49,7 @@ impl RegistrationHandler {
         statuses: Arc<StatusCache>,
         notifier: StatusNotifier,
         drain: DrainSignal,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             store,
@@ -53,6 +57,7 @@ impl RegistrationHandler {
             statuses,
             notifier,
             drain,
+            limits,
         }
     }
 
@@ -61,9 +66,18 @@ impl RegistrationHandler {
     async fn create_user(
         &self,
         input: CreateUserInput,
+        caller: Caller,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
-        if let Some(record) = self.codes.fetch(&code_hash).await? {
+        // The limit and the code's read go out together (one round trip on
+        // the multiplexed connection); a refusal wins over what was read.
+        let (limited, record) = tokio::join!(
+            self.limits
+                .redeem(caller, input.app_id, &input.device.device_id),
+            self.codes.fetch(&code_hash)
+        );
+        limited?;
+        if let Some(record) = record? {
             if record.app_id != input.app_id.to_string() {
                 return Err(RegistrationError::PermissionDenied(
                     "the auth code was minted for another app",
@@ -86,7 +100,9 @@ impl RegistrationHandler {
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
-                RedeemOutcome::AlreadyRedeemed => return self.answer_used_code(&input).await,
+                RedeemOutcome::AlreadyRedeemed => {
+                    return self.answer_used_code(&input, caller).await;
+                }
                 RedeemOutcome::DeviceHeldByAnotherUser => return Err(device_held()),
                 RedeemOutcome::AppNotFound => return Err(app_not_found(input.app_id)),
             };
@@ -107,7 +123,7 @@ impl RegistrationHandler {
             );
             return Ok(response(redeemed, &token));
         }
-        self.answer_used_code(&input).await
+        self.answer_used_code(&input, caller).await
     }
 
     /// The code is not live: a retry from the device that redeemed it gets
@@ -115,15 +131,18 @@ impl RegistrationHandler {
     async fn answer_used_code(
         &self,
         input: &CreateUserInput,
+        caller: Caller,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         let Some(past) = self.store.find_redemption(&code_hash).await? else {
+            self.limits.failed(caller).await;
             return Err(RegistrationError::NotFound(
                 "auth code is unknown or expired".into(),
             ));
         };
         let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
         if !same_device {
+            self.limits.failed(caller).await;
             self.store
                 .record_replay(&code_hash, input.app_id, &input.device.device_id)
                 .await?;
@@ -144,19 +163,24 @@ impl RegistrationHandler {
     }
 
     /// The status of the install holding the request's token.
-    async fn authenticated_status(
+    async fn authenticated_status<T>(
         &self,
-        metadata: &tonic::metadata::MetadataMap,
+        request: &Request<T>,
     ) -> Result<InstallStatus, RegistrationError> {
-        let token = parse::install_token(metadata)?;
+        let caller = self.caller(request);
+        let token = parse::install_token(request.metadata())?;
         let token_hash = token.hash();
+        self.limits.install(caller, &token_hash).await?;
         let ticket = match self.statuses.get(token_hash.as_bytes()) {
             Ok(status) => return Ok(status),
             Err(ticket) => ticket,
         };
-        let status = self.store.status_by_token(&token_hash).await?.ok_or(
-            RegistrationError::Unauthenticated("install token is unknown or its install was reset"),
-        )?;
+        let Some(status) = self.store.status_by_token(&token_hash).await? else {
+            self.limits.failed(caller).await;
+            return Err(RegistrationError::Unauthenticated(
+                "install token is unknown or its install was reset",
+            ));
+        };
         if let Some(ticket) = ticket {
             self.statuses
                 .insert(ticket, *token_hash.as_bytes(), &status);
@@ -165,12 +189,13 @@ impl RegistrationHandler {
     }
 
     /// Ends the install holding the request's token.
-    async fn reset(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<(), RegistrationError> {
-        let token = parse::install_token(metadata)?;
-        let Some(install_id) = self.store.reset_by_token(&token.hash()).await? else {
+    async fn reset<T>(&self, request: &Request<T>) -> Result<(), RegistrationError> {
+        let caller = self.caller(request);
+        let token = parse::install_token(request.metadata())?;
+        let token_hash = token.hash();
+        self.limits.install(caller, &token_hash).await?;
+        let Some(install_id) = self.store.reset_by_token(&token_hash).await? else {
+            self.limits.failed(caller).await;
             return Err(RegistrationError::Unauthenticated(
                 "install token is unknown or its install was reset",
             ));
@@ -180,6 +205,12 @@ impl RegistrationHandler {
         metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
             .increment(1);
         Ok(())
+    }
+
+    /// Who `request` comes from, for the limits per client address.
+    fn caller<T>(&self, request: &Request<T>) -> Caller {
+        self.limits
+            .caller(request.remote_addr(), request.metadata())
     }
 }
 
@@ -230,9 +261,10 @@ impl RegistrationService for RegistrationHandler {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let caller = self.caller(&request);
         let input = parse::create_user(request.get_ref())?;
         Ok(Response::new(
-            RegistrationHandler::create_user(self, input).await?,
+            RegistrationHandler::create_user(self, input, caller).await?,
         ))
     }
 
@@ -240,7 +272,7 @@ impl RegistrationService for RegistrationHandler {
         &self,
         request: Request<pb::GetInstallStatusRequest>,
     ) -> Result<Response<pb::GetInstallStatusResponse>, Status> {
-        let status = self.authenticated_status(request.metadata()).await?;
+        let status = self.authenticated_status(&request).await?;
         Ok(Response::new(pb::GetInstallStatusResponse {
             status: Some(install_status(&status)),
         }))
@@ -255,7 +287,7 @@ impl RegistrationService for RegistrationHandler {
         // Subscribe before reading, so no change between the read and the
         // subscription can be missed.
         let events = self.notifier.subscribe();
-        let status = self.authenticated_status(request.metadata()).await?;
+        let status = self.authenticated_status(&request).await?;
         let (sender, receiver) = mpsc::channel(8);
         let watcher = Watcher::new(
             self.store.clone(),
@@ -271,7 +303,7 @@ impl RegistrationService for RegistrationHandler {
         &self,
         request: Request<pb::ResetInstallRequest>,
     ) -> Result<Response<pb::ResetInstallResponse>, Status> {
-        self.reset(request.metadata()).await?;
+        self.reset(&request).await?;
         Ok(Response::new(pb::ResetInstallResponse {}))
     }
 }

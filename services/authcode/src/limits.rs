@@ -1,0 +1,154 @@
+//! The rate limits of `MintAuthCode` (see [`devicelink_shared::limits`]).
+//!
+//! Three scopes: per API key and per (app, external id), both decided in
+//! the same script that stores the code ([`crate::codes::CodeMinter`]), so
+//! a mint costs one Redis round trip with or without limits; and failed
+//! credentials per client address, which blocks an address that keeps
+//! presenting bad keys.
+//!
+//! Which refusals count as failed credentials: a key that is unknown (no
+//! such key id, or a secret that does not match), revoked or expired. Each
+//! of those cost a lookup or are what a key-guessing client would see. A
+//! missing, malformed or mistyped (bad checksum) key does not count: it is
+//! refused offline, costs no store lookup and teaches nothing, and it is
+//! what a misconfigured backend sends on every call.
+//!
+//! A blocked address is refused before any store lookup: the verifier asks
+//! [`CallLimits::admit`] before it reads a key from Postgres, and a key
+//! served from its cache meets the address's limit as a blocker in the
+//! mint's own script. So the hot path (a cached key) pays no extra round
+//! trip for the address either.
+
+use std::net::SocketAddr;
+
+use devicelink_shared::api_key::KeyId;
+use devicelink_shared::config::LimitsConfig;
+use devicelink_shared::limits::{Decision, Limit, LimitKey, RateLimiter, Scope};
+use devicelink_shared::stores::RedisConnection;
+use devicelink_shared::validate::{AppId, ExternalId};
+use tonic::metadata::MetadataMap;
+
+use crate::error::{AuthCodeError, KeyRejection};
+
+/// The limiter and the rates it applies: one per replica.
+#[derive(Clone, Debug)]
+pub struct MintLimits {
+    limiter: RateLimiter<RedisConnection>,
+    config: LimitsConfig,
+}
+
+impl MintLimits {
+    /// Limits kept under `key_prefix` in `redis`, at the rates of `config`.
+    pub fn new(redis: RedisConnection, key_prefix: &str, config: LimitsConfig) -> Self {
+        Self {
+            limiter: RateLimiter::new(redis, key_prefix),
+            config,
+        }
+    }
+
+    /// The limiter, which also stores minted codes.
+    pub fn limiter(&self) -> &RateLimiter<RedisConnection> {
+        &self.limiter
+    }
+
+    /// The limits of one call from `peer` (the client address behind
+    /// trusted proxies, see [`devicelink_shared::limits::TrustedProxies`]).
+    pub fn for_call(&self, peer: Option<SocketAddr>, metadata: &MetadataMap) -> CallLimits<'_> {
+        let address = self
+            .config
+            .trusted_proxies
+            .client_address(peer.map(|peer| peer.ip()), metadata);
+        let failed_auth = address.and_then(|address| {
+            Limit::new(
+                LimitKey::failed_auth_per_address(address),
+                self.config.failed_auth_per_address,
+            )
+        });
+        CallLimits {
+            limits: self,
+            failed_auth,
+        }
+    }
+}
+
+/// The limits of one call, once its client address is known.
+#[derive(Debug)]
+pub struct CallLimits<'a> {
+    limits: &'a MintLimits,
+    /// The client address's failed-credential limit; `None` when off or
+    /// when the call has no address.
+    failed_auth: Option<Limit>,
+}
+
+impl CallLimits<'_> {
+    /// Refuses a call from an address blocked by its failures, counting
+    /// nothing: asked before a key is looked up in Postgres.
+    pub async fn admit(&self) -> Result<(), AuthCodeError> {
+        match self.limits.limiter.peek(self.blockers()).await {
+            Decision::Allowed => Ok(()),
+            Decision::Limited(refusal) => Err(AuthCodeError::RateLimited(refusal)),
+        }
+    }
+
+    /// Counts `error` against the client address when it is a failed
+    /// credential, and gives it back: the call is answered with its own
+    /// failure, and the next one from a blocked address is refused.
+    pub async fn failed(&self, error: AuthCodeError) -> AuthCodeError {
+        if counts_as_failed_credential(&error) {
+            let _now_blocked_or_not = self.limits.limiter.record(self.blockers()).await;
+        }
+        error
+    }
+
+    /// What the mint consumes: its key's and its external id's limits.
+    pub fn mint(&self, app_id: AppId, key_id: &KeyId, external_id: &ExternalId) -> Vec<Limit> {
+        let rate = |scope: Scope| self.limits.config.rate(scope);
+        [
+            Limit::new(
+                LimitKey::mint_per_key(app_id, key_id),
+                rate(Scope::MintPerKey),
+            ),
+            Limit::new(
+                LimitKey::mint_per_external_id(app_id, external_id),
+                rate(Scope::MintPerExternalId),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// What refuses the call without being consumed by it: the client
+    /// address's failed credentials.
+    pub fn blockers(&self) -> &[Limit] {
+        self.failed_auth.as_slice()
+    }
+}
+
+/// Whether a refusal is one a key-guessing client would meet.
+fn counts_as_failed_credential(error: &AuthCodeError) -> bool {
+    matches!(
+        error,
+        AuthCodeError::Unauthenticated(
+            KeyRejection::Unknown | KeyRejection::Revoked | KeyRejection::Expired
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_a_key_guesser_meets_count() {
+        let counted =
+            |rejection| counts_as_failed_credential(&AuthCodeError::Unauthenticated(rejection));
+        assert!(counted(KeyRejection::Unknown));
+        assert!(counted(KeyRejection::Revoked));
+        assert!(counted(KeyRejection::Expired));
+        assert!(!counted(KeyRejection::Missing));
+        assert!(!counted(KeyRejection::Malformed));
+        assert!(!counted(KeyRejection::BadChecksum));
+        assert!(!counts_as_failed_credential(&AuthCodeError::WrongApp));
+    }
+}
