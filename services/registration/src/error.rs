@@ -86,6 +86,10 @@ pub enum RegistrationError {
     /// still holds another user.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Too many watch streams are open (per install or per replica); the
+    /// message names the cap.
+    #[error("{0}")]
+    TooManyWatchStreams(String),
     /// Postgres or Redis failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -106,6 +110,7 @@ impl From<RegistrationError> for Status {
             RegistrationError::PermissionDenied(message) => Status::permission_denied(message),
             RegistrationError::NotFound(message) => Status::not_found(message),
             RegistrationError::FailedPrecondition(message) => Status::failed_precondition(message),
+            RegistrationError::TooManyWatchStreams(message) => Status::resource_exhausted(message),
             RegistrationError::Store(StoreError::Unavailable(cause)) => {
                 unavailable("storage", &*cause)
             }

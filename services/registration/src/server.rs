@@ -30,6 +30,7 @@ use crate::migrate;
 use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
 use crate::service::registration::RegistrationHandler;
+use crate::service::watch::WatchSlots;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
 
@@ -105,8 +106,14 @@ impl Application {
             drain.clone(),
         )
         .await;
-        let registration =
-            RegistrationHandler::new(self.store.clone(), self.codes, statuses, notifier, drain);
+        let registration = RegistrationHandler::new(
+            self.store.clone(),
+            self.codes,
+            statuses,
+            notifier,
+            drain,
+            WatchSlots::new(self.config.watch_caps),
+        );
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),
             admin_guard(self.config.admin_token_hash),

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use super::convert::install_status;
 use super::parse;
 use super::sdk_config::json_to_struct;
-use super::watch::Watcher;
+use super::watch::{WatchSlots, Watcher};
 use crate::codes::CodeStore;
 use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
@@ -36,6 +36,8 @@ pub struct RegistrationHandler {
     notifier: StatusNotifier,
     /// Fires when the server drains: open watch streams end cleanly.
     drain: DrainSignal,
+    /// The watch streams open on this replica, under their caps.
+    watch_slots: Arc<WatchSlots>,
 }
 
 impl RegistrationHandler {
@@ -46,6 +48,7 @@ impl RegistrationHandler {
         statuses: Arc<StatusCache>,
         notifier: StatusNotifier,
         drain: DrainSignal,
+        watch_slots: Arc<WatchSlots>,
     ) -> Self {
         Self {
             store,
@@ -53,6 +56,7 @@ impl RegistrationHandler {
             statuses,
             notifier,
             drain,
+            watch_slots,
         }
     }
 
@@ -83,6 +87,7 @@ impl RegistrationHandler {
                 device: &input.device,
                 token_nonce,
                 token_hash: token.hash(),
+                code_expires_at: record.expires_at(),
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
@@ -256,12 +261,14 @@ impl RegistrationService for RegistrationHandler {
         // subscription can be missed.
         let events = self.notifier.subscribe();
         let status = self.authenticated_status(request.metadata()).await?;
+        let slot = self.watch_slots.claim(status.install_id)?;
         let (sender, receiver) = mpsc::channel(8);
         let watcher = Watcher::new(
             self.store.clone(),
             status.install_id,
             sender,
             self.drain.clone(),
+            slot,
         );
         tokio::spawn(watcher.run(status, events));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
