@@ -236,7 +236,10 @@ mod tests {
         let _first = slots.claim(watched).expect("first");
         let _second = slots.claim(watched).expect("second");
         let refused = slots.claim(watched).expect_err("third");
-        assert!(refused.to_string().contains(WATCH_STREAMS_PER_INSTALL), "{refused}");
+        assert!(
+            refused.to_string().contains(WATCH_STREAMS_PER_INSTALL),
+            "{refused}"
+        );
         // Another install is not held back by this one's cap.
         let _other = slots.claim(install()).expect("another install");
     }
@@ -248,7 +251,10 @@ mod tests {
             .map(|_| slots.claim(install()).expect("under the cap"))
             .collect();
         let refused = slots.claim(install()).expect_err("past the replica's cap");
-        assert!(refused.to_string().contains(WATCH_STREAMS_PER_REPLICA), "{refused}");
+        assert!(
+            refused.to_string().contains(WATCH_STREAMS_PER_REPLICA),
+            "{refused}"
+        );
         assert_eq!(open_streams(&slots), (3, 3), "a refusal takes no place");
         drop(held);
         slots.claim(install()).expect("room again");
