@@ -147,6 +147,13 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_cap_of_zero_is_refused() {
+        let error = at_least_one(WATCH_STREAMS_PER_INSTALL, 0).unwrap_err();
+        assert_eq!(error.variable, WATCH_STREAMS_PER_INSTALL);
+        assert_eq!(at_least_one(WATCH_STREAMS_PER_REPLICA, 1), Ok(1));
+    }
+
+    #[test]
     fn migrate_only_is_a_strict_flag() {
         assert_eq!(migrate_only(None), Ok(false));
         assert_eq!(migrate_only(Some("0")), Ok(false));
