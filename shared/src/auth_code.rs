@@ -4,6 +4,8 @@
 //! SHA-256 hash and with the code's TTL; registration reads it to redeem the
 //! code. A Redis dump therefore holds no usable code.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use prost::Message;
 
 use crate::secret::{SecretHash, base32, is_base32, random_bytes};
@@ -44,6 +46,11 @@ impl std::fmt::Debug for AuthCode {
     }
 }
 
+/// The longest a code may live (authcode refuses a longer
+/// `AUTH_CODE_TTL_SECS`): the expiry assumed for a record that does not
+/// carry its own.
+pub const MAX_AUTH_CODE_TTL: Duration = Duration::from_secs(3600);
+
 /// The Redis key of a code's record.
 pub fn redis_key(key_prefix: &str, code_hash: &SecretHash) -> String {
     format!("{key_prefix}authcode:{}", code_hash.to_hex())
@@ -64,6 +71,12 @@ pub struct AuthCodeRecord {
     /// The public id of the API key that minted the code, for audit.
     #[prost(string, tag = "4")]
     pub key_id: String,
+    /// When the code stops being redeemable, in milliseconds since the Unix
+    /// epoch; 0 in records written before it existed (see
+    /// [`AuthCodeRecord::expires_at`]). A retry of its redemption is
+    /// answered until then, not after.
+    #[prost(int64, tag = "5")]
+    pub expires_at_unix_ms: i64,
 }
 
 impl AuthCodeRecord {
@@ -76,6 +89,21 @@ impl AuthCodeRecord {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
         Self::decode(bytes)
     }
+
+    /// When the code stops being redeemable. A record without its expiry
+    /// is given the longest a code may live, [`MAX_AUTH_CODE_TTL`] after
+    /// minting: never earlier than the truth.
+    pub fn expires_at(&self) -> SystemTime {
+        if self.expires_at_unix_ms > 0 {
+            return from_unix_millis(self.expires_at_unix_ms);
+        }
+        from_unix_millis(self.minted_at_unix_ms) + MAX_AUTH_CODE_TTL
+    }
+}
+
+/// The time `millis` after the Unix epoch (the epoch itself if negative).
+fn from_unix_millis(millis: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -122,10 +150,31 @@ mod tests {
             external_id: "user-1".into(),
             minted_at_unix_ms: 42,
             key_id: "k".into(),
+            expires_at_unix_ms: 600_042,
         };
         assert_eq!(
             AuthCodeRecord::from_bytes(&record.to_bytes()).ok(),
             Some(record)
+        );
+    }
+
+    #[test]
+    fn a_record_knows_its_expiry_or_assumes_the_longest() {
+        let mut record = AuthCodeRecord {
+            app_id: "app".into(),
+            external_id: "user-1".into(),
+            minted_at_unix_ms: 1_000,
+            key_id: "k".into(),
+            expires_at_unix_ms: 61_000,
+        };
+        assert_eq!(
+            record.expires_at(),
+            UNIX_EPOCH + Duration::from_millis(61_000)
+        );
+        record.expires_at_unix_ms = 0;
+        assert_eq!(
+            record.expires_at(),
+            UNIX_EPOCH + Duration::from_millis(1_000) + MAX_AUTH_CODE_TTL
         );
     }
 }

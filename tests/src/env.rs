@@ -41,6 +41,8 @@ pub struct TestOptions {
     /// Rate limits: off unless a test is about them, so that tests making
     /// many calls from one address are not refused.
     pub limits: devicelink_shared::config::LimitsConfig,
+    /// Caps on open watch streams, per install and per replica.
+    pub watch_caps: devicelink_registration::config::WatchCaps,
 }
 
 impl Default for TestOptions {
@@ -52,6 +54,7 @@ impl Default for TestOptions {
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             limits: devicelink_shared::config::LimitsConfig::off(),
+            watch_caps: devicelink_registration::config::WatchCaps::default(),
         }
     }
 }
@@ -234,6 +237,7 @@ impl TestEnv {
                 common: common.clone(),
                 admin_token_hash: devicelink_registration::config::admin_token_hash(ADMIN_TOKEN)
                     .expect("a valid admin token"),
+                watch_caps: options.watch_caps,
             })
         });
         for application in futures_util::future::join_all(replicas).await {

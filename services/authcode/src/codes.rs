@@ -79,6 +79,7 @@ impl CodeMinter {
             external_id: external_id.as_str().to_owned(),
             minted_at_unix_ms: unix_millis(minted_at),
             key_id: key_id.as_str().to_owned(),
+            expires_at_unix_ms: unix_millis(expires_at),
         }
         .to_bytes();
         for _ in 0..MINT_ATTEMPTS {

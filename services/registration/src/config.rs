@@ -4,7 +4,7 @@
 //! the variables only registration reads are named here, as the shared ones
 //! are in [`devicelink_shared::config`].
 
-use devicelink_shared::config::{CommonConfig, ConfigError, optional, required};
+use devicelink_shared::config::{CommonConfig, ConfigError, optional, parsed_or, required};
 use devicelink_shared::secret::SecretHash;
 
 /// The operator credential that guards `AdminService` (at least
@@ -28,6 +28,8 @@ pub struct RegistrationConfig {
     pub common: CommonConfig,
     /// The hash of the operator credential guarding `AdminService`.
     pub admin_token_hash: SecretHash,
+    /// How many `WatchInstallStatus` streams may be open.
+    pub watch_caps: WatchCaps,
 }
 
 impl RegistrationConfig {
@@ -37,6 +39,7 @@ impl RegistrationConfig {
         Ok(Self {
             common: CommonConfig::from_env(DEFAULT_PORT)?,
             admin_token_hash: admin_token_hash(&admin_token)?,
+            watch_caps: WatchCaps::from_env()?,
         })
     }
 }
@@ -72,6 +75,65 @@ pub fn admin_token_hash(admin_token: &str) -> Result<SecretHash, ConfigError> {
     Ok(SecretHash::of(&[admin_token.trim().as_bytes()]))
 }
 
+// ---- Watch stream caps ----------------------------------------------------
+
+/// Most `WatchInstallStatus` streams open at once for one install (default
+/// [`DEFAULT_WATCH_STREAMS_PER_INSTALL`]): a device needs one, and one more
+/// while it reconnects; a stolen token must not pin a replica's memory.
+pub const WATCH_STREAMS_PER_INSTALL: &str = "WATCH_STREAMS_PER_INSTALL";
+/// Most `WatchInstallStatus` streams open at once on one replica (default
+/// [`DEFAULT_WATCH_STREAMS_PER_REPLICA`]): each holds a task, a channel and
+/// an HTTP/2 stream, so their number bounds the replica's memory.
+pub const WATCH_STREAMS_PER_REPLICA: &str = "WATCH_STREAMS_PER_REPLICA";
+/// [`WATCH_STREAMS_PER_INSTALL`] unless set.
+pub const DEFAULT_WATCH_STREAMS_PER_INSTALL: usize = 2;
+/// [`WATCH_STREAMS_PER_REPLICA`] unless set.
+pub const DEFAULT_WATCH_STREAMS_PER_REPLICA: usize = 10_000;
+
+/// How many watch streams may be open; past either cap a new stream is
+/// refused with RESOURCE_EXHAUSTED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchCaps {
+    /// Most open streams of one install.
+    pub per_install: usize,
+    /// Most open streams on this replica.
+    pub per_replica: usize,
+}
+
+impl Default for WatchCaps {
+    fn default() -> Self {
+        Self {
+            per_install: DEFAULT_WATCH_STREAMS_PER_INSTALL,
+            per_replica: DEFAULT_WATCH_STREAMS_PER_REPLICA,
+        }
+    }
+}
+
+impl WatchCaps {
+    /// Reads both caps; zero is refused, since it would refuse every stream.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            per_install: at_least_one(
+                WATCH_STREAMS_PER_INSTALL,
+                parsed_or(WATCH_STREAMS_PER_INSTALL, DEFAULT_WATCH_STREAMS_PER_INSTALL)?,
+            )?,
+            per_replica: at_least_one(
+                WATCH_STREAMS_PER_REPLICA,
+                parsed_or(WATCH_STREAMS_PER_REPLICA, DEFAULT_WATCH_STREAMS_PER_REPLICA)?,
+            )?,
+        })
+    }
+}
+
+fn at_least_one(variable: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(variable, "must be at least 1"));
+    }
+    Ok(value)
+}
+
+// ---- end of watch stream caps -----------------------------------------------
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +144,13 @@ mod tests {
         assert_eq!(error.variable, DEVICELINK_ADMIN_TOKEN);
         assert!(!error.message.contains("short"));
         assert!(admin_token_hash("a-long-enough-operator-token").is_ok());
+    }
+
+    #[test]
+    fn a_watch_cap_of_zero_is_refused() {
+        let error = at_least_one(WATCH_STREAMS_PER_INSTALL, 0).unwrap_err();
+        assert_eq!(error.variable, WATCH_STREAMS_PER_INSTALL);
+        assert_eq!(at_least_one(WATCH_STREAMS_PER_REPLICA, 1), Ok(1));
     }
 
     #[test]

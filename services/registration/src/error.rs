@@ -90,6 +90,10 @@ pub enum RegistrationError {
     /// A rate limit refused the call (see [`crate::service::limits`]).
     #[error("rate limited")]
     RateLimited(Refusal),
+    /// Too many watch streams are open (per install or per replica); the
+    /// message names the cap.
+    #[error("{0}")]
+    TooManyWatchStreams(String),
     /// Postgres or Redis failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,6 +115,7 @@ impl From<RegistrationError> for Status {
             RegistrationError::NotFound(message) => Status::not_found(message),
             RegistrationError::FailedPrecondition(message) => Status::failed_precondition(message),
             RegistrationError::RateLimited(refusal) => rate_limited(&refusal),
+            RegistrationError::TooManyWatchStreams(message) => Status::resource_exhausted(message),
             RegistrationError::Store(StoreError::Unavailable(cause)) => {
                 unavailable("storage", &*cause)
             }

@@ -1,10 +1,12 @@
 //! Periodic clean-up of redemption records that no longer protect anything.
 //!
-//! A `redeemed_codes` row keeps a code single-use and answers a retry. Once
+//! A `redeemed_codes` row keeps a code single-use and, until the code's own
+//! expiry, answers a retry from the redeeming device. Once
 //! the code can no longer be live in Redis (its TTL is at most an hour, and
 //! the `DEL` after a redemption may have failed), the row has done its job.
 //! Rows are kept for a day, far past that, then deleted in small batches so
-//! the purge never holds long locks. Each batch is a call under the store
+//! the purge never holds long locks. A code's replays (`code_replays`) go
+//! with its row (`ON DELETE CASCADE`). Each batch is a call under the store
 //! deadline; a purge that fails is logged and tried again next interval.
 //! Every replica runs the janitor; the deletes are idempotent, so that is
 //! harmless.

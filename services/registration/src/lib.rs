@@ -24,12 +24,14 @@
 //! 4. After commit the code is queued for deletion from Redis (batched,
 //!    off the response path), and the device gets its install token
 //!    ([`install_token`]), derived from the code and a stored nonce so that
-//!    a retry from the same device gets the same answer.
+//!    a retry from the same device gets the same answer, for as long as
+//!    the code would have lived.
 //!
 //! Devices then ask for their status with that token. [`notify`] listens
 //! for the announcements on every replica: each one evicts the install
 //! from the [`status_cache`] that answers `GetInstallStatus`, and wakes the
-//! [`service::watch`] tasks that feed `WatchInstallStatus` streams.
+//! [`service::watch`] tasks that feed `WatchInstallStatus` streams (capped
+//! per install and per replica).
 //!
 //! # When Postgres does not answer
 //!

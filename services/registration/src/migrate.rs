@@ -10,8 +10,14 @@ use deadpool_postgres::Pool;
 use crate::error::StoreError;
 
 /// `(version, name, sql)` of every migration, oldest first.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "bounded_replays",
+        include_str!("../migrations/0002_bounded_replays.sql"),
+    ),
+];
 
 /// An arbitrary constant naming devicelink's migration lock. Public so a
 /// test can hold it and see replicas queue behind it.

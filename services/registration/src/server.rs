@@ -31,6 +31,7 @@ use crate::notify::spawn_listener;
 use crate::service::admin::{AdminHandler, admin_guard};
 use crate::service::limits::RequestLimits;
 use crate::service::registration::RegistrationHandler;
+use crate::service::watch::WatchSlots;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
 
@@ -121,6 +122,7 @@ impl Application {
             notifier,
             drain,
             limits,
+            WatchSlots::new(self.config.watch_caps),
         );
         let admin = AdminServiceServer::with_interceptor(
             AdminHandler::new(self.store),

@@ -15,7 +15,7 @@
 //! `prepare_cached` would give the service.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicelink_registration::store::STATUS_BY_TOKEN;
 use devicelink_registration::store::redeem_sql::NEW_USER_EPOCH;
@@ -214,6 +214,7 @@ impl SqlFloor {
                     external_id: redemption.external_id.clone(),
                     minted_at_unix_ms,
                     key_id: "floor".into(),
+                    expires_at_unix_ms: minted_at_unix_ms + CODE_TTL_SECS as i64 * 1000,
                 };
                 pipe.cmd("SET")
                     .arg(&redemption.key)
@@ -318,6 +319,8 @@ impl SqlFloor {
             tx.query(&statements.notify, &[&FLOOR_CHANNEL, &changed])
                 .await?;
         }
+        // As the service does: the claim keeps the code's expiry.
+        let code_expires_at = SystemTime::now() + Duration::from_secs(CODE_TTL_SECS);
         tx.execute(
             &statements.claim,
             &[
@@ -328,6 +331,7 @@ impl SqlFloor {
                 &user_id,
                 &install_id,
                 &!created,
+                &code_expires_at,
             ],
         )
         .await?;

@@ -17,7 +17,7 @@ use super::convert::install_status;
 use super::limits::{Caller, RequestLimits};
 use super::parse;
 use super::sdk_config::json_to_struct;
-use super::watch::Watcher;
+use super::watch::{WatchSlots, Watcher};
 use crate::codes::CodeStore;
 use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
@@ -39,6 +39,8 @@ pub struct RegistrationHandler {
     drain: DrainSignal,
     /// Rate limits per device, per install token and per client address.
     limits: RequestLimits,
+    /// The watch streams open on this replica, under their caps.
+    watch_slots: Arc<WatchSlots>,
 }
 
 impl RegistrationHandler {
@@ -50,6 +52,7 @@ impl RegistrationHandler {
         notifier: StatusNotifier,
         drain: DrainSignal,
         limits: RequestLimits,
+        watch_slots: Arc<WatchSlots>,
     ) -> Self {
         Self {
             store,
@@ -58,6 +61,7 @@ impl RegistrationHandler {
             notifier,
             drain,
             limits,
+            watch_slots,
         }
     }
 
@@ -97,6 +101,7 @@ impl RegistrationHandler {
                 device: &input.device,
                 token_nonce,
                 token_hash: token.hash(),
+                code_expires_at: record.expires_at(),
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
@@ -288,12 +293,14 @@ impl RegistrationService for RegistrationHandler {
         // subscription can be missed.
         let events = self.notifier.subscribe();
         let status = self.authenticated_status(&request).await?;
+        let slot = self.watch_slots.claim(status.install_id)?;
         let (sender, receiver) = mpsc::channel(8);
         let watcher = Watcher::new(
             self.store.clone(),
             status.install_id,
             sender,
             self.drain.clone(),
+            slot,
         );
         tokio::spawn(watcher.run(status, events));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))

@@ -364,7 +364,9 @@ async fn insert_key(
 
 /// The statements of [`Store::delete_user`] inside its transaction, a
 /// round trip each; false (and nothing to commit) when there is no such
-/// user.
+/// user. Deleting the user deletes, by `ON DELETE CASCADE` and in the same
+/// transaction, its installs, its redemption records and their replays
+/// (whose device ids are personal data too).
 async fn erase_user(
     tx: &mut PipelinedTransaction,
     app_id: AppId,

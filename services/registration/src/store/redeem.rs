@@ -65,6 +65,9 @@ pub struct NewRedemption<'a> {
     pub token_nonce: TokenNonce,
     /// The hash of that install token.
     pub token_hash: SecretHash,
+    /// When the code stops being redeemable: a retry from this device is
+    /// answered until then.
+    pub code_expires_at: SystemTime,
 }
 
 /// The result of a redemption.
@@ -202,8 +205,8 @@ async fn redeem_for_new_user(
     let binding = Binding::new(new, &resolution, InstallId(Uuid::now_v7()), user_id, false);
     let bound = binding.params();
     let external_id = new.external_id.as_str();
-    // The binding's nineteen parameters, then the external id as `$20`.
-    let params: [&(dyn ToSql + Sync); 20] =
+    // The binding's twenty parameters, then the external id as `$21`.
+    let params: [&(dyn ToSql + Sync); 21] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
     let row = match client.query_opt(&create_user, &params).await {
         Ok(Some(row)) => row,
@@ -219,7 +222,7 @@ async fn redeem_for_new_user(
     )))
 }
 
-/// What binding an install writes: the parameters `$1`–`$19` shared by the
+/// What binding an install writes: the parameters `$1`–`$20` shared by the
 /// statements that bind one (see [`super::redeem_sql::INSERT_INSTALL`]),
 /// and what the redemption answers once they are written.
 struct Binding<'a> {
@@ -261,7 +264,7 @@ impl<'a> Binding<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
         [
             &self.install_id.0,
             &self.new.app_id.0,
@@ -282,6 +285,7 @@ impl<'a> Binding<'a> {
             &self.token_nonce,
             &self.restored,
             &self.resolution.user_epoch,
+            &self.new.code_expires_at,
         ]
     }
 

@@ -56,19 +56,21 @@ macro_rules! install_written {
 /// The columns of a claimed code.
 macro_rules! claim_columns {
     () => {
-        "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce, user_id, install_id, restored)"
+        "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce, user_id, install_id, restored,
+         code_expires_at)"
     };
 }
 
 /// The `claim` CTE behind an `install` CTE: claims the code for the install
-/// written, so that it is never claimed without one.
+/// written, so that it is never claimed without one, keeping the code's
+/// expiry (`$20`) to bound how long a retry is answered.
 macro_rules! claim {
     () => {
         concat!(
             ",
      claim AS (",
             claim_columns!(),
-            " SELECT $16, app_id, device_id, $17, user_id, id, $18 FROM install)"
+            " SELECT $16, app_id, device_id, $17, user_id, id, $18, $20 FROM install)"
         )
     };
 }
@@ -107,10 +109,10 @@ pub const NEW_USER_EPOCH: i64 = 1;
 /// NOTHING` leaves every part empty and the statement answers no row: the
 /// redemption then runs as a transaction that arbitrates. (A concurrent
 /// first redemption of the same user makes this one wait for its commit,
-/// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$20`
+/// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$21`
 /// the external id.
 pub const CREATE_USER: &str = concat!(
-    "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $20, $19)
+    "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $21, $19)
      ON CONFLICT (app_id, external_id) DO NOTHING
      RETURNING id),
      install AS (",
@@ -155,7 +157,7 @@ pub const SUPERSEDE: &str =
 /// Parameters: `$1` install id, `$2` app id, `$3` user id, `$4` device id,
 /// `$5`–`$15` what the device and arbitration set (in `INSERT INTO
 /// installs` order), `$16` code hash, `$17` token nonce, `$18` restored,
-/// `$19` the user's epoch.
+/// `$19` the user's epoch, `$20` when the code expires.
 ///
 /// The claim has no `ON CONFLICT`: a code redeemed already fails the
 /// statement ([`CODE_ALREADY_CLAIMED`]), so the `COMMIT` behind it rolls the
@@ -204,6 +206,7 @@ pub mod steps {
     /// Sets the user's epoch.
     pub const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
 
-    /// Claims the code.
-    pub const CLAIM_CODE: &str = concat!(claim_columns!(), " VALUES ($1, $2, $3, $4, $5, $6, $7)");
+    /// Claims the code, with its expiry as `$8`.
+    pub const CLAIM_CODE: &str =
+        concat!(claim_columns!(), " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
 }

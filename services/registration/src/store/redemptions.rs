@@ -1,5 +1,11 @@
 //! Redemptions already made: answering a retry, recording a replay, and
 //! purging records that no longer protect anything.
+//!
+//! A retry is answered only while the code would still have been live in
+//! Redis (`code_expires_at`): past that, whoever holds a used code and the
+//! device id gets nothing back. Replays are one row per (code, device) with
+//! a count, and go with their redemption record (`ON DELETE CASCADE`),
+//! whether the janitor purges it or the user is erased.
 
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::AppId;
@@ -12,7 +18,8 @@ use crate::domain::{InstallId, UserId};
 use crate::error::StoreError;
 use crate::install_token::TokenNonce;
 
-/// A redemption already made, to answer a retry or refuse a replay.
+/// A redemption already made, while its code would still be live: to
+/// answer a retry or refuse a replay.
 #[derive(Debug)]
 pub struct PastRedemption {
     /// The app it was made with.
@@ -30,13 +37,19 @@ pub struct PastRedemption {
 }
 
 const FIND_REDEMPTION: &str = "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
-     FROM redeemed_codes WHERE code_hash = $1 AND user_id IS NOT NULL";
+     FROM redeemed_codes
+     WHERE code_hash = $1 AND user_id IS NOT NULL AND code_expires_at > now()";
 
-const RECORD_REPLAY: &str =
-    "INSERT INTO code_replays (code_hash, app_id, device_id) VALUES ($1, $2, $3)";
+/// Counts a replay on the (code, device) row. Selected from the redemption
+/// so that a record purged or erased meanwhile leaves nothing behind.
+const RECORD_REPLAY: &str = "INSERT INTO code_replays (code_hash, device_id, app_id)
+     SELECT code_hash, $3, $2 FROM redeemed_codes WHERE code_hash = $1
+     ON CONFLICT (code_hash, device_id) DO UPDATE
+         SET count = code_replays.count + 1, last_seen_at = now(), app_id = EXCLUDED.app_id";
 
 impl Store {
-    /// The completed redemption of a code, if there is one.
+    /// The completed redemption of a code, if there is one and the code
+    /// has not expired yet.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.find_redemption", skip_all, fields(db.system = "postgresql"))]
     pub async fn find_redemption(
         &self,
@@ -68,7 +81,8 @@ impl Store {
         }))
     }
 
-    /// Records a used code presented again by another device.
+    /// Records a used code presented again by another device: one row per
+    /// device, counting its attempts.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.record_replay", skip_all, fields(db.system = "postgresql"))]
     pub async fn record_replay(
         &self,
@@ -152,14 +166,15 @@ async fn read_result(
 }
 
 /// Deletes up to 1,000 redemption records older than the retention at a
-/// time.
+/// time, and with them their replays (`ON DELETE CASCADE`).
 const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
          SELECT code_hash FROM redeemed_codes WHERE redeemed_at < now() - make_interval(secs => $1)
          LIMIT 1000
      )";
 
 impl Store {
-    /// Deletes redemption records older than `retention`; returns how many.
+    /// Deletes redemption records older than `retention`, with their
+    /// replays; returns how many redemption records.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.purge_redemptions", skip_all, fields(db.system = "postgresql"))]
     pub async fn purge_redemptions(
         &self,
