@@ -178,7 +178,7 @@ async fn operators_named_in_the_tokens_file_are_each_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_rotated_without_downtime() {
-    let _logs = recorded_logs(LOG_FILTER);
+    let logs = recorded_logs(LOG_FILTER);
     const OLD: &str = "carol-old-token-0123456789";
     const NEW: &str = "carol-new-token-0123456789";
     let env = TestEnv::start_with(TestOptions {
@@ -198,6 +198,12 @@ async fn a_token_is_rotated_without_downtime() {
     // Add the new token: both work.
     env.write_operators(&(operator_line("carol", OLD) + &operator_line("carol", NEW)));
     await_token(&mut admin, NEW, true).await;
+    // carol's two tokens and the quickstart's (only this test rotates).
+    assert_logged(
+        &logs,
+        &["admin operators changed", "operators=3"],
+        "the reload is logged",
+    );
     create_app(&mut admin, OLD, "during")
         .await
         .expect("the old token works while both are listed");

@@ -48,8 +48,11 @@ impl std::fmt::Display for OperatorName {
     }
 }
 
-/// The operators allowed in, by the hash of their token.
-#[derive(Debug, Clone, Default)]
+/// The operators allowed in, by the hash of their token. Equality compares
+/// the lists as read (a reload that changed nothing is not logged); it is
+/// never used to check a presented token, which [`Operators::authenticate`]
+/// does in constant time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Operators {
     entries: Vec<(OperatorName, SecretHash)>,
 }
@@ -213,10 +216,10 @@ impl OperatorRegistry {
                 }
                 match source.load() {
                     Ok(operators) => {
-                        if operators.len() != registry.current().len() {
-                            tracing::info!(operators = operators.len(), "admin operators reloaded");
+                        if operators != *registry.current() {
+                            tracing::info!(operators = operators.len(), "admin operators changed");
+                            registry.replace(operators);
                         }
-                        registry.replace(operators);
                     }
                     Err(problem) => tracing::error!(
                         problem,
