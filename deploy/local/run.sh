@@ -5,8 +5,10 @@
 # Ctrl-C (or SIGTERM) stops both services.
 #
 # Environment: PROFILE (debug, the default, or release), REGISTRATION_ADDR
-# (127.0.0.1:50052), AUTHCODE_ADDR (127.0.0.1:50051), DEVICELINK_ADMIN_TOKEN
-# (random when unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
+# (127.0.0.1:50052), ADMIN_ADDR (registration's private AdminService
+# listener, 127.0.0.1:50053), AUTHCODE_ADDR (127.0.0.1:50051),
+# DEVICELINK_ADMIN_TOKEN (the quickstart operator's token, random when
+# unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -29,13 +31,17 @@ esac
 bin="${CARGO_TARGET_DIR:-$repo/target}/$target_subdir"
 
 registration_addr=${REGISTRATION_ADDR:-127.0.0.1:50052}
+admin_addr=${ADMIN_ADDR:-127.0.0.1:50053}
 authcode_addr=${AUTHCODE_ADDR:-127.0.0.1:50051}
 if [[ -z ${DEVICELINK_ADMIN_TOKEN:-} ]]; then
   DEVICELINK_ADMIN_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 fi
 # devicelinkctl reads the token from the environment, so it never shows in `ps`.
 export DEVICELINK_ADMIN_TOKEN
-export DEVICELINK_ADMIN_ADDR="http://$registration_addr"
+# AdminService is served only on registration's own admin listener, never on
+# its public one.
+export ADMIN_LISTEN_ADDR=$admin_addr
+export DEVICELINK_ADMIN_ADDR="http://$admin_addr"
 
 log "building ($profile)"
 cargo build --bins --profile "$cargo_profile"
@@ -46,9 +52,9 @@ listening() {
   timeout 1 bash -c ': <"/dev/tcp/${1%:*}/${1##*:}"' listening "$1" 2>/dev/null
 }
 
-for addr in "$registration_addr" "$authcode_addr"; do
+for addr in "$registration_addr" "$admin_addr" "$authcode_addr"; do
   if listening "$addr"; then
-    fail "$addr is already in use (another run.sh?); stop it, or set REGISTRATION_ADDR / AUTHCODE_ADDR"
+    fail "$addr is already in use (another run.sh?); stop it, or set REGISTRATION_ADDR / ADMIN_ADDR / AUTHCODE_ADDR"
   fi
 done
 
@@ -88,6 +94,8 @@ start_service() {
 
 # registration first: it owns the schema and migrates it on start.
 start_service "$registration_addr" registration-service
+# The admin listener is bound with the public one, before either serves.
+listening "$admin_addr" || fail "registration does not serve AdminService on $admin_addr"
 start_service "$authcode_addr" authcode-service
 
 ctl="$bin/devicelinkctl"
@@ -101,8 +109,9 @@ cat <<EOF
 devicelink is running (Ctrl-C stops both services)
 
   authcode       $authcode_addr   AuthCodeService
-  registration   $registration_addr   RegistrationService, AdminService
-  admin token    $DEVICELINK_ADMIN_TOKEN
+  registration   $registration_addr   RegistrationService (public)
+  admin          $admin_addr   AdminService (private: operators only)
+  admin token    $DEVICELINK_ADMIN_TOKEN   (operator "admin")
   demo app id    $app_id
   demo API key   $api_key
 
@@ -121,12 +130,18 @@ then the app redeems it (set CODE to the auth_code it returned)
                    "model":"iPhone15,2","os_version":"17.1"}}' \\
     $registration_addr devicelink.v1.RegistrationService/CreateUser
 
-and the operator looks at the result
+and the operator looks at the result, on the admin listener (devicelinkctl's
+default address; the public one answers UNIMPLEMENTED to AdminService)
 
   export DEVICELINK_ADMIN_ADDR=$DEVICELINK_ADMIN_ADDR DEVICELINK_ADMIN_TOKEN=$DEVICELINK_ADMIN_TOKEN
   $ctl_shown get-user $app_id user-1
   $ctl_shown list-keys $app_id
   $ctl_shown help
+
+or with grpcurl (reflection is served on the admin listener too)
+
+  grpcurl -plaintext -H "authorization: Bearer \$DEVICELINK_ADMIN_TOKEN" \
+    -d '{"app_id":"$app_id"}' $admin_addr devicelink.v1.AdminService/ListApiKeys
 
 EOF
 

@@ -1,10 +1,13 @@
 //! One test's world: a database, a Redis key space, the services.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use devicelink_authcode::{Application as AuthCodeApplication, AuthCodeConfig};
+use devicelink_registration::config::admin_token_hash;
+use devicelink_registration::operators::OperatorSource;
 use devicelink_registration::{
     Application as RegistrationApplication, RegistrationConfig,
     StartupError as RegistrationStartupError,
@@ -18,7 +21,8 @@ use tonic::transport::Channel;
 use crate::client::{authorized, bearer, connect, create_user_request, next_status};
 use crate::proxy::TcpProxy;
 
-/// The admin token every test environment uses.
+/// The admin token every test environment uses: the quickstart's
+/// `DEVICELINK_ADMIN_TOKEN`, the operator named `admin`.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 const DEFAULT_DATABASE_URL: &str = "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink";
@@ -43,6 +47,10 @@ pub struct TestOptions {
     pub limits: devicelink_shared::config::LimitsConfig,
     /// Caps on open watch streams, per install and per replica.
     pub watch_caps: devicelink_registration::config::WatchCaps,
+    /// The text of a `DEVICELINK_ADMIN_TOKENS_FILE` (`name:sha256hex` a
+    /// line) naming operators beside [`ADMIN_TOKEN`]'s; the test can rewrite
+    /// it ([`TestEnv::write_operators`]).
+    pub operators_file: Option<String>,
 }
 
 impl Default for TestOptions {
@@ -55,6 +63,7 @@ impl Default for TestOptions {
             tls: None,
             limits: devicelink_shared::config::LimitsConfig::off(),
             watch_caps: devicelink_registration::config::WatchCaps::default(),
+            operators_file: None,
         }
     }
 }
@@ -69,6 +78,8 @@ pub struct TestEnv {
     pub authcode_addr: SocketAddr,
     /// Where each registration replica listens.
     pub registration_addrs: Vec<SocketAddr>,
+    /// Where each registration replica serves `AdminService`.
+    pub registration_admin_addrs: Vec<SocketAddr>,
     /// The Postgres proxy, when the test asked for proxies.
     pub postgres_proxy: Option<TcpProxy>,
     /// The Redis proxy, when the test asked for proxies.
@@ -77,7 +88,45 @@ pub struct TestEnv {
     registration_stops: Vec<Option<oneshot::Sender<()>>>,
     /// Each registration replica's serving task.
     registration_tasks: Vec<Option<JoinHandle<Result<(), RegistrationStartupError>>>>,
+    /// The operators' tokens file, when the test asked for one.
+    operators_file: Option<TokensFile>,
     _authcode_stop: oneshot::Sender<()>,
+}
+
+/// A tokens file in the temporary directory, removed when dropped.
+struct TokensFile(PathBuf);
+
+impl TokensFile {
+    fn create(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "devicelink-operators-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = Self(path);
+        file.write(text);
+        file
+    }
+
+    /// Replaces the content at once (write and rename), so that a reload
+    /// never reads half a file.
+    fn write(&self, text: &str) {
+        let staged = self.0.with_extension("new");
+        std::fs::write(&staged, text).expect("write the tokens file");
+        std::fs::rename(&staged, &self.0).expect("replace the tokens file");
+    }
+}
+
+impl Drop for TokensFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A tokens file line naming `operator` by `token`'s hash.
+pub fn operator_line(operator: &str, token: &str) -> String {
+    let hash = devicelink_shared::secret::SecretHash::of(&[token.as_bytes()]);
+    format!("{operator}:{}\n", hash.to_hex())
 }
 
 fn admin_database_url() -> String {
@@ -230,19 +279,26 @@ impl TestEnv {
         let mut registration_stops = Vec::new();
         let mut registration_tasks = Vec::new();
         let mut registration_addrs = Vec::new();
+        let mut registration_admin_addrs = Vec::new();
+        let operators_file = options.operators_file.as_deref().map(TokensFile::create);
+        let operators = OperatorSource {
+            quickstart_token: Some(admin_token_hash(ADMIN_TOKEN).expect("a valid admin token")),
+            tokens_file: operators_file.as_ref().map(|file| file.0.clone()),
+        };
         // Replicas start at once, as a rollout starts them: migrations must
         // cope.
         let replicas = (0..options.registration_replicas.max(1)).map(|_| {
             RegistrationApplication::build(RegistrationConfig {
                 common: common.clone(),
-                admin_token_hash: devicelink_registration::config::admin_token_hash(ADMIN_TOKEN)
-                    .expect("a valid admin token"),
                 watch_caps: options.watch_caps,
+                admin_listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
+                operators: operators.clone(),
             })
         });
         for application in futures_util::future::join_all(replicas).await {
             let application = application.expect("registration starts");
             registration_addrs.push(application.local_addr());
+            registration_admin_addrs.push(application.admin_addr());
             let (sender, receiver) = oneshot::channel::<()>();
             registration_stops.push(Some(sender));
             registration_tasks.push(Some(tokio::spawn(application.run_until_stopped(
@@ -268,10 +324,12 @@ impl TestEnv {
             redis_key_prefix,
             authcode_addr,
             registration_addrs,
+            registration_admin_addrs,
             postgres_proxy,
             redis_proxy,
             registration_stops,
             registration_tasks,
+            operators_file,
             _authcode_stop: authcode_stop,
         }
     }
@@ -311,9 +369,22 @@ impl TestEnv {
         pb::registration_service_client::RegistrationServiceClient::new(connect(addr).await)
     }
 
-    /// A client of the admin API.
+    /// A client of the admin API, on registration replica 0's admin
+    /// listener.
     pub async fn admin(&self) -> pb::admin_service_client::AdminServiceClient<Channel> {
-        pb::admin_service_client::AdminServiceClient::new(connect(self.registration_addrs[0]).await)
+        pb::admin_service_client::AdminServiceClient::new(
+            connect(self.registration_admin_addrs[0]).await,
+        )
+    }
+
+    /// Replaces the operators' tokens file (the test must have asked for
+    /// one in [`TestOptions::operators_file`]); replicas read it again
+    /// within [`devicelink_registration::operators::RELOAD_INTERVAL`].
+    pub fn write_operators(&self, text: &str) {
+        self.operators_file
+            .as_ref()
+            .expect("TestOptions::operators_file names a tokens file")
+            .write(text);
     }
 
     /// A new app with one API key: `(app_id, api_key)`.

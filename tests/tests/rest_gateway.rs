@@ -19,9 +19,37 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
     let env = TestEnv::start().await;
     let gateway = Gateway::start(&env).await;
 
-    // Admin: an app, its SDK configuration and an API key.
-    let missing_admin = gateway
+    // The public listener routes no admin path, REST or gRPC.
+    let public_admin = gateway
         .call(
+            "POST",
+            "/v1/admin/apps",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "public app"})),
+        )
+        .await;
+    assert_eq!(public_admin.status, 404, "{}", public_admin.text());
+    let public_grpc = devicelink_shared::pb::admin_service_client::AdminServiceClient::new(
+        connect(gateway.addr).await,
+    )
+    .create_app(authorized(
+        devicelink_shared::pb::CreateAppRequest {
+            name: "grpc through the public listener".into(),
+        },
+        ADMIN_TOKEN,
+    ))
+    .await
+    .expect_err("the public listener does not route AdminService");
+    assert_eq!(
+        public_grpc.code(),
+        tonic::Code::Unimplemented,
+        "{public_grpc:?}"
+    );
+
+    // Admin, on the private listener: an app, its SDK configuration and an
+    // API key.
+    let missing_admin = gateway
+        .call_admin(
             "POST",
             "/v1/admin/apps",
             None,
@@ -30,7 +58,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
         .await;
     assert_error(&missing_admin, &[401], 16);
     let app_id = gateway
-        .call(
+        .call_admin(
             "POST",
             "/v1/admin/apps",
             Some(ADMIN_TOKEN),
@@ -43,7 +71,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
         .to_owned();
     let config = json!({"poll_seconds": 30, "features": {"chat": true}});
     gateway
-        .call(
+        .call_admin(
             "PUT",
             &format!("/v1/admin/apps/{app_id}/sdk-config"),
             Some(ADMIN_TOKEN),
@@ -52,7 +80,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
         .await
         .ok();
     let key = gateway
-        .call(
+        .call_admin(
             "POST",
             &format!("/v1/admin/apps/{app_id}/api-keys"),
             Some(ADMIN_TOKEN),
@@ -63,7 +91,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
     let api_key = key["api_key"].as_str().expect("an API key").to_owned();
     let key_id = key["key_id"].as_str().expect("a key id").to_owned();
     let listed = gateway
-        .call(
+        .call_admin(
             "GET",
             &format!("/v1/admin/apps/{app_id}/api-keys"),
             Some(ADMIN_TOKEN),
@@ -223,7 +251,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
 
     // The operator sees the user and its install.
     let user = gateway
-        .call(
+        .call_admin(
             "GET",
             &format!("/v1/admin/apps/{app_id}/users/rest-user-1"),
             Some(ADMIN_TOKEN),
@@ -324,7 +352,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
 
     // Revoking the key over REST.
     let revoked = gateway
-        .call(
+        .call_admin(
             "POST",
             &format!("/v1/admin/api-keys/{key_id}:revoke"),
             Some(ADMIN_TOKEN),
@@ -338,11 +366,11 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
     let nowhere = gateway.call("GET", "/v1/nowhere", None, None).await;
     assert_eq!(nowhere.status, 404, "{}", nowhere.text());
 
-    // The probe route, and native gRPC through the same routes.
+    // The probe route, and native gRPC through the admin listener's routes.
     let health = gateway.call("GET", "/healthz", None, None).await;
     assert_eq!(health.status, 200, "{}", health.text());
     let grpc_app = devicelink_shared::pb::admin_service_client::AdminServiceClient::new(
-        connect(gateway.addr).await,
+        connect(gateway.admin_addr).await,
     )
     .create_app(authorized(
         devicelink_shared::pb::CreateAppRequest {
@@ -351,7 +379,7 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
         ADMIN_TOKEN,
     ))
     .await
-    .expect("gRPC passes through Envoy")
+    .expect("gRPC passes through Envoy's admin listener")
     .into_inner();
     assert!(!grpc_app.app_id.is_empty());
 }

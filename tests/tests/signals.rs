@@ -38,6 +38,7 @@ async fn start_service(env: &TestEnv, grace_secs: u64) -> (Child, std::net::Sock
         )
         .env("REDIS_KEY_PREFIX", &env.redis_key_prefix)
         .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .env("RUST_LOG", "warn,registration_service=info")

@@ -63,6 +63,7 @@ fn baseline() -> Vec<(&'static str, String)> {
             format!("redis://127.0.0.1:{}/0", closed_port()),
         ),
         ("LISTEN_ADDR", "127.0.0.1:0".into()),
+        ("ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
         ("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN.into()),
     ]
 }
@@ -215,6 +216,85 @@ async fn a_listen_address_in_use_exits_64_naming_the_variable() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_listen_address_in_use_exits_64_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    assert_exits(
+        Service::Registration,
+        &[("ADMIN_LISTEN_ADDR", &addr)],
+        EXIT_BAD_CONFIG,
+        &["ADMIN_LISTEN_ADDR", &addr],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_without_an_operator_exits_64_naming_both_variables() {
+    assert_exits(
+        Service::Registration,
+        &[("DEVICELINK_ADMIN_TOKEN", "")],
+        EXIT_BAD_CONFIG,
+        &["DEVICELINK_ADMIN_TOKENS_FILE", "DEVICELINK_ADMIN_TOKEN"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tokens_file_exits_64_naming_the_line_not_its_content() {
+    let dir = std::env::temp_dir().join(format!(
+        "devicelink-startup-operators-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let malformed = write(&dir, "operators", "# ops\nalice:hunter2-not-a-hash\n");
+    let missing = dir.join("absent").display().to_string();
+    let outcomes = [
+        run(
+            Service::Registration,
+            &[("DEVICELINK_ADMIN_TOKENS_FILE", &malformed)],
+        )
+        .await,
+        run(
+            Service::Registration,
+            &[("DEVICELINK_ADMIN_TOKENS_FILE", &missing)],
+        )
+        .await,
+    ];
+    let _ = std::fs::remove_dir_all(&dir);
+    let [malformed, missing_file] = outcomes;
+    assert_eq!(
+        malformed.code,
+        Some(EXIT_BAD_CONFIG),
+        "{}",
+        malformed.output
+    );
+    assert!(
+        malformed
+            .output
+            .contains("DEVICELINK_ADMIN_TOKENS_FILE: line 2"),
+        "{}",
+        malformed.output
+    );
+    assert!(
+        !malformed.output.contains("hunter2"),
+        "{}",
+        malformed.output
+    );
+    assert_eq!(
+        missing_file.code,
+        Some(EXIT_BAD_CONFIG),
+        "{}",
+        missing_file.output
+    );
+    assert!(
+        missing_file.output.contains("DEVICELINK_ADMIN_TOKENS_FILE")
+            && missing_file.output.contains(&missing),
+        "{}",
+        missing_file.output
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

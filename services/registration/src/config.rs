@@ -1,15 +1,30 @@
 //! registration's settings, from the environment.
 //!
-//! The shared [`CommonConfig`] covers the stores and the listen address;
-//! the variables only registration reads are named here, as the shared ones
-//! are in [`devicelink_shared::config`].
+//! The shared [`CommonConfig`] covers the stores and the public listen
+//! address; the variables only registration reads are named here, as the
+//! shared ones are in [`devicelink_shared::config`].
 
-use devicelink_shared::config::{CommonConfig, ConfigError, optional, parsed_or, required};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use devicelink_shared::config::{CommonConfig, ConfigError, optional, parsed_or};
 use devicelink_shared::secret::SecretHash;
 
-/// The operator credential that guards `AdminService` (at least
-/// [`MIN_ADMIN_TOKEN_LEN`] characters); `devicelinkctl` reads it too.
+use crate::operators::OperatorSource;
+
+/// Where `AdminService` listens, alone (default [`DEFAULT_ADMIN_LISTEN_ADDR`]):
+/// a private address, never the public one, so that the admin API cannot
+/// be reached from where the public API can.
+pub const ADMIN_LISTEN_ADDR: &str = "ADMIN_LISTEN_ADDR";
+/// The quickstart's single operator token (at least
+/// [`MIN_ADMIN_TOKEN_LEN`] characters), known as the operator
+/// [`crate::operators::QUICKSTART_OPERATOR`]; `devicelinkctl` reads it too.
+/// Optional when [`DEVICELINK_ADMIN_TOKENS_FILE`] names operators.
 pub const DEVICELINK_ADMIN_TOKEN: &str = "DEVICELINK_ADMIN_TOKEN";
+/// A file of named operators, one `name:sha256hex` (the SHA-256 of the
+/// operator's token) a line, mounted from a Secret and read again while
+/// serving (see [`crate::operators`]).
+pub const DEVICELINK_ADMIN_TOKENS_FILE: &str = "DEVICELINK_ADMIN_TOKENS_FILE";
 /// `1` or `true` to migrate the schema and exit: the migration step of a
 /// rollout, run once before the new replicas start (`0`, `false` or unset
 /// to serve).
@@ -17,6 +32,11 @@ pub const DEVICELINK_MIGRATE_ONLY: &str = "DEVICELINK_MIGRATE_ONLY";
 
 /// The port registration listens on unless `LISTEN_ADDR` says otherwise.
 pub const DEFAULT_PORT: u16 = 50052;
+/// Where `AdminService` listens unless [`ADMIN_LISTEN_ADDR`] says
+/// otherwise: loopback, so that an operator reaches it only from the pod
+/// (or through a port-forward or the gateway's private listener).
+pub const DEFAULT_ADMIN_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50053);
 /// The shortest admin token accepted: a guessable operator credential would
 /// open every app's keys.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -24,24 +44,51 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 /// Everything registration needs to start.
 #[derive(Debug, Clone)]
 pub struct RegistrationConfig {
-    /// Stores and listen address.
+    /// Stores and the public listen address.
     pub common: CommonConfig,
-    /// The hash of the operator credential guarding `AdminService`.
-    pub admin_token_hash: SecretHash,
+    /// Where `AdminService` listens ([`ADMIN_LISTEN_ADDR`]).
+    pub admin_listen_addr: SocketAddr,
+    /// Where the operators allowed to call `AdminService` come from.
+    pub operators: OperatorSource,
     /// How many `WatchInstallStatus` streams may be open.
     pub watch_caps: WatchCaps,
 }
 
 impl RegistrationConfig {
-    /// Reads and checks the environment.
+    /// Reads and checks the environment, the tokens file included: a file
+    /// that cannot be read or does not parse stops the service at start-up.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let admin_token = required(DEVICELINK_ADMIN_TOKEN)?;
+        let operators = OperatorSource {
+            quickstart_token: optional(DEVICELINK_ADMIN_TOKEN)
+                .map(|token| admin_token_hash(&token))
+                .transpose()?,
+            tokens_file: optional(DEVICELINK_ADMIN_TOKENS_FILE).map(PathBuf::from),
+        };
+        check_operators(&operators)?;
         Ok(Self {
             common: CommonConfig::from_env(DEFAULT_PORT)?,
-            admin_token_hash: admin_token_hash(&admin_token)?,
+            admin_listen_addr: parsed_or(ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR)?,
+            operators,
             watch_caps: WatchCaps::from_env()?,
         })
     }
+}
+
+/// Whether `source` gives at least one operator. The complaint names the
+/// variable to fix and, for the file, the line; never a token or a hash.
+pub fn check_operators(source: &OperatorSource) -> Result<(), ConfigError> {
+    if source.quickstart_token.is_none() && source.tokens_file.is_none() {
+        return Err(ConfigError::new(
+            DEVICELINK_ADMIN_TOKENS_FILE,
+            format!(
+                "set it or {DEVICELINK_ADMIN_TOKEN}: without either, no operator can call AdminService"
+            ),
+        ));
+    }
+    source
+        .load()
+        .map(drop)
+        .map_err(|problem| ConfigError::new(DEVICELINK_ADMIN_TOKENS_FILE, problem))
 }
 
 /// Whether this run only migrates the schema (`DEVICELINK_MIGRATE_ONLY`).
@@ -151,6 +198,37 @@ mod tests {
         let error = at_least_one(WATCH_STREAMS_PER_INSTALL, 0).unwrap_err();
         assert_eq!(error.variable, WATCH_STREAMS_PER_INSTALL);
         assert_eq!(at_least_one(WATCH_STREAMS_PER_REPLICA, 1), Ok(1));
+    }
+
+    #[test]
+    fn some_operator_must_be_named() {
+        let nobody = OperatorSource {
+            quickstart_token: None,
+            tokens_file: None,
+        };
+        let error = check_operators(&nobody).unwrap_err();
+        assert_eq!(error.variable, DEVICELINK_ADMIN_TOKENS_FILE);
+        assert!(error.message.contains(DEVICELINK_ADMIN_TOKEN), "{error}");
+        let quickstart = OperatorSource {
+            quickstart_token: Some(admin_token_hash("a-long-enough-operator-token").expect("long")),
+            tokens_file: None,
+        };
+        assert!(check_operators(&quickstart).is_ok());
+    }
+
+    #[test]
+    fn a_malformed_tokens_file_is_refused_by_line_without_its_content() {
+        let path = std::env::temp_dir().join(format!("devicelink-tokens-{}", std::process::id()));
+        std::fs::write(&path, "# ops\nalice:not-a-hash-secret\n").expect("write");
+        let source = OperatorSource {
+            quickstart_token: None,
+            tokens_file: Some(path.clone()),
+        };
+        let error = check_operators(&source).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(error.variable, DEVICELINK_ADMIN_TOKENS_FILE);
+        assert!(error.message.starts_with("line 2:"), "{error}");
+        assert!(!error.message.contains("not-a-hash-secret"), "{error}");
     }
 
     #[test]

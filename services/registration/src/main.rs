@@ -31,7 +31,11 @@ async fn main() {
             std::process::exit(error.exit_code());
         }
     };
-    tracing::info!(addr = %application.local_addr(), "registration-service listening");
+    tracing::info!(
+        addr = %application.local_addr(),
+        admin_addr = %application.admin_addr(),
+        "registration-service listening"
+    );
     if let Err(error) = application
         .run_until_stopped(devicelink_shared::shutdown::signal_then_force())
         .await

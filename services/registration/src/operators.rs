@@ -7,8 +7,9 @@
 //! one `name:sha256hex` a line, and `DEVICELINK_ADMIN_TOKEN` (the
 //! quickstart's single token) adds an operator named [`QUICKSTART_OPERATOR`].
 //!
-//! Rotation without downtime: add the new token's line, let every replica
-//! pick it up (the file is read again every [`RELOAD_INTERVAL`]; kubelet
+//! Rotation without downtime: add the new token's line (the same name may
+//! stand on several lines, one per token, while a token is rotated), let
+//! every replica pick it up (the file is read again every [`RELOAD_INTERVAL`]; kubelet
 //! updates a mounted Secret in place), move clients to it, then remove the
 //! old line. A file that no longer parses is logged and ignored: the
 //! operators read last stay in force rather than locking everyone out.
@@ -47,8 +48,11 @@ impl std::fmt::Display for OperatorName {
     }
 }
 
-/// The operators allowed in, by the hash of their token.
-#[derive(Debug, Clone, Default)]
+/// The operators allowed in, by the hash of their token. Equality compares
+/// the lists as read (a reload that changed nothing is not logged); it is
+/// never used to check a presented token, which [`Operators::authenticate`]
+/// does in constant time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Operators {
     entries: Vec<(OperatorName, SecretHash)>,
 }
@@ -77,7 +81,9 @@ impl Operators {
         Ok(operators)
     }
 
-    /// Adds an operator known by the hash of its token.
+    /// Adds an operator known by the hash of its token. A name may come
+    /// several times, once per token (an operator rotating theirs); a
+    /// token may not, since it would not say who called.
     pub fn add(&mut self, name: &str, hash: SecretHash) -> Result<(), String> {
         let name_ok = !name.is_empty()
             && name.chars().count() <= MAX_NAME_CHARS
@@ -88,9 +94,6 @@ impl Operators {
             return Err(format!(
                 "an operator name is 1 to {MAX_NAME_CHARS} of A-Z a-z 0-9 . _ - @"
             ));
-        }
-        if self.entries.iter().any(|(known, _)| known.as_str() == name) {
-            return Err(format!("operator {name:?} is named twice"));
         }
         if self.entries.iter().any(|(_, known)| known.matches(&hash)) {
             return Err(format!(
@@ -213,10 +216,10 @@ impl OperatorRegistry {
                 }
                 match source.load() {
                     Ok(operators) => {
-                        if operators.len() != registry.current().len() {
-                            tracing::info!(operators = operators.len(), "admin operators reloaded");
+                        if operators != *registry.current() {
+                            tracing::info!(operators = operators.len(), "admin operators changed");
+                            registry.replace(operators);
                         }
-                        registry.replace(operators);
                     }
                     Err(problem) => tracing::error!(
                         problem,
@@ -263,10 +266,6 @@ mod tests {
             (format!("\n:{good}"), "line 2: an operator name"),
             (format!("a b:{good}"), "line 1: an operator name"),
             (
-                format!("a:{good}\na:{}", hash_hex("u")),
-                "line 2: operator \"a\" is named twice",
-            ),
-            (
                 format!("a:{good}\nb:{good}"),
                 "line 2: operator \"b\" has the token",
             ),
@@ -274,6 +273,20 @@ mod tests {
             let problem = Operators::parse(&text).expect_err(&text);
             assert!(problem.starts_with(expected), "{problem}");
             assert!(!problem.contains(&good));
+        }
+    }
+
+    #[test]
+    fn an_operator_holds_two_tokens_while_rotating() {
+        let text = format!(
+            "alice:{}\nalice:{}\n",
+            hash_hex("alice-old-token-0123456789"),
+            hash_hex("alice-new-token-0123456789")
+        );
+        let operators = Operators::parse(&text).expect("two lines, one name");
+        for token in ["alice-old-token-0123456789", "alice-new-token-0123456789"] {
+            let name = operators.authenticate(token).map(|name| name.to_string());
+            assert_eq!(name.as_deref(), Some("alice"));
         }
     }
 

@@ -6,6 +6,12 @@
 //! a Postgres that cannot be reached for the migration, for
 //! [`MIGRATION_WAIT`], is an outage (exit 69). See
 //! [`devicelink_shared::serve`].
+//!
+//! Two listeners, one drain: the public one (`LISTEN_ADDR`) serves
+//! `RegistrationService`; the private one (`ADMIN_LISTEN_ADDR`) serves
+//! `AdminService` alone, behind the operator guard
+//! ([`crate::service::admin_guard`]). Each has health and reflection, so
+//! that probes and `grpcurl` work on both.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use devicelink_shared::config::LISTEN_ADDR;
+use devicelink_shared::hardening::{MAX_ADMIN_REQUEST_BYTES, MAX_PUBLIC_REQUEST_BYTES};
+use devicelink_shared::limits::RateLimiter;
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
 pub use devicelink_shared::serve::StartupError;
@@ -23,12 +31,14 @@ use devicelink_shared::stores::{Postgres, RedisConnection};
 use tonic::server::NamedService;
 
 use crate::codes::CodeStore;
-use crate::config::RegistrationConfig;
+use crate::config::{ADMIN_LISTEN_ADDR, RegistrationConfig};
 use crate::error::StoreError;
 use crate::janitor::spawn_janitor;
 use crate::migrate;
 use crate::notify::spawn_listener;
-use crate::service::admin::{AdminHandler, admin_guard};
+use crate::operators::OperatorRegistry;
+use crate::service::admin::AdminHandler;
+use crate::service::admin_guard::{AdminGuard, GuardSettings};
 use crate::service::limits::RequestLimits;
 use crate::service::registration::RegistrationHandler;
 use crate::service::watch::WatchSlots;
@@ -47,33 +57,57 @@ pub struct Application {
     /// The gRPC server, TLS already configured.
     server: tonic::transport::Server,
     listener: BoundListener,
+    /// `AdminService`'s own listener, private.
+    admin_listener: BoundListener,
+    /// The operators allowed in, read at start-up.
+    operators: OperatorRegistry,
     store: Store,
     codes: CodeStore,
+    redis: RedisConnection,
 }
 
 impl Application {
-    /// Sets up the stores, binds the listen address (port 0 picks a free
-    /// port, as tests do) and migrates the schema.
+    /// Sets up the stores, reads the operators, binds both listen addresses
+    /// (port 0 picks a free port, as tests do) and migrates the schema.
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
         let common = &config.common;
         let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
         let redis = RedisConnection::new(&common.redis_url)?;
         let server = server_builder(common.tls.as_ref())?;
+        // Checked when the configuration was read; failing now means the
+        // file changed in between.
+        let operators = config
+            .operators
+            .load()
+            .map_err(|problem| StartupError::Step {
+                step: "reading the admin operators",
+                cause: problem.into(),
+            })?;
         let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
+        let admin_listener =
+            BoundListener::bind(ADMIN_LISTEN_ADDR, config.admin_listen_addr).await?;
         migrate_schema(&postgres).await?;
-        let codes = CodeStore::new(redis, common.redis_key_prefix.clone());
+        let codes = CodeStore::new(redis.clone(), common.redis_key_prefix.clone());
         Ok(Self {
             config,
             server,
             listener,
+            admin_listener,
+            operators: OperatorRegistry::new(operators),
             store: Store::new(postgres),
             codes,
+            redis,
         })
     }
 
-    /// The address actually bound.
+    /// The public address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The admin address actually bound.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener.local_addr()
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, ends open
@@ -92,6 +126,8 @@ impl Application {
             drain.clone(),
         );
         spawn_janitor(self.store.clone(), drain.clone());
+        self.operators
+            .spawn_reload(self.config.operators.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let (postgres, codes) = (self.store.postgres().clone(), self.codes.clone());
         start_health_watch(
@@ -114,7 +150,6 @@ impl Application {
             &self.config.common.redis_key_prefix,
             self.config.common.limits.clone(),
         );
-
         let registration = RegistrationHandler::new(
             self.store.clone(),
             self.codes,
@@ -124,15 +159,30 @@ impl Application {
             limits,
             WatchSlots::new(self.config.watch_caps),
         );
-        let admin = AdminServiceServer::with_interceptor(
-            AdminHandler::new(self.store),
-            admin_guard(self.config.admin_token_hash),
+        let public = router(self.server.clone(), health.clone()).add_service(
+            RegistrationServiceServer::new(registration)
+                .max_decoding_message_size(MAX_PUBLIC_REQUEST_BYTES),
         );
-        let router = router(self.server, health)
-            .add_service(RegistrationServiceServer::new(registration))
-            .add_service(admin);
         servers.serve(self.listener, |incoming, drained| {
-            router.serve_with_incoming_shutdown(incoming, drained)
+            public.serve_with_incoming_shutdown(incoming, drained)
+        });
+
+        // The admin plane: its own listener, its own failed-token limiter.
+        let common = &self.config.common;
+        let guard = GuardSettings {
+            operators: self.operators,
+            limiter: RateLimiter::new(self.redis, common.redis_key_prefix.clone()),
+            failed_auth_per_address: common.limits.failed_auth_per_address,
+            trusted_proxies: common.limits.trusted_proxies.clone(),
+        };
+        let admin = AdminGuard::new(
+            AdminServiceServer::new(AdminHandler::new(self.store))
+                .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
+            guard,
+        );
+        let admin = router(self.server, health).add_service(admin);
+        servers.serve(self.admin_listener, |incoming, drained| {
+            admin.serve_with_incoming_shutdown(incoming, drained)
         });
         servers
             .run_until_stopped(shutdown, self.config.common.shutdown_grace)

@@ -19,7 +19,9 @@ usage: devicelink-bench [options]
                              (default: the directory of this binary)
   --authcode-addr ADDR       use a running authcode-service (with
   --registration-addr ADDR   --registration-addr); DATABASE_URL must then be its
-                             database and DEVICELINK_ADMIN_TOKEN its admin token
+                             database, DEVICELINK_ADMIN_TOKEN its admin token and
+                             DEVICELINK_ADMIN_ADDR its admin listener (default
+                             127.0.0.1:50053)
   --requests N               requests per scenario at concurrency 16 and more
                              (default 10000; CreateUser runs half as many,
                              concurrency 1 a tenth to a fifth)

@@ -53,10 +53,11 @@ pub async fn channels(addr: SocketAddr, concurrency: usize) -> BenchResult<Vec<C
 }
 
 /// Creates an app with an API key and a small SDK configuration (returned
-/// by every `CreateUser`, so it should not be empty).
-pub async fn create_app(registration: SocketAddr, admin_token: &str) -> BenchResult<BenchApp> {
+/// by every `CreateUser`, so it should not be empty), through
+/// registration's admin listener at `admin_addr`.
+pub async fn create_app(admin_addr: SocketAddr, admin_token: &str) -> BenchResult<BenchApp> {
     let admin_bearer = bearer(admin_token)?;
-    let mut admin = AdminServiceClient::new(channel(registration).await?);
+    let mut admin = AdminServiceClient::new(channel(admin_addr).await?);
     let (app_id, api_key) =
         crate::client::create_app_with_key(&mut admin, &admin_bearer, "devicelink-bench")
             .await

@@ -4,12 +4,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use devicelink_registration::config::DEVICELINK_ADMIN_TOKEN;
+use devicelink_registration::config::{
+    ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR, DEVICELINK_ADMIN_TOKEN,
+};
 use devicelink_shared::config::{DATABASE_URL, REDIS_KEY_PREFIX, REDIS_URL, SHUTDOWN_GRACE_SECS};
 use uuid::Uuid;
 
 use super::cli::{FloorKind, Options};
-use super::procs::{ChildProcess, start_floor, start_service};
+use super::procs::{ChildProcess, free_port, start_floor, start_service};
 use super::results::{ProcessMemory, Results, RunMeta};
 use super::scenarios::{Setup, run_all};
 use super::stores::{self, BulkIds};
@@ -161,11 +163,26 @@ async fn set_up_and_run(
     leftovers.redis = Some((redis_url.clone(), key_prefix.clone()));
 
     let admin_database_url = database_url.clone();
-    let (authcode, registration, database_url, admin_token) = match options.running {
+    let (authcode, registration, admin, database_url, admin_token) = match options.running {
         Some(running) => {
             let token = std::env::var(DEVICELINK_ADMIN_TOKEN)
                 .context("DEVICELINK_ADMIN_TOKEN must be set to the running services' token")?;
-            (running.authcode, running.registration, database_url, token)
+            // The running registration's admin listener: devicelinkctl's
+            // variable, else the default address.
+            let admin = match std::env::var("DEVICELINK_ADMIN_ADDR") {
+                Ok(addr) => addr
+                    .trim_start_matches("http://")
+                    .parse()
+                    .context("DEVICELINK_ADMIN_ADDR must be host:port")?,
+                Err(_) => DEFAULT_ADMIN_LISTEN_ADDR,
+            };
+            (
+                running.authcode,
+                running.registration,
+                admin,
+                database_url,
+                token,
+            )
         }
         None => {
             let name = format!("bench_{pid}");
@@ -173,7 +190,7 @@ async fn set_up_and_run(
             let bench_url = stores::create_database(&database_url, &name).await?;
             leftovers.database = Some((database_url, name));
             let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-            let (registration, authcode) = start_services(
+            let (registration, admin, authcode) = start_services(
                 options,
                 fleet,
                 &bench_url,
@@ -183,7 +200,7 @@ async fn set_up_and_run(
                 &log_dir,
             )
             .await?;
-            (authcode, registration, bench_url, token)
+            (authcode, registration, admin, bench_url, token)
         }
     };
     let floor_vars = [
@@ -199,7 +216,7 @@ async fn set_up_and_run(
     let [echo, redis_set] = floor_addrs[..] else {
         return Err(BenchError::new("two floors were started"));
     };
-    let app = prepare::create_app(registration, &admin_token).await?;
+    let app = prepare::create_app(admin, &admin_token).await?;
     if options.running.is_some() {
         leftovers.app_in = Some((database_url.clone(), app.app_id));
     }
@@ -219,7 +236,8 @@ async fn set_up_and_run(
     run_all(&setup, results).await
 }
 
-/// Starts registration (which migrates the fresh database), then authcode.
+/// Starts registration (which migrates the fresh database), then authcode;
+/// returns registration's public and admin addresses, then authcode's.
 async fn start_services(
     options: &Options,
     fleet: &mut Fleet,
@@ -228,8 +246,14 @@ async fn start_services(
     key_prefix: &str,
     admin_token: &str,
     log_dir: &Path,
-) -> BenchResult<(std::net::SocketAddr, std::net::SocketAddr)> {
+) -> BenchResult<(
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+)> {
+    let admin = free_port()?;
     let vars = [
+        (ADMIN_LISTEN_ADDR, admin.to_string()),
         (DATABASE_URL, database_url.to_owned()),
         (REDIS_URL, redis_url.to_owned()),
         (REDIS_KEY_PREFIX, key_prefix.to_owned()),
@@ -251,7 +275,7 @@ async fn start_services(
         fleet.processes.push(process);
     }
     match addrs[..] {
-        [registration, authcode] => Ok((registration, authcode)),
+        [registration, authcode] => Ok((registration, admin, authcode)),
         _ => Err(BenchError::new("two services were started")),
     }
 }

@@ -44,10 +44,15 @@ fn envoy_binary() -> PathBuf {
 /// kept at the same indentation. Fails unless exactly one line matches, so
 /// an edit of envoy.yaml cannot silently send the test elsewhere.
 fn replace_line(text: &str, from: &str, to: &str) -> String {
+    replace_lines(text, from, to, 1)
+}
+
+/// [`replace_line`] for a line that appears exactly `expected` times.
+fn replace_lines(text: &str, from: &str, to: &str, expected: usize) -> String {
     let matching = text.lines().filter(|line| line.trim() == from).count();
     assert_eq!(
-        matching, 1,
-        "deploy/envoy/envoy.yaml must hold exactly one line `{from}`"
+        matching, expected,
+        "deploy/envoy/envoy.yaml must hold exactly {expected} line(s) `{from}`"
     );
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
@@ -64,7 +69,8 @@ fn replace_line(text: &str, from: &str, to: &str) -> String {
 }
 
 /// deploy/envoy/envoy.yaml pointed at this test's services, descriptor and
-/// loopback ports: the listener and the admin interface on port 0.
+/// loopback ports: both listeners and Envoy's admin interface on port 0,
+/// the `registration-admin` cluster at registration's admin listener.
 fn test_config(env: &TestEnv, descriptor: &Path) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/envoy/envoy.yaml");
     let config = std::fs::read_to_string(&path)
@@ -93,21 +99,35 @@ fn test_config(env: &TestEnv, descriptor: &Path) -> String {
     );
     let config = replace_line(
         &config,
+        "socket_address: { address: 127.0.0.1, port_value: 8081 }",
+        "socket_address: { address: 127.0.0.1, port_value: 0 }",
+    );
+    let config = replace_line(
+        &config,
         "socket_address: { address: registration, port_value: 50052 }",
         &socket(env.registration_addrs[0]),
     );
-    replace_line(
+    let config = replace_line(
+        &config,
+        "socket_address: { address: registration-admin, port_value: 50053 }",
+        &socket(env.registration_admin_addrs[0]),
+    );
+    // One transcoder per listener, both over the same descriptor.
+    replace_lines(
         &config,
         "proto_descriptor: /etc/envoy/devicelink.pb",
         &format!("proto_descriptor: {}", descriptor.display()),
+        2,
     )
 }
 
 /// A running Envoy in front of a test's services. Dropping it kills Envoy
 /// and removes its files.
 pub struct Gateway {
-    /// Where REST requests go.
+    /// The public listener (`rest`): where REST requests go.
     pub addr: SocketAddr,
+    /// The private listener (`admin`): AdminService, REST and gRPC.
+    pub admin_addr: SocketAddr,
     dir: PathBuf,
     _envoy: Child,
 }
@@ -159,7 +179,7 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut admin: Option<SocketAddr> = None;
         let mut last = String::from("no answer yet");
-        let addr = loop {
+        let (addr, admin_addr) = loop {
             if Instant::now() > deadline {
                 fail(format!("not ready after 30 s ({last})"));
             }
@@ -179,18 +199,21 @@ impl Gateway {
                         let listeners = http(admin, "GET", "/listeners?format=json", None, None)
                             .await
                             .unwrap_or_else(|error| fail(format!("GET /listeners: {error}")));
-                        let port = listeners.json()["listener_statuses"]
-                            .as_array()
-                            .and_then(|all| {
-                                all.iter().find(|l| l["name"] == "rest").and_then(|l| {
-                                    l["local_address"]["socket_address"]["port_value"].as_u64()
+                        let port = |name: &str| {
+                            listeners.json()["listener_statuses"]
+                                .as_array()
+                                .and_then(|all| {
+                                    all.iter().find(|l| l["name"] == name).and_then(|l| {
+                                        l["local_address"]["socket_address"]["port_value"].as_u64()
+                                    })
                                 })
-                            })
-                            .and_then(|port| u16::try_from(port).ok())
-                            .unwrap_or_else(|| {
-                                fail(format!("no `rest` listener in {}", listeners.text()))
-                            });
-                        break SocketAddr::from(([127, 0, 0, 1], port));
+                                .and_then(|port| u16::try_from(port).ok())
+                                .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+                                .unwrap_or_else(|| {
+                                    fail(format!("no `{name}` listener in {}", listeners.text()))
+                                })
+                        };
+                        break (port("rest"), port("admin"));
                     }
                     Ok(other) => last = format!("/ready answered {}", other.status),
                     Err(error) => last = error,
@@ -200,11 +223,13 @@ impl Gateway {
         };
         Self {
             addr,
+            admin_addr,
             dir,
             _envoy: envoy,
         }
     }
 
+    /// An HTTP/1.1 call to the public listener.
     pub async fn call(
         &self,
         method: &str,
@@ -215,6 +240,19 @@ impl Gateway {
         http(self.addr, method, path, token, body.as_ref())
             .await
             .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+    }
+
+    /// An HTTP/1.1 call to the private admin listener.
+    pub async fn call_admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        http(self.admin_addr, method, path, token, body.as_ref())
+            .await
+            .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
     }
 }
 

@@ -34,17 +34,19 @@ use crate::sdk_config::read_sdk_config;
 
 /// Where `AdminService` listens, when `--addr` is not given.
 const ADMIN_ADDR: &str = "DEVICELINK_ADMIN_ADDR";
-const DEFAULT_ADMIN_ADDR: &str = "http://127.0.0.1:50052";
+/// registration's private admin listener (`ADMIN_LISTEN_ADDR`) on this
+/// host: in a cluster, reached through `kubectl port-forward`.
+const DEFAULT_ADMIN_ADDR: &str = "http://127.0.0.1:50053";
 
 const USAGE: &str = "\
 devicelinkctl: manage devicelink apps, API keys, SDK configuration and users
 
 usage: devicelinkctl [--addr URL] [--token TOKEN] <command> [args]
 
-  --addr URL       AdminService address (default: $DEVICELINK_ADMIN_ADDR,
-                   else http://127.0.0.1:50052)
-  --token TOKEN    the admin token (default: $DEVICELINK_ADMIN_TOKEN; prefer
-                   the variable, which other users cannot see in `ps`)
+  --addr URL       registration's admin listener, ADMIN_LISTEN_ADDR (default:
+                   $DEVICELINK_ADMIN_ADDR, else http://127.0.0.1:50053)
+  --token TOKEN    your operator token (default: $DEVICELINK_ADMIN_TOKEN;
+                   prefer the variable, which other users cannot see in `ps`)
 
 commands:
   create-app NAME                     create an app; prints its id
@@ -149,6 +151,13 @@ async fn run() -> Result<(), Failure> {
                 let cause = root.map(|root| format!(": {root}")).unwrap_or_default();
                 let message = format!("{addr}: {}{cause}", status.message());
                 Failure::Call(Status::unavailable(message))
+            }
+            // The public listener does not serve AdminService.
+            Failure::Call(status) if status.code() == Code::Unimplemented => {
+                let message = format!(
+                    "{addr} does not serve AdminService; point --addr at registration's admin listener (ADMIN_LISTEN_ADDR)"
+                );
+                Failure::Call(Status::unimplemented(message))
             }
             other => other,
         })

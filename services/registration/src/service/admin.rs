@@ -1,13 +1,11 @@
 //! `AdminService`: apps, API keys, SDK configuration and users, for
-//! operators holding the admin token.
+//! named operators, each call authenticated by [`super::admin_guard`].
 
 use std::time::Duration;
 
 use devicelink_shared::api_key::{self, KNOWN_SCOPES, KeyId, SCOPE_USER_LINK};
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_server::AdminService;
-use devicelink_shared::secret::SecretHash;
-use devicelink_shared::status::bearer_token;
 use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, text};
 use tonic::{Request, Response, Status};
 
@@ -15,6 +13,7 @@ use super::convert::{form_factor, install_status, platform, timestamp};
 use super::sdk_config::{MAX_SDK_CONFIG_BYTES, struct_to_json};
 use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
+use crate::operators::OperatorName;
 use crate::store::{ApiKeyRecord, CreateKeyOutcome, NewApiKeyRecord, Store, UserRecord};
 
 /// How long a key lives unless its creator says otherwise.
@@ -37,23 +36,17 @@ impl AdminHandler {
     }
 }
 
-/// Refuses admin calls without the operator credential. Compares hashes in
-/// constant time, so response times reveal nothing of the token.
-pub fn admin_guard(
-    expected: SecretHash,
-) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
-    move |request: Request<()>| {
-        let presented = bearer_token(request.metadata()).ok_or_else(|| {
-            Status::unauthenticated(
-                "missing admin token: send `authorization: Bearer <admin token>`",
-            )
-        })?;
-        if SecretHash::of(&[presented.as_bytes()]).matches(&expected) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("admin token is wrong"))
-        }
-    }
+/// The operator [`super::admin_guard::AdminGuard`] authenticated. Without
+/// one (the handler served without its guard) the call is refused: the
+/// admin API fails closed.
+pub fn operator<T>(request: &Request<T>) -> Result<OperatorName, Status> {
+    request
+        .extensions()
+        .get::<OperatorName>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::unauthenticated("AdminService is served only behind its operator guard")
+        })
 }
 
 fn invalid(violation: FieldViolation) -> RegistrationError {
@@ -158,6 +151,7 @@ fn app_not_found(app_id: AppId) -> RegistrationError {
 impl AdminHandler {
     async fn create_app(
         &self,
+        operator: &OperatorName,
         request: &pb::CreateAppRequest,
     ) -> Result<pb::CreateAppResponse, RegistrationError> {
         let name = text(
@@ -168,7 +162,7 @@ impl AdminHandler {
         )
         .map_err(invalid)?;
         let app_id = self.store.create_app(&name).await?;
-        tracing::info!(%app_id, "app created");
+        tracing::info!(%operator, %app_id, "app created");
         Ok(pb::CreateAppResponse {
             app_id: app_id.to_string(),
         })
@@ -176,6 +170,7 @@ impl AdminHandler {
 
     async fn create_api_key(
         &self,
+        operator: &OperatorName,
         request: &pb::CreateApiKeyRequest,
     ) -> Result<pb::CreateApiKeyResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
@@ -198,7 +193,7 @@ impl AdminHandler {
             }
             CreateKeyOutcome::AppNotFound => return Err(app_not_found(app_id)),
         };
-        tracing::info!(%app_id, key_id = %key.key_id, "API key created");
+        tracing::info!(%operator, %app_id, key_id = %key.key_id, "API key created");
         Ok(pb::CreateApiKeyResponse {
             api_key: key.text,
             key_id: key.key_id.to_string(),
@@ -223,6 +218,7 @@ impl AdminHandler {
 
     async fn revoke_api_key(
         &self,
+        operator: &OperatorName,
         request: &pb::RevokeApiKeyRequest,
     ) -> Result<pb::RevokeApiKeyResponse, RegistrationError> {
         let key_id = KeyId::parse(&request.key_id).ok_or_else(|| {
@@ -233,7 +229,7 @@ impl AdminHandler {
                 "API key {key_id} does not exist"
             )));
         };
-        tracing::info!(%key_id, "API key revoked");
+        tracing::info!(%operator, %key_id, "API key revoked");
         Ok(pb::RevokeApiKeyResponse {
             revoked_at: Some(timestamp(revoked_at)),
         })
@@ -241,6 +237,7 @@ impl AdminHandler {
 
     async fn set_sdk_config(
         &self,
+        operator: &OperatorName,
         request: &pb::SetSdkConfigRequest,
     ) -> Result<pb::SetSdkConfigResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
@@ -255,7 +252,7 @@ impl AdminHandler {
         if !self.store.set_sdk_config(app_id, &config).await? {
             return Err(app_not_found(app_id));
         }
-        tracing::info!(%app_id, "SDK configuration set");
+        tracing::info!(%operator, %app_id, "SDK configuration set");
         Ok(pb::SetSdkConfigResponse {})
     }
 
@@ -278,6 +275,7 @@ impl AdminHandler {
 
     async fn delete_user(
         &self,
+        operator: &OperatorName,
         request: &pb::DeleteUserRequest,
     ) -> Result<pb::DeleteUserResponse, RegistrationError> {
         let app_id = app_id(&request.app_id)?;
@@ -286,7 +284,7 @@ impl AdminHandler {
         if !self.store.delete_user(app_id, &external_id).await? {
             return Err(user_not_found());
         }
-        tracing::info!(%app_id, "user erased");
+        tracing::info!(%operator, %app_id, "user erased");
         metrics::counter!("devicelink_users_erased_total").increment(1);
         Ok(pb::DeleteUserResponse {})
     }
@@ -299,7 +297,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::CreateAppRequest>,
     ) -> Result<Response<pb::CreateAppResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::create_app(self, request.get_ref()).await?,
+            AdminHandler::create_app(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 
@@ -308,7 +306,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::create_api_key(self, request.get_ref()).await?,
+            AdminHandler::create_api_key(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 
@@ -316,6 +314,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        operator(&request)?;
         Ok(Response::new(
             AdminHandler::list_api_keys(self, request.get_ref()).await?,
         ))
@@ -326,7 +325,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::revoke_api_key(self, request.get_ref()).await?,
+            AdminHandler::revoke_api_key(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 
@@ -335,7 +334,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::SetSdkConfigRequest>,
     ) -> Result<Response<pb::SetSdkConfigResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::set_sdk_config(self, request.get_ref()).await?,
+            AdminHandler::set_sdk_config(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 
@@ -343,6 +342,7 @@ impl AdminService for AdminHandler {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
+        operator(&request)?;
         Ok(Response::new(
             AdminHandler::get_user(self, request.get_ref()).await?,
         ))
@@ -353,7 +353,7 @@ impl AdminService for AdminHandler {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::delete_user(self, request.get_ref()).await?,
+            AdminHandler::delete_user(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 }
@@ -377,26 +377,5 @@ mod tests {
         assert_eq!(key_ttl(0).expect("default"), DEFAULT_KEY_TTL);
         assert_eq!(key_ttl(60).expect("short"), Duration::from_secs(60));
         assert!(key_ttl(MAX_KEY_TTL.as_secs() + 1).is_err());
-    }
-
-    #[test]
-    fn the_guard_wants_the_exact_token() {
-        let guard = admin_guard(SecretHash::of(&[b"operator-token-0123456789"]));
-        let mut request = Request::new(());
-        assert_eq!(
-            guard(Request::new(())).unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
-        request.metadata_mut().insert(
-            "authorization",
-            "Bearer operator-token-0123456789".parse().expect("ascii"),
-        );
-        assert!(guard(request).is_ok());
-        let mut wrong = Request::new(());
-        wrong.metadata_mut().insert(
-            "authorization",
-            "Bearer operator-token-012345678".parse().expect("ascii"),
-        );
-        assert!(guard(wrong).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! turned back into protobuf messages.
 
 pub mod admin;
+pub mod admin_guard;
 pub mod convert;
 pub mod limits;
 pub mod parse;
