@@ -144,12 +144,14 @@ pub fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, TlsSetupError> {
 
 /// What every devicelink gRPC listener serves before its own services: a
 /// span and metrics per call (a shed call included), a bound on the calls
-/// in flight ([`ShedLayer`]), the health service and reflection.
+/// in flight ([`ShedLayer`]), the health service and reflection describing
+/// `served`, the full names of the services the listener answers.
 pub fn router<H: Health>(
     server: Server,
     health: HealthServer<H>,
+    served: &[&'static str],
 ) -> Router<Stack<ShedLayer, Stack<RpcLayer, Identity>>> {
-    let (reflection_v1, reflection_v1alpha) = reflection();
+    let (reflection_v1, reflection_v1alpha) = reflection(served);
     server
         .layer(RpcLayer)
         .layer(ShedLayer::default())
@@ -306,7 +308,7 @@ mod tests {
             reporter
                 .set_service_status("", ServingStatus::Serving)
                 .await;
-            let router = router(server_builder(None).unwrap(), health);
+            let router = router(server_builder(None).unwrap(), health, &[]);
             servers.serve(listener, |incoming, drained| {
                 router.serve_with_incoming_shutdown(incoming, drained)
             });

@@ -62,8 +62,13 @@ pub fn drain_channel() -> (DrainTrigger, DrainSignal) {
 }
 
 /// The reflection services, v1 and v1alpha (grpcurl 1.8 speaks only the
-/// latter), describing devicelink's contracts and the health service.
-pub fn reflection() -> (
+/// latter), describing the health service and the services of `served`
+/// alone: a listener's reflection lists what that listener answers, and a
+/// proto file declaring a service served elsewhere (the private admin
+/// API, on the public port) is not described at all.
+pub fn reflection(
+    served: &[&'static str],
+) -> (
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
@@ -71,10 +76,15 @@ pub fn reflection() -> (
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
 ) {
+    let contracts = contracts_of(served);
     let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_file_descriptor_set(contracts.clone())
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
+        served
+            .iter()
+            .fold(builder, |builder, name| builder.with_service_name(*name))
     };
     #[allow(clippy::expect_used)]
     let v1 = builder()
@@ -85,6 +95,26 @@ pub fn reflection() -> (
         .build_v1alpha()
         .expect("the compiled-in descriptor sets are valid");
     (v1, v1alpha)
+}
+
+/// The health service's full name, always described.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// devicelink's descriptor set without the files that declare a service
+/// not in `served`. (Decoding drops the `google.api.http` options, which
+/// reflection clients do not need; the gateway reads the full set.)
+fn contracts_of(served: &[&str]) -> prost_types::FileDescriptorSet {
+    use prost::Message as _;
+    #[allow(clippy::expect_used)]
+    let mut set = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET)
+        .expect("the compiled-in descriptor set decodes");
+    set.file.retain(|file| {
+        file.service.iter().all(|service| {
+            let name = format!("{}.{}", file.package(), service.name());
+            served.contains(&name.as_str())
+        })
+    });
+    set
 }
 
 /// Keeps the health service truthful: [`LIVENESS_SERVICE`] is SERVING, and

@@ -87,17 +87,51 @@ async fn health_follows_the_stores() {
     .await;
 }
 
+/// Whether reflection v1 on `channel` answers `symbol` with its file.
+async fn describes(channel: &tonic::transport::Channel, symbol: &str) -> bool {
+    use tonic_reflection::pb::v1;
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+        ),
+    };
+    let mut responses = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(futures_util::stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    // An unknown symbol is answered with an error, as a message or as the
+    // stream's status.
+    match responses.next().await {
+        Some(Ok(response)) => matches!(
+            response.message_response,
+            Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+        ),
+        _ => false,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_services_in_both_versions() {
     use tonic_reflection::pb::{v1, v1alpha};
     let env = TestEnv::start().await;
-    for (addr, expected) in [
-        (env.authcode_addr, "devicelink.v1.AuthCodeService"),
+    for (addr, expected, unserved) in [
+        (
+            env.authcode_addr,
+            "devicelink.v1.AuthCodeService",
+            "devicelink.v1.RegistrationService",
+        ),
         (
             env.registration_addrs[0],
             "devicelink.v1.RegistrationService",
+            "devicelink.v1.AdminService",
         ),
-        (env.registration_addrs[0], "devicelink.v1.AdminService"),
+        (
+            env.registration_admin_addrs[0],
+            "devicelink.v1.AdminService",
+            "devicelink.v1.RegistrationService",
+        ),
     ] {
         let channel = connect(addr).await;
         let request = v1::ServerReflectionRequest {
@@ -131,6 +165,14 @@ async fn reflection_lists_the_services_in_both_versions() {
         assert!(
             names.contains(&"grpc.health.v1.Health".to_owned()),
             "{names:?}"
+        );
+        assert!(
+            !names.contains(&unserved.to_owned()),
+            "{addr} lists {unserved}, which it does not serve: {names:?}"
+        );
+        assert!(
+            !describes(&channel, unserved).await,
+            "{addr} describes {unserved}, which it does not serve"
         );
 
         let request = v1alpha::ServerReflectionRequest {

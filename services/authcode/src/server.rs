@@ -106,8 +106,8 @@ impl Application {
             servers.drain_signal(),
         )
         .await;
-        let router =
-            router(self.server, health).add_service(AuthCodeServiceServer::new(self.handler));
+        let router = router(self.server, health, HEALTH_SERVICES)
+            .add_service(AuthCodeServiceServer::new(self.handler));
         servers.serve(self.listener, |incoming, drained| {
             router.serve_with_incoming_shutdown(incoming, drained)
         });

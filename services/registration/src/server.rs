@@ -46,10 +46,12 @@ use crate::status_cache::StatusCache;
 use crate::store::Store;
 
 /// The gRPC services whose health is reported.
-const HEALTH_SERVICES: &[&str] = &[
-    <RegistrationServiceServer<RegistrationHandler> as NamedService>::NAME,
-    <AdminServiceServer<AdminHandler> as NamedService>::NAME,
-];
+const HEALTH_SERVICES: &[&str] = &[PUBLIC_SERVICES[0], ADMIN_SERVICES[0]];
+/// What the public listener serves (and its reflection describes).
+const PUBLIC_SERVICES: &[&str] =
+    &[<RegistrationServiceServer<RegistrationHandler> as NamedService>::NAME];
+/// What the private admin listener serves.
+const ADMIN_SERVICES: &[&str] = &[<AdminServiceServer<AdminHandler> as NamedService>::NAME];
 
 /// registration, connected, migrated and bound, ready to serve.
 pub struct Application {
@@ -159,7 +161,7 @@ impl Application {
             limits,
             WatchSlots::new(self.config.watch_caps),
         );
-        let public = router(self.server.clone(), health.clone()).add_service(
+        let public = router(self.server.clone(), health.clone(), PUBLIC_SERVICES).add_service(
             RegistrationServiceServer::new(registration)
                 .max_decoding_message_size(MAX_PUBLIC_REQUEST_BYTES),
         );
@@ -180,7 +182,7 @@ impl Application {
                 .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
             guard,
         );
-        let admin = router(self.server, health).add_service(admin);
+        let admin = router(self.server, health, ADMIN_SERVICES).add_service(admin);
         servers.serve(self.admin_listener, |incoming, drained| {
             admin.serve_with_incoming_shutdown(incoming, drained)
         });
