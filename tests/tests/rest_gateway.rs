@@ -383,3 +383,45 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
     .into_inner();
     assert!(!grpc_app.app_id.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_call_is_429_with_retry_after_through_envoy() {
+    let mut limits = devicelink_shared::config::LimitsConfig::off();
+    limits.redeem_per_device =
+        devicelink_shared::limits::Rate::parse_setting("2/min").expect("a rate");
+    let env = TestEnv::start_with(TestOptions {
+        limits,
+        ..TestOptions::default()
+    })
+    .await;
+    let gateway = Gateway::start(&env).await;
+    let (app_id, _) = env.app_with_key().await;
+    // Made-up codes from one device: the first two are looked up and are
+    // unknown, the third is over the device's limit.
+    let redeem = || {
+        gateway.call(
+            "POST",
+            "/v1/users",
+            None,
+            Some(create_user_body(
+                &"b".repeat(52),
+                &app_id,
+                "limited-device",
+                "FORM_FACTOR_PHONE",
+            )),
+        )
+    };
+    for _ in 0..2 {
+        assert_error(&redeem().await, &[404], 5);
+    }
+    let limited = redeem().await;
+    let body = assert_error(&limited, &[429], 8);
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a Retry-After header: {:?}", limited.headers));
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    let details = body["details"].to_string();
+    assert!(details.contains("RetryInfo"), "{details}");
+    assert!(details.contains("redeem_per_device"), "{details}");
+}
