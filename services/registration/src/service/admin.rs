@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use devicelink_shared::api_key::{self, KNOWN_SCOPES, KeyId, SCOPE_USER_LINK};
 use devicelink_shared::config::LimitsConfig;
+use devicelink_shared::limits::Scope;
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_server::AdminService;
-use devicelink_shared::limits::Scope;
 use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, text};
 use tonic::{Request, Response, Status};
 

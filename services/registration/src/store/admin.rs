@@ -204,7 +204,8 @@ pub struct AppRecord {
     pub limits: AppLimits,
 }
 
-const LIMIT_COLUMNS: &str = "limit_mint_per_key, limit_mint_per_external_id, limit_redeem_per_device";
+const LIMIT_COLUMNS: &str =
+    "limit_mint_per_key, limit_mint_per_external_id, limit_redeem_per_device";
 
 /// What storing a new API key came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,7 +146,10 @@ pub(crate) fn limits_report(limits: &pb::AppLimits) -> String {
 fn limit_fields(limits: &pb::AppLimits) -> [(&'static str, Option<&str>); 3] {
     [
         ("mint_per_key", limits.mint_per_key.as_deref()),
-        ("mint_per_external_id", limits.mint_per_external_id.as_deref()),
+        (
+            "mint_per_external_id",
+            limits.mint_per_external_id.as_deref(),
+        ),
         ("redeem_per_device", limits.redeem_per_device.as_deref()),
     ]
 }
