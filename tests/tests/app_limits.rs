@@ -332,3 +332,60 @@ async fn off_lifts_a_limit_for_one_app() {
         "redeem_per_device",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_limits_are_set_and_shown_over_rest_through_envoy() {
+    use devicelink_e2e::gateway::*;
+    use serde_json::json;
+
+    let env = start(&[(MINT_PER_EXTERNAL_ID, "10/min,burst=5")]).await;
+    let gateway = Gateway::start(&env).await;
+    let (app_id, _) = env.app_with_key().await;
+    let limits_path = format!("/v1/admin/apps/{app_id}/limits");
+
+    let stored = gateway
+        .call_admin(
+            "PUT",
+            &limits_path,
+            Some(ADMIN_TOKEN),
+            Some(json!({"mint_per_key": "off"})),
+        )
+        .await
+        .ok();
+    assert_eq!(stored["limits"], json!({"mint_per_key": "off"}));
+
+    let app = gateway
+        .call_admin(
+            "GET",
+            &format!("/v1/admin/apps/{app_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(app["app"]["app_id"], app_id.as_str());
+    assert_eq!(app["app"]["limits"], json!({"mint_per_key": "off"}));
+    assert_eq!(
+        app["app"]["effective_limits"],
+        json!({
+            "mint_per_key": "off",
+            "mint_per_external_id": "10/min,burst=5",
+            "redeem_per_device": "off",
+        })
+    );
+
+    let refused = gateway
+        .call_admin(
+            "PUT",
+            &limits_path,
+            Some(ADMIN_TOKEN),
+            Some(json!({"redeem_per_device": "lots"})),
+        )
+        .await;
+    assert_error(&refused, &[400], 3);
+    assert!(
+        refused.text().contains("limits.redeem_per_device"),
+        "{}",
+        refused.text()
+    );
+}
