@@ -12,6 +12,11 @@
 //! a busy key never expires, so its callers never all miss at the same
 //! instant and queue for the pool together.
 //!
+//! The key's app's own mint limits (`AdminService.SetAppLimits`) come with
+//! it, from the same query, and are cached and refreshed with it: they
+//! cost a mint no extra round trip, and a change reaches every replica
+//! within [`KEY_CACHE_TTL`].
+//!
 //! Before any Postgres lookup the call's client address is checked against
 //! its failed credentials ([`CallLimits::admit`]): an address that keeps
 //! presenting bad keys is refused without costing a query.
@@ -29,7 +34,7 @@ use devicelink_shared::validate::AppId;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, StoreKind};
-use crate::limits::CallLimits;
+use crate::limits::{AppMintLimits, CallLimits};
 
 /// How long a looked-up key is trusted without asking Postgres again. With
 /// the lookup's own time it keeps revocation well inside five seconds.
@@ -45,8 +50,10 @@ pub const USAGE_WRITE_INTERVAL: Duration = Duration::from_secs(60);
 /// that assumption ever breaks.
 pub const MAX_TRACKED_KEYS: usize = 10_000;
 
-const SELECT_KEY: &str = "SELECT app_id, secret_hash, scopes, expires_at, revoked_at IS NOT NULL AS revoked \
-     FROM api_keys WHERE key_id = $1";
+const SELECT_KEY: &str = "SELECT k.app_id, k.secret_hash, k.scopes, k.expires_at, \
+            k.revoked_at IS NOT NULL AS revoked, \
+            a.limit_mint_per_key, a.limit_mint_per_external_id \
+     FROM api_keys k JOIN apps a ON a.id = k.app_id WHERE k.key_id = $1";
 const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = now() WHERE key_id = $1";
 
 /// A key that passed every check: the caller acts for `app_id`.
@@ -58,6 +65,8 @@ pub struct VerifiedKey {
     pub key_id: KeyId,
     /// What the key may do.
     pub scopes: Arc<[String]>,
+    /// Its app's own mint limits, read with the key.
+    pub app_limits: AppMintLimits,
 }
 
 impl VerifiedKey {
@@ -79,6 +88,7 @@ struct StoredKey {
     scopes: Arc<[String]>,
     expires_at: SystemTime,
     revoked: bool,
+    app_limits: AppMintLimits,
 }
 
 /// A stored key and when it was read.
@@ -160,6 +170,7 @@ impl ApiKeyVerifier {
             app_id: stored.app_id,
             key_id,
             scopes: stored.scopes,
+            app_limits: stored.app_limits,
         })
     }
 
@@ -280,6 +291,12 @@ impl ApiKeyVerifier {
                 .into(),
             expires_at: row.try_get("expires_at").map_err(AuthCodeError::postgres)?,
             revoked: row.try_get("revoked").map_err(AuthCodeError::postgres)?,
+            app_limits: AppMintLimits::from_stored(
+                row.try_get("limit_mint_per_key")
+                    .map_err(AuthCodeError::postgres)?,
+                row.try_get("limit_mint_per_external_id")
+                    .map_err(AuthCodeError::postgres)?,
+            ),
         }))
     }
 

@@ -19,7 +19,7 @@ use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
 
 use crate::error::{AuthCodeError, StoreKind};
-use crate::limits::CallLimits;
+use crate::limits::{AppMintLimits, CallLimits};
 
 /// How many fresh codes to try when `SET NX` finds the key taken. With 256
 /// random bits a second attempt is already a sign of a broken generator.
@@ -57,7 +57,8 @@ impl CodeMinter {
     }
 
     /// Mints and stores a code for `external_id` of `app_id`, on behalf of
-    /// the key `key_id`, unless `limits` refuse it
+    /// the key `key_id`, unless `limits` (at the app's own rates where
+    /// `app_limits` has them) refuse it
     /// ([`AuthCodeError::RateLimited`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.store_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn mint(
@@ -65,9 +66,10 @@ impl CodeMinter {
         app_id: AppId,
         external_id: &ExternalId,
         key_id: &KeyId,
+        app_limits: &AppMintLimits,
         limits: &CallLimits<'_>,
     ) -> Result<MintedCode, AuthCodeError> {
-        let consumed = limits.mint(app_id, key_id, external_id);
+        let consumed = limits.mint(app_id, key_id, external_id, app_limits);
         // Taken before the write, so the promised expiry is never later than
         // the moment Redis drops the code.
         let minted_at = SystemTime::now();

@@ -13,6 +13,14 @@
 //! refused offline, costs no store lookup and teaches nothing, and it is
 //! what a misconfigured backend sends on every call.
 //!
+//! An app may set its own mint limits (`AdminService.SetAppLimits`):
+//! they are read with its API key, in the same query, and cached with it
+//! ([`crate::api_keys`]), so they cost no extra round trip and a change
+//! applies on every replica within the key cache's two seconds. The
+//! failed-credential limit stays deployment-wide: its subject is an
+//! address, which names no app, and it must hold before the key (and so
+//! the app) has been looked up.
+//!
 //! A blocked address is refused before any store lookup: the verifier asks
 //! [`CallLimits::admit`] before it reads a key from Postgres, and a key
 //! served from its cache meets the address's limit as a blocker in the
@@ -23,12 +31,59 @@ use std::net::SocketAddr;
 
 use devicelink_shared::api_key::KeyId;
 use devicelink_shared::config::LimitsConfig;
-use devicelink_shared::limits::{Decision, Limit, LimitKey, RateLimiter, Scope};
+use devicelink_shared::limits::{Decision, Limit, LimitKey, Rate, RateLimiter, Scope};
 use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
 use tonic::metadata::MetadataMap;
 
 use crate::error::{AuthCodeError, KeyRejection};
+
+/// An app's own mint limits, as `AdminService.SetAppLimits` stored them:
+/// `None` keeps the deployment's default, `Some(None)` is off for the app,
+/// `Some(Some(rate))` is the app's own rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppMintLimits {
+    /// `MintAuthCode` per API key of the app.
+    pub per_key: Option<Option<Rate>>,
+    /// `MintAuthCode` per external id of the app.
+    pub per_external_id: Option<Option<Rate>>,
+}
+
+impl AppMintLimits {
+    /// The limits from their stored text (`apps.limit_mint_per_*`). Text
+    /// that does not parse (registration validates what it stores, so
+    /// never in practice) keeps the default, with a warning: a bad row
+    /// must not stop an app from minting.
+    pub fn from_stored(per_key: Option<&str>, per_external_id: Option<&str>) -> Self {
+        let parse = |scope: Scope, text: Option<&str>| {
+            let text = text?;
+            Rate::parse_setting(text)
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        scope = scope.name(),
+                        error,
+                        "a stored app limit does not parse; applying the default"
+                    );
+                })
+                .ok()
+        };
+        Self {
+            per_key: parse(Scope::MintPerKey, per_key),
+            per_external_id: parse(Scope::MintPerExternalId, per_external_id),
+        }
+    }
+
+    /// The rate applied for `scope`: the app's own where set, else
+    /// `default`.
+    fn rate(&self, scope: Scope, default: Option<Rate>) -> Option<Rate> {
+        let own = match scope {
+            Scope::MintPerKey => self.per_key,
+            Scope::MintPerExternalId => self.per_external_id,
+            Scope::RedeemPerDevice | Scope::InstallPerToken | Scope::FailedAuthPerAddress => None,
+        };
+        own.unwrap_or(default)
+    }
+}
 
 /// The limiter and the rates it applies: one per replica.
 #[derive(Clone, Debug)]
@@ -100,9 +155,16 @@ impl CallLimits<'_> {
         error
     }
 
-    /// What the mint consumes: its key's and its external id's limits.
-    pub fn mint(&self, app_id: AppId, key_id: &KeyId, external_id: &ExternalId) -> Vec<Limit> {
-        let rate = |scope: Scope| self.limits.config.rate(scope);
+    /// What the mint consumes: its key's and its external id's limits, at
+    /// the app's own rates where it has them.
+    pub fn mint(
+        &self,
+        app_id: AppId,
+        key_id: &KeyId,
+        external_id: &ExternalId,
+        app_limits: &AppMintLimits,
+    ) -> Vec<Limit> {
+        let rate = |scope: Scope| app_limits.rate(scope, self.limits.config.rate(scope));
         [
             Limit::new(
                 LimitKey::mint_per_key(app_id, key_id),
@@ -150,5 +212,17 @@ mod tests {
         assert!(!counted(KeyRejection::Malformed));
         assert!(!counted(KeyRejection::BadChecksum));
         assert!(!counts_as_failed_credential(&AuthCodeError::WrongApp));
+    }
+
+    #[test]
+    fn an_app_own_limit_replaces_the_default_and_off_lifts_it() {
+        let default = Rate::parse_setting("10/min").expect("parses");
+        let own = Rate::parse_setting("2/min").expect("parses");
+        let limits = AppMintLimits::from_stored(Some("off"), Some("2/min"));
+        assert_eq!(limits.rate(Scope::MintPerKey, default), None);
+        assert_eq!(limits.rate(Scope::MintPerExternalId, default), own);
+        let unset = AppMintLimits::from_stored(None, Some("not a rate"));
+        assert_eq!(unset.rate(Scope::MintPerKey, default), default);
+        assert_eq!(unset.rate(Scope::MintPerExternalId, default), default);
     }
 }

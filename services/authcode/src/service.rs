@@ -89,7 +89,13 @@ impl AuthCodeHandler {
 
         let minted = self
             .minter
-            .mint(key.app_id, &request.external_id, &key.key_id, &limits)
+            .mint(
+                key.app_id,
+                &request.external_id,
+                &key.key_id,
+                &key.app_limits,
+                &limits,
+            )
             .await?;
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.

@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bounded_replays",
         include_str!("../migrations/0002_bounded_replays.sql"),
     ),
+    (
+        3,
+        "app_limits",
+        include_str!("../migrations/0003_app_limits.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming devicelink's migration lock. Public so a

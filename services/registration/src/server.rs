@@ -151,6 +151,7 @@ impl Application {
             self.codes.redis().clone(),
             &self.config.common.redis_key_prefix,
             self.config.common.limits.clone(),
+            self.store.clone(),
         );
         let registration = RegistrationHandler::new(
             self.store.clone(),
@@ -178,7 +179,7 @@ impl Application {
             trusted_proxies: common.limits.trusted_proxies.clone(),
         };
         let admin = AdminGuard::new(
-            AdminServiceServer::new(AdminHandler::new(self.store))
+            AdminServiceServer::new(AdminHandler::new(self.store, common.limits.clone()))
                 .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
             guard,
         );

@@ -29,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::args::{Command, parse_args};
-use crate::output::{code_name, key_table, rfc3339, user_report};
+use crate::output::{app_report, code_name, key_table, limits_report, rfc3339, user_report};
 use crate::sdk_config::read_sdk_config;
 
 /// Where `AdminService` listens, when `--addr` is not given.
@@ -39,7 +39,8 @@ const ADMIN_ADDR: &str = "DEVICELINK_ADMIN_ADDR";
 const DEFAULT_ADMIN_ADDR: &str = "http://127.0.0.1:50053";
 
 const USAGE: &str = "\
-devicelinkctl: manage devicelink apps, API keys, SDK configuration and users
+devicelinkctl: manage devicelink apps, API keys, SDK configuration, rate
+limits and users
 
 usage: devicelinkctl [--addr URL] [--token TOKEN] <command> [args]
 
@@ -57,6 +58,13 @@ commands:
   revoke-key KEY_ID                   revoke an API key; prints revoked_at
   set-sdk-config APP_ID JSON|@FILE    replace the app's SDK configuration with
                                       a JSON object (@- reads standard input)
+  get-app APP_ID                      show an app, its SDK configuration and
+                                      its rate limits (own and effective)
+  set-app-limits APP_ID [--mint-per-key R] [--mint-per-external-id R]
+                 [--redeem-per-device R]
+                                      replace the app's own rate limits; R is
+                                      a rate like 50/s,burst=100, or off; a
+                                      limit left out returns to the default
   get-user APP_ID EXTERNAL_ID         show a user and its installs
   delete-user APP_ID EXTERNAL_ID      erase a user, its installs and its links
   help                                show this text
@@ -221,6 +229,26 @@ impl Admin {
                 let request = self.request(pb::SetSdkConfigRequest { app_id, sdk_config });
                 self.client.set_sdk_config(request).await?;
                 println!("stored");
+            }
+            Command::GetApp { app_id } => {
+                let request = self.request(pb::GetAppRequest { app_id });
+                let found = self.client.get_app(request).await?.into_inner();
+                let app = found
+                    .app
+                    .ok_or_else(|| Status::internal("the response holds no app"))?;
+                print!("{}", app_report(&app));
+            }
+            Command::SetAppLimits { app_id, limits } => {
+                let request = self.request(pb::SetAppLimitsRequest {
+                    app_id,
+                    limits: Some(pb::AppLimits {
+                        mint_per_key: limits.mint_per_key,
+                        mint_per_external_id: limits.mint_per_external_id,
+                        redeem_per_device: limits.redeem_per_device,
+                    }),
+                });
+                let stored = self.client.set_app_limits(request).await?.into_inner();
+                print!("{}", limits_report(&stored.limits.unwrap_or_default()));
             }
             Command::GetUser {
                 app_id,

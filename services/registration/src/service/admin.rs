@@ -4,17 +4,22 @@
 use std::time::Duration;
 
 use devicelink_shared::api_key::{self, KNOWN_SCOPES, KeyId, SCOPE_USER_LINK};
+use devicelink_shared::config::LimitsConfig;
+use devicelink_shared::limits::Scope;
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_server::AdminService;
 use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, text};
 use tonic::{Request, Response, Status};
 
 use super::convert::{form_factor, install_status, platform, timestamp};
-use super::sdk_config::{MAX_SDK_CONFIG_BYTES, struct_to_json};
+use super::sdk_config::{MAX_SDK_CONFIG_BYTES, json_to_struct, struct_to_json};
 use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
 use crate::operators::OperatorName;
-use crate::store::{ApiKeyRecord, CreateKeyOutcome, NewApiKeyRecord, Store, UserRecord};
+use crate::store::{
+    ApiKeyRecord, AppLimits, AppRecord, CreateKeyOutcome, LimitOverride, NewApiKeyRecord, Store,
+    UserRecord,
+};
 
 /// How long a key lives unless its creator says otherwise.
 pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -27,12 +32,19 @@ const MAX_APP_NAME_CHARS: usize = 128;
 #[derive(Clone)]
 pub struct AdminHandler {
     store: Store,
+    /// The deployment's limits, which `GetApp` shows where an app keeps
+    /// them.
+    default_limits: LimitsConfig,
 }
 
 impl AdminHandler {
-    /// A handler over the store.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// A handler over the store; `default_limits` are the deployment's
+    /// (`RATE_LIMIT_*`).
+    pub fn new(store: Store, default_limits: LimitsConfig) -> Self {
+        Self {
+            store,
+            default_limits,
+        }
     }
 }
 
@@ -135,6 +147,70 @@ fn user_message(user: UserRecord) -> pb::User {
                 created_at: Some(timestamp(install.created_at)),
             })
             .collect(),
+    }
+}
+
+/// Parses an app's limits, each field in the operators' syntax, reporting
+/// every bad field at once.
+fn app_limits(request: Option<&pb::AppLimits>) -> Result<AppLimits, RegistrationError> {
+    let Some(request) = request else {
+        return Ok(AppLimits::default());
+    };
+    let mut violations = Vec::new();
+    let mut parse = |field: &str, text: &Option<String>| {
+        let parsed = text.as_deref().map(LimitOverride::parse).transpose();
+        parsed.unwrap_or_else(|error| {
+            violations.push(FieldViolation::new(format!("limits.{field}"), error));
+            None
+        })
+    };
+    let limits = AppLimits {
+        mint_per_key: parse("mint_per_key", &request.mint_per_key),
+        mint_per_external_id: parse("mint_per_external_id", &request.mint_per_external_id),
+        redeem_per_device: parse("redeem_per_device", &request.redeem_per_device),
+    };
+    if violations.is_empty() {
+        Ok(limits)
+    } else {
+        Err(RegistrationError::InvalidArgument(violations))
+    }
+}
+
+/// An app's own limits as sent back: unset where it keeps the default.
+fn app_limits_message(limits: &AppLimits) -> pb::AppLimits {
+    let text = |setting: Option<LimitOverride>| setting.map(|setting| setting.to_string());
+    pb::AppLimits {
+        mint_per_key: text(limits.mint_per_key),
+        mint_per_external_id: text(limits.mint_per_external_id),
+        redeem_per_device: text(limits.redeem_per_device),
+    }
+}
+
+/// The rates an app is held to, every field set (`off` where none is).
+fn effective_limits_message(limits: &AppLimits, defaults: &LimitsConfig) -> pb::AppLimits {
+    let effective = |scope| {
+        Some(
+            limits
+                .rate(scope, defaults)
+                .map_or(LimitOverride::Off, LimitOverride::Rate)
+                .to_string(),
+        )
+    };
+    pb::AppLimits {
+        mint_per_key: effective(Scope::MintPerKey),
+        mint_per_external_id: effective(Scope::MintPerExternalId),
+        redeem_per_device: effective(Scope::RedeemPerDevice),
+    }
+}
+
+fn app_message(app: AppRecord, defaults: &LimitsConfig) -> pb::App {
+    pb::App {
+        app_id: app.app_id.to_string(),
+        name: app.name,
+        created_at: Some(timestamp(app.created_at)),
+        sdk_config: Some(json_to_struct(&app.sdk_config)),
+        limits: Some(app_limits_message(&app.limits)),
+        effective_limits: Some(effective_limits_message(&app.limits, defaults)),
     }
 }
 
@@ -256,6 +332,45 @@ impl AdminHandler {
         Ok(pb::SetSdkConfigResponse {})
     }
 
+    async fn get_app(
+        &self,
+        request: &pb::GetAppRequest,
+    ) -> Result<pb::GetAppResponse, RegistrationError> {
+        let app_id = app_id(&request.app_id)?;
+        let app = self
+            .store
+            .get_app(app_id)
+            .await?
+            .ok_or_else(|| app_not_found(app_id))?;
+        Ok(pb::GetAppResponse {
+            app: Some(app_message(app, &self.default_limits)),
+        })
+    }
+
+    async fn set_app_limits(
+        &self,
+        operator: &OperatorName,
+        request: &pb::SetAppLimitsRequest,
+    ) -> Result<pb::SetAppLimitsResponse, RegistrationError> {
+        let app_id = app_id(&request.app_id)?;
+        let limits = app_limits(request.limits.as_ref())?;
+        if !self.store.set_app_limits(app_id, limits).await? {
+            return Err(app_not_found(app_id));
+        }
+        let stored = app_limits_message(&limits);
+        tracing::info!(
+            %operator,
+            %app_id,
+            mint_per_key = stored.mint_per_key.as_deref().unwrap_or("default"),
+            mint_per_external_id = stored.mint_per_external_id.as_deref().unwrap_or("default"),
+            redeem_per_device = stored.redeem_per_device.as_deref().unwrap_or("default"),
+            "app limits set"
+        );
+        Ok(pb::SetAppLimitsResponse {
+            limits: Some(stored),
+        })
+    }
+
     async fn get_user(
         &self,
         request: &pb::GetUserRequest,
@@ -338,6 +453,25 @@ impl AdminService for AdminHandler {
         ))
     }
 
+    async fn get_app(
+        &self,
+        request: Request<pb::GetAppRequest>,
+    ) -> Result<Response<pb::GetAppResponse>, Status> {
+        operator(&request)?;
+        Ok(Response::new(
+            AdminHandler::get_app(self, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_app_limits(
+        &self,
+        request: Request<pb::SetAppLimitsRequest>,
+    ) -> Result<Response<pb::SetAppLimitsResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::set_app_limits(self, &operator(&request)?, request.get_ref()).await?,
+        ))
+    }
+
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
@@ -369,6 +503,36 @@ mod tests {
         assert_eq!(
             scopes(&["user_link".into(), "user_link".into()]).expect("dedup"),
             ["user_link"]
+        );
+    }
+
+    #[test]
+    fn app_limits_report_every_bad_field_and_keep_unset_ones_default() {
+        let request = pb::AppLimits {
+            mint_per_key: Some("50/s,burst=100".into()),
+            mint_per_external_id: Some("ten a minute".into()),
+            redeem_per_device: Some("10/fortnight".into()),
+        };
+        let Err(RegistrationError::InvalidArgument(violations)) = app_limits(Some(&request)) else {
+            panic!("bad limits were accepted");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["limits.mint_per_external_id", "limits.redeem_per_device"]
+        );
+
+        let request = pb::AppLimits {
+            mint_per_key: Some("off".into()),
+            mint_per_external_id: Some("5/min".into()),
+            redeem_per_device: None,
+        };
+        let limits = app_limits(Some(&request)).expect("valid limits");
+        assert_eq!(limits.mint_per_key, Some(LimitOverride::Off));
+        assert_eq!(limits.redeem_per_device, None);
+        assert_eq!(
+            app_limits_message(&limits).mint_per_external_id.as_deref(),
+            Some("5/min,burst=5")
         );
     }
 

@@ -9,28 +9,50 @@
 //!   `ResetInstall`: per install token (its hash), with the same blocker,
 //!   before the status cache or Postgres is asked.
 //!
+//! An app may set its own `CreateUser` limit (`AdminService.SetAppLimits`):
+//! [`AppLimitsCache`] keeps each app's overrides for [`APP_LIMITS_TTL`], so
+//! a change applies on every replica within a few seconds and a busy app
+//! costs one indexed Postgres read per replica per period. Install-token
+//! and failed-credential limits stay deployment-wide: their subject (a
+//! token, an address) names no app until it has been looked up, and the
+//! limit has to hold before that lookup.
+//!
 //! What counts as a failed credential: a code that is neither live nor ever
 //! redeemed (made up, or expired: the two cannot be told apart), a used
 //! code presented by another device, and a well-formed install token that
 //! no install holds. A missing or malformed token or code does not count:
 //! it is refused offline, before any store lookup, and teaches nothing.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use devicelink_shared::config::LimitsConfig;
-use devicelink_shared::limits::{Decision, Limit, LimitKey, RateLimiter};
+use devicelink_shared::limits::{Decision, Limit, LimitKey, RateLimiter, Scope};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::AppId;
 use tonic::metadata::MetadataMap;
 
 use crate::error::RegistrationError;
+use crate::store::{AppLimits, Store};
+
+/// How long an app's own limits are used without reading them again: a
+/// change made through `AdminService` applies on every replica within this
+/// (plus one read).
+pub const APP_LIMITS_TTL: Duration = Duration::from_secs(2);
+/// The most apps whose limits are kept; past it the cache is emptied. Real
+/// deployments have far fewer apps; this bounds memory against callers
+/// naming made-up ones.
+pub const MAX_CACHED_APPS: usize = 10_000;
 
 /// The limiter and the rates it applies: one per replica, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
     limiter: RateLimiter<RedisConnection>,
     config: LimitsConfig,
+    apps: Arc<AppLimitsCache>,
 }
 
 /// Who a call comes from, as far as limits are concerned.
@@ -41,11 +63,18 @@ pub struct Caller {
 }
 
 impl RequestLimits {
-    /// Limits kept under `key_prefix` in `redis`, at the rates of `config`.
-    pub fn new(redis: RedisConnection, key_prefix: &str, config: LimitsConfig) -> Self {
+    /// Limits kept under `key_prefix` in `redis`, at the rates of `config`
+    /// unless an app's own limits in `store` say otherwise.
+    pub fn new(
+        redis: RedisConnection,
+        key_prefix: &str,
+        config: LimitsConfig,
+        store: Store,
+    ) -> Self {
         Self {
             limiter: RateLimiter::new(redis, key_prefix),
             config,
+            apps: Arc::new(AppLimitsCache::new(store)),
         }
     }
 
@@ -68,10 +97,12 @@ impl RequestLimits {
         app_id: AppId,
         device_id: &str,
     ) -> Result<(), RegistrationError> {
-        let device = Limit::new(
-            LimitKey::redeem_per_device(app_id, device_id),
-            self.config.redeem_per_device,
-        );
+        let rate = self
+            .apps
+            .get(app_id)
+            .await
+            .rate(Scope::RedeemPerDevice, &self.config);
+        let device = Limit::new(LimitKey::redeem_per_device(app_id, device_id), rate);
         let decision = self
             .limiter
             .check_unless_blocked(device.as_slice(), self.blockers(caller).as_slice())
@@ -113,6 +144,65 @@ impl RequestLimits {
                 self.config.failed_auth_per_address,
             )
         })
+    }
+}
+
+/// Each app's own limits, read from Postgres on a miss and kept for
+/// [`APP_LIMITS_TTL`]. The lock is held for a map operation only, never
+/// across an `.await`.
+struct AppLimitsCache {
+    store: Store,
+    entries: Mutex<HashMap<AppId, (Instant, AppLimits)>>,
+}
+
+impl std::fmt::Debug for AppLimitsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppLimitsCache").finish_non_exhaustive()
+    }
+}
+
+impl AppLimitsCache {
+    fn new(store: Store) -> Self {
+        Self {
+            store,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The app's own limits. An app that does not exist has none (the call
+    /// fails on its own later); a failed read uses none this once, so that
+    /// a Postgres outage leaves the deployment's defaults in force rather
+    /// than failing the call here.
+    async fn get(&self, app_id: AppId) -> AppLimits {
+        if let Some(limits) = self.fresh(app_id) {
+            return limits;
+        }
+        let read_at = Instant::now();
+        match self.store.app_limits(app_id).await {
+            Ok(limits) => {
+                let limits = limits.unwrap_or_default();
+                let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                if entries.len() >= MAX_CACHED_APPS {
+                    entries.clear();
+                }
+                entries.insert(app_id, (read_at, limits));
+                limits
+            }
+            Err(error) => {
+                tracing::warn!(
+                    %app_id,
+                    error = %devicelink_shared::status::error_chain(&error),
+                    "could not read an app's own limits; applying the defaults"
+                );
+                AppLimits::default()
+            }
+        }
+    }
+
+    fn fresh(&self, app_id: AppId) -> Option<AppLimits> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (read_at, limits) = entries.get(&app_id)?;
+        (read_at.elapsed() < APP_LIMITS_TTL).then_some(*limits)
     }
 }
 

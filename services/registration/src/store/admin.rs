@@ -3,6 +3,8 @@
 use std::time::{Duration, SystemTime};
 
 use devicelink_shared::api_key::KeyId;
+use devicelink_shared::config::LimitsConfig;
+use devicelink_shared::limits::{Rate, Scope};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::validate::{AppId, ExternalId};
 use uuid::Uuid;
@@ -86,6 +88,124 @@ pub struct UserRecord {
     /// Its installs, newest first.
     pub installs: Vec<InstallSummaryRecord>,
 }
+
+/// An app's own setting for one limit, in place of the deployment's
+/// default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOverride {
+    /// This rate.
+    Rate(Rate),
+    /// No limit for this app.
+    Off,
+}
+
+impl LimitOverride {
+    /// Parses the operators' syntax: a rate as the `RATE_LIMIT_*`
+    /// variables write it, or `off`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(Rate::parse_setting(text)?.map_or(Self::Off, Self::Rate))
+    }
+
+    /// The rate applied; `None` when off.
+    pub fn rate(self) -> Option<Rate> {
+        match self {
+            Self::Rate(rate) => Some(rate),
+            Self::Off => None,
+        }
+    }
+}
+
+impl std::fmt::Display for LimitOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rate(rate) => rate.fmt(f),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+/// An app's own rate limits, one per scope whose subject names the app;
+/// `None` keeps the deployment's default. Install-token and
+/// failed-credential limits have none: their subject (a token, an address)
+/// does not name an app until it has been looked up, and the limit must
+/// hold before that lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppLimits {
+    /// `MintAuthCode` per API key.
+    pub mint_per_key: Option<LimitOverride>,
+    /// `MintAuthCode` per external id.
+    pub mint_per_external_id: Option<LimitOverride>,
+    /// `CreateUser` per device.
+    pub redeem_per_device: Option<LimitOverride>,
+}
+
+impl AppLimits {
+    /// The scopes an app may override, in a stable order.
+    pub const SCOPES: [Scope; 3] = [
+        Scope::MintPerKey,
+        Scope::MintPerExternalId,
+        Scope::RedeemPerDevice,
+    ];
+
+    /// The app's own setting for `scope`; `None` for a scope it cannot
+    /// override or does not.
+    pub fn get(&self, scope: Scope) -> Option<LimitOverride> {
+        match scope {
+            Scope::MintPerKey => self.mint_per_key,
+            Scope::MintPerExternalId => self.mint_per_external_id,
+            Scope::RedeemPerDevice => self.redeem_per_device,
+            Scope::InstallPerToken | Scope::FailedAuthPerAddress => None,
+        }
+    }
+
+    /// The rate applied to the app for `scope`: its own where set, else
+    /// the deployment's default.
+    pub fn rate(&self, scope: Scope, defaults: &LimitsConfig) -> Option<Rate> {
+        self.get(scope)
+            .map_or_else(|| defaults.rate(scope), LimitOverride::rate)
+    }
+
+    /// The stored columns, in [`Self::SCOPES`] order.
+    fn to_columns(self) -> [Option<String>; 3] {
+        Self::SCOPES.map(|scope| self.get(scope).map(|setting| setting.to_string()))
+    }
+
+    /// Reads the stored columns `first..first + 3` of `row`.
+    fn from_columns(row: &tokio_postgres::Row, first: usize) -> Result<Self, StoreError> {
+        let column = |offset: usize| -> Result<Option<LimitOverride>, StoreError> {
+            let text: Option<String> = row.try_get(first + offset)?;
+            text.map(|text| {
+                LimitOverride::parse(&text).map_err(|error| {
+                    StoreError::internal(format!("a stored app limit does not parse: {error}"))
+                })
+            })
+            .transpose()
+        };
+        Ok(Self {
+            mint_per_key: column(0)?,
+            mint_per_external_id: column(1)?,
+            redeem_per_device: column(2)?,
+        })
+    }
+}
+
+/// An app as an operator sees it.
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    /// The app's id.
+    pub app_id: AppId,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// Its SDK configuration.
+    pub sdk_config: serde_json::Value,
+    /// Its own rate limits.
+    pub limits: AppLimits,
+}
+
+const LIMIT_COLUMNS: &str =
+    "limit_mint_per_key, limit_mint_per_external_id, limit_redeem_per_device";
 
 /// What storing a new API key came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,6 +338,74 @@ impl Store {
                     .execute(
                         "UPDATE apps SET sdk_config = $2 WHERE id = $1",
                         &[&app_id.0, sdk_config],
+                    )
+                    .await
+            })
+            .await??;
+        Ok(updated == 1)
+    }
+
+    /// An app with its settings; `None` when there is no such app.
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.get_app", skip_all, fields(db.system = "postgresql"))]
+    pub async fn get_app(&self, app_id: AppId) -> Result<Option<AppRecord>, StoreError> {
+        let row = self
+            .connection()
+            .await?
+            .call(async |client| {
+                client
+                    .query_opt(
+                        &format!("SELECT name, created_at, sdk_config, {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
+                        &[&app_id.0],
+                    )
+                    .await
+            })
+            .await??;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(AppRecord {
+            app_id,
+            name: row.try_get(0)?,
+            created_at: row.try_get(1)?,
+            sdk_config: row.try_get(2)?,
+            limits: AppLimits::from_columns(&row, 3)?,
+        }))
+    }
+
+    /// An app's own rate limits; `None` when there is no such app.
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.app_limits", skip_all, fields(db.system = "postgresql"))]
+    pub async fn app_limits(&self, app_id: AppId) -> Result<Option<AppLimits>, StoreError> {
+        let row = self
+            .connection()
+            .await?
+            .call(async |client| {
+                client
+                    .query_opt(
+                        &format!("SELECT {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
+                        &[&app_id.0],
+                    )
+                    .await
+            })
+            .await??;
+        row.map(|row| AppLimits::from_columns(&row, 0)).transpose()
+    }
+
+    /// Replaces an app's own rate limits; false when the app is unknown.
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.set_app_limits", skip_all, fields(db.system = "postgresql"))]
+    pub async fn set_app_limits(
+        &self,
+        app_id: AppId,
+        limits: AppLimits,
+    ) -> Result<bool, StoreError> {
+        let [mint_per_key, mint_per_external_id, redeem_per_device] = limits.to_columns();
+        let updated = self
+            .connection()
+            .await?
+            .call(async |client| {
+                client
+                    .execute(
+                        "UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1",
+                        &[&app_id.0, &mint_per_key, &mint_per_external_id, &redeem_per_device],
                     )
                     .await
             })

@@ -32,7 +32,8 @@ use deadpool_postgres::Pool;
 use devicelink_shared::stores::Postgres;
 
 pub use admin::{
-    ApiKeyRecord, CreateKeyOutcome, InstallSummaryRecord, NewApiKeyRecord, UserRecord,
+    ApiKeyRecord, AppLimits, AppRecord, CreateKeyOutcome, InstallSummaryRecord, LimitOverride,
+    NewApiKeyRecord, UserRecord,
 };
 pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
 pub use redemptions::PastRedemption;

@@ -38,12 +38,36 @@ pub(crate) enum Command {
         app_id: String,
         external_id: String,
     },
+    GetApp {
+        app_id: String,
+    },
+    /// A limit left out returns to the deployment's default.
+    SetAppLimits {
+        app_id: String,
+        limits: LimitOptions,
+    },
+}
+
+/// `set-app-limits`' options, each a rate as `RATE_LIMIT_*` writes it or
+/// `off`; checked by the service, which names the field it refuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LimitOptions {
+    pub(crate) mint_per_key: Option<String>,
+    pub(crate) mint_per_external_id: Option<String>,
+    pub(crate) redeem_per_device: Option<String>,
+}
+
+impl LimitOptions {
+    fn any(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 /// Reads `--addr`, `--token`, the command and its operands. Options may come
 /// anywhere, as `--name value` or `--name=value`; after `--` all is operands.
 pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let (mut addr, mut token, mut scopes, mut ttl_days) = (None, None, Vec::new(), None);
+    let mut limits = LimitOptions::default();
     let (mut help, mut operands) = (false, Vec::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -71,6 +95,9 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "token" => token = Some(value),
             "scope" => scopes.push(value),
             "ttl-days" => ttl_days = Some(value),
+            "mint-per-key" => limits.mint_per_key = Some(value),
+            "mint-per-external-id" => limits.mint_per_external_id = Some(value),
+            "redeem-per-device" => limits.redeem_per_device = Some(value),
             _ => return Err(format!("unknown option --{name}")),
         }
     }
@@ -81,7 +108,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
             if name != "create-key" && (!scopes.is_empty() || ttl_days.is_some()) {
                 return Err("--scope and --ttl-days belong to create-key".into());
             }
-            parse_command(name, rest, scopes, ttl_days.as_deref())?
+            if name != "set-app-limits" && limits.any() {
+                return Err(
+                    "--mint-per-key, --mint-per-external-id and --redeem-per-device belong to set-app-limits"
+                        .into(),
+                );
+            }
+            parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
         }
     };
     Ok(Invocation {
@@ -96,6 +129,7 @@ fn parse_command(
     rest: &[String],
     scopes: Vec<String>,
     ttl_days: Option<&str>,
+    limits: LimitOptions,
 ) -> Result<Command, String> {
     Ok(match name {
         "help" => Command::Help,
@@ -147,6 +181,17 @@ fn parse_command(
                 app_id,
                 external_id,
             }
+        }
+        "get-app" => {
+            let [app_id] = operands(rest, "get-app APP_ID")?;
+            Command::GetApp { app_id }
+        }
+        "set-app-limits" => {
+            let [app_id] = operands(
+                rest,
+                "set-app-limits APP_ID [--mint-per-key R] [--mint-per-external-id R] [--redeem-per-device R]",
+            )?;
+            Command::SetAppLimits { app_id, limits }
         }
         other => return Err(format!("unknown command {other:?}")),
     })
@@ -260,6 +305,34 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn set_app_limits_takes_a_rate_per_scope() {
+        assert_eq!(
+            command(&[
+                "set-app-limits",
+                "app",
+                "--mint-per-key",
+                "50/s,burst=100",
+                "--redeem-per-device=off"
+            ]),
+            Command::SetAppLimits {
+                app_id: "app".into(),
+                limits: LimitOptions {
+                    mint_per_key: Some("50/s,burst=100".into()),
+                    mint_per_external_id: None,
+                    redeem_per_device: Some("off".into()),
+                },
+            }
+        );
+        assert_eq!(
+            command(&["get-app", "app"]),
+            Command::GetApp {
+                app_id: "app".into()
+            }
+        );
+        assert!(parse(&["get-app", "app", "--mint-per-key", "1/s"]).is_err());
     }
 
     #[test]

@@ -112,6 +112,48 @@ pub(crate) fn user_report(user: &pb::User) -> String {
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
+/// An app's own limits and the ones in force, one line per scope:
+/// `mint_per_key: 50/s,burst=100 (own)` or `... (default)`.
+pub(crate) fn app_report(app: &pb::App) -> String {
+    let sdk_config = devicelink_registration::service::sdk_config::struct_to_json(
+        &app.sdk_config.clone().unwrap_or_default(),
+    );
+    let own = app.limits.clone().unwrap_or_default();
+    let effective = app.effective_limits.clone().unwrap_or_default();
+    let mut lines = vec![
+        format!("app_id: {}", app.app_id),
+        format!("name: {}", app.name),
+        format!("created_at: {}", rfc3339(app.created_at.as_ref())),
+        format!("sdk_config: {sdk_config}"),
+        "limits:".to_owned(),
+    ];
+    for ((scope, own), effective) in limit_fields(&own).into_iter().zip(limit_fields(&effective)) {
+        let source = if own.is_some() { "own" } else { "default" };
+        let rate = effective.1.unwrap_or("-");
+        lines.push(format!("  {scope}: {rate} ({source})"));
+    }
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// Limits as stored: each scope's own rate, or `default`.
+pub(crate) fn limits_report(limits: &pb::AppLimits) -> String {
+    limit_fields(limits)
+        .into_iter()
+        .map(|(scope, rate)| format!("{scope}: {}\n", rate.unwrap_or("default")))
+        .collect()
+}
+
+fn limit_fields(limits: &pb::AppLimits) -> [(&'static str, Option<&str>); 3] {
+    [
+        ("mint_per_key", limits.mint_per_key.as_deref()),
+        (
+            "mint_per_external_id",
+            limits.mint_per_external_id.as_deref(),
+        ),
+        ("redeem_per_device", limits.redeem_per_device.as_deref()),
+    ]
+}
+
 /// The canonical name of a gRPC status code, as in the gRPC docs.
 pub(crate) fn code_name(code: Code) -> &'static str {
     match code {
