@@ -304,24 +304,12 @@ fn figures(m: &Measurement) -> String {
     )
 }
 
-/// The table, as printed on stdout.
-pub fn render(results: &Results, targets: &[Target]) -> String {
-    let mut out = String::new();
-    let meta = &results.meta;
+/// Each call beside its floor, then the floors (a) beside `MintAuthCode`.
+fn render_calls(out: &mut String, results: &Results) {
     let _ = writeln!(
         out,
-        "devicelink-bench: {} run, {} cpus, client threads {}, service threads {}, floor pool {}, services {}",
-        if meta.smoke { "smoke" } else { "full" },
-        meta.cpus,
-        meta.client_threads,
-        meta.service_threads
-            .map_or("default".into(), |t| t.to_string()),
-        meta.pool_size,
-        meta.services,
-    );
-    let _ = writeln!(
-        out,
-        "every rate limit on, at rates no scenario reaches (limits on, not exceeded)"
+        "limits on, not exceeded: the services run with every rate limit on, per-subject ones at \
+         1000000/s, failed credentials per address at their default"
     );
     let header = format!(
         "{:>6} {:>4} {:>8} {:>8} {:>8} {:>8}",
@@ -393,6 +381,26 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
             echo.concurrency,
             figures(echo)
         );
+    }
+}
+
+/// The table, as printed on stdout.
+pub fn render(results: &Results, targets: &[Target]) -> String {
+    let mut out = String::new();
+    let meta = &results.meta;
+    let _ = writeln!(
+        out,
+        "devicelink-bench: {} run, {} cpus, client threads {}, service threads {}, floor pool {}, services {}",
+        if meta.smoke { "smoke" } else { "full" },
+        meta.cpus,
+        meta.client_threads,
+        meta.service_threads
+            .map_or("default".into(), |t| t.to_string()),
+        meta.pool_size,
+        meta.services,
+    );
+    if !results.measurements.is_empty() {
+        render_calls(&mut out, results);
     }
     render_floods(&mut out, &results.floods);
     out.push('\n');
@@ -479,4 +487,65 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
         let _ = writeln!(out, "scenarios with errors: {}", failed.join("; "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bench::load::{LoadOutcome, new_histogram};
+    use crate::bench::results::{FloodTally, REFUSED};
+
+    fn paced(p99_micros: u64, refused: u64) -> LoadOutcome {
+        let mut latencies = new_histogram().expect("a histogram");
+        latencies.record(p99_micros).expect("in bounds");
+        let mut errors = BTreeMap::new();
+        if refused > 0 {
+            errors.insert(REFUSED.to_owned(), refused);
+        }
+        LoadOutcome {
+            latencies,
+            ok: 1,
+            errors,
+            error_samples: BTreeMap::new(),
+            elapsed: Duration::from_secs(1),
+            not_sent: 0,
+        }
+    }
+
+    fn flood(alone: LoadOutcome, flooded: LoadOutcome) -> FloodMeasurement {
+        FloodMeasurement {
+            call: Call::MintAuthCode,
+            concurrency: 16,
+            legit_rate: 500.0,
+            flood_rate: 5_000.0,
+            requests: 1,
+            alone,
+            flooded,
+            flood: FloodTally {
+                sent: 10,
+                outcomes: BTreeMap::from([(REFUSED.to_owned(), 10)]),
+                ..FloodTally::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_refused_legitimate_call_fails_both_flood_targets() {
+        let [p99, refused] = flood_targets(&flood(paced(1_000, 0), paced(1_500, 2)));
+        assert_eq!(p99.verdict, Verdict::Fail);
+        assert_eq!(refused.measured, Some(2.0));
+        assert_eq!(refused.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn the_flood_targets_compare_p99_with_and_without() {
+        let [within, none_refused] = flood_targets(&flood(paced(1_000, 0), paced(1_900, 0)));
+        assert_eq!(within.verdict, Verdict::Pass);
+        assert_eq!(none_refused.verdict, Verdict::Pass);
+        let [beyond, _] = flood_targets(&flood(paced(1_000, 0), paced(2_500, 0)));
+        assert_eq!(beyond.verdict, Verdict::Fail);
+    }
 }
