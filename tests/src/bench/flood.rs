@@ -122,7 +122,14 @@ async fn measure(
         let running = Flood::start(setup, Arc::clone(credentials), flood_rate).await?;
         let outcome = legitimate(setup, call, spec, &format!("flooded-r{round}")).await;
         flood.add(&running.stop().await?);
-        flooded.push(outcome?);
+        let outcome = outcome?;
+        eprintln!(
+            "devicelink-bench: flood {} round {round}: p99 {:.2} ms alone, {:.2} ms flooded",
+            call.label(),
+            alone.last().map_or(0.0, |alone| alone.latency_ms(0.99)),
+            outcome.latency_ms(0.99),
+        );
+        flooded.push(outcome);
     }
     let p99 = |outcome: &LoadOutcome| outcome.latency_ms(0.99);
     let no_run = || BenchError::new(format!("no run of the flood scenario ({})", call.label()));
