@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::results::Call;
 use super::{BenchError, BenchResult, Context};
 
 /// The help text, printed by `--help` and after a bad option.
@@ -34,6 +35,9 @@ usage: devicelink-bench [options]
                              median of as many runs)
   --only create-user         measure only CreateUser (new users and restorations)
                              and floor (c), e.g. while profiling
+  --only flood               measure only the flood scenario: MintAuthCode and
+                             CreateUser paced at c=16, alone and while another
+                             address floods bad credentials at 10x their rate
   --scenario-timeout SECS    deadline of each scenario (default 60, smoke 15)
   --client-threads N         worker threads of the load generator (default 1)
   --service-threads N        TOKIO_WORKER_THREADS of the services and the floor
@@ -94,6 +98,15 @@ pub enum Command {
     Help,
 }
 
+/// The part of the plan `--only` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// `CreateUser` (new users and restorations) beside floor (c).
+    CreateUser,
+    /// The flood scenario ([`super::flood`]).
+    Flood,
+}
+
 /// Services already running, to measure instead of starting our own.
 #[derive(Debug, Clone, Copy)]
 pub struct RunningServices {
@@ -119,8 +132,8 @@ pub struct Options {
     /// Users in the database for the large data-growth measurement; `None`
     /// skips it (smoke).
     pub large_user_count: Option<u64>,
-    /// Measure only `CreateUser` beside floor (c).
-    pub only_create_user: bool,
+    /// Measure only part of the plan (`--only`); `None` runs all of it.
+    pub only: Option<Only>,
     /// The deadline of each scenario.
     pub scenario_timeout: Duration,
     /// Worker threads of the load generator's runtime.
@@ -186,6 +199,29 @@ impl Options {
         }
     }
 
+    /// The legitimate tasks of the flood scenario.
+    pub fn flood_concurrency(&self) -> usize {
+        if self.smoke { 4 } else { 16 }
+    }
+
+    /// The pace of the flood scenario's legitimate `call`s, in requests
+    /// per second: well below what the call can do here (about 11,000/s
+    /// for `MintAuthCode`, 1,700/s for `CreateUser` at c=16), so that ten
+    /// times it, the flood, is a rate this 2-core machine can still send.
+    pub fn flood_legit_rate(&self, call: Call) -> f64 {
+        match (call, self.smoke) {
+            (Call::MintAuthCode, false) => 500.0,
+            (_, false) => 100.0,
+            (Call::MintAuthCode, true) => 100.0,
+            (_, true) => 50.0,
+        }
+    }
+
+    /// How long each paced run of the flood scenario lasts.
+    pub fn flood_run_time(&self) -> Duration {
+        Duration::from_secs(if self.smoke { 2 } else { 10 })
+    }
+
     /// Untimed requests sent before a scenario's timed ones, to open
     /// connections and fill caches.
     pub fn warmup_requests(&self, requests: usize, concurrency: usize) -> usize {
@@ -204,7 +240,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut users = 1_000_000_u64;
     let mut timeout_secs = None;
     let mut rounds = None;
-    let mut only_create_user = false;
+    let mut only = None;
     let mut client_threads = 1_usize;
     let mut service_threads = None;
     let mut pool_size = None;
@@ -223,14 +259,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
             "--requests" => requests = Some(positive(&arg, &value(&arg)?)?),
             "--users" => users = number(&arg, &value(&arg)?)?,
             "--rounds" => rounds = Some(positive(&arg, &value(&arg)?)?),
-            "--only" => match value(&arg)?.as_str() {
-                "create-user" => only_create_user = true,
-                other => {
-                    return Err(BenchError::new(format!(
-                        "--only: unknown call {other:?} (create-user)"
-                    )));
-                }
-            },
+            "--only" => {
+                only = Some(match value(&arg)?.as_str() {
+                    "create-user" => Only::CreateUser,
+                    "flood" => Only::Flood,
+                    other => {
+                        return Err(BenchError::new(format!(
+                            "--only: unknown part {other:?} (create-user or flood)"
+                        )));
+                    }
+                });
+            }
             "--scenario-timeout" => timeout_secs = Some(positive(&arg, &value(&arg)?)?),
             "--client-threads" => client_threads = positive(&arg, &value(&arg)?)?,
             "--service-threads" => service_threads = Some(positive(&arg, &value(&arg)?)?),
@@ -291,7 +330,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
         requests: requests.unwrap_or(if smoke { 20 } else { 10_000 }),
         large_user_count: (!smoke && users > 1_000).then_some(users),
         rounds: rounds.unwrap_or(if smoke { 1 } else { 3 }),
-        only_create_user,
+        only,
         scenario_timeout: Duration::from_secs(timeout_secs.unwrap_or(if smoke { 15 } else { 60 })),
         client_threads,
         service_threads,
@@ -338,6 +377,16 @@ mod tests {
         assert_eq!(options.requests, 20);
         assert_eq!(options.large_user_count, None);
         assert_eq!(options.mint_concurrencies(), vec![1, 4]);
+        assert_eq!(options.only, None);
+    }
+
+    #[test]
+    fn only_names_a_part() {
+        let Ok(Command::Bench(options)) = parsed(&["--only", "flood", "--bin-dir", "x"]) else {
+            panic!("--only flood parses");
+        };
+        assert_eq!(options.only, Some(Only::Flood));
+        assert!(parsed(&["--only", "everything"]).is_err());
     }
 
     #[test]

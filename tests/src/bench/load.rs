@@ -1,6 +1,10 @@
 //! The load generator: `concurrency` tasks take request numbers from one
 //! counter until a fixed count is reached or the scenario's deadline
-//! passes, and time each call into an HDR histogram.
+//! passes, and time each call into an HDR histogram. Closed-loop by
+//! default (each task sends its next call when the last one answers);
+//! with a rate, paced: request `i` of a phase is due `i / rate` seconds
+//! after the phase starts, and its latency counts from when it was due, so
+//! a call that waited for a free task shows that wait.
 //!
 //! It knows nothing about gRPC or SQL: a scenario hands it a function from
 //! (task number, request number) to a future, prepared beforehand so that
@@ -71,6 +75,8 @@ pub struct LoadSpec {
     pub requests: usize,
     /// The timed phase stops taking new requests after this long.
     pub deadline: Duration,
+    /// Requests per second when paced; `None` is closed-loop.
+    pub rate: Option<f64>,
 }
 
 impl LoadSpec {
@@ -101,11 +107,21 @@ pub struct LoadOutcome {
 /// small shared machine one run can land on a busy moment, and runs taken in
 /// turns with the floor's spread that luck evenly. Errors of every run are
 /// kept, so that the median cannot hide a failure.
-pub fn median_run(mut runs: Vec<LoadOutcome>) -> Option<LoadOutcome> {
+pub fn median_run(runs: Vec<LoadOutcome>) -> Option<LoadOutcome> {
+    median_run_by(runs, LoadOutcome::throughput)
+}
+
+/// The median of several runs by `key` (e.g. p99 for paced runs, whose
+/// throughput is the pace), keeping every run's errors as
+/// [`median_run`] does.
+pub fn median_run_by(
+    mut runs: Vec<LoadOutcome>,
+    key: impl Fn(&LoadOutcome) -> f64,
+) -> Option<LoadOutcome> {
     if runs.is_empty() {
         return None;
     }
-    runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let mut median = runs.remove(runs.len() / 2);
     for other in runs {
         for (kind, count) in other.errors {
@@ -211,7 +227,9 @@ where
     Fut: Future<Output = Result<(), CallError>> + Send + 'static,
 {
     let next = Arc::new(AtomicUsize::new(requests.start));
+    let first = requests.start;
     let end = requests.end;
+    let gap = spec.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
     let started = Instant::now();
     let stop_at = deadline.map(|deadline| started + deadline);
     let mut tasks = tokio::task::JoinSet::new();
@@ -232,11 +250,16 @@ where
                 if request >= end {
                     break;
                 }
-                if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+                // When paced, the call is due at its slot and timed from it.
+                let due = gap.map(|gap| started + gap.mul_f64((request - first) as f64));
+                let sent = due.unwrap_or_else(Instant::now);
+                if stop_at.is_some_and(|stop_at| sent.max(Instant::now()) >= stop_at) {
                     tally.not_sent += 1;
                     continue;
                 }
-                let sent = Instant::now();
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let result = match tokio::time::timeout(CALL_TIMEOUT, call(task, request)).await {
                     Ok(result) => result,
                     Err(_elapsed) => Err(CallError::new("timeout", "no answer in 30 s")),
@@ -294,6 +317,7 @@ mod tests {
             warmup: 3,
             requests: 100,
             deadline: Duration::from_secs(10),
+            rate: None,
         };
         let outcome = run(spec, |_task, request| async move {
             if request % 10 == 0 {
@@ -339,12 +363,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rate_paces_the_calls() {
+        let spec = LoadSpec {
+            concurrency: 4,
+            warmup: 0,
+            requests: 20,
+            deadline: Duration::from_secs(10),
+            rate: Some(200.0),
+        };
+        let started = Instant::now();
+        let outcome = run(spec, |_task, _request| async move { Ok(()) })
+            .await
+            .expect("a histogram");
+        // 20 calls at 200/s: the last is due 95 ms after the first.
+        assert_eq!(outcome.ok, 20);
+        assert!(started.elapsed() >= Duration::from_millis(95));
+    }
+
+    #[tokio::test]
     async fn the_deadline_stops_sending() {
         let spec = LoadSpec {
             concurrency: 1,
             warmup: 0,
             requests: 1_000,
             deadline: Duration::from_millis(50),
+            rate: None,
         };
         let outcome = run(spec, |_task, _request| async move {
             tokio::time::sleep(Duration::from_millis(10)).await;

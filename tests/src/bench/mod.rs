@@ -29,6 +29,7 @@
 //! [`output`] writes the JSON and draws the chart.
 
 pub mod cli;
+pub mod flood;
 pub mod floor_server;
 pub mod load;
 pub mod output;

@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use super::report::{Target, growth_pair};
-use super::results::{Measurement, Results};
+use super::results::{FloodMeasurement, Measurement, Results};
 use super::{BenchError, BenchResult, Context};
 
 /// The chart script, next to this crate's sources.
@@ -38,6 +38,37 @@ fn measurement(m: &Measurement) -> Value {
     })
 }
 
+fn legit_figures(o: &super::load::LoadOutcome) -> Value {
+    json!({
+        "ok": o.ok,
+        "errors": o.errors,
+        "not_sent": o.not_sent,
+        "requests_per_s": o.throughput(),
+        "p50_ms": o.latency_ms(0.50),
+        "p99_ms": o.latency_ms(0.99),
+        "p999_ms": o.latency_ms(0.999),
+    })
+}
+
+fn flood(f: &FloodMeasurement) -> Value {
+    json!({
+        "call": f.call.key(),
+        "concurrency": f.concurrency,
+        "legit_rate_per_s": f.legit_rate,
+        "flood_rate_per_s": f.flood_rate,
+        "requests": f.requests,
+        "alone": legit_figures(&f.alone),
+        "flooded": legit_figures(&f.flooded),
+        "legit_refused": f.legit_refused(),
+        "flood": {
+            "sent": f.flood.sent,
+            "sent_per_s": f.flood.rate(),
+            "skipped": f.flood.skipped,
+            "answers": f.flood.outcomes,
+        },
+    })
+}
+
 /// The whole run as one JSON document.
 pub fn to_json(results: &Results, targets: &[Target]) -> Value {
     let meta = &results.meta;
@@ -51,6 +82,7 @@ pub fn to_json(results: &Results, targets: &[Target]) -> Value {
         "requests": meta.requests,
         "services": meta.services,
         "measurements": results.measurements.iter().map(measurement).collect::<Vec<_>>(),
+        "floods": results.floods.iter().map(flood).collect::<Vec<_>>(),
         "growth": {
             "small_users": small.and_then(|m| m.users_in_db),
             "large_users": large.and_then(|m| m.users_in_db),

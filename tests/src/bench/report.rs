@@ -2,10 +2,14 @@
 
 use std::fmt::Write;
 
-use super::results::{Call, Measurement, Results, Subject};
+use super::flood::FLOOD_FACTOR;
+use super::results::{Call, FloodMeasurement, Measurement, Results, Subject};
 
 /// Each service's resident memory must stay below this.
 pub const RSS_TARGET_MIB: f64 = 64.0;
+/// The legitimate calls' p99 under the flood over their p99 without it
+/// must stay at or below this.
+pub const FLOOD_P99_RATIO_TARGET: f64 = 2.0;
 
 /// Whether a target was met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +101,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
         let both = [mint.map(|m| m.0), mint.map(|m| m.1)];
         targets.push(
             Target::new(
-                format!("MintAuthCode c={concurrency} req/s >= 0.85 x floor (b)"),
+                format!("MintAuthCode c={concurrency} (limits on) req/s >= 0.85 x floor (b)"),
                 mint.and_then(|(s, f)| ratio(s.outcome.throughput(), f.outcome.throughput())),
                 0.85,
                 true,
@@ -106,7 +110,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
         );
         targets.push(
             Target::new(
-                format!("MintAuthCode c={concurrency} p99 <= 1.5 x floor (b)"),
+                format!("MintAuthCode c={concurrency} (limits on) p99 <= 1.5 x floor (b)"),
                 mint.and_then(|(s, f)| {
                     ratio(s.outcome.latency_ms(0.99), f.outcome.latency_ms(0.99))
                 }),
@@ -150,6 +154,9 @@ pub fn targets(results: &Results) -> Vec<Target> {
         )
         .failed_by_errors(&[small, large]),
     );
+    for flood in &results.floods {
+        targets.extend(flood_targets(flood));
+    }
     for process in ["authcode-service", "registration-service"] {
         let mib = results
             .memory
@@ -169,6 +176,99 @@ pub fn targets(results: &Results) -> Vec<Target> {
         targets.push(target);
     }
     targets
+}
+
+/// The flood scenario's two targets for one call: its p99 under the flood
+/// within [`FLOOD_P99_RATIO_TARGET`] of its p99 alone, and no legitimate
+/// call refused.
+fn flood_targets(flood: &FloodMeasurement) -> [Target; 2] {
+    let label = flood.call.label();
+    let mut p99 = Target::new(
+        format!("{label} p99 flooded <= {FLOOD_P99_RATIO_TARGET} x alone"),
+        ratio(flood.flooded.latency_ms(0.99), flood.alone.latency_ms(0.99)),
+        FLOOD_P99_RATIO_TARGET,
+        false,
+    );
+    if flood.had_errors() {
+        p99.verdict = Verdict::Fail;
+        p99.note = Some("legitimate requests failed".into());
+    } else if flood.flood.refused() == 0 {
+        // Then the limiter never engaged and the figure says nothing
+        // about it.
+        p99.note = Some("the flood was never refused".into());
+    }
+    let refused = Target::new(
+        format!("{label} legitimate calls refused under flood = 0"),
+        Some(flood.legit_refused() as f64),
+        0.0,
+        false,
+    );
+    [p99, refused]
+}
+
+/// The flood scenario's table.
+fn render_floods(out: &mut String, floods: &[FloodMeasurement]) {
+    if floods.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nflood: legitimate calls paced from 127.0.0.1 at a fixed rate, alone and while {}\n\
+         sends {FLOOD_FACTOR}x that rate of made-up API keys, codes and install tokens",
+        super::flood::FLOOD_SOURCE
+    );
+    let _ = writeln!(
+        out,
+        "{:<18} {:>3} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} | {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "call",
+        "c",
+        "rate/s",
+        "n",
+        "p50 ms",
+        "p99 ms",
+        "p50 fl",
+        "p99 fl",
+        "p99 x",
+        "refused",
+        "flood/s",
+        "sent",
+        "refused",
+        "other",
+        "skipped"
+    );
+    for flood in floods {
+        let other: u64 = flood
+            .flood
+            .outcomes
+            .iter()
+            .filter(|(kind, _)| kind.as_str() != super::results::REFUSED)
+            .map(|(_, count)| count)
+            .sum();
+        let _ = writeln!(
+            out,
+            "{:<18} {:>3} {:>6.0} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>6.2} {:>7} | {:>7.0} {:>8} {:>8} {:>8} {:>7}",
+            flood.call.label(),
+            flood.concurrency,
+            flood.legit_rate,
+            flood.requests,
+            flood.alone.latency_ms(0.50),
+            flood.alone.latency_ms(0.99),
+            flood.flooded.latency_ms(0.50),
+            flood.flooded.latency_ms(0.99),
+            ratio(flood.flooded.latency_ms(0.99), flood.alone.latency_ms(0.99)).unwrap_or(0.0),
+            flood.legit_refused(),
+            flood.flood.rate(),
+            flood.flood.sent,
+            flood.flood.refused(),
+            other,
+            flood.flood.skipped,
+        );
+    }
+    let answers: Vec<String> = floods
+        .iter()
+        .map(|flood| format!("{}: {:?}", flood.call.label(), flood.flood.outcomes))
+        .collect();
+    let _ = writeln!(out, "flood answers by code: {}", answers.join("; "));
 }
 
 /// The data-growth measurements, fewest users first.
@@ -204,20 +304,12 @@ fn figures(m: &Measurement) -> String {
     )
 }
 
-/// The table, as printed on stdout.
-pub fn render(results: &Results, targets: &[Target]) -> String {
-    let mut out = String::new();
-    let meta = &results.meta;
+/// Each call beside its floor, then the floors (a) beside `MintAuthCode`.
+fn render_calls(out: &mut String, results: &Results) {
     let _ = writeln!(
         out,
-        "devicelink-bench: {} run, {} cpus, client threads {}, service threads {}, floor pool {}, services {}",
-        if meta.smoke { "smoke" } else { "full" },
-        meta.cpus,
-        meta.client_threads,
-        meta.service_threads
-            .map_or("default".into(), |t| t.to_string()),
-        meta.pool_size,
-        meta.services,
+        "limits on, not exceeded: the services run with every rate limit on, per-subject ones at \
+         1000000/s, failed credentials per address at their default"
     );
     let header = format!(
         "{:>6} {:>4} {:>8} {:>8} {:>8} {:>8}",
@@ -290,6 +382,27 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
             figures(echo)
         );
     }
+}
+
+/// The table, as printed on stdout.
+pub fn render(results: &Results, targets: &[Target]) -> String {
+    let mut out = String::new();
+    let meta = &results.meta;
+    let _ = writeln!(
+        out,
+        "devicelink-bench: {} run, {} cpus, client threads {}, service threads {}, floor pool {}, services {}",
+        if meta.smoke { "smoke" } else { "full" },
+        meta.cpus,
+        meta.client_threads,
+        meta.service_threads
+            .map_or("default".into(), |t| t.to_string()),
+        meta.pool_size,
+        meta.services,
+    );
+    if !results.measurements.is_empty() {
+        render_calls(&mut out, results);
+    }
+    render_floods(&mut out, &results.floods);
     out.push('\n');
     for growth in growth_measurements(results) {
         let _ = writeln!(
@@ -362,9 +475,77 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
                 m.subject.label()
             )
         })
+        .chain(
+            results
+                .floods
+                .iter()
+                .filter(|flood| flood.had_errors())
+                .map(|flood| format!("flood {} (legitimate calls)", flood.call.label())),
+        )
         .collect();
     if !failed.is_empty() {
         let _ = writeln!(out, "scenarios with errors: {}", failed.join("; "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bench::load::{LoadOutcome, new_histogram};
+    use crate::bench::results::{FloodTally, REFUSED};
+
+    fn paced(p99_micros: u64, refused: u64) -> LoadOutcome {
+        let mut latencies = new_histogram().expect("a histogram");
+        latencies.record(p99_micros).expect("in bounds");
+        let mut errors = BTreeMap::new();
+        if refused > 0 {
+            errors.insert(REFUSED.to_owned(), refused);
+        }
+        LoadOutcome {
+            latencies,
+            ok: 1,
+            errors,
+            error_samples: BTreeMap::new(),
+            elapsed: Duration::from_secs(1),
+            not_sent: 0,
+        }
+    }
+
+    fn flood(alone: LoadOutcome, flooded: LoadOutcome) -> FloodMeasurement {
+        FloodMeasurement {
+            call: Call::MintAuthCode,
+            concurrency: 16,
+            legit_rate: 500.0,
+            flood_rate: 5_000.0,
+            requests: 1,
+            alone,
+            flooded,
+            flood: FloodTally {
+                sent: 10,
+                outcomes: BTreeMap::from([(REFUSED.to_owned(), 10)]),
+                ..FloodTally::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_refused_legitimate_call_fails_both_flood_targets() {
+        let [p99, refused] = flood_targets(&flood(paced(1_000, 0), paced(1_500, 2)));
+        assert_eq!(p99.verdict, Verdict::Fail);
+        assert_eq!(refused.measured, Some(2.0));
+        assert_eq!(refused.verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn the_flood_targets_compare_p99_with_and_without() {
+        let [within, none_refused] = flood_targets(&flood(paced(1_000, 0), paced(1_900, 0)));
+        assert_eq!(within.verdict, Verdict::Pass);
+        assert_eq!(none_refused.verdict, Verdict::Pass);
+        let [beyond, _] = flood_targets(&flood(paced(1_000, 0), paced(2_500, 0)));
+        assert_eq!(beyond.verdict, Verdict::Fail);
+    }
 }

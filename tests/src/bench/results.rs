@@ -1,5 +1,6 @@
 //! What a run measured, gathered for the table, the JSON and the chart.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::load::{LoadOutcome, LoadSpec};
@@ -125,6 +126,92 @@ impl Measurement {
     }
 }
 
+/// The gRPC code the services refuse a limited caller with, as the load
+/// generator tallies it ([`super::load::CallError`]).
+pub const REFUSED: &str = "ResourceExhausted";
+
+/// What the flood sent and how it was answered.
+#[derive(Debug, Clone, Default)]
+pub struct FloodTally {
+    /// Calls sent (every answer is in `outcomes`).
+    pub sent: u64,
+    /// Answers by gRPC code (`ok` for a success, which a flood of made-up
+    /// credentials should never get).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Calls due but not sent because as many were already in flight as
+    /// the flood allows.
+    pub skipped: u64,
+    /// How long it flooded.
+    pub elapsed: Duration,
+}
+
+impl FloodTally {
+    /// Adds another round's tally.
+    pub fn add(&mut self, other: &Self) {
+        self.sent += other.sent;
+        self.skipped += other.skipped;
+        self.elapsed += other.elapsed;
+        for (kind, count) in &other.outcomes {
+            *self.outcomes.entry(kind.clone()).or_default() += count;
+        }
+    }
+
+    /// Calls refused by a rate limit.
+    pub fn refused(&self) -> u64 {
+        self.outcomes.get(REFUSED).copied().unwrap_or(0)
+    }
+
+    /// Calls sent per second.
+    pub fn rate(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.sent as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One call of the flood scenario: legitimate traffic alone and while
+/// another address floods bad credentials.
+#[derive(Debug, Clone)]
+pub struct FloodMeasurement {
+    /// The legitimate call.
+    pub call: Call,
+    /// Its tasks.
+    pub concurrency: usize,
+    /// Its pace, requests per second.
+    pub legit_rate: f64,
+    /// The flood's pace, requests per second.
+    pub flood_rate: f64,
+    /// The timed requests of each legitimate run.
+    pub requests: usize,
+    /// The legitimate calls without the flood (median run by p99).
+    pub alone: LoadOutcome,
+    /// The legitimate calls with it (median run by p99).
+    pub flooded: LoadOutcome,
+    /// The flood, over every round.
+    pub flood: FloodTally,
+}
+
+impl FloodMeasurement {
+    /// Legitimate calls refused by a rate limit, with or without the flood.
+    pub fn legit_refused(&self) -> u64 {
+        [&self.alone, &self.flooded]
+            .iter()
+            .filter_map(|outcome| outcome.errors.get(REFUSED))
+            .sum()
+    }
+
+    /// Whether a legitimate call failed (refusals included) or was never
+    /// sent. The flood's own refusals are expected and never count.
+    pub fn had_errors(&self) -> bool {
+        [&self.alone, &self.flooded]
+            .iter()
+            .any(|outcome| outcome.error_count() > 0 || outcome.not_sent > 0)
+    }
+}
+
 /// The memory of one process the run started.
 #[derive(Debug, Clone)]
 pub struct ProcessMemory {
@@ -160,6 +247,8 @@ pub struct Results {
     pub meta: RunMeta,
     /// Each scenario, in the order run.
     pub measurements: Vec<Measurement>,
+    /// The flood scenario, one per legitimate call.
+    pub floods: Vec<FloodMeasurement>,
     /// Memory of the processes the run started.
     pub memory: Vec<ProcessMemory>,
     /// Bulk loads: users after the load, and how long it took.
@@ -174,6 +263,7 @@ impl Results {
         Self {
             meta,
             measurements: Vec::new(),
+            floods: Vec::new(),
             memory: Vec::new(),
             bulk_loads: Vec::new(),
             aborted: None,
@@ -190,9 +280,11 @@ impl Results {
     }
 
     /// Whether the run is in error: stopped early, or a scenario had
-    /// failed or unsent requests.
+    /// failed or unsent requests (the flood's own answers aside).
     pub fn failed(&self) -> bool {
-        self.aborted.is_some() || self.measurements.iter().any(Measurement::had_errors)
+        self.aborted.is_some()
+            || self.measurements.iter().any(Measurement::had_errors)
+            || self.floods.iter().any(FloodMeasurement::had_errors)
     }
 
     /// Prints a measurement's figures as it ends and keeps it.

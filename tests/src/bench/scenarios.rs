@@ -1,6 +1,7 @@
 //! The plan of a run: each call at each concurrency, each beside its floor,
 //! in an order that keeps the data-growth comparison honest (the 1,000-user
-//! measurement runs first on a nearly empty database, the large one last).
+//! measurement runs first on a nearly empty database, the large one last),
+//! with the flood scenario ([`flood`]) before the large load.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +12,8 @@ use devicelink_shared::pb::registration_service_client::RegistrationServiceClien
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-use super::cli::Options;
+use super::cli::{Only, Options};
+use super::flood;
 use super::load::{self, CallError, LoadSpec};
 use super::prepare::{
     BenchApp, authorized, bearer, channels, create_user_requests, identities, mint_codes,
@@ -57,16 +59,21 @@ impl Setup {
             warmup: self.options.warmup_requests(requests, concurrency),
             requests,
             deadline: self.options.scenario_timeout,
+            rate: None,
         }
     }
 }
 
 /// Runs every scenario, adding each measurement to `results` as it ends.
 pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
-    if setup.options.only_create_user {
-        let floor = sql_floor(setup).await?;
-        create_users(setup, &floor, results).await?;
-        return Ok(());
+    match setup.options.only {
+        Some(Only::CreateUser) => {
+            let floor = sql_floor(setup).await?;
+            create_users(setup, &floor, results).await?;
+            return Ok(());
+        }
+        Some(Only::Flood) => return flood::run(setup, results).await,
+        None => {}
     }
     for &concurrency in &setup.options.mint_concurrencies() {
         let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
@@ -94,6 +101,7 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
     settle(setup).await;
     statuses(setup, &floor, &tokens, results).await?;
     drop(floor);
+    flood::run(setup, results).await?;
 
     if let Some(large) = setup.options.large_user_count {
         load_users(setup, results, SMALL_USER_COUNT + 1, large).await?;
@@ -116,7 +124,7 @@ async fn sql_floor(setup: &Setup) -> BenchResult<SqlFloor> {
 }
 
 /// `MintAuthCode` against the service or floor (a) or (b).
-async fn mint(
+pub(super) async fn mint(
     setup: &Setup,
     subject: Subject,
     addr: SocketAddr,
@@ -309,7 +317,7 @@ async fn create_users(
 /// Mints a code per external id (untimed), then redeems them on
 /// `device_ids` under load. Each answer must say `restored` as expected;
 /// the install tokens go to `tokens` when given.
-async fn create_user(
+pub(super) async fn create_user(
     setup: &Setup,
     spec: LoadSpec,
     external_ids: &[String],
