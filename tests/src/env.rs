@@ -38,6 +38,10 @@ pub struct TestOptions {
     /// Route each service's Postgres and Redis traffic through proxies the
     /// test can cut, to simulate outages.
     pub through_proxies: bool,
+    /// With [`Self::through_proxies`], how many of the last registration
+    /// replicas reach the stores directly instead: a partition that cuts
+    /// off some replicas and not others.
+    pub direct_replicas: usize,
     /// How long in-flight calls may take to finish once a service drains.
     pub shutdown_grace: Duration,
     /// Serve TLS with these files.
@@ -59,6 +63,7 @@ impl Default for TestOptions {
             registration_replicas: 1,
             code_ttl: Duration::from_secs(600),
             through_proxies: false,
+            direct_replicas: 0,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             limits: devicelink_shared::config::LimitsConfig::off(),
@@ -287,9 +292,16 @@ impl TestEnv {
         };
         // Replicas start at once, as a rollout starts them: migrations must
         // cope.
-        let replicas = (0..options.registration_replicas.max(1)).map(|_| {
+        let replica_count = options.registration_replicas.max(1);
+        let direct_from = replica_count.saturating_sub(options.direct_replicas);
+        let replicas = (0..replica_count).map(|replica| {
+            let mut common = common.clone();
+            if replica >= direct_from {
+                common.database_url = database_url.clone();
+                common.redis_url = redis_url();
+            }
             RegistrationApplication::build(RegistrationConfig {
-                common: common.clone(),
+                common,
                 watch_caps: options.watch_caps,
                 admin_listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
                 operators: operators.clone(),
