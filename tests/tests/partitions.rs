@@ -127,6 +127,27 @@ async fn give_up_on_calls(
     }
 }
 
+/// Opens as many pooled connections as registration's pool holds (eight
+/// in tests), by redeeming codes at once, so that the calls of a partition
+/// find them there.
+async fn fill_the_pool(env: &TestEnv, app_id: &str, api_key: &str) {
+    let mut codes = Vec::new();
+    for user in 0..16 {
+        codes.push((user, env.mint(api_key, &format!("pool-{user}")).await));
+    }
+    let registration = env.registration().await;
+    let redemptions = codes.into_iter().map(|(user, code)| {
+        let mut client = registration.clone();
+        let request = create_user_request(&code, app_id, phone(&format!("pool-{user}")));
+        tokio::spawn(async move { client.create_user(request).await })
+    });
+    for redemption in futures_util::future::join_all(redemptions).await {
+        redemption
+            .expect("the redemption's task")
+            .expect("a redemption before the partition");
+    }
+}
+
 /// After a partition heals: every one of many calls succeeds at the first
 /// try, sequential and concurrent (more than the pool holds), within the
 /// time the services get to notice that the store is back.
@@ -165,10 +186,21 @@ async fn a_postgres_partition_fails_calls_fast_and_heals_by_itself() {
     }
     let registration = env.registration().await;
     await_health(&env, 0, ServingStatus::Serving, Duration::from_secs(10)).await;
+    fill_the_pool(&env, &app_id, &api_key).await;
     let postgres = env.postgres_proxy.as_ref().expect("a Postgres proxy");
 
     postgres.pause();
     let partitioned_at = Instant::now();
+    // Clients that give up mid-call, as many as the pool holds, each on a
+    // pooled connection whose statement is stuck in the partition.
+    give_up_on_calls(
+        &registration,
+        &app_id,
+        &codes[2..],
+        &token,
+        Duration::from_millis(300),
+    )
+    .await;
     let mut slowest_failure = Duration::ZERO;
     // Reads and writes, several at once; a read may still be answered from
     // the cache, but only within the bound.
@@ -197,15 +229,6 @@ async fn a_postgres_partition_fails_calls_fast_and_heals_by_itself() {
     }
     let not_serving_after = partitioned_at.elapsed()
         + await_health(&env, 0, ServingStatus::NotServing, Duration::from_secs(5)).await;
-    // Clients that give up mid-call, more of them than the pool holds.
-    give_up_on_calls(
-        &registration,
-        &app_id,
-        &codes[2..],
-        &token,
-        Duration::from_millis(300),
-    )
-    .await;
     let mut client = registration.clone();
     let took = failed_fast(
         "a read after the abandoned calls",
