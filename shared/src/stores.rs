@@ -108,7 +108,7 @@ impl Postgres {
         let mut config: tokio_postgres::Config = database_url.parse()?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("devicelink");
-        config.options(&with_server_timeouts(config.get_options()));
+        config.options(with_server_timeouts(config.get_options()));
         let connector = tokio_postgres::NoTls;
         let manager = Manager::from_config(
             config.clone(),
