@@ -208,8 +208,19 @@ fn init_test_logs() {
 static SWEPT: AtomicBool = AtomicBool::new(false);
 static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Whether the test process that made database `name`
+/// (`dltest_{pid}_{n}`) still runs; where `/proc` cannot tell, no.
+fn test_process_is_running(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("dltest_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Creates a fresh database for one test. Databases of earlier test runs
-/// (other process ids) are dropped first, once per process.
+/// (other process ids, no longer running) are dropped first, once per
+/// process.
 pub async fn create_database() -> String {
     let admin_url = admin_database_url();
     let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
@@ -229,6 +240,12 @@ pub async fn create_database() -> String {
             .expect("list stale test databases");
         for row in stale {
             let name: String = row.get(0);
+            if test_process_is_running(&name) {
+                // Another test run, going on now (a neighbour's worktree):
+                // its databases are in use, even when a partition test has
+                // left them without a connection for a moment.
+                continue;
+            }
             let _ = client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
                 .await;

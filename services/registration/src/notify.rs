@@ -39,7 +39,7 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// failed attempt up to [`RECONNECT_DELAY_MAX`]: quick to come back, gentle
 /// on a Postgres that is struggling.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(250);
-const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
+const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
 /// Why the listener's connection was given up.
 #[derive(Debug, thiserror::Error)]
