@@ -8,6 +8,12 @@
 //! (re)connecting, the listener publishes [`StatusEvent::Resync`] so that
 //! streams re-read their status and nothing that happened while the
 //! connection was down is missed.
+//!
+//! A connection can also go silent without breaking (a partition): the
+//! listener then proves it is alive with a heartbeat query that must be
+//! answered in time, treats a missed one as a lost connection, and reports
+//! every sign of life to the [`StatusCache`], which is trusted only while
+//! those are recent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +45,8 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// failed attempt up to [`RECONNECT_DELAY_MAX`]: quick to come back, gentle
 /// on a Postgres that is struggling.
 const RECONNECT_DELAY_MIN: Duration = Duration::from_millis(250);
+/// The longest pause between two reconnection attempts: a listener is back
+/// within about a second of Postgres.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(1);
 
 /// Why the listener's connection was given up.
@@ -76,7 +84,7 @@ impl StatusNotifier {
 
 /// Starts listening for status changes until the service drains; each
 /// change evicts its install from `cache`, which is bypassed while the
-/// listener is not connected.
+/// listener is not connected or has not proved alive lately.
 pub fn spawn_listener(
     postgres: Postgres,
     cache: Arc<StatusCache>,

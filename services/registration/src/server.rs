@@ -127,6 +127,7 @@ impl Application {
             statuses.clone(),
             drain.clone(),
         );
+        await_listener(&statuses).await;
         spawn_janitor(self.store.clone(), drain.clone());
         self.operators
             .spawn_reload(self.config.operators.clone(), drain.clone());
@@ -195,6 +196,23 @@ impl Application {
             .run_until_stopped(shutdown, self.config.common.shutdown_grace)
             .await
     }
+}
+
+/// How long start-up waits for the change listener before its first health
+/// report: the listener's own connect deadline.
+const LISTENER_START_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits, for at most [`LISTENER_START_WAIT`], until the change listener is
+/// alive, so that the first health report (NOT_SERVING while it is not)
+/// describes a replica that has started rather than one still starting.
+/// A listener that cannot connect is reported by the health service.
+async fn await_listener(statuses: &StatusCache) {
+    let alive = async {
+        while !statuses.listener_alive() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(LISTENER_START_WAIT, alive).await;
 }
 
 /// Migrates the schema and returns: the migration step of a rollout
