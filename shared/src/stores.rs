@@ -40,6 +40,16 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a health probe waits for a store's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Postgres's own bound on one statement (`statement_timeout`) on every
+/// connection the services make. The client gives up at [`STORE_TIMEOUT`]
+/// and cancels; this is the backstop for when the cancel request cannot
+/// get through (a partition), so that work abandoned by the client does
+/// not run, or hold locks, for ever once the partition heals.
+pub const SERVER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Postgres's bound on a transaction left open and idle
+/// (`idle_in_transaction_session_timeout`): a transaction whose client
+/// vanished mid-way is rolled back, and its locks released, after this.
+pub const SERVER_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether a Postgres error means the server cannot be reached or is going
 /// away (a retry may succeed), rather than a refusal of the statement.
@@ -98,6 +108,7 @@ impl Postgres {
         let mut config: tokio_postgres::Config = database_url.parse()?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("devicelink");
+        config.options(with_server_timeouts(config.get_options()));
         let connector = tokio_postgres::NoTls;
         let manager = Manager::from_config(
             config.clone(),
@@ -141,16 +152,21 @@ impl Postgres {
         token.cancel_query(self.connector).await
     }
 
-    /// Whether Postgres answers a trivial query within a second.
+    /// Whether Postgres answers a trivial query within a second (and a
+    /// pooled connection came within another). A connection whose probe
+    /// went unanswered is closed, not returned to the pool with the probe
+    /// still outstanding, where the next request would queue behind it.
     pub async fn reachable(&self) -> bool {
-        let probe = async {
-            let client = self.pool.get().await.ok()?;
-            client.simple_query("SELECT 1").await.ok()
+        let Ok(Ok(client)) = tokio::time::timeout(PROBE_TIMEOUT, self.pool.get()).await else {
+            return false;
         };
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-            Ok(Some(_))
-        )
+        match tokio::time::timeout(PROBE_TIMEOUT, client.simple_query("SELECT 1")).await {
+            Ok(answer) => answer.is_ok(),
+            Err(_elapsed) => {
+                drop(deadpool_postgres::Object::take(client));
+                false
+            }
+        }
     }
 
     /// Publishes the pool's size and use as gauges
@@ -163,6 +179,21 @@ impl Postgres {
         metrics::gauge!("devicelink_db_pool_connections", "state" => "in_use").set(in_use as f64);
         metrics::gauge!("devicelink_db_pool_connections", "state" => "idle").set(idle as f64);
         metrics::gauge!("devicelink_db_pool_waiting").set(status.waiting as f64);
+    }
+}
+
+/// The connection's startup `options` with the server-side timeouts added,
+/// so that they hold on every connection (pooled or session) from its
+/// first statement, whatever a `SET` or `RESET ALL` would do later.
+fn with_server_timeouts(options: Option<&str>) -> String {
+    let timeouts = format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        SERVER_STATEMENT_TIMEOUT.as_millis(),
+        SERVER_IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+    );
+    match options {
+        Some(options) if !options.trim().is_empty() => format!("{options} {timeouts}"),
+        _ => timeouts,
     }
 }
 
@@ -243,6 +274,31 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    #[tokio::test]
+    async fn every_postgres_connection_carries_the_server_side_timeouts() {
+        let url = std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+            "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned()
+        });
+        let postgres = Postgres::new(&url, 1).expect("a pool");
+        let show = "SELECT current_setting('statement_timeout'),
+                           current_setting('idle_in_transaction_session_timeout')";
+        let expected = ("5s".to_owned(), "5s".to_owned());
+
+        let pooled = postgres.pool().get().await.expect("a pooled connection");
+        // Even a session that resets its settings keeps them.
+        pooled.batch_execute("RESET ALL").await.expect("reset");
+        let row = pooled.query_one(show, &[]).await.expect("pooled settings");
+        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), expected);
+
+        let (session, connection) = postgres.connect_session().await.expect("a session");
+        tokio::spawn(connection);
+        let row = session
+            .query_one(show, &[])
+            .await
+            .expect("session settings");
+        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), expected);
+    }
 
     #[tokio::test]
     async fn a_redis_that_never_answers_fails_the_command_within_the_store_timeout() {

@@ -38,6 +38,10 @@ pub struct TestOptions {
     /// Route each service's Postgres and Redis traffic through proxies the
     /// test can cut, to simulate outages.
     pub through_proxies: bool,
+    /// With [`Self::through_proxies`], how many of the last registration
+    /// replicas reach the stores directly instead: a partition that cuts
+    /// off some replicas and not others.
+    pub direct_replicas: usize,
     /// How long in-flight calls may take to finish once a service drains.
     pub shutdown_grace: Duration,
     /// Serve TLS with these files.
@@ -59,6 +63,7 @@ impl Default for TestOptions {
             registration_replicas: 1,
             code_ttl: Duration::from_secs(600),
             through_proxies: false,
+            direct_replicas: 0,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             limits: devicelink_shared::config::LimitsConfig::off(),
@@ -203,8 +208,19 @@ fn init_test_logs() {
 static SWEPT: AtomicBool = AtomicBool::new(false);
 static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Whether the test process that made database `name`
+/// (`dltest_{pid}_{n}`) still runs; where `/proc` cannot tell, no.
+fn test_process_is_running(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("dltest_")
+        .and_then(|rest| rest.split('_').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Creates a fresh database for one test. Databases of earlier test runs
-/// (other process ids) are dropped first, once per process.
+/// (other process ids, no longer running) are dropped first, once per
+/// process.
 pub async fn create_database() -> String {
     let admin_url = admin_database_url();
     let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
@@ -224,6 +240,12 @@ pub async fn create_database() -> String {
             .expect("list stale test databases");
         for row in stale {
             let name: String = row.get(0);
+            if test_process_is_running(&name) {
+                // Another test run, going on now (a neighbour's worktree):
+                // its databases are in use, even when a partition test has
+                // left them without a connection for a moment.
+                continue;
+            }
             let _ = client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
                 .await;
@@ -287,9 +309,16 @@ impl TestEnv {
         };
         // Replicas start at once, as a rollout starts them: migrations must
         // cope.
-        let replicas = (0..options.registration_replicas.max(1)).map(|_| {
+        let replica_count = options.registration_replicas.max(1);
+        let direct_from = replica_count.saturating_sub(options.direct_replicas);
+        let replicas = (0..replica_count).map(|replica| {
+            let mut common = common.clone();
+            if replica >= direct_from {
+                common.database_url = database_url.clone();
+                common.redis_url = redis_url();
+            }
             RegistrationApplication::build(RegistrationConfig {
-                common: common.clone(),
+                common,
                 watch_caps: options.watch_caps,
                 admin_listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
                 operators: operators.clone(),

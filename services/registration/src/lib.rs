@@ -40,7 +40,16 @@
 //! [`devicelink_shared::stores::STORE_TIMEOUT`] and fails with UNAVAILABLE
 //! past it. A call abandoned so, or by a client that went away, is
 //! cancelled in Postgres and its connection closed, never returned to the
-//! pool with work outstanding (see `store/connection.rs`).
+//! pool with work outstanding (see `store/connection.rs`). Postgres bounds
+//! each statement itself too (see [`devicelink_shared::stores`]).
+//!
+//! A Postgres that stops answering without closing the connection (a
+//! partition) would leave the listener waiting for announcements that
+//! never come. So [`notify`] sends a heartbeat every 500 ms that must be
+//! answered within a second, or it reconnects and resyncs the watch
+//! streams; and the [`status_cache`] is trusted only for 1.5 s after the
+//! listener's last sign of life, and the health service reports
+//! NOT_SERVING while the listener is not alive.
 
 pub mod arbitration;
 pub mod codes;

@@ -4,6 +4,15 @@
 //! order, each in its own transaction, under a Postgres advisory lock: when
 //! several replicas start at once, one migrates and the others wait, then
 //! find nothing left to do.
+//!
+//! Migrations run under the same server-side `statement_timeout` as every
+//! other statement (see [`devicelink_shared::stores`]), and start-up (or
+//! the rollout's migration step) gives them ten seconds in all, so that a
+//! Postgres that stops answering is reported, not waited on for ever. A
+//! migration with a longer statement (an index on a large table) must
+//! raise the timeout for its own transaction (`SET LOCAL
+//! statement_timeout = ...` at the top of its file) and the start-up
+//! budget (`MIGRATION_WAIT` in [`crate::server`]).
 
 use deadpool_postgres::Pool;
 

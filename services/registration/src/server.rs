@@ -127,19 +127,25 @@ impl Application {
             statuses.clone(),
             drain.clone(),
         );
+        await_listener(&statuses).await;
         spawn_janitor(self.store.clone(), drain.clone());
         self.operators
             .spawn_reload(self.config.operators.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
         let (postgres, codes) = (self.store.postgres().clone(), self.codes.clone());
+        let listener = statuses.clone();
+        // SERVING needs both stores answering and the change listener alive:
+        // a replica whose listener went silent would serve watches that
+        // never move.
         start_health_watch(
             health_reporter,
             HEALTH_SERVICES,
             move || {
                 let (postgres, codes) = (postgres.clone(), codes.clone());
+                let listener_alive = listener.listener_alive();
                 async move {
                     postgres.record_pool_usage();
-                    postgres.reachable().await && codes.reachable().await
+                    listener_alive && postgres.reachable().await && codes.reachable().await
                 }
             },
             drain.clone(),
@@ -193,6 +199,23 @@ impl Application {
     }
 }
 
+/// How long start-up waits for the change listener before its first health
+/// report: the listener's own connect deadline.
+const LISTENER_START_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits, for at most [`LISTENER_START_WAIT`], until the change listener is
+/// alive, so that the first health report (NOT_SERVING while it is not)
+/// describes a replica that has started rather than one still starting.
+/// A listener that cannot connect is reported by the health service.
+async fn await_listener(statuses: &StatusCache) {
+    let alive = async {
+        while !statuses.listener_alive() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(LISTENER_START_WAIT, alive).await;
+}
+
 /// Migrates the schema and returns: the migration step of a rollout
 /// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
 pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
@@ -210,12 +233,22 @@ const MIGRATION_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Applies pending migrations, waiting up to [`MIGRATION_WAIT`] for an
 /// unreachable Postgres; an outage is told apart from a migration that
-/// fails.
+/// fails. A Postgres that accepts the connection and then stops answering
+/// is given the same [`MIGRATION_WAIT`] in all, then reported as an outage.
 async fn migrate_schema(postgres: &Postgres) -> Result<(), StartupError> {
     const STEP: &str = "migrating the schema";
     let deadline = Instant::now() + MIGRATION_WAIT;
     loop {
-        match migrate::run(postgres.pool()).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(left, migrate::run(postgres.pool())).await;
+        let Ok(attempt) = attempt else {
+            return Err(StartupError::StoreUnavailable {
+                step: STEP,
+                store: "Postgres",
+                cause: format!("no answer within {MIGRATION_WAIT:?}").into(),
+            });
+        };
+        match attempt {
             Ok(()) => return Ok(()),
             Err(StoreError::Unavailable(cause)) if Instant::now() < deadline => {
                 tracing::warn!(error = %error_chain(&*cause), "Postgres cannot be reached to migrate the schema; retrying");

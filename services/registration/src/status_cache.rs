@@ -11,6 +11,16 @@
 //! bypassed until the listener is back. A replica evicts its own changes at
 //! once, without waiting for its own announcement.
 //!
+//! A listener can also go silent without disconnecting (a partition: the
+//! socket stays open, nothing arrives), and it then misses announcements
+//! without knowing it. So the listener reports every sign of life (a
+//! heartbeat answered, a notification received), and the cache is trusted
+//! only for [`TRUSTED_FOR`] after the last one: past that it is bypassed,
+//! as if the listener were disconnected, until the listener proves itself
+//! again. A replica therefore never answers from its cache more than
+//! [`TRUSTED_FOR`] (plus the time to send the answer) after its listener
+//! last proved it received what Postgres sent.
+//!
 //! One cache per replica, shared (`Arc`) by the listener that evicts and
 //! the handler that reads, evicts its own changes and fills it.
 
@@ -24,6 +34,12 @@ use crate::domain::InstallStatus;
 
 /// How long an entry is trusted at most, whatever the notifications say.
 const MAX_AGE: Duration = Duration::from_secs(30);
+/// How long after the listener's last sign of life the cache is trusted:
+/// longer than one heartbeat period and its deadline together
+/// ([`crate::notify`]), so that a healthy listener never lets it lapse,
+/// and short enough that the bound stated in the README (two seconds)
+/// holds with room for the answer to be sent.
+pub const TRUSTED_FOR: Duration = Duration::from_millis(1500);
 /// The most entries kept; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -40,6 +56,8 @@ pub struct StatusCache {
 struct Inner {
     /// Whether change notifications are being received.
     listening: bool,
+    /// When the listener last proved its connection delivers.
+    alive_at: Option<Instant>,
     /// Bumped by every eviction.
     generation: u64,
     by_token: HashMap<TokenHash, (InstallStatus, Instant)>,
@@ -60,7 +78,7 @@ impl StatusCache {
     /// notifications are not being received).
     pub fn get(&self, token_hash: &TokenHash) -> Result<InstallStatus, Option<ReadTicket>> {
         let inner = self.lock();
-        if !inner.listening {
+        if !inner.trusted() {
             return Err(None);
         }
         match inner.by_token.get(token_hash) {
@@ -76,7 +94,7 @@ impl StatusCache {
     /// `ticket` was taken.
     pub fn insert(&self, ticket: ReadTicket, token_hash: TokenHash, status: &InstallStatus) {
         let mut inner = self.lock();
-        if !inner.listening || inner.generation != ticket.0 {
+        if !inner.trusted() || inner.generation != ticket.0 {
             return;
         }
         if inner.by_token.len() >= MAX_ENTRIES {
@@ -105,9 +123,42 @@ impl StatusCache {
     pub fn set_listening(&self, listening: bool) {
         let mut inner = self.lock();
         inner.listening = listening;
+        inner.alive_at = listening.then(Instant::now);
         inner.generation += 1;
         inner.by_token.clear();
         inner.token_of_install.clear();
+    }
+
+    /// The listener's connection just proved it delivers (a heartbeat was
+    /// answered, a notification arrived): the cache is trusted for another
+    /// [`TRUSTED_FOR`].
+    pub fn mark_alive(&self) {
+        let mut inner = self.lock();
+        if inner.listening {
+            inner.alive_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether the listener got as far as listening on its connection
+    /// (which may have gone silent since).
+    pub fn is_listening(&self) -> bool {
+        self.lock().listening
+    }
+
+    /// Whether the listener is connected and proved it within
+    /// [`TRUSTED_FOR`]: what the health service reports on.
+    pub fn listener_alive(&self) -> bool {
+        self.lock().trusted()
+    }
+}
+
+impl Inner {
+    /// Whether what is cached can be believed now.
+    fn trusted(&self) -> bool {
+        self.listening
+            && self
+                .alive_at
+                .is_some_and(|alive_at| alive_at.elapsed() < TRUSTED_FOR)
     }
 }
 
@@ -142,6 +193,26 @@ mod tests {
         assert_eq!(cached.install_id, InstallId(Uuid::from_u128(7)));
         cache.set_listening(false);
         assert!(matches!(cache.get(&[1; 32]), Err(None)));
+    }
+
+    #[test]
+    fn a_silent_listener_is_trusted_no_longer_than_the_window() {
+        let cache = StatusCache::default();
+        cache.set_listening(true);
+        let Err(Some(ticket)) = cache.get(&[4; 32]) else {
+            panic!("a ticket")
+        };
+        cache.insert(ticket, [4; 32], &status(10));
+        assert!(cache.get(&[4; 32]).is_ok());
+        assert!(cache.listener_alive());
+        std::thread::sleep(TRUSTED_FOR + Duration::from_millis(50));
+        assert!(
+            matches!(cache.get(&[4; 32]), Err(None)),
+            "a listener silent for longer than the window is not believed"
+        );
+        assert!(!cache.listener_alive());
+        cache.mark_alive();
+        assert!(cache.get(&[4; 32]).is_ok(), "believed again once it speaks");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! (see [`super::connection`]).
 
 use deadpool_postgres::{ClientWrapper, Object};
-use devicelink_shared::stores::Postgres;
+use devicelink_shared::stores::{Postgres, STORE_TIMEOUT};
 
 use crate::error::StoreError;
 
@@ -65,9 +65,18 @@ impl Drop for CancelOnDrop {
         };
         let cancel = client.cancel_token();
         let postgres = self.postgres.clone();
+        // Bounded: in a partition the cancel request is as stuck as the
+        // statement, and would hold this task and the connection until it
+        // heals. Postgres's own statement_timeout ends the work then.
         runtime.spawn(async move {
-            if let Err(error) = postgres.cancel(cancel).await {
-                tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
+            match tokio::time::timeout(STORE_TIMEOUT, postgres.cancel(cancel)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
+                }
+                Err(_elapsed) => {
+                    tracing::warn!("could not cancel an abandoned statement: no answer within {STORE_TIMEOUT:?}");
+                }
             }
             drop(client);
         });
