@@ -47,6 +47,31 @@ pub async fn run(pool: &Pool) -> Result<(), StoreError> {
 /// replicas starting at once migrated once.
 pub async fn run_reporting(pool: &Pool) -> Result<Vec<i32>, StoreError> {
     let mut client = pool.get().await?;
+    // Everything under the lock, the bookkeeping table's creation too:
+    // replicas racing on `CREATE TABLE IF NOT EXISTS` collide in the
+    // catalog (`type "schema_migrations" already exists`).
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
+        .await?;
+    let outcome = create_bookkeeping(&client).await;
+    let outcome = match outcome {
+        Ok(()) => apply_pending(&mut client).await,
+        Err(error) => Err(error),
+    };
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
+        .await;
+    if let Err(error) = unlocked {
+        // The lock belongs to the session: ending the session, rather than
+        // returning it to the pool, is what releases it.
+        drop(deadpool_postgres::Object::take(client));
+        return Err(error.into());
+    }
+    outcome
+}
+
+/// The table recording which migrations were applied.
+async fn create_bookkeeping(client: &deadpool_postgres::Client) -> Result<(), StoreError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -55,16 +80,8 @@ pub async fn run_reporting(pool: &Pool) -> Result<Vec<i32>, StoreError> {
                  applied_at  timestamptz NOT NULL DEFAULT now()
              )",
         )
-        .await
-        .or_else(ignore_concurrent_create)?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
-    let outcome = apply_pending(&mut client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
-        .await?;
-    outcome
+    Ok(())
 }
 
 async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<Vec<i32>, StoreError> {
@@ -95,14 +112,4 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<Vec<i32
         tracing::info!("schema already up to date");
     }
     Ok(applied_now)
-}
-
-/// Two replicas racing on `CREATE TABLE IF NOT EXISTS` can both pass the
-/// existence check; the loser's unique violation means the table is there.
-fn ignore_concurrent_create(error: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
-    let duplicate = error.code().is_some_and(|code| {
-        *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-            || *code == tokio_postgres::error::SqlState::DUPLICATE_TABLE
-    });
-    if duplicate { Ok(()) } else { Err(error) }
 }
