@@ -230,17 +230,11 @@ impl Store {
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.create_app", skip_all, fields(db.system = "postgresql"))]
     pub async fn create_app(&self, name: &str) -> Result<AppId, StoreError> {
         let app_id = AppId(Uuid::now_v7());
-        self.connection()
-            .await?
-            .call(async |client| {
-                client
-                    .execute(
-                        "INSERT INTO apps (id, name) VALUES ($1, $2)",
-                        &[&app_id.0, &name],
-                    )
-                    .await
-            })
-            .await??;
+        self.execute_call(
+            "INSERT INTO apps (id, name) VALUES ($1, $2)",
+            &[&app_id.0, &name],
+        )
+        .await?;
         Ok(app_id)
     }
 
@@ -309,17 +303,11 @@ impl Store {
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.revoke_api_key", skip_all, fields(db.system = "postgresql"))]
     pub async fn revoke_api_key(&self, key_id: &KeyId) -> Result<Option<SystemTime>, StoreError> {
         let row = self
-            .connection()
-            .await?
-            .call(async |client| {
-                client
-                    .query_opt(
-                        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
-                        &[&key_id.as_str()],
-                    )
-                    .await
-            })
-            .await??;
+            .query_opt_call(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
+                &[&key_id.as_str()],
+            )
+            .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
@@ -331,17 +319,11 @@ impl Store {
         sdk_config: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         let updated = self
-            .connection()
-            .await?
-            .call(async |client| {
-                client
-                    .execute(
-                        "UPDATE apps SET sdk_config = $2 WHERE id = $1",
-                        &[&app_id.0, sdk_config],
-                    )
-                    .await
-            })
-            .await??;
+            .execute_call(
+                "UPDATE apps SET sdk_config = $2 WHERE id = $1",
+                &[&app_id.0, sdk_config],
+            )
+            .await?;
         Ok(updated == 1)
     }
 
@@ -349,17 +331,13 @@ impl Store {
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.get_app", skip_all, fields(db.system = "postgresql"))]
     pub async fn get_app(&self, app_id: AppId) -> Result<Option<AppRecord>, StoreError> {
         let row = self
-            .connection()
-            .await?
-            .call(async |client| {
-                client
-                    .query_opt(
-                        &format!("SELECT name, created_at, sdk_config, {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
-                        &[&app_id.0],
-                    )
-                    .await
-            })
-            .await??;
+            .query_opt_call(
+                &format!(
+                    "SELECT name, created_at, sdk_config, {LIMIT_COLUMNS} FROM apps WHERE id = $1"
+                ),
+                &[&app_id.0],
+            )
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -376,17 +354,11 @@ impl Store {
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.app_limits", skip_all, fields(db.system = "postgresql"))]
     pub async fn app_limits(&self, app_id: AppId) -> Result<Option<AppLimits>, StoreError> {
         let row = self
-            .connection()
-            .await?
-            .call(async |client| {
-                client
-                    .query_opt(
-                        &format!("SELECT {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
-                        &[&app_id.0],
-                    )
-                    .await
-            })
-            .await??;
+            .query_opt_call(
+                &format!("SELECT {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
+                &[&app_id.0],
+            )
+            .await?;
         row.map(|row| AppLimits::from_columns(&row, 0)).transpose()
     }
 
@@ -398,18 +370,7 @@ impl Store {
         limits: AppLimits,
     ) -> Result<bool, StoreError> {
         let [mint_per_key, mint_per_external_id, redeem_per_device] = limits.to_columns();
-        let updated = self
-            .connection()
-            .await?
-            .call(async |client| {
-                client
-                    .execute(
-                        "UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1",
-                        &[&app_id.0, &mint_per_key, &mint_per_external_id, &redeem_per_device],
-                    )
-                    .await
-            })
-            .await??;
+        let updated = self.execute_call("UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1", &[&app_id.0, &mint_per_key, &mint_per_external_id, &redeem_per_device]).await?;
         Ok(updated == 1)
     }
 

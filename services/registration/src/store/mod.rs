@@ -114,6 +114,32 @@ impl Store {
     async fn connection(&self) -> Result<Connection, StoreError> {
         Connection::get(&self.postgres).await
     }
+
+    /// One statement that answers at most one row, on a connection of its
+    /// own, under the store deadline.
+    async fn query_opt_call(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let mut connection = self.connection().await?;
+        Ok(connection
+            .call(async |client| client.query_opt(sql, params).await)
+            .await??)
+    }
+
+    /// One statement that writes, on a connection of its own, under the
+    /// store deadline; how many rows it changed.
+    async fn execute_call(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let mut connection = self.connection().await?;
+        Ok(connection
+            .call(async |client| client.execute(sql, params).await)
+            .await??)
+    }
 }
 
 #[cfg(test)]
