@@ -1,0 +1,85 @@
+//! How devicelink reaches Postgres and Redis: every connection either
+//! service makes is made here, so that TLS or Redis Cluster is one change in
+//! this module, not one in each caller.
+//!
+//! The services receive [`Postgres`] and [`RedisConnection`] and never name
+//! a TLS connector or a Redis client type. Both are tuned so that a store
+//! that is down turns into UNAVAILABLE within about a second instead of a
+//! hang, and so that the services reconnect by themselves when it comes
+//! back.
+
+use std::time::Duration;
+
+use redis::RedisError;
+
+use crate::config::{DATABASE_URL, REDIS_URL};
+
+mod postgres;
+mod redis_connection;
+
+pub use postgres::{Postgres, SessionConnection};
+pub use redis_connection::RedisConnection;
+
+/// How long to wait for a new connection to either store.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a request may queue for a pooled Postgres connection when every
+/// connection is busy. An unreachable Postgres fails connection attempts at
+/// once (or after [`CONNECT_TIMEOUT`]), so this only bounds queueing under
+/// load.
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a single Redis command may take.
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a single store call (a statement, a transaction's round
+/// trip, a Redis command) may take before the request fails with
+/// UNAVAILABLE. The store clients bound connecting and (for Redis)
+/// answering on their own; this bounds what they do not cover, such as a
+/// Postgres that accepts a query and never answers, or a Redis command
+/// that waits through a reconnection. Every Redis command is bounded by it
+/// inside [`RedisConnection`]; Postgres calls are bounded by their callers.
+/// Waiting for a pooled Postgres connection is bounded by the pool's own
+/// wait timeout instead.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a health probe waits for a store's answer.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Postgres's own bound on one statement (`statement_timeout`) on every
+/// connection the services make. The client gives up at [`STORE_TIMEOUT`]
+/// and cancels; this is the backstop for when the cancel request cannot
+/// get through (a partition), so that work abandoned by the client does
+/// not run, or hold locks, for ever once the partition heals.
+pub const SERVER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Postgres's bound on a transaction left open and idle
+/// (`idle_in_transaction_session_timeout`): a transaction whose client
+/// vanished mid-way is rolled back, and its locks released, after this.
+pub const SERVER_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether a Postgres error means the server cannot be reached or is going
+/// away (a retry may succeed), rather than a refusal of the statement.
+pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection broke or could not be made.
+        return true;
+    };
+    code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+        || *code == SqlState::QUERY_CANCELED
+}
+
+/// Why a store client could not be set up: a bad URL or setting, never an
+/// outage (clients connect lazily and ride out outages). Each message names
+/// the variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    /// The Postgres URL does not parse.
+    #[error("{DATABASE_URL}: not a usable Postgres URL")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("{DATABASE_URL}: cannot build a connection pool")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    /// The Redis URL does not parse.
+    #[error("{REDIS_URL}: not a usable Redis URL")]
+    Redis(#[from] RedisError),
+}
