@@ -138,7 +138,9 @@ def check(condition, where, message):
 
 def env_of(container, objects):
     """The container's environment as the kubelet builds it: envFrom in
-    order, then env. Secret-backed values are shown as secret:NAME/KEY."""
+    order, then env. Secret-backed values are shown as secret:NAME/KEY,
+    or secret?:NAME/KEY when the reference is optional (the key may be
+    absent, as the record key's `previous` is outside a rotation)."""
     env = {}
     for source in container.get("envFrom", []):
         ref = source.get("configMapRef")
@@ -153,7 +155,8 @@ def env_of(container, objects):
             env[variable["name"]] = variable["value"]
         else:
             ref = variable["valueFrom"]["secretKeyRef"]
-            env[variable["name"]] = f"secret:{ref['name']}/{ref['key']}"
+            kind = "secret?" if ref.get("optional") else "secret"
+            env[variable["name"]] = f"{kind}:{ref['name']}/{ref['key']}"
     return env
 
 

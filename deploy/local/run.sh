@@ -8,6 +8,7 @@
 # (127.0.0.1:50052), ADMIN_ADDR (registration's private AdminService
 # listener, 127.0.0.1:50053), AUTHCODE_ADDR (127.0.0.1:50051),
 # DEVICELINK_ADMIN_TOKEN (the quickstart operator's token, random when
+# unset), AUTH_CODE_RECORD_KEY (the code records' seal key, random when
 # unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
 set -euo pipefail
 
@@ -38,6 +39,12 @@ if [[ -z ${DEVICELINK_ADMIN_TOKEN:-} ]]; then
 fi
 # devicelinkctl reads the token from the environment, so it never shows in `ps`.
 export DEVICELINK_ADMIN_TOKEN
+# The key both services seal and check code records with (README, "Code
+# records"); random per run unless given, so codes do not outlive a restart.
+if [[ -z ${AUTH_CODE_RECORD_KEY:-} ]]; then
+  AUTH_CODE_RECORD_KEY=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+fi
+export AUTH_CODE_RECORD_KEY
 # AdminService is served only on registration's own admin listener, never on
 # its public one.
 export ADMIN_LISTEN_ADDR=$admin_addr

@@ -10,6 +10,8 @@
 
 use std::str::FromStr;
 
+use crate::code_record_seal::RecordKeys;
+
 /// Postgres connection URL, e.g. `postgres://user:pass@host:5432/devicelink`.
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`.
@@ -117,6 +119,9 @@ pub struct CommonConfig {
     pub tls: Option<TlsFiles>,
     /// Rate limits and the proxies whose `x-forwarded-for` is believed.
     pub limits: LimitsConfig,
+    /// The keys that seal code records in Redis (authcode seals, registration
+    /// opens).
+    pub record_keys: RecordKeys,
 }
 
 /// Where a service's TLS certificate chain and private key are.
@@ -171,6 +176,7 @@ impl CommonConfig {
             shutdown_grace: std::time::Duration::from_secs(parsed_or(SHUTDOWN_GRACE_SECS, 20)?),
             tls: tls_files()?,
             limits: LimitsConfig::from_env()?,
+            record_keys: RecordKeys::from_env()?,
         };
         config.validate()?;
         Ok(config)

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use devicelink_shared::code_record_seal::RecordKeys;
+
 use crate::client::{authorized, bearer, connect, create_user_request, next_status};
 use crate::proxy::TcpProxy;
 
@@ -25,8 +27,16 @@ use crate::proxy::TcpProxy;
 /// `DEVICELINK_ADMIN_TOKEN`, the operator named `admin`.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The `AUTH_CODE_RECORD_KEY` both services get unless a test sets its own.
+pub const RECORD_KEY: &str = "test-record-key-0123456789abcdef0123456789";
+
 const DEFAULT_DATABASE_URL: &str = "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink";
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// [`RECORD_KEY`] alone.
+pub fn test_record_keys() -> RecordKeys {
+    RecordKeys::new(RECORD_KEY, None).expect("a valid record key")
+}
 
 /// How a test wants its world.
 #[derive(Debug, Clone)]
@@ -55,6 +65,9 @@ pub struct TestOptions {
     /// line) naming operators beside [`ADMIN_TOKEN`]'s; the test can rewrite
     /// it ([`TestEnv::write_operators`]).
     pub operators_file: Option<String>,
+    /// The code record keys authcode seals with and registration opens
+    /// with: both [`RECORD_KEY`] unless a test rotates or mismatches them.
+    pub record_keys: (RecordKeys, RecordKeys),
 }
 
 impl Default for TestOptions {
@@ -69,6 +82,7 @@ impl Default for TestOptions {
             limits: devicelink_shared::config::LimitsConfig::off(),
             watch_caps: devicelink_registration::config::WatchCaps::default(),
             operators_file: None,
+            record_keys: (test_record_keys(), test_record_keys()),
         }
     }
 }
@@ -297,6 +311,7 @@ impl TestEnv {
             shutdown_grace: options.shutdown_grace,
             tls: options.tls.clone(),
             limits: options.limits.clone(),
+            record_keys: options.record_keys.1.clone(),
         };
         let mut registration_stops = Vec::new();
         let mut registration_tasks = Vec::new();
@@ -337,7 +352,10 @@ impl TestEnv {
             ))));
         }
         let config = AuthCodeConfig {
-            common,
+            common: CommonConfig {
+                record_keys: options.record_keys.0.clone(),
+                ..common
+            },
             code_ttl: options.code_ttl,
         };
         let application = AuthCodeApplication::build(config)

@@ -21,4 +21,4 @@ pub mod raw_h2;
 pub mod rows;
 
 pub use client::*;
-pub use env::{ADMIN_TOKEN, TestEnv, TestOptions, operator_line};
+pub use env::{ADMIN_TOKEN, RECORD_KEY, TestEnv, TestOptions, operator_line};

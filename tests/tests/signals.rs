@@ -40,6 +40,7 @@ async fn start_service(env: &TestEnv, grace_secs: u64) -> (Child, std::net::Sock
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("AUTH_CODE_RECORD_KEY", RECORD_KEY)
         .env("SHUTDOWN_GRACE_SECS", grace_secs.to_string())
         .env("RUST_LOG", "warn,registration_service=info")
         .stdout(Stdio::piped())

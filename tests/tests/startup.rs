@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use devicelink_e2e::ADMIN_TOKEN;
 use devicelink_e2e::binaries::service_binary;
+use devicelink_e2e::{ADMIN_TOKEN, RECORD_KEY};
 use tokio::process::Command;
 
 /// How long a binary that cannot start may take to say so. registration
@@ -65,6 +65,7 @@ fn baseline() -> Vec<(&'static str, String)> {
         ("LISTEN_ADDR", "127.0.0.1:0".into()),
         ("ADMIN_LISTEN_ADDR", "127.0.0.1:0".into()),
         ("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        ("AUTH_CODE_RECORD_KEY", RECORD_KEY.into()),
     ]
 }
 
@@ -200,6 +201,32 @@ async fn bad_store_urls_exit_64_naming_the_variable() {
             &["DATABASE_URL", "must be set"],
         )
         .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_short_record_key_exits_64_naming_the_variable() {
+    for service in BOTH {
+        assert_exits(
+            service,
+            &[("AUTH_CODE_RECORD_KEY", "")],
+            EXIT_BAD_CONFIG,
+            &["AUTH_CODE_RECORD_KEY", "must be set"],
+        )
+        .await;
+        let short = "short-record-key";
+        let exit = run(service, &[("AUTH_CODE_RECORD_KEY_PREVIOUS", short)]).await;
+        assert_eq!(exit.code, Some(EXIT_BAD_CONFIG), "{}", exit.output);
+        assert!(
+            exit.output.contains("AUTH_CODE_RECORD_KEY_PREVIOUS"),
+            "{}",
+            exit.output
+        );
+        assert!(
+            !exit.output.contains(short),
+            "the key leaked: {}",
+            exit.output
+        );
     }
 }
 

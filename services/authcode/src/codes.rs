@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicelink_shared::api_key::KeyId;
 use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
+use devicelink_shared::code_record_seal::RecordKeys;
 use devicelink_shared::limits::{Limit, LimitStoreError, RateLimiter, SetIfAllowed, SetOutcome};
+use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
 
@@ -43,16 +45,24 @@ pub struct CodeMinter {
     limiter: RateLimiter<RedisConnection>,
     key_prefix: String,
     ttl: Duration,
+    record_keys: RecordKeys,
 }
 
 impl CodeMinter {
     /// A minter whose codes live for `ttl` (whole seconds, at least one),
-    /// stored by `limiter` (whose Redis holds the codes).
-    pub fn new(limiter: RateLimiter<RedisConnection>, key_prefix: String, ttl: Duration) -> Self {
+    /// stored by `limiter` (whose Redis holds the codes), each record sealed
+    /// with `record_keys` so that registration can tell it from a forgery.
+    pub fn new(
+        limiter: RateLimiter<RedisConnection>,
+        key_prefix: String,
+        ttl: Duration,
+        record_keys: RecordKeys,
+    ) -> Self {
         Self {
             limiter,
             key_prefix,
             ttl,
+            record_keys,
         }
     }
 
@@ -82,12 +92,13 @@ impl CodeMinter {
             minted_at_unix_ms: unix_millis(minted_at),
             key_id: key_id.as_str().to_owned(),
             expires_at_unix_ms: unix_millis(expires_at),
-        }
-        .to_bytes();
+        };
         for _ in 0..MINT_ATTEMPTS {
             let code = AuthCode::generate();
+            let code_hash = code.hash();
+            let sealed = self.record_keys.seal(&code_hash, &record);
             match self
-                .store(&code, &record, &consumed, limits.blockers())
+                .store(&code_hash, &sealed, &consumed, limits.blockers())
                 .await?
             {
                 SetOutcome::Stored => return Ok(MintedCode { code, expires_at }),
@@ -101,17 +112,17 @@ impl CodeMinter {
         ))
     }
 
-    /// Stores `record` under the code's hash unless the key exists or a
+    /// Stores the sealed `record` under the code's hash unless the key exists or a
     /// limit refuses, consuming `consumed` only when it stores. The limiter
     /// bounds the script by [`devicelink_shared::stores::STORE_TIMEOUT`].
     async fn store(
         &self,
-        code: &AuthCode,
+        code_hash: &SecretHash,
         record: &[u8],
         consumed: &[Limit],
         blockers: &[Limit],
     ) -> Result<SetOutcome, AuthCodeError> {
-        let key = redis_key(&self.key_prefix, &code.hash());
+        let key = redis_key(&self.key_prefix, code_hash);
         let set = SetIfAllowed {
             key: &key,
             value: record,

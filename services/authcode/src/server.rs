@@ -65,6 +65,7 @@ impl Application {
                 limits.limiter().clone(),
                 common.redis_key_prefix,
                 config.code_ttl,
+                common.record_keys,
             ),
             limits,
         );

@@ -13,6 +13,7 @@
 //! with UNAVAILABLE, and a stuck `DEL` gives way to the next batch.
 
 use devicelink_shared::auth_code::{AuthCodeRecord, redis_key};
+use devicelink_shared::code_record_seal::{RecordKeys, UnsealError};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
 use redis::AsyncCommands;
@@ -31,6 +32,7 @@ const RETIRE_BATCH: usize = 256;
 pub struct CodeStore {
     redis: RedisConnection,
     key_prefix: String,
+    record_keys: RecordKeys,
     retired: mpsc::Sender<SecretHash>,
 }
 
@@ -38,17 +40,23 @@ impl CodeStore {
     /// Codes under `key_prefix` in `redis`. Starts the task that deletes
     /// redeemed codes, so it must run inside a Tokio runtime; the task ends
     /// once every clone of the store is dropped and its queue is empty.
-    pub fn new(redis: RedisConnection, key_prefix: String) -> Self {
+    /// Records are opened with `record_keys`: one that none of them sealed
+    /// for its code is treated as no record at all.
+    pub fn new(redis: RedisConnection, key_prefix: String, record_keys: RecordKeys) -> Self {
         let (retired, queue) = mpsc::channel(RETIRE_QUEUE);
         tokio::spawn(delete_retired(redis.clone(), key_prefix.clone(), queue));
         Self {
             redis,
             key_prefix,
+            record_keys,
             retired,
         }
     }
 
-    /// The record of a live code, `None` when unknown or expired.
+    /// The record of a live code, `None` when unknown, expired, or not
+    /// sealed by authcode for this code (forged, altered or moved in Redis:
+    /// logged as tampering, and refused as an unknown code is, so a forger
+    /// learns nothing more than a guesser).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.get_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn fetch(
         &self,
@@ -60,13 +68,22 @@ impl CodeStore {
             .get(redis_key(&self.key_prefix, code_hash))
             .await
             .map_err(StoreError::redis)?;
-        bytes
-            .map(|bytes| {
-                AuthCodeRecord::from_bytes(&bytes).map_err(|error| {
-                    StoreError::internal(format!("unreadable auth code record: {error}"))
-                })
-            })
-            .transpose()
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        match self.record_keys.open(code_hash, &bytes) {
+            Ok(record) => Ok(Some(record)),
+            Err(UnsealError::Unauthenticated) => {
+                metrics::counter!("devicelink_code_records_refused_total").increment(1);
+                tracing::warn!(
+                    code_key = %redis_key(&self.key_prefix, code_hash),
+                    "a code record in Redis failed its seal (forged, altered, or sealed with a \
+                     key this replica does not hold): refused as an unknown code"
+                );
+                Ok(None)
+            }
+            Err(error @ UnsealError::Unreadable(_)) => Err(StoreError::internal(error.to_string())),
+        }
     }
 
     /// The Redis connection the codes live on, which the rate limiter

@@ -89,7 +89,11 @@ impl Application {
         let admin_listener =
             BoundListener::bind(ADMIN_LISTEN_ADDR, config.admin_listen_addr).await?;
         migrate_schema(&postgres).await?;
-        let codes = CodeStore::new(redis.clone(), common.redis_key_prefix.clone());
+        let codes = CodeStore::new(
+            redis.clone(),
+            common.redis_key_prefix.clone(),
+            common.record_keys.clone(),
+        );
         Ok(Self {
             config,
             server,

@@ -258,6 +258,10 @@ async fn start_services(
         (REDIS_URL, redis_url.to_owned()),
         (REDIS_KEY_PREFIX, key_prefix.to_owned()),
         (DEVICELINK_ADMIN_TOKEN, admin_token.to_owned()),
+        (
+            devicelink_shared::code_record_seal::AUTH_CODE_RECORD_KEY,
+            devicelink_shared::secret::base32(&devicelink_shared::secret::random_bytes::<32>()),
+        ),
         (SHUTDOWN_GRACE_SECS, "2".to_owned()),
     ];
     let mut addrs = Vec::new();
