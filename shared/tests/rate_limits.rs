@@ -341,3 +341,42 @@ async fn a_blocked_address_refuses_the_call_in_the_same_round_trip() {
     // The refused call did not spend the device's only call.
     assert!(limiter.check(&[device]).await.is_allowed());
 }
+
+#[tokio::test]
+async fn a_refused_subject_is_refused_from_memory_until_its_retry_time() {
+    let redis = support::CountingConnection::new();
+    let limiter = devicelink_shared::limits::RateLimiter::new(redis.clone(), unique_prefix());
+    let address = Limit::new(
+        LimitKey::failed_auth_per_address("203.0.113.77".parse().expect("an address")),
+        parse("60/min,burst=2"),
+    )
+    .expect("not off");
+    let address = std::slice::from_ref(&address);
+    for _ in 0..2 {
+        assert!(limiter.record(address).await.is_allowed());
+    }
+    let first = refusal(limiter.peek(address).await);
+    let round_trips = redis.count();
+
+    // A flood from the blocked address: every call refused, none of them
+    // asks Redis, and each says how long is left.
+    for _ in 0..100 {
+        let again = refusal(limiter.peek(address).await);
+        assert_eq!(again.scope, Scope::FailedAuthPerAddress);
+        assert!(again.retry_after <= first.retry_after);
+    }
+    assert_eq!(redis.count(), round_trips, "the flood reached Redis");
+    // Another subject is still decided in Redis.
+    assert!(
+        limiter
+            .peek(&[per_token("other", "1/min")])
+            .await
+            .is_allowed()
+    );
+    assert_eq!(redis.count(), round_trips + 1);
+
+    // Once the retry time has passed, Redis decides again.
+    tokio::time::sleep(first.retry_after + Duration::from_millis(20)).await;
+    assert!(limiter.peek(address).await.is_allowed());
+    assert_eq!(redis.count(), round_trips + 2);
+}

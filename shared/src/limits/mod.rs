@@ -8,6 +8,11 @@
 //! in the same script ([`RateLimiter::check_and_set`]), so limiting costs
 //! it no round trip.
 //!
+//! A refusal from Redis is remembered by the replica until its retry time
+//! ([`refusals`]): a subject over its limit (an address blocked by its
+//! failures, above all) is refused again from memory, so a flood costs no
+//! Redis round trips.
+//!
 //! When Redis errors or does not answer within [`STORE_TIMEOUT`], limits
 //! fall back to this replica's memory ([`memory`]) rather than refusing
 //! every call; after a failure Redis is left alone for
@@ -39,6 +44,7 @@ mod client_address;
 mod keys;
 pub mod memory;
 mod rate;
+pub mod refusals;
 pub mod script;
 mod status;
 
@@ -50,6 +56,7 @@ pub use client_address::{Cidr, TrustedProxies};
 pub use keys::{Limit, LimitKey, Scope};
 pub use memory::MemoryLimiter;
 pub use rate::{MAX_COUNT, Period, Rate};
+pub use refusals::KnownRefusals;
 pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
 pub use status::{rate_limited, retry_after_seconds};
 
@@ -80,6 +87,7 @@ pub struct RateLimiter<C> {
     key_prefix: String,
     store_timeout: Duration,
     memory: Arc<MemoryLimiter>,
+    refusals: Arc<KnownRefusals>,
     /// Milliseconds after `started` before which Redis is not tried.
     redis_resting_until: Arc<AtomicU64>,
     started: Instant,
@@ -105,6 +113,7 @@ where
             key_prefix: key_prefix.into(),
             store_timeout: STORE_TIMEOUT,
             memory: Arc::new(MemoryLimiter::default()),
+            refusals: Arc::new(KnownRefusals::default()),
             redis_resting_until: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
         }
@@ -157,11 +166,15 @@ where
         blockers: &[Limit],
         set: &SetIfAllowed<'_>,
     ) -> Result<SetOutcome, LimitStoreError> {
+        if let Some(refusal) = self.refusals.refusal(limits.iter().chain(blockers)) {
+            return Ok(SetOutcome::Limited(counted_refusal(refusal)));
+        }
         let mut redis = self.redis.clone();
         let run = script::run(&mut redis, &self.key_prefix, limits, blockers, Some(set));
         let (decision, stored) = tokio::time::timeout(self.store_timeout, run)
             .await
             .map_err(|_elapsed| LimitStoreError::TimedOut)??;
+        self.remember(&decision, limits, blockers);
         Ok(match counted(decision) {
             Decision::Limited(refusal) => SetOutcome::Limited(refusal),
             Decision::Allowed if stored => SetOutcome::Stored,
@@ -174,21 +187,41 @@ where
         &self.memory
     }
 
+    /// The refusals remembered until their retry time, shared by clones.
+    pub fn known_refusals(&self) -> &KnownRefusals {
+        &self.refusals
+    }
+
     async fn decide(&self, consumed: &[Limit], peeked: &[Limit]) -> Decision {
         if consumed.is_empty() && peeked.is_empty() {
             return Decision::Allowed;
+        }
+        if let Some(refusal) = self.refusals.refusal(consumed.iter().chain(peeked)) {
+            return Decision::Limited(refusal);
         }
         if self.millis_since_start() >= self.redis_resting_until.load(Ordering::Relaxed) {
             let mut redis = self.redis.clone();
             let run = script::run(&mut redis, &self.key_prefix, consumed, peeked, None);
             match tokio::time::timeout(self.store_timeout, run).await {
-                Ok(Ok((decision, _))) => return decision,
+                Ok(Ok((decision, _))) => {
+                    self.remember(&decision, consumed, peeked);
+                    return decision;
+                }
                 Ok(Err(error)) => self.rest_redis(&error),
                 Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
             }
         }
         metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
         self.memory.decide(consumed, peeked)
+    }
+
+    /// Keeps a refusal from Redis until its retry time. (The in-memory
+    /// fallback's own refusals are not kept: it is consulted anyway.)
+    fn remember(&self, decision: &Decision, consumed: &[Limit], peeked: &[Limit]) {
+        if let Decision::Limited(refusal) = decision {
+            self.refusals
+                .remember(consumed.iter().chain(peeked), *refusal);
+        }
     }
 
     fn rest_redis(&self, error: &dyn std::error::Error) {
@@ -209,8 +242,13 @@ where
 /// names are a fixed set, so the label cannot grow.
 fn counted(decision: Decision) -> Decision {
     if let Decision::Limited(refusal) = decision {
-        metrics::counter!("devicelink_rate_limited_total", "scope" => refusal.scope.name())
-            .increment(1);
+        counted_refusal(refusal);
     }
     decision
+}
+
+fn counted_refusal(refusal: Refusal) -> Refusal {
+    metrics::counter!("devicelink_rate_limited_total", "scope" => refusal.scope.name())
+        .increment(1);
+    refusal
 }
