@@ -84,6 +84,35 @@ impl MemoryLimiter {
         Decision::Allowed
     }
 
+    /// Counts a call against every limit in `consumed` only if each stays
+    /// within half its burst window here (this replica alone has used at
+    /// most about half the burst), and says whether it did. The caller
+    /// decides elsewhere (in Redis) when it did not: this is the
+    /// replica's cheap first look, never a refusal.
+    pub fn consume_within_half_burst(&self, consumed: &[Limit]) -> bool {
+        let now = self.epoch.elapsed();
+        let mut tats = self
+            .tats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut new_tats = Vec::with_capacity(consumed.len());
+        for limit in consumed {
+            let tat = tats.get(&limit.key).copied().unwrap_or(now).max(now);
+            let new_tat = tat + limit.rate.emission_interval();
+            if new_tat - now > limit.rate.burst_window() / 2 {
+                return false;
+            }
+            new_tats.push(new_tat);
+        }
+        for (limit, new_tat) in consumed.iter().zip(new_tats) {
+            if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
+                make_room(&mut tats, now);
+            }
+            tats.insert(limit.key.clone(), new_tat);
+        }
+        true
+    }
+
     /// How many subjects are remembered.
     pub fn len(&self) -> usize {
         self.tats

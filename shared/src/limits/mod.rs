@@ -36,8 +36,11 @@
 //! - `CreateUser`: [`RateLimiter::check`] (or
 //!   [`RateLimiter::check_unless_blocked`], the address as blocker, to save
 //!   the peek's round trip) with [`LimitKey::redeem_per_device`].
-//! - `GetInstallStatus`, `ResetInstall`: [`RateLimiter::check`] with
-//!   [`LimitKey::install_per_token`].
+//! - `GetInstallStatus`, `ResetInstall`:
+//!   [`RateLimiter::check_in_memory_first`] with
+//!   [`LimitKey::install_per_token`]: they have no Redis work of their own
+//!   to share a round trip with, so the limit is decided in memory and
+//!   counted in Redis behind the call ([`write_behind`]).
 //! - Over a limit: [`rate_limited`] makes the status.
 
 mod client_address;
@@ -47,6 +50,7 @@ mod rate;
 pub mod refusals;
 pub mod script;
 mod status;
+pub mod write_behind;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +92,7 @@ pub struct RateLimiter<C> {
     store_timeout: Duration,
     memory: Arc<MemoryLimiter>,
     refusals: Arc<KnownRefusals>,
+    pending: Arc<write_behind::Pending>,
     /// Milliseconds after `started` before which Redis is not tried.
     redis_resting_until: Arc<AtomicU64>,
     started: Instant,
@@ -104,7 +109,7 @@ impl<C> std::fmt::Debug for RateLimiter<C> {
 
 impl<C> RateLimiter<C>
 where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
     /// A limiter keeping its state under `key_prefix` in `redis`.
     pub fn new(redis: C, key_prefix: impl Into<String>) -> Self {
@@ -114,6 +119,7 @@ where
             store_timeout: STORE_TIMEOUT,
             memory: Arc::new(MemoryLimiter::default()),
             refusals: Arc::new(KnownRefusals::default()),
+            pending: Arc::new(write_behind::Pending::default()),
             redis_resting_until: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
         }
@@ -171,15 +177,56 @@ where
         }
         let mut redis = self.redis.clone();
         let run = script::run(&mut redis, &self.key_prefix, limits, blockers, Some(set));
-        let (decision, stored) = tokio::time::timeout(self.store_timeout, run)
+        let outcome = tokio::time::timeout(self.store_timeout, run)
             .await
             .map_err(|_elapsed| LimitStoreError::TimedOut)??;
-        self.remember(&decision, limits, blockers);
-        Ok(match counted(decision) {
+        self.remember(&outcome);
+        Ok(match counted(outcome.decision) {
             Decision::Limited(refusal) => SetOutcome::Limited(refusal),
-            Decision::Allowed if stored => SetOutcome::Stored,
+            Decision::Allowed if outcome.stored => SetOutcome::Stored,
             Decision::Allowed => SetOutcome::Taken,
         })
+    }
+
+    /// [`check_unless_blocked`](Self::check_unless_blocked) for calls with
+    /// no Redis work of their own (a cached install status), where a round
+    /// trip would be most of their cost: while this replica alone has used
+    /// at most half of each limit's burst, the call is allowed in memory
+    /// and counted in Redis behind it, within
+    /// [`write_behind::FLUSH_INTERVAL`]; past that it is decided in Redis
+    /// as `check_unless_blocked` does. Refusals Redis gave (a subject over
+    /// its limit across replicas, an address blocked by its failures) are
+    /// answered from memory until their retry time. So ordinary callers,
+    /// far below their limit, never wait on Redis, and one near or over it
+    /// is decided exactly.
+    pub async fn check_in_memory_first(&self, limits: &[Limit], blockers: &[Limit]) -> Decision {
+        if let Some(refusal) = self.refusals.refusal(limits.iter().chain(blockers)) {
+            return Decision::Limited(counted_refusal(refusal));
+        }
+        if !limits.is_empty() && self.memory.consume_within_half_burst(limits) {
+            self.pending.add(limits);
+            self.start_flusher();
+            return Decision::Allowed;
+        }
+        self.check_unless_blocked(limits, blockers).await
+    }
+
+    /// Starts the task that counts queued calls in Redis, once, if there
+    /// is a runtime to run it on.
+    fn start_flusher(&self) {
+        if !self.pending.start_flusher() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(write_behind::flush_until_dropped(
+            Arc::downgrade(&self.pending),
+            Arc::downgrade(&self.refusals),
+            self.redis.clone(),
+            self.key_prefix.clone(),
+            self.store_timeout,
+        ));
     }
 
     /// The in-memory fallback, shared by clones.
@@ -203,9 +250,9 @@ where
             let mut redis = self.redis.clone();
             let run = script::run(&mut redis, &self.key_prefix, consumed, peeked, None);
             match tokio::time::timeout(self.store_timeout, run).await {
-                Ok(Ok((decision, _))) => {
-                    self.remember(&decision, consumed, peeked);
-                    return decision;
+                Ok(Ok(outcome)) => {
+                    self.remember(&outcome);
+                    return outcome.decision;
                 }
                 Ok(Err(error)) => self.rest_redis(&error),
                 Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
@@ -215,12 +262,15 @@ where
         self.memory.decide(consumed, peeked)
     }
 
-    /// Keeps a refusal from Redis until its retry time. (The in-memory
-    /// fallback's own refusals are not kept: it is consulted anyway.)
-    fn remember(&self, decision: &Decision, consumed: &[Limit], peeked: &[Limit]) {
-        if let Decision::Limited(refusal) = decision {
-            self.refusals
-                .remember(consumed.iter().chain(peeked), *refusal);
+    /// Keeps what Redis said about the subjects until its retry time: the
+    /// limit that refused the call, or the one this call used up. (The
+    /// in-memory fallback's refusals are not kept: it is asked anyway.)
+    fn remember(&self, outcome: &script::Outcome<'_>) {
+        if let (Some(limit), Decision::Limited(refusal)) = (outcome.refused_by, outcome.decision) {
+            self.refusals.remember(&limit.key, refusal);
+        }
+        if let Some((limit, refusal)) = outcome.exhausted {
+            self.refusals.remember(&limit.key, refusal);
         }
     }
 

@@ -72,27 +72,18 @@ impl KnownRefusals {
             .max_by_key(|refusal| refusal.retry_after)
     }
 
-    /// Remembers that Redis refused a call with `refusal`: the limit among
-    /// `limits` of the refusing scope is refused until its retry time. A
-    /// refusal names its scope, not its subject, so a call holding two
-    /// limits of that scope (the services never make one) is not
-    /// remembered.
-    pub fn remember<'a>(&self, limits: impl IntoIterator<Item = &'a Limit>, refusal: Refusal) {
-        let mut of_scope = limits
-            .into_iter()
-            .filter(|limit| limit.key.scope() == refusal.scope);
-        let (Some(limit), None) = (of_scope.next(), of_scope.next()) else {
-            return;
-        };
+    /// Remembers that Redis refused `key`'s subject for `refusal`'s retry
+    /// time (or that it would refuse its next call).
+    pub fn remember(&self, key: &LimitKey, refusal: Refusal) {
         let now = Instant::now();
         let mut table = self.lock();
-        if table.len() >= self.max_entries && !table.contains_key(&limit.key) {
+        if table.len() >= self.max_entries && !table.contains_key(key) {
             table.retain(|_, (until, _)| *until > now);
             if table.len() >= self.max_entries {
                 return;
             }
         }
-        table.insert(limit.key.clone(), (now + refusal.retry_after, refusal));
+        table.insert(key.clone(), (now + refusal.retry_after, refusal));
         self.occupied.store(true, Ordering::Relaxed);
     }
 
@@ -143,7 +134,7 @@ mod tests {
         let refusals = KnownRefusals::default();
         let blocked = address_limit(1);
         assert!(refusals.refusal([&blocked]).is_none());
-        refusals.remember([&blocked], refused_for(Duration::from_millis(80)));
+        refusals.remember(&blocked.key, refused_for(Duration::from_millis(80)));
         let known = refusals.refusal([&blocked]).expect("still refused");
         assert_eq!(known.scope, Scope::FailedAuthPerAddress);
         assert!(known.retry_after <= Duration::from_millis(80));
@@ -159,36 +150,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_refusing_scope_is_remembered() {
-        let refusals = KnownRefusals::default();
-        let per_device = Limit::new(
-            LimitKey::install_per_token(b"token"),
-            Rate::parse_setting("1/min").expect("a rate"),
-        )
-        .expect("a limit");
-        refusals.remember([&per_device], refused_for(Duration::from_secs(60)));
-        assert!(refusals.is_empty());
-    }
-
-    #[test]
-    fn a_refusal_that_could_be_either_of_two_subjects_is_not_remembered() {
-        let refusals = KnownRefusals::default();
-        refusals.remember(
-            [&address_limit(1), &address_limit(2)],
-            refused_for(Duration::from_secs(60)),
-        );
-        assert!(refusals.is_empty());
-    }
-
-    #[test]
     fn a_full_table_makes_room_from_ended_refusals_or_stops_growing() {
         let refusals = KnownRefusals::with_capacity(2);
-        refusals.remember([&address_limit(1)], refused_for(Duration::from_millis(1)));
-        refusals.remember([&address_limit(2)], refused_for(Duration::from_secs(60)));
+        refusals.remember(&address_limit(1).key, refused_for(Duration::from_millis(1)));
+        refusals.remember(&address_limit(2).key, refused_for(Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(5));
-        refusals.remember([&address_limit(3)], refused_for(Duration::from_secs(60)));
+        refusals.remember(&address_limit(3).key, refused_for(Duration::from_secs(60)));
         assert_eq!(refusals.len(), 2, "the ended refusal made room");
-        refusals.remember([&address_limit(4)], refused_for(Duration::from_secs(60)));
+        refusals.remember(&address_limit(4).key, refused_for(Duration::from_secs(60)));
         assert_eq!(refusals.len(), 2);
         assert!(
             refusals.refusal([&address_limit(4)]).is_none(),

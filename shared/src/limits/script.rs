@@ -31,7 +31,9 @@ use super::keys::{Limit, Scope};
 /// window in microseconds and `1` to consume it or `0` to only look at it;
 /// then, with a key to `SET`, its value and time to live in milliseconds.
 /// Returns `{allowed, wait in µs, refusing limit (1-based, 0 for none),
-/// stored}`.
+/// stored}`. An allowed call that used up a consumed limit (the next call
+/// would be refused) returns that limit and the next call's wait instead
+/// of `0, 0`, so the caller can refuse the next call without asking.
 pub const GCRA_SCRIPT: &str = r"
 local count = tonumber(ARGV[1])
 local clock = redis.call('TIME')
@@ -55,13 +57,16 @@ if #KEYS > count then
   if not set then return {1, 0, 0, 0} end
   stored = 1
 end
+local exhausted, next_wait = 0, 0
 for i = 1, count do
   if ARGV[3 * i + 1] == '1' then
     local ttl_ms = math.ceil((new_tats[i] - now) / 1000)
     redis.call('SET', KEYS[i], string.format('%.0f', new_tats[i]), 'PX', string.format('%.0f', ttl_ms))
+    local wait = new_tats[i] + tonumber(ARGV[3 * i - 1]) - now - tonumber(ARGV[3 * i])
+    if wait > next_wait then exhausted, next_wait = i, wait end
   end
 end
-return {1, 0, 0, stored}
+return {1, next_wait, exhausted, stored}
 ";
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SCRIPT));
@@ -123,16 +128,29 @@ struct Reply {
     stored: bool,
 }
 
+/// What the script decided for one call.
+pub(super) struct Outcome<'a> {
+    /// Allowed or refused.
+    pub decision: Decision,
+    /// The limit that refused the call.
+    pub refused_by: Option<&'a Limit>,
+    /// Whether the value to set was stored.
+    pub stored: bool,
+    /// For an allowed call that used up a consumed limit: that limit, and
+    /// the refusal the next call would meet now.
+    pub exhausted: Option<(&'a Limit, Refusal)>,
+}
+
 /// Runs the script over `redis`: the call counts against `consumed` and is
 /// refused if one more call would exceed `peeked` (counted against none of
 /// them); `set` is stored only when the call is allowed.
-pub(super) async fn run<C>(
+pub(super) async fn run<'a, C>(
     redis: &mut C,
     key_prefix: &str,
-    consumed: &[Limit],
-    peeked: &[Limit],
+    consumed: &'a [Limit],
+    peeked: &'a [Limit],
     set: Option<&SetIfAllowed<'_>>,
-) -> redis::RedisResult<(Decision, bool)>
+) -> redis::RedisResult<Outcome<'a>>
 where
     C: redis::aio::ConnectionLike,
 {
@@ -165,7 +183,25 @@ where
         .refusing
         .checked_sub(1)
         .and_then(|index| consumed.iter().chain(peeked).nth(index));
-    Ok((decision(&reply, refusing), reply.stored))
+    let exhausted = match (reply.allowed, refusing) {
+        (true, Some(limit)) if reply.wait_micros > 0 => {
+            Some((limit, refusal(limit, reply.wait_micros)))
+        }
+        _ => None,
+    };
+    Ok(Outcome {
+        decision: decision(&reply, refusing),
+        refused_by: refusing.filter(|_| !reply.allowed),
+        stored: reply.stored,
+        exhausted,
+    })
+}
+
+fn refusal(limit: &Limit, wait_micros: i64) -> Refusal {
+    Refusal {
+        scope: limit.key.scope(),
+        retry_after: Duration::from_micros(u64::try_from(wait_micros).unwrap_or(0)),
+    }
 }
 
 fn decision(reply: &Reply, refusing: Option<&Limit>) -> Decision {
@@ -176,10 +212,7 @@ fn decision(reply: &Reply, refusing: Option<&Limit>) -> Decision {
         debug_assert!(false, "the script refused without naming a limit");
         return Decision::Allowed;
     };
-    Decision::Limited(Refusal {
-        scope: limit.key.scope(),
-        retry_after: Duration::from_micros(u64::try_from(reply.wait_micros).unwrap_or(0)),
-    })
+    Decision::Limited(refusal(limit, reply.wait_micros))
 }
 
 fn micros(duration: Duration) -> u64 {

@@ -7,7 +7,10 @@
 //!   limit adds no round trip of latency.
 //! - `GetInstallStatus`, `WatchInstallStatus` (its first read) and
 //!   `ResetInstall`: per install token (its hash), with the same blocker,
-//!   before the status cache or Postgres is asked.
+//!   before the status cache or Postgres is asked; decided in memory and
+//!   counted in Redis behind the call, so that a cached status costs no
+//!   round trip ([`devicelink_shared::limits::write_behind`] states the
+//!   bound across replicas).
 //!
 //! An app may set its own `CreateUser` limit (`AdminService.SetAppLimits`):
 //! [`AppLimitsCache`] keeps each app's overrides for [`APP_LIMITS_TTL`], so
@@ -111,7 +114,10 @@ impl RequestLimits {
     }
 
     /// Counts a call made with an install token (by its hash) against that
-    /// token, unless the caller's address is blocked.
+    /// token, unless the caller's address is blocked. Decided in memory
+    /// while the token is far from its limit, and counted in Redis behind
+    /// the call ([`RateLimiter::check_in_memory_first`]): a status answered
+    /// from the cache then costs no store round trip at all.
     pub async fn install(
         &self,
         caller: Caller,
@@ -123,7 +129,7 @@ impl RequestLimits {
         );
         let decision = self
             .limiter
-            .check_unless_blocked(token.as_slice(), self.blockers(caller).as_slice())
+            .check_in_memory_first(token.as_slice(), self.blockers(caller).as_slice())
             .await;
         allowed(decision)
     }

@@ -1,0 +1,194 @@
+//! Limits decided in this replica's memory and counted in Redis behind the
+//! calls, for scopes whose calls have no Redis work of their own.
+//!
+//! A `GetInstallStatus` answered from the status cache touches no store:
+//! deciding its per-token limit in Redis would be its only round trip, and
+//! most of its cost. So [`super::RateLimiter::check_in_memory_first`]
+//! decides in memory (this replica's GCRA at the full rate, and the
+//! refusals it already knows) and queues the call; every
+//! [`FLUSH_INTERVAL`] the queue is added to the subjects' shared state in
+//! Redis, one script call per subject with all its calls of the interval,
+//! concurrently on the multiplexed connection. Redis answers each with the
+//! wait its next call would face; a subject over its limit across all
+//! replicas is then refused by this replica until that wait has passed
+//! ([`super::KnownRefusals`]).
+//!
+//! The price is a bounded overshoot: with N replicas a subject can exceed
+//! its shared limit by at most what the other replicas allowed before
+//! their next flush reported it, about (N − 1) × (burst + rate ×
+//! [`FLUSH_INTERVAL`]). With one replica the limit is exact. Calls made
+//! past the limit still count in Redis, so a subject that overshot waits
+//! until its average is back under the rate.
+//!
+//! Memory is bounded: at most [`MAX_PENDING`] subjects wait for a flush;
+//! past that, new subjects are limited by this replica's memory alone until
+//! the next flush. When Redis cannot be reached the queue is dropped and the
+//! replica's own limit stands, as with the fallback of the other scopes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use redis::Script;
+
+use super::keys::{Limit, LimitKey};
+use super::rate::Rate;
+use super::refusals::KnownRefusals;
+use super::script::Refusal;
+use crate::status::error_chain;
+
+/// How often queued calls are counted in Redis.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// The most subjects queued between two flushes.
+pub const MAX_PENDING: usize = 50_000;
+
+/// Adds calls already made to a subject's TAT, whatever it comes to (they
+/// were answered), with the same key and units as
+/// [`super::GCRA_SCRIPT`], so that both decide on one timeline.
+///
+/// KEYS: the limit key. ARGV: emission interval and burst window in
+/// microseconds, and the number of calls. Returns the wait in
+/// microseconds that one more call would face (0 or less: none).
+const ADD_SCRIPT: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local emission = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+if tat < now then tat = now end
+local new_tat = tat + emission * tonumber(ARGV[3])
+local ttl_ms = math.ceil((new_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
+return new_tat + emission - now - tonumber(ARGV[2])
+";
+
+static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_SCRIPT));
+
+/// Calls allowed in memory and not yet counted in Redis.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    calls: Mutex<HashMap<LimitKey, (Rate, u32)>>,
+    flusher_started: AtomicBool,
+}
+
+impl Pending {
+    /// Queues one call against each of `limits`.
+    pub(super) fn add(&self, limits: &[Limit]) {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        for limit in limits {
+            if let Some((_, count)) = calls.get_mut(&limit.key) {
+                *count = count.saturating_add(1);
+            } else if calls.len() < MAX_PENDING {
+                calls.insert(limit.key.clone(), (limit.rate, 1));
+            }
+        }
+    }
+
+    /// Whether the flusher still has to be started (true once).
+    pub(super) fn start_flusher(&self) -> bool {
+        !self.flusher_started.swap(true, Ordering::Relaxed)
+    }
+
+    fn take(&self) -> HashMap<LimitKey, (Rate, u32)> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Counts `pending` in Redis every [`FLUSH_INTERVAL`] and remembers the
+/// subjects it finds over their limit, until the limiter is dropped.
+pub(super) async fn flush_until_dropped<C>(
+    pending: Weak<Pending>,
+    refusals: Weak<KnownRefusals>,
+    redis: C,
+    key_prefix: String,
+    store_timeout: Duration,
+) where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        let (Some(pending), Some(refusals)) = (pending.upgrade(), refusals.upgrade()) else {
+            return;
+        };
+        let batch = pending.take();
+        drop(pending);
+        if batch.is_empty() {
+            continue;
+        }
+        let flushed =
+            tokio::time::timeout(store_timeout, flush(&batch, &redis, &key_prefix, &refusals))
+                .await;
+        match flushed {
+            Ok(Ok(())) if failing => {
+                failing = false;
+                tracing::info!("rate limits counted in memory reach Redis again");
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(error)) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    "rate limits counted in memory cannot reach Redis; each replica limits on its own"
+                );
+            }
+            Err(_elapsed) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    "rate limits counted in memory: Redis did not answer in time; each replica limits on its own"
+                );
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+}
+
+/// One script call per subject, all in flight together; the first error
+/// is returned after every answer is used.
+async fn flush<C>(
+    batch: &HashMap<LimitKey, (Rate, u32)>,
+    redis: &C,
+    key_prefix: &str,
+    refusals: &KnownRefusals,
+) -> redis::RedisResult<()>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
+    let calls = batch.iter().map(|(key, (rate, calls))| {
+        let mut redis = redis.clone();
+        let redis_key = key.redis_key(key_prefix);
+        async move {
+            let mut invocation = ADD.prepare_invoke();
+            invocation
+                .key(redis_key)
+                .arg(micros(rate.emission_interval()))
+                .arg(micros(rate.burst_window()))
+                .arg(*calls);
+            let next_wait: redis::RedisResult<i64> = invocation.invoke_async(&mut redis).await;
+            (key, next_wait)
+        }
+    });
+    let mut first_error = None;
+    for (key, next_wait) in futures_util::future::join_all(calls).await {
+        match next_wait {
+            Ok(wait) if wait > 0 => refusals.remember(
+                key,
+                Refusal {
+                    scope: key.scope(),
+                    retry_after: Duration::from_micros(wait.unsigned_abs()),
+                },
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,114 @@
+//! Limits decided in memory first (`RateLimiter::check_in_memory_first`),
+//! against a real Redis: calls far below their limit cost no round trip
+//! and are still counted in Redis behind them; near the limit Redis
+//! decides; a refusal found by another replica reaches this one within a
+//! flush.
+
+mod support;
+
+use std::time::Duration;
+
+use devicelink_shared::limits::write_behind::FLUSH_INTERVAL;
+use devicelink_shared::limits::{Decision, RateLimiter, Scope};
+use support::{CountingConnection, limiter, per_token, unique_prefix};
+
+/// Long enough for the queued calls to be counted in Redis.
+const AFTER_A_FLUSH: Duration = Duration::from_millis(FLUSH_INTERVAL.as_millis() as u64 * 3);
+
+#[tokio::test]
+async fn calls_far_below_their_limit_cost_no_round_trip_and_are_counted_behind() {
+    let prefix = unique_prefix();
+    let redis = CountingConnection::new();
+    let replica = RateLimiter::new(redis.clone(), prefix.clone());
+    let token = per_token("polling-device", "60/min,burst=20");
+    for _ in 0..10 {
+        let decision = replica
+            .check_in_memory_first(std::slice::from_ref(&token), &[])
+            .await;
+        assert!(decision.is_allowed());
+    }
+    assert_eq!(redis.count(), 0, "a call asked Redis");
+
+    // The ten calls reach Redis: another replica deciding exactly finds
+    // ten of the twenty spent (give or take the one the rate refilled
+    // meanwhile).
+    tokio::time::sleep(AFTER_A_FLUSH).await;
+    assert!(redis.count() >= 1, "nothing was counted in Redis");
+    let other = limiter(&prefix);
+    let mut allowed = 0;
+    while other.check(std::slice::from_ref(&token)).await.is_allowed() {
+        allowed += 1;
+        assert!(allowed < 20, "the calls made in memory were never counted");
+    }
+    assert!((10..=11).contains(&allowed), "{allowed} allowed");
+}
+
+#[tokio::test]
+async fn near_its_limit_a_subject_is_decided_in_redis_then_refused_from_memory() {
+    let redis = CountingConnection::new();
+    let replica = RateLimiter::new(redis.clone(), unique_prefix());
+    let token = per_token("busy-device", "6/min,burst=4");
+    let token = std::slice::from_ref(&token);
+    // Half the burst in memory, the rest in Redis.
+    for _ in 0..2 {
+        assert!(replica.check_in_memory_first(token, &[]).await.is_allowed());
+    }
+    assert_eq!(redis.count(), 0);
+    for _ in 0..2 {
+        assert!(replica.check_in_memory_first(token, &[]).await.is_allowed());
+    }
+    let Decision::Limited(refusal) = replica.check_in_memory_first(token, &[]).await else {
+        panic!("the fifth call within the burst window was allowed");
+    };
+    assert_eq!(refusal.scope, Scope::InstallPerToken);
+    let round_trips = redis.count();
+    assert!(round_trips >= 3, "{round_trips}");
+    // Refused from memory now, until the retry time.
+    for _ in 0..50 {
+        assert!(!replica.check_in_memory_first(token, &[]).await.is_allowed());
+    }
+    assert_eq!(redis.count(), round_trips);
+}
+
+#[tokio::test]
+async fn a_limit_spent_on_another_replica_is_refused_here_within_a_flush() {
+    let prefix = unique_prefix();
+    let token = per_token("shared-device", "6/min,burst=4");
+    let token = std::slice::from_ref(&token);
+    let elsewhere = limiter(&prefix);
+    for _ in 0..4 {
+        assert!(elsewhere.check(token).await.is_allowed());
+    }
+    assert!(!elsewhere.check(token).await.is_allowed());
+
+    // This replica has seen nothing of the token: its first call is
+    // allowed in memory (the bounded overshoot), and counted behind it.
+    let redis = CountingConnection::new();
+    let here = RateLimiter::new(redis.clone(), prefix);
+    assert!(here.check_in_memory_first(token, &[]).await.is_allowed());
+    tokio::time::sleep(AFTER_A_FLUSH).await;
+    let round_trips = redis.count();
+    assert!(
+        !here.check_in_memory_first(token, &[]).await.is_allowed(),
+        "the flush did not carry the refusal back"
+    );
+    assert_eq!(redis.count(), round_trips, "refused from memory");
+}
+
+#[tokio::test]
+async fn without_redis_the_replica_still_limits_on_its_own() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let unreachable =
+        devicelink_shared::stores::RedisConnection::new(&format!("redis://{closed}/0"))
+            .expect("a valid URL");
+    let replica = RateLimiter::new(unreachable, unique_prefix())
+        .with_store_timeout(Duration::from_millis(200));
+    let token = per_token("offline-device", "6/min,burst=4");
+    let token = std::slice::from_ref(&token);
+    for _ in 0..4 {
+        assert!(replica.check_in_memory_first(token, &[]).await.is_allowed());
+    }
+    assert!(!replica.check_in_memory_first(token, &[]).await.is_allowed());
+}
