@@ -6,9 +6,12 @@
 //! a collision, however unlikely, can never rebind a live code to another
 //! user.
 //!
-//! The `SET NX` runs inside the rate limiter's script
-//! ([`RateLimiter::check_and_set`]): the mint's limits are decided and its
-//! code stored in one round trip, and a refused mint stores nothing.
+//! The write goes through the rate limiter
+//! ([`RateLimiter::set_in_memory_first`]): far below its limits a mint is
+//! counted in the replica's memory and its code stored with a plain
+//! `SET NX` (the client address's block read alongside, one round trip);
+//! near a limit one script decides the limits and stores the code. A
+//! refused mint stores nothing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -129,7 +132,7 @@ impl CodeMinter {
             ttl: Duration::from_secs(self.ttl.as_secs().max(1)),
         };
         self.limiter
-            .check_and_set(consumed, blockers, &set)
+            .set_in_memory_first(consumed, blockers, &set)
             .await
             .map_err(|error| match error {
                 LimitStoreError::Redis(error) => AuthCodeError::redis(error),

@@ -1,8 +1,9 @@
 //! The rate limits of `MintAuthCode` (see [`devicelink_shared::limits`]).
 //!
-//! Three scopes: per API key and per (app, external id), both decided in
-//! the same script that stores the code ([`crate::codes::CodeMinter`]), so
-//! a mint costs one Redis round trip with or without limits; and failed
+//! Three scopes: per API key and per (app, external id), decided with the
+//! write of the code ([`crate::codes::CodeMinter`]: in memory far below
+//! them, in the same script that stores the code near them), so a mint
+//! costs one Redis round trip with or without limits; and failed
 //! credentials per client address, which blocks an address that keeps
 //! presenting bad keys.
 //!
@@ -23,9 +24,9 @@
 //!
 //! A blocked address is refused before any store lookup: the verifier asks
 //! [`CallLimits::admit`] before it reads a key from Postgres, and a key
-//! served from its cache meets the address's limit as a blocker in the
-//! mint's own script. So the hot path (a cached key) pays no extra round
-//! trip for the address either.
+//! served from its cache meets the address's limit as a blocker read
+//! alongside the mint's write. So the hot path (a cached key) pays no extra
+//! round trip for the address either.
 
 use std::net::SocketAddr;
 

@@ -128,12 +128,15 @@ impl LimitKey {
         }
     }
 
-    /// A subject of its own: its slot follows the subject.
+    /// A subject of its own: its slot is one of 256 buckets chosen by the
+    /// subject, so that subjects spread over a Redis Cluster and yet the
+    /// counts of many can be written together, one script per bucket
+    /// ([`super::write_behind`]).
     fn alone(scope: Scope, subject: &[u8]) -> Self {
         let hash = digest(scope.name().as_bytes(), &[subject]);
         Self {
             scope,
-            slot: truncated(&hash),
+            slot: truncated(&digest(b"slot", &[scope.name().as_bytes(), &hash[..1]])),
             subject: truncated(&hash),
         }
     }

@@ -22,6 +22,18 @@ use super::script::{Decision, Refusal};
 /// The most subjects one replica remembers while Redis is away.
 pub const MAX_ENTRIES: usize = 100_000;
 
+/// What [`MemoryLimiter::first_look`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstLook {
+    /// Counted here, and far enough below every limit to be allowed
+    /// without asking Redis.
+    FarBelow,
+    /// Counted here, but close enough to a limit that Redis must decide.
+    Near,
+    /// This replica alone has used up a limit: refused, nothing counted.
+    Refused(Refusal),
+}
+
 /// A bounded map from subject to theoretical arrival time.
 #[derive(Debug)]
 pub struct MemoryLimiter {
@@ -84,33 +96,29 @@ impl MemoryLimiter {
         Decision::Allowed
     }
 
-    /// Counts a call against every limit in `consumed` only if each stays
-    /// within half its burst window here (this replica alone has used at
-    /// most about half the burst), and says whether it did. The caller
-    /// decides elsewhere (in Redis) when it did not: this is the
-    /// replica's cheap first look, never a refusal.
-    pub fn consume_within_half_burst(&self, consumed: &[Limit]) -> bool {
+    /// The replica's own first look at a call limited in memory first
+    /// ([`super::RateLimiter::check_in_memory_first`]): refused when this
+    /// replica alone has used up a limit (nothing counted); otherwise
+    /// counted here, and [`FirstLook::FarBelow`] while every limit stays
+    /// within half its burst window, so that the caller may skip Redis.
+    pub fn first_look(&self, consumed: &[Limit]) -> FirstLook {
+        if let Decision::Limited(refusal) = self.decide(consumed, &[]) {
+            return FirstLook::Refused(refusal);
+        }
         let now = self.epoch.elapsed();
-        let mut tats = self
+        let tats = self
             .tats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut new_tats = Vec::with_capacity(consumed.len());
-        for limit in consumed {
-            let tat = tats.get(&limit.key).copied().unwrap_or(now).max(now);
-            let new_tat = tat + limit.rate.emission_interval();
-            if new_tat - now > limit.rate.burst_window() / 2 {
-                return false;
-            }
-            new_tats.push(new_tat);
+        let far_below = consumed.iter().all(|limit| {
+            tats.get(&limit.key)
+                .is_some_and(|tat| tat.saturating_sub(now) <= limit.rate.burst_window() / 2)
+        });
+        if far_below {
+            FirstLook::FarBelow
+        } else {
+            FirstLook::Near
         }
-        for (limit, new_tat) in consumed.iter().zip(new_tats) {
-            if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
-                make_room(&mut tats, now);
-            }
-            tats.insert(limit.key.clone(), new_tat);
-        }
-        true
     }
 
     /// How many subjects are remembered.

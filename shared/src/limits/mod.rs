@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 pub use client_address::{Cidr, TrustedProxies};
 pub use keys::{Limit, LimitKey, Scope};
-pub use memory::MemoryLimiter;
+pub use memory::{FirstLook, MemoryLimiter};
 pub use rate::{MAX_COUNT, Period, Rate};
 pub use refusals::KnownRefusals;
 pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
@@ -91,6 +91,8 @@ pub struct RateLimiter<C> {
     key_prefix: String,
     store_timeout: Duration,
     memory: Arc<MemoryLimiter>,
+    /// This replica's own count of the calls limited in memory first.
+    local: Arc<MemoryLimiter>,
     refusals: Arc<KnownRefusals>,
     pending: Arc<write_behind::Pending>,
     /// Milliseconds after `started` before which Redis is not tried.
@@ -118,6 +120,7 @@ where
             key_prefix: key_prefix.into(),
             store_timeout: STORE_TIMEOUT,
             memory: Arc::new(MemoryLimiter::default()),
+            local: Arc::new(MemoryLimiter::default()),
             refusals: Arc::new(KnownRefusals::default()),
             pending: Arc::new(write_behind::Pending::default()),
             redis_resting_until: Arc::new(AtomicU64::new(0)),
@@ -190,25 +193,126 @@ where
 
     /// [`check_unless_blocked`](Self::check_unless_blocked) for calls with
     /// no Redis work of their own (a cached install status), where a round
-    /// trip would be most of their cost: while this replica alone has used
-    /// at most half of each limit's burst, the call is allowed in memory
-    /// and counted in Redis behind it, within
-    /// [`write_behind::FLUSH_INTERVAL`]; past that it is decided in Redis
-    /// as `check_unless_blocked` does. Refusals Redis gave (a subject over
-    /// its limit across replicas, an address blocked by its failures) are
-    /// answered from memory until their retry time. So ordinary callers,
-    /// far below their limit, never wait on Redis, and one near or over it
-    /// is decided exactly.
+    /// trip would be most of their cost. This replica counts the call
+    /// itself first ([`MemoryLimiter::first_look`]): a subject it has
+    /// seen use up a limit is refused; one far below its limits (at most
+    /// half a burst used here) is allowed without Redis and counted there
+    /// behind the call, within [`write_behind::FLUSH_INTERVAL`]; one near
+    /// a limit is decided in Redis as `check_unless_blocked` does.
+    /// Refusals Redis gave (a subject over its limit across replicas, an
+    /// address blocked by its failures) are answered from memory until
+    /// their retry time. With one replica the limits are exact; across N,
+    /// [`write_behind`] states the bound.
     pub async fn check_in_memory_first(&self, limits: &[Limit], blockers: &[Limit]) -> Decision {
         if let Some(refusal) = self.refusals.refusal(limits.iter().chain(blockers)) {
             return Decision::Limited(counted_refusal(refusal));
         }
-        if !limits.is_empty() && self.memory.consume_within_half_burst(limits) {
-            self.pending.add(limits);
-            self.start_flusher();
+        match self.local.first_look(limits) {
+            FirstLook::Refused(refusal) => Decision::Limited(counted_refusal(refusal)),
+            FirstLook::FarBelow => {
+                self.count_behind(limits);
+                Decision::Allowed
+            }
+            FirstLook::Near => self.check_unless_blocked(limits, blockers).await,
+        }
+    }
+
+    /// [`check_and_set`](Self::check_and_set) decided in memory first, as
+    /// [`check_in_memory_first`](Self::check_in_memory_first) decides: far
+    /// below its limits a call's Redis work is the plain `SET NX` alone
+    /// (the limits are counted behind it); near one, the script decides
+    /// and stores in one round trip. A mint's hot path then costs Redis no
+    /// more than the write it needs.
+    pub async fn set_in_memory_first(
+        &self,
+        limits: &[Limit],
+        blockers: &[Limit],
+        set: &SetIfAllowed<'_>,
+    ) -> Result<SetOutcome, LimitStoreError> {
+        if let Some(refusal) = self.refusals.refusal(limits.iter().chain(blockers)) {
+            return Ok(SetOutcome::Limited(counted_refusal(refusal)));
+        }
+        match self.local.first_look(limits) {
+            FirstLook::Refused(refusal) => Ok(SetOutcome::Limited(counted_refusal(refusal))),
+            FirstLook::FarBelow => {
+                // The write and the blockers' state, both plain commands in
+                // flight together: one round trip.
+                let (mut writer, mut reader) = (self.redis.clone(), self.redis.clone());
+                let both = async {
+                    tokio::join!(
+                        script::set_nx(&mut writer, set),
+                        script::blocked(&mut reader, &self.key_prefix, blockers),
+                    )
+                };
+                let (stored, blocked) = tokio::time::timeout(self.store_timeout, both)
+                    .await
+                    .map_err(|_elapsed| LimitStoreError::TimedOut)?;
+                let stored = stored?;
+                if let Some(refusal) = blocked? {
+                    if stored {
+                        script::delete(&mut writer, set.key).await?;
+                    }
+                    self.remember_blocker(blockers, refusal);
+                    return Ok(SetOutcome::Limited(counted_refusal(refusal)));
+                }
+                if !stored {
+                    return Ok(SetOutcome::Taken);
+                }
+                self.count_behind(limits);
+                Ok(SetOutcome::Stored)
+            }
+            FirstLook::Near => self.check_and_set(limits, blockers, set).await,
+        }
+    }
+
+    /// Whether `blockers` refuse a call, counting nothing: the refusals this
+    /// replica knows, else the blockers' state in Redis read with a plain
+    /// command each (their TTL; see [`script::blocked`]), else, with Redis
+    /// away, this replica's memory. Cheaper than [`peek`](Self::peek) and
+    /// as exact: for the calls that must not reach a store from a blocked
+    /// address but have no Redis work to carry the check.
+    pub async fn blocked(&self, blockers: &[Limit]) -> Decision {
+        if blockers.is_empty() {
             return Decision::Allowed;
         }
-        self.check_unless_blocked(limits, blockers).await
+        if let Some(refusal) = self.refusals.refusal(blockers) {
+            return Decision::Limited(counted_refusal(refusal));
+        }
+        if self.millis_since_start() >= self.redis_resting_until.load(Ordering::Relaxed) {
+            let mut redis = self.redis.clone();
+            let read = script::blocked(&mut redis, &self.key_prefix, blockers);
+            match tokio::time::timeout(self.store_timeout, read).await {
+                Ok(Ok(None)) => return Decision::Allowed,
+                Ok(Ok(Some(refusal))) => {
+                    self.remember_blocker(blockers, refusal);
+                    return Decision::Limited(counted_refusal(refusal));
+                }
+                Ok(Err(error)) => self.rest_redis(&error),
+                Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
+            }
+        }
+        metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
+        counted(self.memory.decide(&[], blockers))
+    }
+
+    /// Remembers a refusal read from the blockers' state: the blocker of
+    /// its scope.
+    fn remember_blocker(&self, blockers: &[Limit], refusal: Refusal) {
+        if let Some(blocker) = blockers
+            .iter()
+            .find(|limit| limit.key.scope() == refusal.scope)
+        {
+            self.refusals.remember(&blocker.key, refusal);
+        }
+    }
+
+    /// Queues a call allowed in memory to be counted in Redis.
+    fn count_behind(&self, limits: &[Limit]) {
+        if limits.is_empty() {
+            return;
+        }
+        self.pending.add(limits);
+        self.start_flusher();
     }
 
     /// Starts the task that counts queued calls in Redis, once, if there

@@ -168,8 +168,10 @@ where
             .arg(consume);
     }
     if let Some(set) = set {
-        let ttl_ms = set.ttl.as_micros().div_ceil(1000).max(1) as u64;
-        invocation.key(set.key).arg(set.value).arg(ttl_ms);
+        invocation
+            .key(set.key)
+            .arg(set.value)
+            .arg(ttl_millis(set.ttl));
     }
     let (allowed, wait_micros, refusing, stored): (i64, i64, i64, i64) =
         invocation.invoke_async(redis).await?;
@@ -213,6 +215,70 @@ fn decision(reply: &Reply, refusing: Option<&Limit>) -> Decision {
         return Decision::Allowed;
     };
     Decision::Limited(refusal(limit, reply.wait_micros))
+}
+
+/// Stores `set` with a plain `SET NX PX`, no limit involved: the write of a
+/// call whose limits were decided in memory. Whether it was stored.
+pub(super) async fn set_nx<C>(redis: &mut C, set: &SetIfAllowed<'_>) -> redis::RedisResult<bool>
+where
+    C: redis::aio::ConnectionLike,
+{
+    let reply: Option<String> = redis::cmd("SET")
+        .arg(set.key)
+        .arg(set.value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_millis(set.ttl))
+        .query_async(redis)
+        .await?;
+    Ok(reply.is_some())
+}
+
+/// Whether one of `blockers` refuses a call now, read from their keys'
+/// time to live alone (`PTTL`, one plain command each): the GCRA script
+/// expires a key exactly when its TAT passes, so the TTL is how far the TAT
+/// runs ahead of now, and a call is refused when that exceeds the burst
+/// window less one emission interval.
+pub(super) async fn blocked<C>(
+    redis: &mut C,
+    key_prefix: &str,
+    blockers: &[Limit],
+) -> redis::RedisResult<Option<Refusal>>
+where
+    C: redis::aio::ConnectionLike,
+{
+    let mut longest: Option<Refusal> = None;
+    for limit in blockers {
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(limit.key.redis_key(key_prefix))
+            .query_async(redis)
+            .await?;
+        let ahead = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+        let allowed_ahead = limit
+            .rate
+            .burst_window()
+            .saturating_sub(limit.rate.emission_interval());
+        let wait = ahead.saturating_sub(allowed_ahead);
+        if !wait.is_zero() && longest.is_none_or(|worst| wait > worst.retry_after) {
+            longest = Some(Refusal {
+                scope: limit.key.scope(),
+                retry_after: wait,
+            });
+        }
+    }
+    Ok(longest)
+}
+
+/// Deletes `key`: a value stored before its call turned out refused.
+pub(super) async fn delete<C>(redis: &mut C, key: &str) -> redis::RedisResult<()>
+where
+    C: redis::aio::ConnectionLike,
+{
+    redis::cmd("DEL").arg(key).query_async(redis).await
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    ttl.as_micros().div_ceil(1000).max(1) as u64
 }
 
 fn micros(duration: Duration) -> u64 {

@@ -7,7 +7,8 @@
 //! decides in memory (this replica's GCRA at the full rate, and the
 //! refusals it already knows) and queues the call; every
 //! [`FLUSH_INTERVAL`] the queue is added to the subjects' shared state in
-//! Redis, one script call per subject with all its calls of the interval,
+//! Redis: one script call per hash tag (per app, or per one of 256 buckets
+//! of install tokens), each with all its subjects' calls of the interval,
 //! concurrently on the multiplexed connection. Redis answers each with the
 //! wait its next call would face; a subject over its limit across all
 //! replicas is then refused by this replica until that wait has passed
@@ -43,23 +44,28 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// The most subjects queued between two flushes.
 pub const MAX_PENDING: usize = 50_000;
 
-/// Adds calls already made to a subject's TAT, whatever it comes to (they
-/// were answered), with the same key and units as
-/// [`super::GCRA_SCRIPT`], so that both decide on one timeline.
+/// Adds calls already made to subjects' TATs, whatever they come to (they
+/// were answered), with the same keys and units as [`super::GCRA_SCRIPT`],
+/// so that both decide on one timeline.
 ///
-/// KEYS: the limit key. ARGV: emission interval and burst window in
-/// microseconds, and the number of calls. Returns the wait in
-/// microseconds that one more call would face (0 or less: none).
+/// KEYS: the limit keys, all of one hash tag (one Redis Cluster slot).
+/// ARGV: per key its emission interval and burst window in microseconds
+/// and the number of calls. Returns per key the wait in microseconds that
+/// one more call would face (0 or less: none).
 const ADD_SCRIPT: &str = r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local emission = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
-if tat < now then tat = now end
-local new_tat = tat + emission * tonumber(ARGV[3])
-local ttl_ms = math.ceil((new_tat - now) / 1000)
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
-return new_tat + emission - now - tonumber(ARGV[2])
+local waits = {}
+for i = 1, #KEYS do
+  local emission = tonumber(ARGV[3 * i - 2])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
+  if tat < now then tat = now end
+  local new_tat = tat + emission * tonumber(ARGV[3 * i])
+  local ttl_ms = math.ceil((new_tat - now) / 1000)
+  redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
+  waits[i] = new_tat + emission - now - tonumber(ARGV[3 * i - 1])
+end
+return waits
 ";
 
 static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_SCRIPT));
@@ -107,6 +113,8 @@ pub(super) async fn flush_until_dropped<C>(
 {
     let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: let the first interval's calls gather.
+    ticks.tick().await;
     let mut failing = false;
     loop {
         ticks.tick().await;
@@ -145,8 +153,9 @@ pub(super) async fn flush_until_dropped<C>(
     }
 }
 
-/// One script call per subject, all in flight together; the first error
-/// is returned after every answer is used.
+/// One script call per hash tag (every subject of an app shares one), all
+/// in flight together; the first error is returned after every answer is
+/// used.
 async fn flush<C>(
     batch: &HashMap<LimitKey, (Rate, u32)>,
     redis: &C,
@@ -156,31 +165,44 @@ async fn flush<C>(
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync,
 {
-    let calls = batch.iter().map(|(key, (rate, calls))| {
+    let mut by_tag: HashMap<String, Vec<(&LimitKey, Rate, u32)>> = HashMap::new();
+    for (key, (rate, calls)) in batch {
+        by_tag
+            .entry(key.hash_tag())
+            .or_default()
+            .push((key, *rate, *calls));
+    }
+    let scripts = by_tag.into_values().map(|subjects| {
         let mut redis = redis.clone();
-        let redis_key = key.redis_key(key_prefix);
-        async move {
-            let mut invocation = ADD.prepare_invoke();
+        let mut invocation = ADD.prepare_invoke();
+        for (key, rate, calls) in &subjects {
             invocation
-                .key(redis_key)
+                .key(key.redis_key(key_prefix))
                 .arg(micros(rate.emission_interval()))
                 .arg(micros(rate.burst_window()))
                 .arg(*calls);
-            let next_wait: redis::RedisResult<i64> = invocation.invoke_async(&mut redis).await;
-            (key, next_wait)
+        }
+        async move {
+            let waits: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut redis).await;
+            (subjects, waits)
         }
     });
     let mut first_error = None;
-    for (key, next_wait) in futures_util::future::join_all(calls).await {
-        match next_wait {
-            Ok(wait) if wait > 0 => refusals.remember(
-                key,
-                Refusal {
-                    scope: key.scope(),
-                    retry_after: Duration::from_micros(wait.unsigned_abs()),
-                },
-            ),
-            Ok(_) => {}
+    for (subjects, waits) in futures_util::future::join_all(scripts).await {
+        match waits {
+            Ok(waits) => {
+                for ((key, _, _), wait) in subjects.iter().zip(waits) {
+                    if wait > 0 {
+                        refusals.remember(
+                            key,
+                            Refusal {
+                                scope: key.scope(),
+                                retry_after: Duration::from_micros(wait.unsigned_abs()),
+                            },
+                        );
+                    }
+                }
+            }
             Err(error) => {
                 first_error.get_or_insert(error);
             }

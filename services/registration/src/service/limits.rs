@@ -134,6 +134,15 @@ impl RequestLimits {
         allowed(decision)
     }
 
+    /// Refuses a caller whose address is blocked by its failed credentials,
+    /// counting nothing: asked before an install token is looked up in
+    /// Postgres (a status not in the cache, a reset), since the token's own
+    /// limit was decided in memory and looked at the address only in the
+    /// refusals this replica knows.
+    pub async fn admit(&self, caller: Caller) -> Result<(), RegistrationError> {
+        allowed(self.limiter.blocked(self.blockers(caller).as_slice()).await)
+    }
+
     /// Counts a failed credential against the caller's address. The call
     /// is answered with its own failure whatever this decides; once the
     /// address is past its limit, its next calls are refused.

@@ -180,6 +180,7 @@ impl RegistrationHandler {
             Ok(status) => return Ok(status),
             Err(ticket) => ticket,
         };
+        self.limits.admit(caller).await?;
         let Some(status) = self.store.status_by_token(&token_hash).await? else {
             self.limits.failed(caller).await;
             return Err(RegistrationError::Unauthenticated(
@@ -199,6 +200,7 @@ impl RegistrationHandler {
         let token = parse::install_token(request.metadata())?;
         let token_hash = token.hash();
         self.limits.install(caller, &token_hash).await?;
+        self.limits.admit(caller).await?;
         let Some(install_id) = self.store.reset_by_token(&token_hash).await? else {
             self.limits.failed(caller).await;
             return Err(RegistrationError::Unauthenticated(
