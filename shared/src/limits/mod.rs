@@ -267,7 +267,8 @@ where
 
     /// Whether `blockers` refuse a call, counting nothing: the refusals this
     /// replica knows, else the blockers' state in Redis read with a plain
-    /// command each (their TTL; see [`script::blocked`]), else, with Redis
+    /// command each (their TTL, which the GCRA script sets to how far the
+    /// TAT runs ahead of now), else, with Redis
     /// away, this replica's memory. Cheaper than [`peek`](Self::peek) and
     /// as exact: for the calls that must not reach a store from a blocked
     /// address but have no Redis work to carry the check.
