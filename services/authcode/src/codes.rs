@@ -87,7 +87,7 @@ impl CodeMinter {
         for _ in 0..MINT_ATTEMPTS {
             let code = AuthCode::generate();
             match self
-                .store(&code, &record, &consumed, limits.blockers())
+                .store(app_id, &code, &record, &consumed, limits.blockers())
                 .await?
             {
                 SetOutcome::Stored => return Ok(MintedCode { code, expires_at }),
@@ -106,12 +106,13 @@ impl CodeMinter {
     /// bounds the script by [`devicelink_shared::stores::STORE_TIMEOUT`].
     async fn store(
         &self,
+        app_id: AppId,
         code: &AuthCode,
         record: &[u8],
         consumed: &[Limit],
         blockers: &[Limit],
     ) -> Result<SetOutcome, AuthCodeError> {
-        let key = redis_key(&self.key_prefix, &code.hash());
+        let key = redis_key(&self.key_prefix, app_id, &code.hash());
         let set = SetIfAllowed {
             key: &key,
             value: record,

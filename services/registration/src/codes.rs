@@ -15,6 +15,7 @@
 use devicelink_shared::auth_code::{AuthCodeRecord, redis_key};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
+use devicelink_shared::validate::AppId;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
@@ -31,7 +32,7 @@ const RETIRE_BATCH: usize = 256;
 pub struct CodeStore {
     redis: RedisConnection,
     key_prefix: String,
-    retired: mpsc::Sender<SecretHash>,
+    retired: mpsc::Sender<(AppId, SecretHash)>,
 }
 
 impl CodeStore {
@@ -48,16 +49,19 @@ impl CodeStore {
         }
     }
 
-    /// The record of a live code, `None` when unknown or expired.
+    /// The record of a live code minted for `app_id`, `None` when unknown,
+    /// expired or minted for another app (its key carries the app's hash
+    /// tag, see [`redis_key`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.get_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn fetch(
         &self,
+        app_id: AppId,
         code_hash: &SecretHash,
     ) -> Result<Option<AuthCodeRecord>, StoreError> {
         let bytes: Option<Vec<u8>> = self
             .redis
             .clone()
-            .get(redis_key(&self.key_prefix, code_hash))
+            .get(redis_key(&self.key_prefix, app_id, code_hash))
             .await
             .map_err(StoreError::redis)?;
         bytes
@@ -81,24 +85,26 @@ impl CodeStore {
     }
 
     /// Queues a redeemed code for deletion; returns at once.
-    pub fn retire(&self, code_hash: SecretHash) {
-        if self.retired.try_send(code_hash).is_err() {
+    pub fn retire(&self, app_id: AppId, code_hash: SecretHash) {
+        if self.retired.try_send((app_id, code_hash)).is_err() {
             tracing::debug!("the queue of redeemed auth codes is full; this one is left to expire");
         }
     }
 }
 
 /// Deletes queued codes, as many per `DEL` as have queued up since the last.
+/// In a Redis Cluster the batch's keys lie in several slots (one per app):
+/// the cluster client splits a multi-key `DEL` by slot itself.
 async fn delete_retired(
     redis: RedisConnection,
     key_prefix: String,
-    mut queue: mpsc::Receiver<SecretHash>,
+    mut queue: mpsc::Receiver<(AppId, SecretHash)>,
 ) {
     let mut batch = Vec::with_capacity(RETIRE_BATCH);
     while queue.recv_many(&mut batch, RETIRE_BATCH).await > 0 {
         let keys: Vec<String> = batch
             .drain(..)
-            .map(|code_hash| redis_key(&key_prefix, &code_hash))
+            .map(|(app_id, code_hash)| redis_key(&key_prefix, app_id, &code_hash))
             .collect();
         delete_codes(&redis, keys).await;
     }

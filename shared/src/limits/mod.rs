@@ -40,6 +40,7 @@ mod keys;
 pub mod memory;
 mod rate;
 pub mod script;
+mod slots;
 mod status;
 
 use std::sync::Arc;
@@ -47,14 +48,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use client_address::{Cidr, TrustedProxies};
-pub use keys::{Limit, LimitKey, Scope};
+pub use keys::{Limit, LimitKey, Scope, app_hash_tag};
 pub use memory::MemoryLimiter;
 pub use rate::{MAX_COUNT, Period, Rate};
 pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
 pub use status::{rate_limited, retry_after_seconds};
 
 use crate::status::error_chain;
-use crate::stores::STORE_TIMEOUT;
+use crate::stores::{RedisConnection, STORE_TIMEOUT};
 
 /// How long the limiter decides in memory alone after Redis failed, before
 /// trying Redis again.
@@ -83,6 +84,9 @@ pub struct RateLimiter<C> {
     /// Milliseconds after `started` before which Redis is not tried.
     redis_resting_until: Arc<AtomicU64>,
     started: Instant,
+    /// A Redis Cluster is behind `redis`: a decision whose keys lie in
+    /// several slots runs one script per slot ([`slots`]).
+    one_script_per_slot: bool,
 }
 
 impl<C> std::fmt::Debug for RateLimiter<C> {
@@ -96,11 +100,18 @@ impl<C> std::fmt::Debug for RateLimiter<C> {
 
 impl<C> RateLimiter<C>
 where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// A limiter keeping its state under `key_prefix` in `redis`.
+    /// A limiter keeping its state under `key_prefix` in `redis`. When
+    /// `redis` is a [`RedisConnection`] to a Redis Cluster, decisions are
+    /// split by hash slot ([`slots`]); any other connection is taken for a
+    /// single server.
     pub fn new(redis: C, key_prefix: impl Into<String>) -> Self {
+        let one_script_per_slot = (&redis as &dyn std::any::Any)
+            .downcast_ref::<RedisConnection>()
+            .is_some_and(RedisConnection::is_cluster);
         Self {
+            one_script_per_slot,
             redis,
             key_prefix: key_prefix.into(),
             store_timeout: STORE_TIMEOUT,
@@ -157,8 +168,7 @@ where
         blockers: &[Limit],
         set: &SetIfAllowed<'_>,
     ) -> Result<SetOutcome, LimitStoreError> {
-        let mut redis = self.redis.clone();
-        let run = script::run(&mut redis, &self.key_prefix, limits, blockers, Some(set));
+        let run = self.run(limits, blockers, Some(set));
         let (decision, stored) = tokio::time::timeout(self.store_timeout, run)
             .await
             .map_err(|_elapsed| LimitStoreError::TimedOut)??;
@@ -179,8 +189,7 @@ where
             return Decision::Allowed;
         }
         if self.millis_since_start() >= self.redis_resting_until.load(Ordering::Relaxed) {
-            let mut redis = self.redis.clone();
-            let run = script::run(&mut redis, &self.key_prefix, consumed, peeked, None);
+            let run = self.run(consumed, peeked, None);
             match tokio::time::timeout(self.store_timeout, run).await {
                 Ok(Ok((decision, _))) => return decision,
                 Ok(Err(error)) => self.rest_redis(&error),
@@ -189,6 +198,20 @@ where
         }
         metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
         self.memory.decide(consumed, peeked)
+    }
+
+    /// The script over `redis`, split by slot against a cluster.
+    async fn run(
+        &self,
+        consumed: &[Limit],
+        peeked: &[Limit],
+        set: Option<&SetIfAllowed<'_>>,
+    ) -> redis::RedisResult<(Decision, bool)> {
+        if self.one_script_per_slot {
+            return slots::run(&self.redis, &self.key_prefix, consumed, peeked, set).await;
+        }
+        let mut redis = self.redis.clone();
+        script::run(&mut redis, &self.key_prefix, consumed, peeked, set).await
     }
 
     fn rest_redis(&self, error: &dyn std::error::Error) {
