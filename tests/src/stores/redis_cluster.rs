@@ -80,6 +80,17 @@ pub struct Node {
     pub master_id: Option<String>,
     /// Whether it is marked failed or possibly failed.
     pub failing: bool,
+    /// The slot ranges it serves (a master), inclusive.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl Node {
+    /// Whether it serves `slot`.
+    pub fn serves(&self, slot: u16) -> bool {
+        self.slots
+            .iter()
+            .any(|(first, last)| (*first..=*last).contains(&slot))
+    }
 }
 
 /// The cluster as the node on `port` sees it.
@@ -100,9 +111,33 @@ pub async fn nodes(port: u16) -> redis::RedisResult<Vec<Node>> {
                     .filter(|id| **id != "-")
                     .map(|id| id.to_string()),
                 failing: flags.contains("fail"),
+                slots: fields
+                    .iter()
+                    .skip(8)
+                    .filter_map(|range| {
+                        let (first, last) = range.split_once('-').unwrap_or((range, range));
+                        Some((first.parse().ok()?, last.parse().ok()?))
+                    })
+                    .collect(),
             })
         })
         .collect())
+}
+
+/// The slot of `key`, as the node at `port` computes it.
+pub async fn slot_of(port: u16, key: &str) -> redis::RedisResult<u16> {
+    node_command(port, &["CLUSTER", "KEYSLOT", key]).await
+}
+
+/// The process id of the node at `port` (from `INFO server`).
+pub async fn process_id(port: u16) -> redis::RedisResult<u32> {
+    let info: String = node_command(port, &["INFO", "server"]).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| {
+            redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "no process_id"))
+        })
 }
 
 /// Runs one command on the node at `port` itself (no redirection).
