@@ -17,8 +17,8 @@ use devicelink_e2e::{TestEnv, TestOptions, create_user_request, phone, status_of
 use devicelink_shared::limits::app_hash_tag;
 use devicelink_shared::pb;
 use rate_limits_support::{
-    FAILED_AUTH_PER_ADDRESS, MINT_PER_EXTERNAL_ID, MINT_PER_KEY, REDEEM_PER_DEVICE,
-    assert_limited, limits, made_up_code, mint,
+    FAILED_AUTH_PER_ADDRESS, MINT_PER_EXTERNAL_ID, MINT_PER_KEY, REDEEM_PER_DEVICE, assert_limited,
+    limits, made_up_code, mint,
 };
 use tonic::Code;
 
@@ -44,7 +44,9 @@ async fn the_whole_flow_runs_on_the_cluster_with_its_limits() {
     })
     .await;
     let (app_id, api_key) = env.app_with_key().await;
-    let created = env.link(&app_id, &api_key, "cluster-user", phone("p1")).await;
+    let created = env
+        .link(&app_id, &api_key, "cluster-user", phone("p1"))
+        .await;
     let status = status_of_token(&mut env.registration().await, &created.install_token)
         .await
         .expect("status");
@@ -59,7 +61,12 @@ async fn the_whole_flow_runs_on_the_cluster_with_its_limits() {
         .next()
         .and_then(|port| port.parse::<u16>().ok())
         .expect("a seed port");
-    let tag = app_hash_tag(app_id.parse().map(devicelink_shared::validate::AppId).expect("uuid"));
+    let tag = app_hash_tag(
+        app_id
+            .parse()
+            .map(devicelink_shared::validate::AppId)
+            .expect("uuid"),
+    );
     let slot = redis_cluster::slot_of(seed, &tag).await.expect("keyslot");
     let nodes = redis_cluster::nodes(seed).await.expect("nodes");
     let master = nodes
@@ -253,21 +260,24 @@ async fn a_failover_loses_no_code_and_redeems_none_twice() {
         .clone();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let looping = async {
-        let record = mint_and_redeem(&env, &apps, stopped).await;
-        record
-    };
+    let looping = mint_and_redeem(&env, &apps, stopped);
     let disrupt = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         // A planned failover: the replica takes over its master.
         let _: String = redis_cluster::node_command(replica.port, &["CLUSTER", "FAILOVER"])
             .await
             .expect("CLUSTER FAILOVER");
-        wait_for(Duration::from_secs(20), "the replica is promoted", || async {
-            redis_cluster::nodes(replica.port)
-                .await
-                .is_ok_and(|nodes| nodes.iter().any(|node| node.port == replica.port && node.master))
-        })
+        wait_for(
+            Duration::from_secs(20),
+            "the replica is promoted",
+            || async {
+                redis_cluster::nodes(replica.port).await.is_ok_and(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|node| node.port == replica.port && node.master)
+                })
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         // A crash: the new master dies (SIGKILL), the old one, now its
@@ -280,11 +290,17 @@ async fn a_failover_loses_no_code_and_redeems_none_twice() {
             .status()
             .expect("kill runs");
         assert!(killed.success());
-        wait_for(Duration::from_secs(30), "the old master takes over again", || async {
-            redis_cluster::nodes(master.port)
-                .await
-                .is_ok_and(|nodes| nodes.iter().any(|node| node.port == master.port && node.master))
-        })
+        wait_for(
+            Duration::from_secs(30),
+            "the old master takes over again",
+            || async {
+                redis_cluster::nodes(master.port).await.is_ok_and(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|node| node.port == master.port && node.master)
+                })
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let _ = stop.send(true);
@@ -304,8 +320,15 @@ async fn a_failover_loses_no_code_and_redeems_none_twice() {
         outage <= FAILOVER_WINDOW_BOUND,
         "calls failed for {outage:?}, longer than {FAILOVER_WINDOW_BOUND:?}"
     );
-    assert!(record.minted.len() >= 10, "the loop made progress: {record:?}");
-    assert_eq!(record.redeemed, record.minted.len(), "every minted code redeemed");
+    assert!(
+        record.minted.len() >= 10,
+        "the loop made progress: {record:?}"
+    );
+    assert_eq!(
+        record.redeemed,
+        record.minted.len(),
+        "every minted code redeemed"
+    );
     // None twice: each code again, from another device, is refused, and
     // Postgres holds one redemption per code.
     let mut registration = env.registration().await;
@@ -320,4 +343,57 @@ async fn a_failover_loses_no_code_and_redeems_none_twice() {
         env.count("SELECT count(*) FROM redeemed_codes").await,
         i64::try_from(record.minted.len()).expect("small"),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_fall_back_to_memory_while_the_cluster_is_away_and_it_is_used_once_back() {
+    use devicelink_shared::limits::{Decision, Limit, LimitKey, Rate, RateLimiter};
+    use devicelink_shared::stores::{RedisConnection, STORE_TIMEOUT};
+
+    let _cluster = redis_cluster::shared().await;
+    // The only seed node, behind a proxy that refuses connections: the
+    // cluster is away when the connection is made.
+    let seed = redis_cluster::urls()[0]
+        .trim_start_matches("redis://")
+        .to_owned();
+    let proxy = devicelink_e2e::proxy::TcpProxy::start(seed).await;
+    proxy.cut();
+    let settings = devicelink_shared::config::RedisSettings {
+        servers: devicelink_shared::config::RedisServers::Cluster(vec![format!(
+            "redis://{}",
+            proxy.addr()
+        )]),
+        ..redis_cluster::settings()
+    };
+    let redis = RedisConnection::connect(&settings).expect("settings");
+    let limiter = RateLimiter::new(redis.clone(), format!("dltest:{}:", uuid::Uuid::new_v4()));
+    let limit: Vec<Limit> = Limit::new(
+        LimitKey::install_per_token(b"a token"),
+        Rate::parse_setting("1/min").expect("parses"),
+    )
+    .into_iter()
+    .collect();
+    let started = Instant::now();
+    assert_eq!(limiter.check(&limit).await, Decision::Allowed);
+    assert!(
+        !limiter.check(&limit).await.is_allowed(),
+        "the in-memory fallback holds the limit"
+    );
+    assert!(
+        started.elapsed() < STORE_TIMEOUT + Duration::from_secs(1),
+        "decided within the store timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(!redis.reachable().await);
+    // The cluster comes back: the same connection finds it.
+    proxy.restore();
+    wait_for(
+        Duration::from_secs(15),
+        "the connection reaches the cluster",
+        || {
+            let redis = redis.clone();
+            async move { redis.reachable().await }
+        },
+    )
+    .await;
 }

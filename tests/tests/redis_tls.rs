@@ -228,11 +228,17 @@ async fn unusable_redis_files_exit_64_naming_their_variable_and_no_password() {
     let cases: [(&str, Vec<(&str, String)>); 5] = [
         (
             "REDIS_CA_FILE",
-            vec![("REDIS_URL", url.clone()), ("REDIS_CA_FILE", missing.clone())],
+            vec![
+                ("REDIS_URL", url.clone()),
+                ("REDIS_CA_FILE", missing.clone()),
+            ],
         ),
         (
             "REDIS_CA_FILE",
-            vec![("REDIS_URL", url.clone()), ("REDIS_CA_FILE", garbage.clone())],
+            vec![
+                ("REDIS_URL", url.clone()),
+                ("REDIS_CA_FILE", garbage.clone()),
+            ],
         ),
         (
             "REDIS_PASSWORD_FILE",

@@ -142,8 +142,9 @@ mod tests {
         .flatten()
         .collect();
         let address: IpAddr = "192.0.2.1".parse().expect("ip");
-        let peeked: Vec<Limit> =
-            Limit::new(LimitKey::failed_auth_per_address(address), rate).into_iter().collect();
+        let peeked: Vec<Limit> = Limit::new(LimitKey::failed_auth_per_address(address), rate)
+            .into_iter()
+            .collect();
         let code_key = format!("p:authcode:{}:abc", crate::limits::app_hash_tag(app));
         let set = SetIfAllowed {
             key: &code_key,
@@ -153,7 +154,10 @@ mod tests {
         let groups = by_slot("p:", &consumed, &peeked, Some(&set));
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].consumed.len(), 2);
-        assert!(groups[0].set.is_some(), "the code goes with its app's limits");
+        assert!(
+            groups[0].set.is_some(),
+            "the code goes with its app's limits"
+        );
         assert_eq!(groups[1].peeked.len(), 1);
         assert!(groups[1].set.is_none());
     }

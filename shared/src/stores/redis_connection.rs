@@ -54,10 +54,12 @@ impl RedisConnection {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(200));
-                let manager = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(|source| StoreSetupError::Redis {
-                        variable: settings.url_variable(),
-                        source,
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(|source| {
+                        StoreSetupError::Redis {
+                            variable: settings.url_variable(),
+                            source,
+                        }
                     })?;
                 Connection::Single(manager)
             }
@@ -115,16 +117,14 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let replies = match &mut self.0 {
-                Connection::Single(manager) => {
-                    manager.req_packed_commands(pipeline, offset, count)
-                }
+                Connection::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
                 Connection::Cluster(cluster) => {
                     cluster.req_packed_commands(pipeline, offset, count)
                 }
             };
             tokio::time::timeout(STORE_TIMEOUT, replies)
                 .await
-            .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
+                .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
         })
     }
 

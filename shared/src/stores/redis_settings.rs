@@ -16,8 +16,8 @@ use redis::{RedisError, TlsCertificates};
 
 use super::{CONNECT_TIMEOUT, REDIS_RESPONSE_TIMEOUT};
 use crate::config::{
-    ConfigError, REDIS_CA_FILE, REDIS_CLIENT_CERT_FILE, REDIS_CLIENT_KEY_FILE,
-    REDIS_CLUSTER_URLS, REDIS_KEY_PREFIX, REDIS_PASSWORD_FILE, REDIS_URL, optional, required,
+    ConfigError, REDIS_CA_FILE, REDIS_CLIENT_CERT_FILE, REDIS_CLIENT_KEY_FILE, REDIS_CLUSTER_URLS,
+    REDIS_KEY_PREFIX, REDIS_PASSWORD_FILE, REDIS_URL, optional, required,
 };
 
 /// One Redis server, or the seed nodes of a Redis Cluster.
@@ -59,6 +59,10 @@ impl std::fmt::Debug for RedisSettings {
 }
 
 /// The redis-rs client for [`RedisSettings`], nothing connected yet.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once at start-up and consumed at once"
+)]
 pub(super) enum RedisClient {
     Single(Client),
     Cluster(ClusterClient),
@@ -218,7 +222,11 @@ impl RedisSettings {
     pub(super) fn client(&self) -> Result<RedisClient, RedisSetupError> {
         let variable = self.url_variable();
         let client_error = |source| RedisSetupError::Client { variable, source };
-        let password = self.password_file.as_deref().map(read_password).transpose()?;
+        let password = self
+            .password_file
+            .as_deref()
+            .map(read_password)
+            .transpose()?;
         let infos = self
             .connection_infos()
             .map_err(client_error)?

@@ -52,8 +52,8 @@ pub fn settings() -> RedisSettings {
 /// restarts nodes a test stopped and waits until it is healthy again.
 /// Returns the seed nodes it prints.
 pub fn ensure() -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/local/ensure-redis-cluster.sh");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/ensure-redis-cluster.sh");
     let output = std::process::Command::new("bash")
         .arg(&script)
         .output()

@@ -65,7 +65,14 @@ impl TlsRedis {
             .arg(&dir)
             .args(["--user", "default", "off"])
             // What the services run: GET/SET/DEL, scripts, PING.
-            .args(["--user", REDIS_USER, "on", &format!(">{password}"), "~*", "+@all"])
+            .args([
+                "--user",
+                REDIS_USER,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "+@all",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,10 +94,7 @@ impl TlsRedis {
 
     /// The URL with another password.
     pub fn url_with_password(&self, password: &str) -> String {
-        format!(
-            "rediss://{REDIS_USER}:{password}@127.0.0.1:{}/0",
-            self.port
-        )
+        format!("rediss://{REDIS_USER}:{password}@127.0.0.1:{}/0", self.port)
     }
 
     /// The ACL user's password.
@@ -190,7 +194,9 @@ fn certificate_authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
     let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
     let mut params = CertificateParams::new(names.clone()).expect("parameters");
-    params.distinguished_name.push(DnType::CommonName, &names[0]);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, &names[0]);
     let key = KeyPair::generate().expect("a key");
     let certificate = params.signed_by(&key, &**ca).expect("a certificate");
     (certificate.pem(), key.serialize_pem())
