@@ -39,12 +39,15 @@ async fn the_whole_flow_runs_over_rediss_with_an_acl_user_and_a_client_certifica
     let code = env.mint(&api_key, "tls-user").await;
     // The code is in the TLS server, under the test's prefix.
     let mut tls_redis = RedisConnection::connect(&redis.settings()).expect("settings");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}authcode:*", env.redis_key_prefix))
+    let parsed = devicelink_shared::auth_code::AuthCode::parse(&code).expect("a code");
+    let app = devicelink_shared::validate::AppId(app_id.parse().expect("a UUID"));
+    let key = devicelink_shared::auth_code::redis_key(&env.redis_key_prefix, app, &parsed.hash());
+    let stored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(&key)
         .query_async(&mut tls_redis)
         .await
-        .expect("list codes over TLS");
-    assert_eq!(keys.len(), 1, "{keys:?}");
+        .expect("read the code over TLS");
+    assert!(stored.is_some(), "the code is in the TLS Redis");
     let created = env
         .registration()
         .await

@@ -15,6 +15,11 @@
 //! out and expires with its TTL. Within one slot, and so for every limit of
 //! one app, the decision stays atomic. Against a single server nothing here
 //! runs: every decision is one script, as before.
+//!
+//! A stored code is also waited for on a replica ([`run`]), so that a
+//! failover does not lose a code already handed out.
+
+use std::time::Duration;
 
 use redis::RedisResult;
 use redis::cluster_routing::Slot;
@@ -30,8 +35,71 @@ struct SlotGroup<'a> {
     set: Option<&'a SetIfAllowed<'a>>,
 }
 
-/// [`script::run`], one script per slot the keys lie in.
+/// How long a mint waits for the replica of its code's master to
+/// acknowledge the code (`WAIT 1`) before answering without it.
+pub const REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// [`script::run`], one script per slot the keys lie in; a value stored is
+/// then waited for on a replica.
+///
+/// Redis replicates asynchronously: a master that crashes right after
+/// acknowledging a write may take it with it, and a code handed out would
+/// then be lost in the failover. So once a code is stored, the mint asks
+/// its master to `WAIT` until one replica holds it (at most
+/// [`REPLICA_ACK_TIMEOUT`]; with no replica answering, the code is handed
+/// out all the same, as the cluster itself goes on without its replica).
+/// It costs the mint a second round trip, against a cluster only.
 pub(super) async fn run<C>(
+    redis: &C,
+    key_prefix: &str,
+    consumed: &[Limit],
+    peeked: &[Limit],
+    set: Option<&SetIfAllowed<'_>>,
+) -> RedisResult<(Decision, bool)>
+where
+    C: redis::aio::ConnectionLike + Clone + Send,
+{
+    let (decision, stored) = run_per_slot(redis, key_prefix, consumed, peeked, set).await?;
+    if let (true, Some(set)) = (stored, set) {
+        wait_for_replica(redis, set.key).await?;
+    }
+    Ok((decision, stored))
+}
+
+/// `WAIT 1` on the master holding `key`: the pipeline goes where its first
+/// keyed command (`EXISTS key`) goes. A server that refuses `WAIT` (an ACL
+/// without it, a managed Redis without it) is logged and not waited for;
+/// a connection that fails fails the mint, whose code is then never handed
+/// out.
+async fn wait_for_replica<C>(redis: &C, key: &str) -> RedisResult<()>
+where
+    C: redis::aio::ConnectionLike + Clone + Send,
+{
+    let timeout_ms = u64::try_from(REPLICA_ACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+    let reply: RedisResult<(i64, i64)> = redis::pipe()
+        .cmd("EXISTS")
+        .arg(key)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(timeout_ms)
+        .query_async(&mut redis.clone())
+        .await;
+    match reply {
+        Ok((_, 0)) => {
+            tracing::debug!("no replica acknowledged a minted code in time; handing it out");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(error) if error.is_io_error() || error.is_timeout() => Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "WAIT refused: minted codes are not waited for on a replica");
+            Ok(())
+        }
+    }
+}
+
+/// [`script::run`], one script per slot the keys lie in.
+async fn run_per_slot<C>(
     redis: &C,
     key_prefix: &str,
     consumed: &[Limit],

@@ -52,19 +52,39 @@ pub fn settings() -> RedisSettings {
 /// restarts nodes a test stopped and waits until it is healthy again.
 /// Returns the seed nodes it prints.
 pub fn ensure() -> String {
+    repair().unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// [`ensure`], reporting failure instead of panicking (for a guard that
+/// runs while a failed test unwinds).
+pub fn repair() -> Result<String, String> {
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/ensure-redis-cluster.sh");
     let output = std::process::Command::new("bash")
         .arg(&script)
         .output()
-        .expect("bash runs");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        .map_err(|error| format!("bash: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Repairs the cluster when dropped, so that a test that kills a node
+/// leaves the cluster whole for the tests after it, even when it fails.
+#[derive(Debug)]
+pub struct RepairOnDrop;
+
+impl Drop for RepairOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = repair() {
+            eprintln!("the Redis Cluster could not be repaired: {error}");
+        }
+    }
 }
 
 /// One node as `CLUSTER NODES` shows it.

@@ -21,6 +21,22 @@ use rcgen::{
 /// The ACL user the services log in as.
 pub const REDIS_USER: &str = "devicelink-app";
 
+/// The commands the services' ACL user needs (README, "Redis over TLS with
+/// an ACL user").
+pub const ACL_COMMANDS: &[&str] = &[
+    "+get",
+    "+set",
+    "+del",
+    "+exists",
+    "+evalsha",
+    "+eval",
+    "+script|load",
+    "+time",
+    "+ping",
+    "+wait",
+    "+cluster|slots",
+];
+
 /// A running TLS Redis; dropping it stops the server and removes its files.
 pub struct TlsRedis {
     child: Child,
@@ -64,15 +80,9 @@ impl TlsRedis {
             .arg("--dir")
             .arg(&dir)
             .args(["--user", "default", "off"])
-            // What the services run: GET/SET/DEL, scripts, PING.
-            .args([
-                "--user",
-                REDIS_USER,
-                "on",
-                &format!(">{password}"),
-                "~*",
-                "+@all",
-            ])
+            // Exactly the commands the README's ACL names.
+            .args(["--user", REDIS_USER, "on", &format!(">{password}"), "~*"])
+            .args(ACL_COMMANDS)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
