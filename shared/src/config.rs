@@ -167,6 +167,7 @@ impl std::fmt::Debug for CommonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommonConfig")
             .field("database_pool_size", &self.database_pool_size)
+            .field("redis", &self.redis)
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
             .field("shutdown_grace", &self.shutdown_grace)
