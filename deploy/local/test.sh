@@ -7,6 +7,11 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=deploy/local/ensure-stores.sh
 source deploy/local/ensure-stores.sh
 
+# A Redis Cluster on 127.0.0.1:7100-7105 for tests/tests/redis_cluster.rs,
+# made once and reused by later runs while healthy.
+# shellcheck source=deploy/local/ensure-redis-cluster.sh
+source deploy/local/ensure-redis-cluster.sh
+
 # The tests create one database per test: the role must be allowed to.
 export DEVICELINK_TEST_DATABASE_URL="$DATABASE_URL"
 export DEVICELINK_TEST_REDIS_URL="$REDIS_URL"

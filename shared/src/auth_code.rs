@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use crate::secret::{SecretHash, base32, is_base32, random_bytes};
+use crate::validate::AppId;
 
 /// The length of an auth code's text: 256 random bits in base32.
 pub const AUTH_CODE_LEN: usize = 52;
@@ -51,9 +52,17 @@ impl std::fmt::Debug for AuthCode {
 /// carry its own.
 pub const MAX_AUTH_CODE_TTL: Duration = Duration::from_secs(3600);
 
-/// The Redis key of a code's record.
-pub fn redis_key(key_prefix: &str, code_hash: &SecretHash) -> String {
-    format!("{key_prefix}authcode:{}", code_hash.to_hex())
+/// The Redis key of a code's record, minted for `app_id`. It carries the
+/// app's hash tag ([`crate::limits::app_hash_tag`]), the one its mint
+/// limits carry, so that in a Redis Cluster the mint decides its limits and
+/// stores its code in one script on one slot. Registration knows the app
+/// from `CreateUser`: a code presented with another app id is not found.
+pub fn redis_key(key_prefix: &str, app_id: AppId, code_hash: &SecretHash) -> String {
+    format!(
+        "{key_prefix}authcode:{}:{}",
+        crate::limits::app_hash_tag(app_id),
+        code_hash.to_hex()
+    )
 }
 
 /// What a minted code stands for. Stored protobuf-encoded in Redis.
@@ -126,9 +135,11 @@ mod tests {
     #[test]
     fn the_redis_key_holds_the_hash_not_the_code() {
         let code = AuthCode::generate();
-        let key = redis_key("t:", &code.hash());
-        assert!(key.starts_with("t:authcode:"));
+        let app_id = AppId(uuid::Uuid::from_u128(7));
+        let key = redis_key("t:", app_id, &code.hash());
+        assert!(key.starts_with("t:authcode:{"), "{key}");
         assert!(!key.contains(code.expose()));
+        assert!(key.contains(&crate::limits::app_hash_tag(app_id)), "{key}");
     }
 
     #[test]

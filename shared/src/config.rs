@@ -14,8 +14,23 @@ use crate::code_record_seal::RecordKeys;
 
 /// Postgres connection URL, e.g. `postgres://user:pass@host:5432/devicelink`.
 pub const DATABASE_URL: &str = "DATABASE_URL";
-/// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`.
+/// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`, or
+/// `rediss://user:password@host:6380/0` for TLS with an ACL user.
 pub const REDIS_URL: &str = "REDIS_URL";
+/// Comma-separated seed nodes of a Redis Cluster (`redis://` or
+/// `rediss://`); when set, `REDIS_URL` is not used.
+pub const REDIS_CLUSTER_URLS: &str = "REDIS_CLUSTER_URLS";
+/// PEM file of the CA that signed the Redis servers' certificates, for
+/// `rediss://` with a private CA; the system's roots otherwise.
+pub const REDIS_CA_FILE: &str = "REDIS_CA_FILE";
+/// PEM client certificate chain for Redis servers that ask for one
+/// (`tls-auth-clients yes`); set together with `REDIS_CLIENT_KEY_FILE`.
+pub const REDIS_CLIENT_CERT_FILE: &str = "REDIS_CLIENT_CERT_FILE";
+/// PEM private key of `REDIS_CLIENT_CERT_FILE`.
+pub const REDIS_CLIENT_KEY_FILE: &str = "REDIS_CLIENT_KEY_FILE";
+/// A file holding the Redis password (a mounted Secret); replaces the
+/// password of the URL(s), so that the URL itself holds no secret.
+pub const REDIS_PASSWORD_FILE: &str = "REDIS_PASSWORD_FILE";
 /// The gRPC listen address, e.g. `0.0.0.0:50051`.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
 /// Prefix of every Redis key the services write, so that deployments (and
@@ -107,8 +122,9 @@ pub struct CommonConfig {
     pub database_url: String,
     /// Most Postgres connections this replica holds.
     pub database_pool_size: usize,
-    /// Redis connection URL. May hold a password: never logged.
-    pub redis_url: String,
+    /// Which Redis (one server or a cluster) and how to reach it. May hold
+    /// a password: never logged.
+    pub redis: RedisSettings,
     /// Prefix of every Redis key.
     pub redis_key_prefix: String,
     /// Where to listen for gRPC.
@@ -156,6 +172,7 @@ impl std::fmt::Debug for CommonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommonConfig")
             .field("database_pool_size", &self.database_pool_size)
+            .field("redis", &self.redis)
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -170,7 +187,7 @@ impl CommonConfig {
         let config = Self {
             database_url: required(DATABASE_URL)?,
             database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
-            redis_url: required(REDIS_URL)?,
+            redis: RedisSettings::from_env()?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
             listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
             shutdown_grace: std::time::Duration::from_secs(parsed_or(SHUTDOWN_GRACE_SECS, 20)?),
@@ -202,14 +219,12 @@ impl CommonConfig {
                 "is not a Postgres connection URL",
             ));
         }
-        if redis::Client::open(self.redis_url.as_str()).is_err() {
-            return Err(ConfigError::new(REDIS_URL, "is not a Redis connection URL"));
-        }
-        Ok(())
+        self.redis.validate(&self.redis_key_prefix)
     }
 }
 
 use crate::limits::{Rate, Scope, TrustedProxies};
+pub use crate::stores::{RedisServers, RedisSettings};
 
 /// The rate limits of every scope (`None`: off) and the trusted proxies.
 /// Per-app limits, set through `AdminService`, override these defaults.

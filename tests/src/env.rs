@@ -12,7 +12,7 @@ use devicelink_registration::{
     Application as RegistrationApplication, RegistrationConfig,
     StartupError as RegistrationStartupError,
 };
-use devicelink_shared::config::CommonConfig;
+use devicelink_shared::config::{CommonConfig, RedisSettings};
 use devicelink_shared::pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -68,6 +68,9 @@ pub struct TestOptions {
     /// The code record keys authcode seals with and registration opens
     /// with: both [`RECORD_KEY`] unless a test rotates or mismatches them.
     pub record_keys: (RecordKeys, RecordKeys),
+    /// Redis as the services reach it, instead of
+    /// `DEVICELINK_TEST_REDIS_URL`: a TLS server or a cluster.
+    pub redis: Option<devicelink_shared::config::RedisSettings>,
 }
 
 impl Default for TestOptions {
@@ -83,6 +86,7 @@ impl Default for TestOptions {
             watch_caps: devicelink_registration::config::WatchCaps::default(),
             operators_file: None,
             record_keys: (test_record_keys(), test_record_keys()),
+            redis: None,
         }
     }
 }
@@ -305,7 +309,10 @@ impl TestEnv {
         let common = CommonConfig {
             database_url: service_database_url,
             database_pool_size: 8,
-            redis_url: service_redis_url,
+            redis: options
+                .redis
+                .clone()
+                .unwrap_or_else(|| RedisSettings::single(service_redis_url)),
             redis_key_prefix: redis_key_prefix.clone(),
             listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
             shutdown_grace: options.shutdown_grace,
@@ -330,7 +337,10 @@ impl TestEnv {
             let mut common = common.clone();
             if replica >= direct_from {
                 common.database_url = database_url.clone();
-                common.redis_url = redis_url();
+                common.redis = options
+                    .redis
+                    .clone()
+                    .unwrap_or_else(|| RedisSettings::single(redis_url()));
             }
             RegistrationApplication::build(RegistrationConfig {
                 common,

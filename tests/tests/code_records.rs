@@ -10,6 +10,7 @@ use devicelink_e2e::*;
 use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
 use devicelink_shared::code_record_seal::RecordKeys;
 use devicelink_shared::pb;
+use devicelink_shared::validate::AppId;
 use redis::AsyncCommands;
 use tonic::Code;
 
@@ -62,6 +63,10 @@ async fn redeem(env: &TestEnv, code: &str, app_id: &str) -> Result<pb::CreateUse
         .map_err(|status| status.code())
 }
 
+fn app(app_id: &str) -> AppId {
+    AppId::parse("app_id", app_id).expect("an app id")
+}
+
 async fn users(env: &TestEnv) -> i64 {
     env.count("SELECT count(*) FROM users").await
 }
@@ -86,7 +91,10 @@ async fn a_record_written_under_a_made_up_code_is_refused_and_logged() {
     ];
     for (code, value) in forgeries {
         let _: () = redis
-            .set(redis_key(&env.redis_key_prefix, &code.hash()), value)
+            .set(
+                redis_key(&env.redis_key_prefix, app(&app_id), &code.hash()),
+                value,
+            )
             .await
             .expect("write the forged record");
         assert_eq!(
@@ -111,6 +119,7 @@ async fn an_altered_record_is_refused_and_the_genuine_one_still_redeems() {
     let code = env.mint(&api_key, "customer-1").await;
     let key = redis_key(
         &env.redis_key_prefix,
+        app(&app_id),
         &AuthCode::parse(&code).expect("a minted code parses").hash(),
     );
     let mut redis = redis().await;
@@ -152,13 +161,16 @@ async fn a_genuine_record_copied_under_another_code_is_refused() {
     let hash = AuthCode::parse(&code).expect("a minted code parses").hash();
     let mut redis = redis().await;
     let genuine: Vec<u8> = redis
-        .get(redis_key(&env.redis_key_prefix, &hash))
+        .get(redis_key(&env.redis_key_prefix, app(&app_id), &hash))
         .await
         .expect("the minted record");
 
     let made_up = AuthCode::generate();
     let _: () = redis
-        .set(redis_key(&env.redis_key_prefix, &made_up.hash()), genuine)
+        .set(
+            redis_key(&env.redis_key_prefix, app(&app_id), &made_up.hash()),
+            genuine,
+        )
         .await
         .expect("copy the record");
     assert_eq!(

@@ -101,7 +101,7 @@ impl CodeMinter {
             let code_hash = code.hash();
             let sealed = self.record_keys.seal(&code_hash, &record);
             match self
-                .store(&code_hash, &sealed, &consumed, limits.blockers())
+                .store(app_id, &code_hash, &sealed, &consumed, limits.blockers())
                 .await?
             {
                 SetOutcome::Stored => return Ok(MintedCode { code, expires_at }),
@@ -120,12 +120,13 @@ impl CodeMinter {
     /// bounds the script by [`devicelink_shared::stores::STORE_TIMEOUT`].
     async fn store(
         &self,
+        app_id: AppId,
         code_hash: &SecretHash,
         record: &[u8],
         consumed: &[Limit],
         blockers: &[Limit],
     ) -> Result<SetOutcome, AuthCodeError> {
-        let key = redis_key(&self.key_prefix, code_hash);
+        let key = redis_key(&self.key_prefix, app_id, code_hash);
         let set = SetIfAllowed {
             key: &key,
             value: record,

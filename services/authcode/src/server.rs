@@ -52,7 +52,7 @@ impl Application {
     pub async fn build(config: AuthCodeConfig) -> Result<Self, StartupError> {
         let common = config.common;
         let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
-        let redis = RedisConnection::new(&common.redis_url)?;
+        let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder(common.tls.as_ref())?;
         let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
         // One limiter per replica; its state is in Redis, shared by every

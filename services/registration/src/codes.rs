@@ -16,6 +16,7 @@ use devicelink_shared::auth_code::{AuthCodeRecord, redis_key};
 use devicelink_shared::code_record_seal::{RecordKeys, UnsealError};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
+use devicelink_shared::validate::AppId;
 use redis::AsyncCommands;
 use tokio::sync::mpsc;
 
@@ -33,7 +34,7 @@ pub struct CodeStore {
     redis: RedisConnection,
     key_prefix: String,
     record_keys: RecordKeys,
-    retired: mpsc::Sender<SecretHash>,
+    retired: mpsc::Sender<(AppId, SecretHash)>,
 }
 
 impl CodeStore {
@@ -53,19 +54,21 @@ impl CodeStore {
         }
     }
 
-    /// The record of a live code, `None` when unknown, expired, or not
-    /// sealed by authcode for this code (forged, altered or moved in Redis:
-    /// logged as tampering, and refused as an unknown code is, so a forger
-    /// learns nothing more than a guesser).
+    /// The record of a live code minted for `app_id`, `None` when unknown,
+    /// expired, minted for another app (its key carries the app's hash tag,
+    /// see [`redis_key`]), or not sealed by authcode for this code (forged,
+    /// altered or moved in Redis: logged as tampering, and refused as an
+    /// unknown code is, so a forger learns nothing more than a guesser).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.get_auth_code", skip_all, fields(db.system = "redis"))]
     pub async fn fetch(
         &self,
+        app_id: AppId,
         code_hash: &SecretHash,
     ) -> Result<Option<AuthCodeRecord>, StoreError> {
         let bytes: Option<Vec<u8>> = self
             .redis
             .clone()
-            .get(redis_key(&self.key_prefix, code_hash))
+            .get(redis_key(&self.key_prefix, app_id, code_hash))
             .await
             .map_err(StoreError::redis)?;
         let Some(bytes) = bytes else {
@@ -76,7 +79,7 @@ impl CodeStore {
             Err(UnsealError::Unauthenticated) => {
                 metrics::counter!("devicelink_code_records_refused_total").increment(1);
                 tracing::warn!(
-                    code_key = %redis_key(&self.key_prefix, code_hash),
+                    code_key = %redis_key(&self.key_prefix, app_id, code_hash),
                     "a code record in Redis failed its seal (forged, altered, or sealed with a \
                      key this replica does not hold): refused as an unknown code"
                 );
@@ -98,24 +101,26 @@ impl CodeStore {
     }
 
     /// Queues a redeemed code for deletion; returns at once.
-    pub fn retire(&self, code_hash: SecretHash) {
-        if self.retired.try_send(code_hash).is_err() {
+    pub fn retire(&self, app_id: AppId, code_hash: SecretHash) {
+        if self.retired.try_send((app_id, code_hash)).is_err() {
             tracing::debug!("the queue of redeemed auth codes is full; this one is left to expire");
         }
     }
 }
 
 /// Deletes queued codes, as many per `DEL` as have queued up since the last.
+/// In a Redis Cluster the batch's keys lie in several slots (one per app):
+/// the cluster client splits a multi-key `DEL` by slot itself.
 async fn delete_retired(
     redis: RedisConnection,
     key_prefix: String,
-    mut queue: mpsc::Receiver<SecretHash>,
+    mut queue: mpsc::Receiver<(AppId, SecretHash)>,
 ) {
     let mut batch = Vec::with_capacity(RETIRE_BATCH);
     while queue.recv_many(&mut batch, RETIRE_BATCH).await > 0 {
         let keys: Vec<String> = batch
             .drain(..)
-            .map(|code_hash| redis_key(&key_prefix, &code_hash))
+            .map(|(app_id, code_hash)| redis_key(&key_prefix, app_id, &code_hash))
             .collect();
         delete_codes(&redis, keys).await;
     }

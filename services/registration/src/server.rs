@@ -74,7 +74,7 @@ impl Application {
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
         let common = &config.common;
         let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
-        let redis = RedisConnection::new(&common.redis_url)?;
+        let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder(common.tls.as_ref())?;
         // Checked when the configuration was read; failing now means the
         // file changed in between.

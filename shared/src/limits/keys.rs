@@ -123,7 +123,7 @@ impl LimitKey {
         let app = app_id.0.as_bytes();
         Self {
             scope,
-            slot: truncated(&digest(b"slot", &[app])),
+            slot: app_slot(app_id),
             subject: truncated(&digest(scope.name().as_bytes(), &[app, subject])),
         }
     }
@@ -162,6 +162,19 @@ impl LimitKey {
     pub fn hash_tag(&self) -> String {
         format!("{{{}}}", lower_hex(&self.slot))
     }
+}
+
+/// The hash tag, `{…}` included, of every key that belongs to one app: its
+/// limits and its auth codes. A mint checks the app's limits and stores its
+/// code in one script, which a Redis Cluster runs only when all its keys
+/// share a slot; registration, told the app by `CreateUser`, finds the
+/// code under the same tag.
+pub fn app_hash_tag(app_id: AppId) -> String {
+    format!("{{{}}}", lower_hex(&app_slot(app_id)))
+}
+
+fn app_slot(app_id: AppId) -> [u8; 8] {
+    truncated(&digest(b"slot", &[app_id.0.as_bytes()]))
 }
 
 /// SHA-256 over length-prefixed parts, so that (app, "ab") and
@@ -242,6 +255,7 @@ mod tests {
             LimitKey::mint_per_key(app(1), &key_id).hash_tag(),
             by_ext.hash_tag()
         );
+        assert_eq!(app_hash_tag(app(1)), by_ext.hash_tag());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod memory;
 mod rate;
 pub mod refusals;
 pub mod script;
+mod slots;
 mod status;
 pub mod write_behind;
 
@@ -57,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use client_address::{Cidr, TrustedProxies};
-pub use keys::{Limit, LimitKey, Scope};
+pub use keys::{Limit, LimitKey, Scope, app_hash_tag};
 pub use memory::{FirstLook, MemoryLimiter};
 pub use rate::{MAX_COUNT, Period, Rate};
 pub use refusals::KnownRefusals;
@@ -65,7 +66,7 @@ pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
 pub use status::{rate_limited, retry_after_seconds};
 
 use crate::status::error_chain;
-use crate::stores::STORE_TIMEOUT;
+use crate::stores::{RedisConnection, STORE_TIMEOUT};
 
 /// How long the limiter decides in memory alone after Redis failed, before
 /// trying Redis again.
@@ -98,6 +99,9 @@ pub struct RateLimiter<C> {
     /// Milliseconds after `started` before which Redis is not tried.
     redis_resting_until: Arc<AtomicU64>,
     started: Instant,
+    /// A Redis Cluster is behind `redis`: a decision whose keys lie in
+    /// several slots runs one script per slot ([`slots`]).
+    one_script_per_slot: bool,
 }
 
 impl<C> std::fmt::Debug for RateLimiter<C> {
@@ -113,9 +117,16 @@ impl<C> RateLimiter<C>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// A limiter keeping its state under `key_prefix` in `redis`.
+    /// A limiter keeping its state under `key_prefix` in `redis`. When
+    /// `redis` is a [`RedisConnection`] to a Redis Cluster, decisions are
+    /// split by hash slot ([`slots`]); any other connection is taken for a
+    /// single server.
     pub fn new(redis: C, key_prefix: impl Into<String>) -> Self {
+        let one_script_per_slot = (&redis as &dyn std::any::Any)
+            .downcast_ref::<RedisConnection>()
+            .is_some_and(RedisConnection::is_cluster);
         Self {
+            one_script_per_slot,
             redis,
             key_prefix: key_prefix.into(),
             store_timeout: STORE_TIMEOUT,
@@ -178,8 +189,7 @@ where
         if let Some(refusal) = self.refusals.refusal(limits.iter().chain(blockers)) {
             return Ok(SetOutcome::Limited(counted_refusal(refusal)));
         }
-        let mut redis = self.redis.clone();
-        let run = script::run(&mut redis, &self.key_prefix, limits, blockers, Some(set));
+        let run = self.run(limits, blockers, Some(set));
         let outcome = tokio::time::timeout(self.store_timeout, run)
             .await
             .map_err(|_elapsed| LimitStoreError::TimedOut)??;
@@ -235,28 +245,30 @@ where
         match self.local.first_look(limits) {
             FirstLook::Refused(refusal) => Ok(SetOutcome::Limited(counted_refusal(refusal))),
             FirstLook::FarBelow => {
-                // The write and the blockers' state, both plain commands in
-                // flight together: one round trip.
-                let (mut writer, mut reader) = (self.redis.clone(), self.redis.clone());
-                let both = async {
-                    tokio::join!(
-                        script::set_nx(&mut writer, set),
-                        script::blocked(&mut reader, &self.key_prefix, blockers),
-                    )
-                };
-                let (stored, blocked) = tokio::time::timeout(self.store_timeout, both)
+                // The write and the blockers' state, plain commands in one
+                // round trip.
+                let write = script::set_nx_reading_blockers(
+                    &self.redis,
+                    &self.key_prefix,
+                    set,
+                    blockers,
+                    self.one_script_per_slot,
+                );
+                let (stored, blocked) = tokio::time::timeout(self.store_timeout, write)
                     .await
-                    .map_err(|_elapsed| LimitStoreError::TimedOut)?;
-                let stored = stored?;
-                if let Some(refusal) = blocked? {
+                    .map_err(|_elapsed| LimitStoreError::TimedOut)??;
+                if let Some(refusal) = blocked {
                     if stored {
-                        script::delete(&mut writer, set.key).await?;
+                        script::delete(&mut self.redis.clone(), set.key).await?;
                     }
                     self.remember_blocker(blockers, refusal);
                     return Ok(SetOutcome::Limited(counted_refusal(refusal)));
                 }
                 if !stored {
                     return Ok(SetOutcome::Taken);
+                }
+                if self.one_script_per_slot {
+                    slots::wait_for_replica(&self.redis, set.key).await?;
                 }
                 self.count_behind(limits);
                 Ok(SetOutcome::Stored)
@@ -352,8 +364,7 @@ where
             return Decision::Limited(refusal);
         }
         if self.millis_since_start() >= self.redis_resting_until.load(Ordering::Relaxed) {
-            let mut redis = self.redis.clone();
-            let run = script::run(&mut redis, &self.key_prefix, consumed, peeked, None);
+            let run = self.run(consumed, peeked, None);
             match tokio::time::timeout(self.store_timeout, run).await {
                 Ok(Ok(outcome)) => {
                     self.remember(&outcome);
@@ -370,13 +381,27 @@ where
     /// Keeps what Redis said about the subjects until its retry time: the
     /// limit that refused the call, or the one this call used up. (The
     /// in-memory fallback's refusals are not kept: it is asked anyway.)
-    fn remember(&self, outcome: &script::Outcome<'_>) {
-        if let (Some(limit), Decision::Limited(refusal)) = (outcome.refused_by, outcome.decision) {
-            self.refusals.remember(&limit.key, refusal);
+    fn remember(&self, outcome: &script::Outcome) {
+        if let (Some(key), Decision::Limited(refusal)) = (&outcome.refused_by, outcome.decision) {
+            self.refusals.remember(key, refusal);
         }
-        if let Some((limit, refusal)) = outcome.exhausted {
-            self.refusals.remember(&limit.key, refusal);
+        if let Some((key, refusal)) = &outcome.exhausted {
+            self.refusals.remember(key, *refusal);
         }
+    }
+
+    /// The script over `redis`, split by slot against a cluster.
+    async fn run(
+        &self,
+        consumed: &[Limit],
+        peeked: &[Limit],
+        set: Option<&SetIfAllowed<'_>>,
+    ) -> redis::RedisResult<script::Outcome> {
+        if self.one_script_per_slot {
+            return slots::run(&self.redis, &self.key_prefix, consumed, peeked, set).await;
+        }
+        let mut redis = self.redis.clone();
+        script::run(&mut redis, &self.key_prefix, consumed, peeked, set).await
     }
 
     fn rest_redis(&self, error: &dyn std::error::Error) {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::keys::{Limit, Scope};
+use super::keys::{Limit, LimitKey, Scope};
 
 /// The script. Lua numbers are doubles: microseconds since the epoch
 /// (about 2^51) are exact, but Lua 5.1 prints numbers with 14 digits, so
@@ -129,28 +129,29 @@ struct Reply {
 }
 
 /// What the script decided for one call.
-pub(super) struct Outcome<'a> {
+#[derive(Debug, Clone)]
+pub(super) struct Outcome {
     /// Allowed or refused.
     pub decision: Decision,
-    /// The limit that refused the call.
-    pub refused_by: Option<&'a Limit>,
+    /// The key of the limit that refused the call.
+    pub refused_by: Option<LimitKey>,
     /// Whether the value to set was stored.
     pub stored: bool,
-    /// For an allowed call that used up a consumed limit: that limit, and
-    /// the refusal the next call would meet now.
-    pub exhausted: Option<(&'a Limit, Refusal)>,
+    /// For an allowed call that used up a consumed limit: that limit's
+    /// key, and the refusal the next call would meet now.
+    pub exhausted: Option<(LimitKey, Refusal)>,
 }
 
 /// Runs the script over `redis`: the call counts against `consumed` and is
 /// refused if one more call would exceed `peeked` (counted against none of
 /// them); `set` is stored only when the call is allowed.
-pub(super) async fn run<'a, C>(
+pub(super) async fn run<C>(
     redis: &mut C,
     key_prefix: &str,
-    consumed: &'a [Limit],
-    peeked: &'a [Limit],
+    consumed: &[Limit],
+    peeked: &[Limit],
     set: Option<&SetIfAllowed<'_>>,
-) -> redis::RedisResult<Outcome<'a>>
+) -> redis::RedisResult<Outcome>
 where
     C: redis::aio::ConnectionLike,
 {
@@ -187,13 +188,15 @@ where
         .and_then(|index| consumed.iter().chain(peeked).nth(index));
     let exhausted = match (reply.allowed, refusing) {
         (true, Some(limit)) if reply.wait_micros > 0 => {
-            Some((limit, refusal(limit, reply.wait_micros)))
+            Some((limit.key.clone(), refusal(limit, reply.wait_micros)))
         }
         _ => None,
     };
     Ok(Outcome {
         decision: decision(&reply, refusing),
-        refused_by: refusing.filter(|_| !reply.allowed),
+        refused_by: refusing
+            .filter(|_| !reply.allowed)
+            .map(|limit| limit.key.clone()),
         stored: reply.stored,
         exhausted,
     })
@@ -234,6 +237,65 @@ where
     Ok(reply.is_some())
 }
 
+/// Stores `set` with `SET NX` and reads whether `blockers` refuse the call
+/// ([`blocked`]), both in one round trip: one pipeline against a single
+/// server, or commands in flight together when `across_slots` (a cluster,
+/// where a pipeline must not cross slots). Whether it was stored, and the
+/// blockers' refusal if any.
+pub(super) async fn set_nx_reading_blockers<C>(
+    redis: &C,
+    key_prefix: &str,
+    set: &SetIfAllowed<'_>,
+    blockers: &[Limit],
+    across_slots: bool,
+) -> redis::RedisResult<(bool, Option<Refusal>)>
+where
+    C: redis::aio::ConnectionLike + Clone,
+{
+    if blockers.is_empty() {
+        return Ok((set_nx(&mut redis.clone(), set).await?, None));
+    }
+    if across_slots {
+        let (mut writer, mut reader) = (redis.clone(), redis.clone());
+        let (stored, blocked) = futures_util::future::join(
+            set_nx(&mut writer, set),
+            blocked(&mut reader, key_prefix, blockers),
+        )
+        .await;
+        return Ok((stored?, blocked?));
+    }
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("SET")
+        .arg(set.key)
+        .arg(set.value)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_millis(set.ttl));
+    for limit in blockers {
+        pipeline.cmd("PTTL").arg(limit.key.redis_key(key_prefix));
+    }
+    let mut replies: Vec<redis::Value> = pipeline.query_async(&mut redis.clone()).await?;
+    if replies.len() != 1 + blockers.len() {
+        return Err(std::io::Error::other(
+            "Redis answered a pipeline with the wrong number of replies",
+        )
+        .into());
+    }
+    let ttl_replies = replies.split_off(1);
+    let stored: Option<String> = redis::from_redis_value(replies.remove(0))?;
+    let ttls = ttl_replies
+        .into_iter()
+        .map(redis::from_redis_value::<i64>)
+        .collect::<Result<Vec<i64>, _>>()?;
+    let refusal = blockers
+        .iter()
+        .zip(ttls)
+        .filter_map(|(limit, ttl_ms)| blocked_by(limit, ttl_ms))
+        .max_by_key(|refusal| refusal.retry_after);
+    Ok((stored.is_some(), refusal))
+}
+
 /// Whether one of `blockers` refuses a call now, read from their keys'
 /// time to live alone (`PTTL`, one plain command each): the GCRA script
 /// expires a key exactly when its TAT passes, so the TTL is how far the TAT
@@ -253,20 +315,28 @@ where
             .arg(limit.key.redis_key(key_prefix))
             .query_async(redis)
             .await?;
-        let ahead = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
-        let allowed_ahead = limit
-            .rate
-            .burst_window()
-            .saturating_sub(limit.rate.emission_interval());
-        let wait = ahead.saturating_sub(allowed_ahead);
-        if !wait.is_zero() && longest.is_none_or(|worst| wait > worst.retry_after) {
-            longest = Some(Refusal {
-                scope: limit.key.scope(),
-                retry_after: wait,
-            });
+        if let Some(refusal) = blocked_by(limit, ttl_ms)
+            && longest.is_none_or(|worst| refusal.retry_after > worst.retry_after)
+        {
+            longest = Some(refusal);
         }
     }
     Ok(longest)
+}
+
+/// The refusal of `limit` whose key has `ttl_ms` left (`PTTL`: negative
+/// when the key is gone), if one more call would exceed it.
+fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
+    let ahead = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+    let allowed_ahead = limit
+        .rate
+        .burst_window()
+        .saturating_sub(limit.rate.emission_interval());
+    let wait = ahead.saturating_sub(allowed_ahead);
+    (!wait.is_zero()).then(|| Refusal {
+        scope: limit.key.scope(),
+        retry_after: wait,
+    })
 }
 
 /// Deletes `key`: a value stored before its call turned out refused.

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use redis::RedisError;
 
-use crate::config::{DATABASE_URL, REDIS_URL};
+use crate::config::DATABASE_URL;
 
 mod postgres;
 mod redis_connection;
+mod redis_settings;
 
 pub use postgres::{Postgres, SessionConnection};
 pub use redis_connection::RedisConnection;
+pub use redis_settings::{RedisServers, RedisSettings, RedisSetupError};
 
 /// How long to wait for a new connection to either store.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
@@ -80,6 +82,16 @@ pub enum StoreSetupError {
     #[error("{DATABASE_URL}: cannot build a connection pool")]
     Pool(#[from] deadpool_postgres::BuildError),
     /// The Redis URL does not parse.
-    #[error("{REDIS_URL}: not a usable Redis URL")]
-    Redis(#[from] RedisError),
+    #[error("{variable}: not a usable Redis URL")]
+    Redis {
+        /// `REDIS_URL` or `REDIS_CLUSTER_URLS`.
+        variable: &'static str,
+        /// What redis-rs said (it names no password).
+        #[source]
+        source: RedisError,
+    },
+    /// A Redis TLS or password file, or the client built from them, is
+    /// unusable.
+    #[error(transparent)]
+    RedisSetup(#[from] RedisSetupError),
 }

@@ -1,11 +1,15 @@
 //! Redis as devicelink reaches it: one multiplexed connection shared by
-//! every request, each command bounded.
+//! every request, each command bounded, whether one server or a cluster is
+//! behind it.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+use super::redis_settings::{RedisClient, RedisSettings};
 use super::{
     CONNECT_TIMEOUT, PROBE_TIMEOUT, REDIS_RESPONSE_TIMEOUT, STORE_TIMEOUT, StoreSetupError,
 };
@@ -15,25 +19,65 @@ use super::{
 /// pool is needed). Commands and scripts run on it as on any redis-rs
 /// connection, each bounded by [`STORE_TIMEOUT`]; which kind of Redis is
 /// behind it is this module's business alone.
+///
+/// Against a Redis Cluster, every command goes to the master of its key's
+/// slot (never a replica: a replica may not hold a code just minted, or may
+/// still hold one just redeemed), following MOVED and ASK and refreshing
+/// the topology after a failover. Every key one command, script or
+/// pipeline touches must share a slot (a hash tag): see
+/// [`crate::limits::app_hash_tag`].
 #[derive(Clone)]
-pub struct RedisConnection(ConnectionManager);
+pub struct RedisConnection(Connection);
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
 
 impl RedisConnection {
-    /// Redis at `redis_url`; nothing connects yet.
+    /// Redis at `redis_url` (`redis://` or `rediss://` with the system's
+    /// roots); nothing connects yet.
     pub fn new(redis_url: &str) -> Result<Self, StoreSetupError> {
-        let client = redis::Client::open(redis_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(200));
-        Ok(Self(ConnectionManager::new_lazy_with_config(
-            client, config,
-        )?))
+        Self::connect(&RedisSettings::single(redis_url))
     }
 
-    /// Whether Redis answers `PING` within a second.
+    /// Redis as `settings` describe it, its files read now; nothing
+    /// connects yet. A cluster's connection task is spawned here, so this
+    /// runs inside a Tokio runtime.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, StoreSetupError> {
+        let connection = match settings.client()? {
+            RedisClient::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(200));
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(|source| {
+                        StoreSetupError::Redis {
+                            variable: settings.url_variable(),
+                            source,
+                        }
+                    })?;
+                Connection::Single(manager)
+            }
+            RedisClient::Cluster(client) => Connection::Cluster(
+                client.get_pending_async_connection_with_config(ClusterConfig::new()),
+            ),
+        };
+        Ok(Self(connection))
+    }
+
+    /// Whether a Redis Cluster is behind this connection: then every key
+    /// one script touches must share a hash slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Connection::Cluster(_))
+    }
+
+    /// Whether Redis answers `PING` within a second (for a cluster: the
+    /// node the client picks; every command then finds its own master).
     pub async fn reachable(&self) -> bool {
         let mut redis = self.clone();
         let command = redis::cmd("PING");
@@ -55,7 +99,11 @@ fn redis_timed_out() -> RedisError {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            tokio::time::timeout(STORE_TIMEOUT, self.0.req_packed_command(cmd))
+            let reply = match &mut self.0 {
+                Connection::Single(manager) => manager.req_packed_command(cmd),
+                Connection::Cluster(cluster) => cluster.req_packed_command(cmd),
+            };
+            tokio::time::timeout(STORE_TIMEOUT, reply)
                 .await
                 .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
         })
@@ -68,17 +116,23 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            tokio::time::timeout(
-                STORE_TIMEOUT,
-                self.0.req_packed_commands(pipeline, offset, count),
-            )
-            .await
-            .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
+            let replies = match &mut self.0 {
+                Connection::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+                Connection::Cluster(cluster) => {
+                    cluster.req_packed_commands(pipeline, offset, count)
+                }
+            };
+            tokio::time::timeout(STORE_TIMEOUT, replies)
+                .await
+                .unwrap_or_else(|_elapsed| Err(redis_timed_out()))
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        match &self.0 {
+            Connection::Single(manager) => manager.get_db(),
+            Connection::Cluster(cluster) => cluster.get_db(),
+        }
     }
 }
 

@@ -78,7 +78,7 @@ impl RegistrationHandler {
         let (limited, record) = tokio::join!(
             self.limits
                 .redeem(caller, input.app_id, &input.device.device_id),
-            self.codes.fetch(&code_hash)
+            self.codes.fetch(input.app_id, &code_hash)
         );
         limited?;
         if let Some(record) = record? {
@@ -111,7 +111,7 @@ impl RegistrationHandler {
                 RedeemOutcome::DeviceHeldByAnotherUser => return Err(device_held()),
                 RedeemOutcome::AppNotFound => return Err(app_not_found(input.app_id)),
             };
-            self.codes.retire(code_hash);
+            self.codes.retire(input.app_id, code_hash);
             record_redemption(&redeemed);
             // This replica's own readers see the change at once, before
             // its announcement comes back from Postgres.
