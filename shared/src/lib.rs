@@ -29,6 +29,8 @@ pub mod auth_code;
 pub mod config;
 pub mod hardening;
 pub mod limits;
+pub mod metrics_catalog;
+pub mod metrics_stores;
 pub mod rpc;
 pub mod secret;
 pub mod serve;

@@ -187,7 +187,7 @@ where
                 Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
             }
         }
-        metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
+        metrics::counter!(crate::metrics_catalog::RATE_LIMIT_FALLBACK).increment(1);
         self.memory.decide(consumed, peeked)
     }
 
@@ -209,7 +209,7 @@ where
 /// names are a fixed set, so the label cannot grow.
 fn counted(decision: Decision) -> Decision {
     if let Decision::Limited(refusal) = decision {
-        metrics::counter!("devicelink_rate_limited_total", "scope" => refusal.scope.name())
+        metrics::counter!(crate::metrics_catalog::RATE_LIMITED, "scope" => refusal.scope.name())
             .increment(1);
     }
     decision
