@@ -4,7 +4,9 @@
 #   1. promtool check rules   devicelink.rules.yml
 #   2. promtool test rules    the unit tests of every alert
 #   3. every alert has a case where it fires and one where it stays quiet
-#   4. the production overlay's PrometheusRule is the same rules
+#   4. every alert has its section in deploy/RUNBOOK.md, where its
+#      `runbook` annotation points
+#   5. the production overlay's PrometheusRule is the same rules
 #      (prometheus-rule.sh --check) and kustomize renders it
 #
 # That the services export every metric the rules and the dashboard name,
@@ -49,6 +51,16 @@ for alert in $(sed -n 's/^ *- alert: *//p' devicelink.rules.yml); do
 done
 ((missing == 0)) || fail "untested alerts"
 echo "ok  $(sed -n 's/^ *- alert: *//p' devicelink.rules.yml | wc -l) alerts, each firing and quiet"
+
+step "every alert has a runbook section"
+alerts=$(sed -n 's/^ *- alert: *//p' devicelink.rules.yml)
+for alert in $alerts; do
+  grep -qx "### $alert" ../RUNBOOK.md || fail "deploy/RUNBOOK.md has no section '### $alert'"
+  anchor=$(tr '[:upper:]' '[:lower:]' <<<"$alert")
+  grep -q "runbook: \"deploy/RUNBOOK.md#$anchor\"" devicelink.rules.yml ||
+    fail "$alert's runbook annotation does not point at deploy/RUNBOOK.md#$anchor"
+done
+echo "ok  $(wc -w <<<"$alerts") alerts, each with its section"
 
 step "the production PrometheusRule"
 ./prometheus-rule.sh --check || fail "the PrometheusRule is stale"

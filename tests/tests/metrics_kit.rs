@@ -127,7 +127,10 @@ async fn await_watch_streams(registration: &ServiceProcess, open: f64) {
         if value(&metrics, "devicelink_watch_streams") == open {
             return;
         }
-        assert!(Instant::now() < deadline, "watch streams never read {open}:\n{metrics}");
+        assert!(
+            Instant::now() < deadline,
+            "watch streams never read {open}:\n{metrics}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -176,7 +179,9 @@ async fn the_kit_matches_what_the_services_export() {
         .expect("the user restored")
         .into_inner();
     assert!(restored.restored);
-    let limited = mint(&authcode, &api_key, "user-1").await.expect_err("limited");
+    let limited = mint(&authcode, &api_key, "user-1")
+        .await
+        .expect_err("limited");
     assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
     // The first phone asks again: the same answer. Another device presents
     // the used code: a replay. A code nobody minted: unknown.
@@ -272,7 +277,10 @@ async fn the_kit_matches_what_the_services_export() {
         ("devicelink_redemptions_total{outcome=\"restored\"}", 1.0),
         ("devicelink_redemptions_total{outcome=\"retry\"}", 1.0),
         ("devicelink_redemptions_total{outcome=\"replay\"}", 1.0),
-        ("devicelink_redemptions_total{outcome=\"unknown_code\"}", 1.0),
+        (
+            "devicelink_redemptions_total{outcome=\"unknown_code\"}",
+            1.0,
+        ),
         ("devicelink_activations_total", 2.0),
         ("devicelink_deactivations_total{reason=\"superseded\"}", 1.0),
         ("devicelink_deactivations_total{reason=\"reset\"}", 1.0),
