@@ -96,6 +96,7 @@ pub fn spawn_listener(
     let notifier = StatusNotifier {
         events: events.clone(),
     };
+    metrics::gauge!(STATUS_LISTENER_CONNECTED).set(0.0);
     tokio::spawn(async move {
         let mut reconnect_delay = RECONNECT_DELAY_MIN;
         loop {
