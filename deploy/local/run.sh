@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Runs the service pair locally: makes sure Postgres and Redis answer, builds,
 # starts registration (which migrates the database) and then authcode,
-# creates a demo app and API key, and prints how to make a first call.
-# Ctrl-C (or SIGTERM) stops both services.
+# each serving its own Prometheus metrics, creates a demo app and API key,
+# and prints how to make a first call. Ctrl-C (or SIGTERM) stops both
+# services.
 #
 # Environment: PROFILE (debug, the default, or release), REGISTRATION_ADDR
 # (127.0.0.1:50052), ADMIN_ADDR (registration's private AdminService
 # listener, 127.0.0.1:50053), AUTHCODE_ADDR (127.0.0.1:50051),
-# DEVICELINK_ADMIN_TOKEN (the quickstart operator's token, random when
-# unset), AUTH_CODE_RECORD_KEY (the code records' seal key, random when
-# unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
+# AUTHCODE_METRICS_ADDR (127.0.0.1:9091), REGISTRATION_METRICS_ADDR
+# (127.0.0.1:9092), DEVICELINK_ADMIN_TOKEN (the quickstart operator's token,
+# random when unset), AUTH_CODE_RECORD_KEY (the code records' seal key,
+# random when unset), DATABASE_URL and REDIS_URL (see ensure-stores.sh).
+#
+# The first calls it prints use `buf curl` (deploy/gateway/install-tools.sh
+# installs buf), with grpcurl as the alternative.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,6 +39,11 @@ bin="${CARGO_TARGET_DIR:-$repo/target}/$target_subdir"
 registration_addr=${REGISTRATION_ADDR:-127.0.0.1:50052}
 admin_addr=${ADMIN_ADDR:-127.0.0.1:50053}
 authcode_addr=${AUTHCODE_ADDR:-127.0.0.1:50051}
+# Each service serves its own metrics: one METRICS_ADDR for both would
+# make the second fail to start on the port clash.
+authcode_metrics_addr=${AUTHCODE_METRICS_ADDR:-127.0.0.1:9091}
+registration_metrics_addr=${REGISTRATION_METRICS_ADDR:-127.0.0.1:9092}
+unset METRICS_ADDR
 if [[ -z ${DEVICELINK_ADMIN_TOKEN:-} ]]; then
   DEVICELINK_ADMIN_TOKEN=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 fi
@@ -59,9 +69,10 @@ listening() {
   timeout 1 bash -c ': <"/dev/tcp/${1%:*}/${1##*:}"' listening "$1" 2>/dev/null
 }
 
-for addr in "$registration_addr" "$admin_addr" "$authcode_addr"; do
+for addr in "$registration_addr" "$admin_addr" "$authcode_addr" \
+  "$authcode_metrics_addr" "$registration_metrics_addr"; do
   if listening "$addr"; then
-    fail "$addr is already in use (another run.sh?); stop it, or set REGISTRATION_ADDR / ADMIN_ADDR / AUTHCODE_ADDR"
+    fail "$addr is already in use (another run.sh?); stop it, or set REGISTRATION_ADDR / ADMIN_ADDR / AUTHCODE_ADDR / *_METRICS_ADDR"
   fi
 done
 
@@ -85,11 +96,12 @@ trap stop_services EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Starts "$2" with LISTEN_ADDR=$1 and waits until it accepts connections.
+# Starts "$2" with LISTEN_ADDR=$1 and METRICS_ADDR=$3, and waits until it
+# accepts connections.
 start_service() {
-  local addr=$1 name=$2 tries
-  log "starting $name on $addr"
-  LISTEN_ADDR=$addr "$bin/$name" &
+  local addr=$1 name=$2 metrics_addr=$3 tries
+  log "starting $name on $addr (metrics on $metrics_addr)"
+  LISTEN_ADDR=$addr METRICS_ADDR=$metrics_addr "$bin/$name" &
   pids+=("$!")
   for ((tries = 0; tries < 120; tries++)); do
     listening "$addr" && return 0
@@ -100,10 +112,10 @@ start_service() {
 }
 
 # registration first: it owns the schema and migrates it on start.
-start_service "$registration_addr" registration-service
+start_service "$registration_addr" registration-service "$registration_metrics_addr"
 # The admin listener is bound with the public one, before either serves.
 listening "$admin_addr" || fail "registration does not serve AdminService on $admin_addr"
-start_service "$authcode_addr" authcode-service
+start_service "$authcode_addr" authcode-service "$authcode_metrics_addr"
 
 ctl="$bin/devicelinkctl"
 app_id=$("$ctl" create-app demo)
@@ -111,6 +123,16 @@ key_output=$("$ctl" create-key "$app_id")
 api_key=${key_output%%$'\n'*}
 
 ctl_shown=${ctl#"$repo/"}
+# buf as deploy/gateway/install-tools.sh installs it, else one on PATH.
+buf=${DEVICELINK_BUF_BIN:-${DEVICELINK_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/devicelink/gateway-tools}/bin/buf}
+if [[ ! -x $buf ]] && command -v buf >/dev/null 2>&1; then
+  buf=$(command -v buf)
+fi
+if [[ -x $buf ]]; then
+  buf_note="buf is at $buf"
+else
+  buf_note="no buf yet: deploy/gateway/install-tools.sh installs it and prints its path"
+fi
 cat <<EOF
 
 devicelink is running (Ctrl-C stops both services)
@@ -118,24 +140,31 @@ devicelink is running (Ctrl-C stops both services)
   authcode       $authcode_addr   AuthCodeService
   registration   $registration_addr   RegistrationService (public)
   admin          $admin_addr   AdminService (private: operators only)
+  metrics        http://$authcode_metrics_addr/metrics   (authcode)
+                 http://$registration_metrics_addr/metrics   (registration)
   admin token    $DEVICELINK_ADMIN_TOKEN   (operator "admin")
   demo app id    $app_id
   demo API key   $api_key
 
-A first call, from another shell in $repo: the customer's backend mints a code
+A first call, from another shell in $repo, with buf curl (server reflection
+gives it the schema; $buf_note):
 
-  grpcurl -plaintext -import-path proto -proto devicelink/v1/authcode.proto \\
+  BUF=$buf
+
+the customer's backend mints a code
+
+  "\$BUF" curl --protocol grpc --http2-prior-knowledge \\
     -H "authorization: Bearer $api_key" -d '{"external_id":"user-1"}' \\
-    $authcode_addr devicelink.v1.AuthCodeService/MintAuthCode
+    http://$authcode_addr/devicelink.v1.AuthCodeService/MintAuthCode
 
-then the app redeems it (set CODE to the auth_code it returned)
+then the app redeems it (set CODE to the authCode it returned)
 
-  grpcurl -plaintext -import-path proto -proto devicelink/v1/registration.proto \\
+  "\$BUF" curl --protocol grpc --http2-prior-knowledge \\
     -d '{"auth_code":"'"\$CODE"'","app_id":"$app_id",
          "app":{"app_version":"1.0.0","sdk_version":"1.0.0","bundle_id":"com.example.app"},
          "device":{"device_id":"device-1","platform":"PLATFORM_IOS","form_factor":"FORM_FACTOR_PHONE",
                    "model":"iPhone15,2","os_version":"17.1"}}' \\
-    $registration_addr devicelink.v1.RegistrationService/CreateUser
+    http://$registration_addr/devicelink.v1.RegistrationService/CreateUser
 
 and the operator looks at the result, on the admin listener (devicelinkctl's
 default address; the public one answers UNIMPLEMENTED to AdminService)
@@ -145,10 +174,20 @@ default address; the public one answers UNIMPLEMENTED to AdminService)
   $ctl_shown list-keys $app_id
   $ctl_shown help
 
-or with grpcurl (reflection is served on the admin listener too)
+With grpcurl instead, if you have it (every listener serves reflection),
+the same two calls:
 
-  grpcurl -plaintext -H "authorization: Bearer \$DEVICELINK_ADMIN_TOKEN" \
-    -d '{"app_id":"$app_id"}' $admin_addr devicelink.v1.AdminService/ListApiKeys
+  grpcurl -plaintext -H "authorization: Bearer $api_key" -d '{"external_id":"user-1"}' \\
+    $authcode_addr devicelink.v1.AuthCodeService/MintAuthCode
+  grpcurl -plaintext -d '{"auth_code":"'"\$CODE"'","app_id":"$app_id",
+         "app":{"app_version":"1.0.0","sdk_version":"1.0.0","bundle_id":"com.example.app"},
+         "device":{"device_id":"device-1","platform":"PLATFORM_IOS","form_factor":"FORM_FACTOR_PHONE",
+                   "model":"iPhone15,2","os_version":"17.1"}}' \\
+    $registration_addr devicelink.v1.RegistrationService/CreateUser
+
+Each service's metrics: curl -s http://$registration_metrics_addr/metrics. The
+alerts, the dashboard and the SLOs are in deploy/observability/, what to do
+when an alert fires in deploy/RUNBOOK.md.
 
 EOF
 

@@ -127,7 +127,7 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            metrics::counter!("devicelink_calls_shed_total").increment(1);
+            metrics::counter!(crate::metrics_catalog::CALLS_SHED).increment(1);
             let status = tonic::Status::unavailable(
                 "this replica is at capacity; retry the call, another replica may have room",
             );

@@ -30,6 +30,8 @@ pub mod code_record_seal;
 pub mod config;
 pub mod hardening;
 pub mod limits;
+pub mod metrics_catalog;
+pub mod metrics_stores;
 pub mod rpc;
 pub mod secret;
 pub mod serve;

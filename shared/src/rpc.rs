@@ -7,9 +7,11 @@
 //! The span follows the OpenTelemetry RPC conventions (`rpc.system`,
 //! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`) and takes the W3C
 //! `traceparent` of the incoming call as its parent, so a caller's trace
-//! continues through devicelink. Metrics: `devicelink_grpc_requests_total`
-//! by method and status code, `devicelink_grpc_request_duration_seconds` by
-//! method.
+//! continues through devicelink. Metrics:
+//! [`GRPC_REQUESTS`](crate::metrics_catalog::GRPC_REQUESTS) by method and
+//! status code,
+//! [`GRPC_REQUEST_DURATION`](crate::metrics_catalog::GRPC_REQUEST_DURATION)
+//! by method.
 //!
 //! Labels and span names come from a fixed set: a method the services
 //! serve (read once from the compiled-in descriptor sets), or `unknown`.
@@ -26,6 +28,8 @@ use std::time::Instant;
 use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics_catalog;
 
 /// Wraps a gRPC server's services; add it with `Server::builder().layer(..)`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,12 +111,12 @@ where
                 span.record("otel.status_code", "ERROR");
             }
             metrics::counter!(
-                "devicelink_grpc_requests_total",
+                metrics_catalog::GRPC_REQUESTS,
                 "method" => path,
                 "code" => code_name(code),
             )
             .increment(1);
-            metrics::histogram!("devicelink_grpc_request_duration_seconds", "method" => path)
+            metrics::histogram!(metrics_catalog::GRPC_REQUEST_DURATION, "method" => path)
                 .record(started.elapsed().as_secs_f64());
             result
         })

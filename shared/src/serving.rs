@@ -160,6 +160,7 @@ async fn report_health<P, F>(
     F: Future<Output = bool>,
 {
     let healthy = !drain.is_requested() && probe().await && !drain.is_requested();
+    metrics::gauge!(crate::metrics_catalog::SERVING).set(if healthy { 1.0 } else { 0.0 });
     if *reported == Some(healthy) {
         return;
     }

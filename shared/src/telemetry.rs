@@ -7,7 +7,9 @@
 //! - Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported
 //!   over OTLP/gRPC, and the W3C trace context of incoming calls is honoured
 //!   (see [`crate::rpc`]).
-//! - Metrics: Prometheus text on `METRICS_ADDR` (off when unset).
+//! - Metrics: Prometheus text on `METRICS_ADDR` (off when unset), every
+//!   metric named and described in [`crate::metrics_catalog`]; store
+//!   operations are timed from their spans ([`crate::metrics_stores`]).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -23,6 +25,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{ConfigError, LOG_FORMAT, optional, parsed_or};
+use crate::metrics_catalog;
+use crate::metrics_stores::StoreTimingLayer;
 
 /// The OTLP collector endpoint, e.g. `http://otel-collector:4317`.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -152,9 +156,12 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         }
         None => None,
     };
+    // Store spans are made only when their timings are recorded.
+    let store_timings = config.metrics_addr.map(|_| StoreTimingLayer::filtered());
     let installed = tracing_subscriber::registry()
         .with(logs.with_filter(log_filter))
         .with(traces)
+        .with(store_timings)
         .try_init()
         .is_ok();
     if !installed {
@@ -167,6 +174,8 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ])?
             .install()?;
+        metrics_catalog::describe_all();
+        metrics_catalog::record_build_info();
         tracing::info!(%addr, "serving Prometheus metrics");
     }
     Ok(telemetry)

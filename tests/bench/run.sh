@@ -16,6 +16,21 @@ cd "$repo"
 
 log() { echo "devicelink-bench: $*" >&2; }
 
+# --help first, before the stores and the release build: the usage text the
+# binary prints (USAGE in tests/src/bench/cli.rs, plain text between its
+# quotes), or the binary's own when that text cannot be read.
+for arg in "$@"; do
+  if [[ $arg == --help || $arg == -h ]]; then
+    usage=$(awk '/^pub const USAGE: &str = "\\$/ { on = 1; next } on && /^";$/ { exit } on { print }' \
+      tests/src/bench/cli.rs)
+    if [[ -n $usage ]]; then
+      printf '%s\n' "$usage"
+      exit 0
+    fi
+    exec cargo run --quiet -p devicelink-e2e --bin devicelink-bench -- --help
+  fi
+done
+
 # shellcheck source=deploy/local/ensure-stores.sh
 source deploy/local/ensure-stores.sh
 

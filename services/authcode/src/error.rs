@@ -8,6 +8,7 @@
 //! violations and error sources that are logged, never sent.
 
 use devicelink_shared::limits::{Refusal, rate_limited};
+use devicelink_shared::metrics_catalog::{count_store_error, store as metrics_store};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 pub use devicelink_shared::stores::STORE_TIMEOUT;
 use devicelink_shared::stores::is_unreachable;
@@ -159,7 +160,13 @@ impl From<AuthCodeError> for Status {
                 Status::permission_denied(error.to_string())
             }
             AuthCodeError::InvalidArgument(violations) => invalid_argument(&violations),
-            AuthCodeError::Unavailable { store, cause } => unavailable(store.name(), &*cause),
+            AuthCodeError::Unavailable { store, cause } => {
+                count_store_error(match store {
+                    StoreKind::Postgres => metrics_store::POSTGRES,
+                    StoreKind::Redis => metrics_store::REDIS,
+                });
+                unavailable(store.name(), &*cause)
+            }
             AuthCodeError::RateLimited(refusal) => rate_limited(&refusal),
             error @ AuthCodeError::Internal(_) => internal(&error),
         }

@@ -7,6 +7,9 @@ use devicelink_shared::status::error_chain;
 #[tokio::main]
 async fn main() {
     let telemetry = devicelink_shared::telemetry::init_or_exit("authcode-service");
+    devicelink_shared::metrics_catalog::start_counters(
+        devicelink_shared::metrics_catalog::AUTHCODE_COUNTERS,
+    );
     let config = match AuthCodeConfig::from_env() {
         Ok(config) => config,
         Err(error) => {

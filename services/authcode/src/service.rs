@@ -103,7 +103,7 @@ impl AuthCodeHandler {
         // `devicelink_auth_codes_minted_total` and the key's `last_used_at`
         // already account for it.
         tracing::debug!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
-        metrics::counter!("devicelink_auth_codes_minted_total").increment(1);
+        metrics::counter!(devicelink_shared::metrics_catalog::AUTH_CODES_MINTED).increment(1);
         Ok(MintAuthCodeResponse {
             auth_code: minted.code.expose().to_owned(),
             expires_at: Some(minted.expires_at.into()),

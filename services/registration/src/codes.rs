@@ -14,6 +14,7 @@
 
 use devicelink_shared::auth_code::{AuthCodeRecord, redis_key};
 use devicelink_shared::code_record_seal::{RecordKeys, UnsealError};
+use devicelink_shared::metrics_catalog;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::AppId;
@@ -77,7 +78,7 @@ impl CodeStore {
         match self.record_keys.open(code_hash, &bytes) {
             Ok(record) => Ok(Some(record)),
             Err(UnsealError::Unauthenticated) => {
-                metrics::counter!("devicelink_code_records_refused_total").increment(1);
+                metrics::counter!(metrics_catalog::CODE_RECORDS_REFUSED).increment(1);
                 tracing::warn!(
                     code_key = %redis_key(&self.key_prefix, app_id, code_hash),
                     "a code record in Redis failed its seal (forged, altered, or sealed with a \

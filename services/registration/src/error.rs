@@ -1,6 +1,7 @@
 //! registration's errors and their one mapping to `tonic::Status`.
 
 use devicelink_shared::limits::{Refusal, rate_limited};
+use devicelink_shared::metrics_catalog::{count_store_error, store as metrics_store};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 use devicelink_shared::stores::{STORE_TIMEOUT, is_unreachable};
 use devicelink_shared::validate::FieldViolation;
@@ -117,6 +118,11 @@ impl From<RegistrationError> for Status {
             RegistrationError::RateLimited(refusal) => rate_limited(&refusal),
             RegistrationError::TooManyWatchStreams(message) => Status::resource_exhausted(message),
             RegistrationError::Store(StoreError::Unavailable(cause)) => {
+                count_store_error(if cause.is::<redis::RedisError>() {
+                    metrics_store::REDIS
+                } else {
+                    metrics_store::POSTGRES
+                });
                 unavailable("storage", &*cause)
             }
             RegistrationError::Store(StoreError::Conflict(cause)) => {

@@ -8,6 +8,9 @@ use devicelink_shared::status::error_chain;
 #[tokio::main]
 async fn main() {
     let telemetry = devicelink_shared::telemetry::init_or_exit("registration-service");
+    devicelink_shared::metrics_catalog::start_counters(
+        devicelink_shared::metrics_catalog::REGISTRATION_COUNTERS,
+    );
     if migrate_only_from_env().unwrap_or_else(|error| bad_config(&error)) {
         // The migration step needs the database alone.
         let database_url = required(DATABASE_URL).unwrap_or_else(|error| bad_config(&error));

@@ -13,11 +13,13 @@
 //! listener then proves it is alive with a heartbeat query that must be
 //! answered in time, treats a missed one as a lost connection, and reports
 //! every sign of life to the [`StatusCache`], which is trusted only while
-//! those are recent.
+//! those are recent. Whether it is connected, and its heartbeat's round
+//! trip, are metrics: an operator's view of how late a change can be.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use devicelink_shared::metrics_catalog::{STATUS_LISTENER_CONNECTED, STATUS_LISTENER_HEARTBEAT};
 use devicelink_shared::serving::DrainSignal;
 use devicelink_shared::stores::Postgres;
 use futures_util::{Stream, StreamExt};
@@ -94,6 +96,7 @@ pub fn spawn_listener(
     let notifier = StatusNotifier {
         events: events.clone(),
     };
+    metrics::gauge!(STATUS_LISTENER_CONNECTED).set(0.0);
     tokio::spawn(async move {
         let mut reconnect_delay = RECONNECT_DELAY_MIN;
         loop {
@@ -104,6 +107,7 @@ pub fn spawn_listener(
                         reconnect_delay = RECONNECT_DELAY_MIN;
                     }
                     cache.set_listening(false);
+                    metrics::gauge!(STATUS_LISTENER_CONNECTED).set(0.0);
                     tracing::warn!(error = %devicelink_shared::status::error_chain(&lost), "status listener lost; reconnecting");
                 }
                 () = drain.requested() => return,
@@ -146,12 +150,16 @@ async fn listen_once(
         return lost;
     }
     cache.set_listening(true);
+    metrics::gauge!(STATUS_LISTENER_CONNECTED).set(1.0);
     let _ = events.send(StatusEvent::Resync);
     tracing::debug!("listening for install status changes");
     loop {
         let heartbeat = async {
             tokio::time::sleep(HEARTBEAT_EVERY).await;
-            client.simple_query("SELECT 1").await
+            let sent = std::time::Instant::now();
+            let answer = client.simple_query("SELECT 1").await;
+            metrics::histogram!(STATUS_LISTENER_HEARTBEAT).record(sent.elapsed().as_secs_f64());
+            answer
         };
         let answer = answered(
             heartbeat,

@@ -83,7 +83,8 @@ impl StatusCache {
         }
         match inner.by_token.get(token_hash) {
             Some((status, cached_at)) if cached_at.elapsed() < MAX_AGE => {
-                metrics::counter!("devicelink_status_cache_hits_total").increment(1);
+                metrics::counter!(devicelink_shared::metrics_catalog::STATUS_CACHE_HITS)
+                    .increment(1);
                 Ok(status.clone())
             }
             _ => Err(Some(ReadTicket(inner.generation))),

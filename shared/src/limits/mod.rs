@@ -304,7 +304,7 @@ where
                 Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
             }
         }
-        metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
+        metrics::counter!(crate::metrics_catalog::RATE_LIMIT_FALLBACK).increment(1);
         counted(self.memory.decide(&[], blockers))
     }
 
@@ -374,7 +374,7 @@ where
                 Err(_elapsed) => self.rest_redis(&LimitStoreError::TimedOut),
             }
         }
-        metrics::counter!("devicelink_rate_limit_fallback_total").increment(1);
+        metrics::counter!(crate::metrics_catalog::RATE_LIMIT_FALLBACK).increment(1);
         self.memory.decide(consumed, peeked)
     }
 
@@ -428,7 +428,7 @@ fn counted(decision: Decision) -> Decision {
 }
 
 fn counted_refusal(refusal: Refusal) -> Refusal {
-    metrics::counter!("devicelink_rate_limited_total", "scope" => refusal.scope.name())
+    metrics::counter!(crate::metrics_catalog::RATE_LIMITED, "scope" => refusal.scope.name())
         .increment(1);
     refusal
 }

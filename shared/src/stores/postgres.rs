@@ -99,16 +99,19 @@ impl Postgres {
         }
     }
 
-    /// Publishes the pool's size and use as gauges
-    /// (`devicelink_db_pool_connections{state="in_use"|"idle"}`,
-    /// `devicelink_db_pool_waiting`), called with each health probe.
+    /// Publishes the pool's size, bound and use as gauges (see
+    /// [`crate::metrics_catalog`]), called with each health probe.
     pub fn record_pool_usage(&self) {
+        use crate::metrics_catalog::{
+            DB_POOL_CONNECTIONS, DB_POOL_MAX_CONNECTIONS, DB_POOL_WAITING,
+        };
         let status = self.pool.status();
         let idle = status.available;
         let in_use = status.size.saturating_sub(idle);
-        metrics::gauge!("devicelink_db_pool_connections", "state" => "in_use").set(in_use as f64);
-        metrics::gauge!("devicelink_db_pool_connections", "state" => "idle").set(idle as f64);
-        metrics::gauge!("devicelink_db_pool_waiting").set(status.waiting as f64);
+        metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(in_use as f64);
+        metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+        metrics::gauge!(DB_POOL_WAITING).set(status.waiting as f64);
+        metrics::gauge!(DB_POOL_MAX_CONNECTIONS).set(status.max_size as f64);
     }
 }
 

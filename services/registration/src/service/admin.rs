@@ -400,7 +400,7 @@ impl AdminHandler {
             return Err(user_not_found());
         }
         tracing::info!(%operator, %app_id, "user erased");
-        metrics::counter!("devicelink_users_erased_total").increment(1);
+        metrics::counter!(devicelink_shared::metrics_catalog::USERS_ERASED).increment(1);
         Ok(pb::DeleteUserResponse {})
     }
 }

@@ -4,6 +4,10 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use devicelink_shared::metrics_catalog::{
+    ACTIVATIONS, AUTH_CODES_REDEEMED, DEACTIVATIONS, count_redemption,
+    redemption_outcome as outcome,
+};
 use devicelink_shared::pb;
 use devicelink_shared::pb::registration_service_server::RegistrationService;
 use devicelink_shared::serving::DrainSignal;
@@ -83,6 +87,7 @@ impl RegistrationHandler {
         limited?;
         if let Some(record) = record? {
             if record.app_id != input.app_id.to_string() {
+                count_redemption(outcome::OTHER_APP);
                 return Err(RegistrationError::PermissionDenied(
                     "the auth code was minted for another app",
                 ));
@@ -108,8 +113,14 @@ impl RegistrationHandler {
                 RedeemOutcome::AlreadyRedeemed => {
                     return self.answer_used_code(&input, caller).await;
                 }
-                RedeemOutcome::DeviceHeldByAnotherUser => return Err(device_held()),
-                RedeemOutcome::AppNotFound => return Err(app_not_found(input.app_id)),
+                RedeemOutcome::DeviceHeldByAnotherUser => {
+                    count_redemption(outcome::DEVICE_HELD);
+                    return Err(device_held());
+                }
+                RedeemOutcome::AppNotFound => {
+                    count_redemption(outcome::APP_NOT_FOUND);
+                    return Err(app_not_found(input.app_id));
+                }
             };
             self.codes.retire(input.app_id, code_hash);
             record_redemption(&redeemed);
@@ -140,6 +151,7 @@ impl RegistrationHandler {
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         let Some(past) = self.store.find_redemption(&code_hash).await? else {
+            count_redemption(outcome::UNKNOWN_CODE);
             self.limits.failed(caller).await;
             return Err(RegistrationError::NotFound(
                 "auth code is unknown or expired".into(),
@@ -152,17 +164,18 @@ impl RegistrationHandler {
                 .record_replay(&code_hash, input.app_id, &input.device.device_id)
                 .await?;
             tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
-            metrics::counter!("devicelink_auth_code_replays_total").increment(1);
+            count_redemption(outcome::REPLAY);
             return Err(RegistrationError::NotFound(
                 "auth code has already been used".into(),
             ));
         }
         let Some(redeemed) = self.store.redemption_result(&past).await? else {
+            count_redemption(outcome::RETRY_TOO_LATE);
             return Err(RegistrationError::NotFound(
                 "auth code has already been used".into(),
             ));
         };
-        metrics::counter!("devicelink_auth_code_retries_total").increment(1);
+        count_redemption(outcome::RETRY);
         let token = InstallToken::derive(&input.auth_code, &past.token_nonce);
         Ok(response(redeemed, &token))
     }
@@ -209,8 +222,7 @@ impl RegistrationHandler {
         };
         self.statuses.evict(install_id.0);
         tracing::info!(%install_id, "install reset");
-        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Reset.as_db())
-            .increment(1);
+        metrics::counter!(DEACTIVATIONS, "reason" => StateReason::Reset.as_db()).increment(1);
         Ok(())
     }
 
@@ -235,16 +247,19 @@ fn app_not_found(app_id: AppId) -> RegistrationError {
 
 /// Counts a redemption and the activation changes it made.
 fn record_redemption(redeemed: &Redeemed) {
-    metrics::counter!("devicelink_auth_codes_redeemed_total").increment(1);
+    metrics::counter!(AUTH_CODES_REDEEMED).increment(1);
+    count_redemption(if redeemed.restored {
+        outcome::RESTORED
+    } else {
+        outcome::CREATED
+    });
     if redeemed.status.state == InstallState::Active {
-        metrics::counter!("devicelink_activations_total").increment(1);
+        metrics::counter!(ACTIVATIONS).increment(1);
     } else if let Some(reason) = redeemed.status.reason {
-        metrics::counter!("devicelink_deactivations_total", "reason" => reason.as_db())
-            .increment(1);
+        metrics::counter!(DEACTIVATIONS, "reason" => reason.as_db()).increment(1);
     }
     if redeemed.superseded.is_some() {
-        metrics::counter!("devicelink_deactivations_total", "reason" => StateReason::Superseded.as_db())
-            .increment(1);
+        metrics::counter!(DEACTIVATIONS, "reason" => StateReason::Superseded.as_db()).increment(1);
     }
 }
 

@@ -106,7 +106,7 @@ impl WatchSlots {
 /// Open watch streams. Moved by each claim and release rather than set, so
 /// that replicas sharing a process (as in tests) add up.
 fn open_streams_gauge() -> metrics::Gauge {
-    metrics::gauge!("devicelink_watch_streams")
+    metrics::gauge!(devicelink_shared::metrics_catalog::WATCH_STREAMS)
 }
 
 /// One open stream's place under the caps, given back when dropped.
