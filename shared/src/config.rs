@@ -11,7 +11,13 @@
 use std::str::FromStr;
 
 /// Postgres connection URL, e.g. `postgres://user:pass@host:5432/devicelink`.
+/// libpq's `sslmode` (`disable` to `verify-full`) and `sslrootcert` are
+/// honoured, e.g. `...?sslmode=verify-full&sslrootcert=/etc/pg/ca.crt`.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Optional: a direct (session) Postgres URL for LISTEN and the migration
+/// lock, when `DATABASE_URL` goes through PgBouncer in transaction mode.
+/// Read by registration, the one service that opens sessions.
+pub const DATABASE_DIRECT_URL: &str = "DATABASE_DIRECT_URL";
 /// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// The gRPC listen address, e.g. `0.0.0.0:50051`.
@@ -103,6 +109,9 @@ where
 pub struct CommonConfig {
     /// Postgres connection URL. Holds a password: never logged.
     pub database_url: String,
+    /// `DATABASE_DIRECT_URL`: where sessions go when `database_url` is
+    /// PgBouncer's; `None` sends them to `database_url`. Never logged.
+    pub database_direct_url: Option<String>,
     /// Most Postgres connections this replica holds.
     pub database_pool_size: usize,
     /// Redis connection URL. May hold a password: never logged.
@@ -164,6 +173,7 @@ impl CommonConfig {
     pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
         let config = Self {
             database_url: required(DATABASE_URL)?,
+            database_direct_url: optional(DATABASE_DIRECT_URL),
             database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
             redis_url: required(REDIS_URL)?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
@@ -190,11 +200,13 @@ impl CommonConfig {
                 "must be at most 3600",
             ));
         }
-        if self.database_url.parse::<tokio_postgres::Config>().is_err() {
-            return Err(ConfigError::new(
-                DATABASE_URL,
-                "is not a Postgres connection URL",
-            ));
+        for (variable, url) in [
+            (DATABASE_URL, Some(&self.database_url)),
+            (DATABASE_DIRECT_URL, self.database_direct_url.as_ref()),
+        ] {
+            if let Some(Err(problem)) = url.map(|url| crate::stores::PostgresUrl::parse(url)) {
+                return Err(ConfigError::new(variable, problem.to_string()));
+            }
         }
         if redis::Client::open(self.redis_url.as_str()).is_err() {
             return Err(ConfigError::new(REDIS_URL, "is not a Redis connection URL"));
