@@ -19,6 +19,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod raw_h2;
 pub mod rows;
+pub mod stores;
 
 pub use client::*;
 pub use env::{ADMIN_TOKEN, TestEnv, TestOptions, operator_line};

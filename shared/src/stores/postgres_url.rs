@@ -150,7 +150,7 @@ fn split_url(url: &str) -> Split {
     };
     let mut split = Split::default();
     let mut kept = Vec::new();
-    for pair in query.split('&') {
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match percent_decode(key).as_str() {
             "sslmode" => split.ssl_mode = Some(percent_decode(value)),
