@@ -4,10 +4,11 @@
 //! Debian's pgbouncer (1.18, installed by `deploy/local/test.sh`) keeps no
 //! prepared statement across transactions, as most production poolers in
 //! transaction mode do not. Its pools are kept smaller than the services'
-//! (four server connections per database and user), so that one service
-//! connection's statements land on several server connections, and
-//! anything that relies on a session (a named statement, LISTEN, a
-//! session lock) breaks as it would in production. Stopped when dropped.
+//! (four server connections per database and user) and used in turn
+//! (`server_round_robin`), so that even one client's successive statements
+//! land on different server connections, and anything that relies on a
+//! session (a named statement, LISTEN, a session lock) breaks as it would
+//! in production under load. Stopped when dropped.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,7 @@ impl PgBouncer {
              auth_file = {dir}/userlist.txt\n\
              pool_mode = transaction\n\
              default_pool_size = {SERVER_POOL_SIZE}\n\
+             server_round_robin = 1\n\
              max_client_conn = 1000\n\
              ignore_startup_parameters = extra_float_digits,options\n\
              server_tls_sslmode = disable\n\
