@@ -18,6 +18,10 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 /// lock, when `DATABASE_URL` goes through PgBouncer in transaction mode.
 /// Read by registration, the one service that opens sessions.
 pub const DATABASE_DIRECT_URL: &str = "DATABASE_DIRECT_URL";
+/// `true` when `DATABASE_URL` goes through a pooler in transaction mode
+/// (PgBouncer): statements are then sent unnamed, not prepared. Defaults to
+/// whether `DATABASE_DIRECT_URL` is set, which only such a deployment sets.
+pub const DATABASE_TRANSACTION_POOLING: &str = "DATABASE_TRANSACTION_POOLING";
 /// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`.
 pub const REDIS_URL: &str = "REDIS_URL";
 /// The gRPC listen address, e.g. `0.0.0.0:50051`.
@@ -112,6 +116,9 @@ pub struct CommonConfig {
     /// `DATABASE_DIRECT_URL`: where sessions go when `database_url` is
     /// PgBouncer's; `None` sends them to `database_url`. Never logged.
     pub database_direct_url: Option<String>,
+    /// `DATABASE_TRANSACTION_POOLING`: `database_url` pools transactions,
+    /// so statements are sent unnamed.
+    pub database_transaction_pooling: bool,
     /// Most Postgres connections this replica holds.
     pub database_pool_size: usize,
     /// Redis connection URL. May hold a password: never logged.
@@ -160,6 +167,10 @@ impl std::fmt::Debug for CommonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommonConfig")
             .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "database_transaction_pooling",
+                &self.database_transaction_pooling,
+            )
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -171,9 +182,14 @@ impl std::fmt::Debug for CommonConfig {
 impl CommonConfig {
     /// Reads the shared settings; `default_port` is the service's own.
     pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
+        let database_direct_url = optional(DATABASE_DIRECT_URL);
         let config = Self {
             database_url: required(DATABASE_URL)?,
-            database_direct_url: optional(DATABASE_DIRECT_URL),
+            database_transaction_pooling: parsed_or(
+                DATABASE_TRANSACTION_POOLING,
+                database_direct_url.is_some(),
+            )?,
+            database_direct_url,
             database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
             redis_url: required(REDIS_URL)?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),

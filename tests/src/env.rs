@@ -322,6 +322,7 @@ impl TestEnv {
         };
         let common = CommonConfig {
             database_url: service_database_url,
+            database_transaction_pooling: database_direct_url.is_some(),
             database_direct_url,
             database_pool_size: 8,
             redis_url: service_redis_url,

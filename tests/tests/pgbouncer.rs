@@ -11,9 +11,8 @@ use futures_util::future::join_all;
 
 /// The Postgres the tests share, which the PgBouncer fronts.
 fn test_database_url() -> String {
-    std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| {
-        "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned()
-    })
+    std::env::var("DEVICELINK_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned())
 }
 
 async fn behind_pgbouncer() -> (PgBouncer, TestEnv) {
@@ -58,14 +57,19 @@ async fn fifty_concurrent_redemptions_through_pgbouncer_all_succeed() {
     let mut codes = Vec::new();
     for user in 0..25 {
         let external_id = format!("existing-{user}");
-        env.link(&app_id, &api_key, &external_id, phone(&format!("old-{user}")))
-            .await;
-        codes.push((env.mint(&api_key, &external_id).await, format!("new-{user}")));
-        let new_user = format!("new-user-{user}");
+        env.link(
+            &app_id,
+            &api_key,
+            &external_id,
+            phone(&format!("old-{user}")),
+        )
+        .await;
         codes.push((
-            env.mint(&api_key, &new_user).await,
-            format!("first-{user}"),
+            env.mint(&api_key, &external_id).await,
+            format!("new-{user}"),
         ));
+        let new_user = format!("new-user-{user}");
+        codes.push((env.mint(&api_key, &new_user).await, format!("first-{user}")));
     }
     let redemptions = codes.iter().map(|(code, device)| {
         let env = &env;

@@ -206,8 +206,9 @@ async fn bad_store_urls_exit_64_naming_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_sslmode_or_an_unreadable_ca_file_exits_64_naming_the_variable() {
     let port = closed_port();
-    let url =
-        |query: &str| format!("postgres://devicelink:devicelink@127.0.0.1:{port}/devicelink?{query}");
+    let url = |query: &str| {
+        format!("postgres://devicelink:devicelink@127.0.0.1:{port}/devicelink?{query}")
+    };
     let missing_ca = url("sslmode=verify-full&sslrootcert=/nonexistent/ca.crt");
     for service in BOTH {
         assert_exits(
@@ -235,7 +236,10 @@ async fn an_unknown_sslmode_or_an_unreadable_ca_file_exits_64_naming_the_variabl
     // The rollout's migration step reads the URL on its own path.
     assert_exits(
         Service::Registration,
-        &[("DEVICELINK_MIGRATE_ONLY", "1"), ("DATABASE_URL", &missing_ca)],
+        &[
+            ("DEVICELINK_MIGRATE_ONLY", "1"),
+            ("DATABASE_URL", &missing_ca),
+        ],
         EXIT_BAD_CONFIG,
         &["DATABASE_URL", "sslrootcert /nonexistent/ca.crt"],
     )

@@ -74,7 +74,8 @@ impl Application {
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
         let common = &config.common;
         let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
-            .with_direct_url(common.database_direct_url.as_deref())?;
+            .with_direct_url(common.database_direct_url.as_deref())?
+            .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::new(&common.redis_url)?;
         let server = server_builder(common.tls.as_ref())?;
         // Checked when the configuration was read; failing now means the

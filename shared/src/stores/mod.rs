@@ -21,7 +21,7 @@ mod postgres_url;
 mod redis_connection;
 
 pub use postgres::{Postgres, SessionConnection, connect_once};
-pub use postgres_statement::{Params, Sql, TypedParams, execute_typed};
+pub use postgres_statement::{Params, PooledClient, Sql, TypedParams, execute_typed};
 pub use postgres_tls::PostgresTlsError;
 pub use postgres_url::{PostgresUrl, PostgresUrlError, SslMode};
 pub use redis_connection::RedisConnection;

@@ -10,10 +10,11 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{CancelToken, Socket};
 
+use super::postgres_statement::PooledClient;
 use super::postgres_tls::connector;
 use super::postgres_url::PostgresUrl;
 use super::{
@@ -64,6 +65,9 @@ pub struct Postgres {
     /// Where sessions go: `DATABASE_DIRECT_URL`, else the pooled endpoint.
     session: Arc<Endpoint>,
     pool: Pool,
+    /// The pooled endpoint pools transactions (PgBouncer in transaction
+    /// mode): statements are sent unnamed (see [`PooledClient`]).
+    transaction_pooling: bool,
 }
 
 impl Postgres {
@@ -90,6 +94,7 @@ impl Postgres {
             session: pooled.clone(),
             pooled,
             pool,
+            transaction_pooling: false,
         })
     }
 
@@ -103,6 +108,21 @@ impl Postgres {
             self.session = Arc::new(Endpoint::parse(DATABASE_DIRECT_URL, url)?);
         }
         Ok(self)
+    }
+
+    /// Says whether `DATABASE_URL` pools transactions
+    /// (`DATABASE_TRANSACTION_POOLING`): if so, the request path's
+    /// statements are sent unnamed, since the pooler keeps no prepared
+    /// statement between transactions.
+    pub fn with_transaction_pooling(mut self, transaction_pooling: bool) -> Self {
+        self.transaction_pooling = transaction_pooling;
+        self
+    }
+
+    /// `client`, a connection of the pool, sending statements as this
+    /// deployment needs them sent.
+    pub fn pooled_client<'a>(&self, client: &'a ClientWrapper) -> PooledClient<'a> {
+        PooledClient::new(client, self.transaction_pooling)
     }
 
     /// The pool every statement runs through.

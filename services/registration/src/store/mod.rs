@@ -1,10 +1,11 @@
 //! Postgres storage of apps, keys, users and installs.
 //!
-//! Queries are plain SQL next to the code that uses them, sent as unnamed
-//! statements with their parameters' types ([`Sql`]) on pooled
-//! connections, so that they work through PgBouncer in transaction pooling
-//! mode, which keeps no named statement between transactions (see
-//! `devicelink_shared::stores::Sql`). Every call to Postgres runs
+//! Queries are plain SQL next to the code that uses them, with their
+//! parameters' types ([`Sql`]), run on pooled connections as cached
+//! prepared statements, or as unnamed ones behind PgBouncer in transaction
+//! mode, which keeps no prepared statement between transactions (see
+//! `devicelink_shared::stores::Sql`). Admin statements, rare, are always
+//! sent unnamed. Every call to Postgres runs
 //! under the store deadline (`connection.rs`), and a call that is abandoned
 //! is cancelled and its connection retired (`cancel_on_drop.rs`).
 //!

@@ -25,12 +25,10 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::ClientWrapper;
 use devicelink_shared::secret::SecretHash;
-use devicelink_shared::stores::Sql;
+use devicelink_shared::stores::{PooledClient, Sql};
 use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::future::try_join_all;
-use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
@@ -153,6 +151,15 @@ const SUPERSEDE: Sql = Sql::new(sql::SUPERSEDE, &[Type::UUID]);
 const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &binding_types!());
 const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &binding_types!());
 const NOTIFY: Sql = Sql::new(sql::NOTIFY, &[Type::TEXT, Type::UUID_ARRAY]);
+/// Every statement of the transaction that arbitrates.
+const TRANSACTION_STATEMENTS: [Sql; 6] = [
+    UPSERT_USER,
+    INSTALLS_IN_PLAY,
+    SUPERSEDE,
+    INSERT_INSTALL,
+    REBIND_INSTALL,
+    NOTIFY,
+];
 
 impl Store {
     /// Redeems a code, retried when it collides with a concurrent
@@ -184,6 +191,13 @@ impl Store {
         if let Some(outcome) = as_new_user {
             return Ok(outcome);
         }
+        // Only a user that exists needs the transaction's statements,
+        // pipelined: prepared beforehand (unless sent unnamed), so that
+        // none waits for its own preparation while a later one, or the
+        // `COMMIT`, goes ahead of it.
+        connection
+            .call(async |client| client.prepare(&TRANSACTION_STATEMENTS).await)
+            .await??;
         let mut tx = PipelinedTransaction::new(connection);
         match redeem_in(&mut tx, new).await {
             Ok(RedeemOutcome::Redeemed(redeemed)) => {
@@ -202,7 +216,7 @@ impl Store {
 /// ([`super::redeem_sql::CREATE_USER`]); `None` when the user exists, and
 /// nothing was written.
 async fn redeem_for_new_user(
-    client: &ClientWrapper,
+    client: &PooledClient<'_>,
     new: &NewRedemption<'_>,
 ) -> Result<Option<RedeemOutcome>, StoreError> {
     let user_id = UserId(Uuid::now_v7());
@@ -373,7 +387,7 @@ async fn redeem_in(
 /// Round trip 1, pipelined: `BEGIN`, the user upserted (and locked) with
 /// the app's SDK configuration, the installs in play locked.
 async fn read_in_play(
-    client: &Client,
+    client: &PooledClient<'_>,
     new: &NewRedemption<'_>,
 ) -> Result<(tokio_postgres::Row, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
     let new_user_id = Uuid::now_v7();
@@ -404,7 +418,7 @@ async fn read_in_play(
 /// Round trip 2, pipelined: supersede, announce, bind (answering the bound
 /// install's row), `COMMIT`.
 async fn write_resolution(
-    client: &Client,
+    client: &PooledClient<'_>,
     binding: &Binding<'_>,
 ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
     let resolution = binding.resolution;
