@@ -270,7 +270,7 @@ impl ApiKeyVerifier {
     async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
         let client = self.pool.get().await.map_err(AuthCodeError::pool)?;
         let query = async {
-            // Unnamed: PgBouncer in transaction mode keeps no prepared statement.
+            // Unnamed, which works behind PgBouncer too: lookups are cached.
             client
                 .query_typed_opt(SELECT_KEY, &[(&key_id.as_str(), Type::TEXT)])
                 .await
