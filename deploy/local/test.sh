@@ -12,6 +12,10 @@ source deploy/local/ensure-stores.sh
 # shellcheck source=deploy/local/ensure-redis-cluster.sh
 source deploy/local/ensure-redis-cluster.sh
 
+# pgbouncer, for tests/tests/pgbouncer.rs (which starts its own).
+# shellcheck source=deploy/local/ensure-pgbouncer.sh
+source deploy/local/ensure-pgbouncer.sh
+
 # The tests create one database per test: the role must be allowed to.
 export DEVICELINK_TEST_DATABASE_URL="$DATABASE_URL"
 export DEVICELINK_TEST_REDIS_URL="$REDIS_URL"

@@ -13,7 +13,17 @@ use std::str::FromStr;
 use crate::code_record_seal::RecordKeys;
 
 /// Postgres connection URL, e.g. `postgres://user:pass@host:5432/devicelink`.
+/// libpq's `sslmode` (`disable` to `verify-full`) and `sslrootcert` are
+/// honoured, e.g. `...?sslmode=verify-full&sslrootcert=/etc/pg/ca.crt`.
 pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Optional: a direct (session) Postgres URL for LISTEN and the migration
+/// lock, when `DATABASE_URL` goes through PgBouncer in transaction mode.
+/// Read by registration, the one service that opens sessions.
+pub const DATABASE_DIRECT_URL: &str = "DATABASE_DIRECT_URL";
+/// `true` when `DATABASE_URL` goes through a pooler in transaction mode
+/// (PgBouncer): statements are then sent unnamed, not prepared. Defaults to
+/// whether `DATABASE_DIRECT_URL` is set, which only such a deployment sets.
+pub const DATABASE_TRANSACTION_POOLING: &str = "DATABASE_TRANSACTION_POOLING";
 /// Redis connection URL, e.g. `redis://127.0.0.1:6379/0`, or
 /// `rediss://user:password@host:6380/0` for TLS with an ACL user.
 pub const REDIS_URL: &str = "REDIS_URL";
@@ -120,6 +130,12 @@ where
 pub struct CommonConfig {
     /// Postgres connection URL. Holds a password: never logged.
     pub database_url: String,
+    /// `DATABASE_DIRECT_URL`: where sessions go when `database_url` is
+    /// PgBouncer's; `None` sends them to `database_url`. Never logged.
+    pub database_direct_url: Option<String>,
+    /// `DATABASE_TRANSACTION_POOLING`: `database_url` pools transactions,
+    /// so statements are sent unnamed.
+    pub database_transaction_pooling: bool,
     /// Most Postgres connections this replica holds.
     pub database_pool_size: usize,
     /// Which Redis (one server or a cluster) and how to reach it. May hold
@@ -173,6 +189,10 @@ impl std::fmt::Debug for CommonConfig {
         f.debug_struct("CommonConfig")
             .field("database_pool_size", &self.database_pool_size)
             .field("redis", &self.redis)
+            .field(
+                "database_transaction_pooling",
+                &self.database_transaction_pooling,
+            )
             .field("redis_key_prefix", &self.redis_key_prefix)
             .field("listen_addr", &self.listen_addr)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -184,8 +204,14 @@ impl std::fmt::Debug for CommonConfig {
 impl CommonConfig {
     /// Reads the shared settings; `default_port` is the service's own.
     pub fn from_env(default_port: u16) -> Result<Self, ConfigError> {
+        let database_direct_url = optional(DATABASE_DIRECT_URL);
         let config = Self {
             database_url: required(DATABASE_URL)?,
+            database_transaction_pooling: parsed_or(
+                DATABASE_TRANSACTION_POOLING,
+                database_direct_url.is_some(),
+            )?,
+            database_direct_url,
             database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
             redis: RedisSettings::from_env()?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
@@ -213,11 +239,13 @@ impl CommonConfig {
                 "must be at most 3600",
             ));
         }
-        if self.database_url.parse::<tokio_postgres::Config>().is_err() {
-            return Err(ConfigError::new(
-                DATABASE_URL,
-                "is not a Postgres connection URL",
-            ));
+        for (variable, url) in [
+            (DATABASE_URL, Some(&self.database_url)),
+            (DATABASE_DIRECT_URL, self.database_direct_url.as_ref()),
+        ] {
+            if let Some(Err(problem)) = url.map(|url| crate::stores::PostgresUrl::parse(url)) {
+                return Err(ConfigError::new(variable, problem.to_string()));
+            }
         }
         self.redis.validate(&self.redis_key_prefix)
     }

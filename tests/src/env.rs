@@ -71,6 +71,15 @@ pub struct TestOptions {
     /// Redis as the services reach it, instead of
     /// `DEVICELINK_TEST_REDIS_URL`: a TLS server or a cluster.
     pub redis: Option<devicelink_shared::config::RedisSettings>,
+    /// The Postgres to make the test's database on (a role that may
+    /// `CREATE DATABASE`), instead of `DEVICELINK_TEST_DATABASE_URL`: a
+    /// server of the test's own, over TLS say. TLS settings in its query
+    /// (`sslmode`, `sslrootcert`) go to the services too.
+    pub admin_database_url: Option<String>,
+    /// Send the services' statements through the PgBouncer at this address
+    /// (`DATABASE_URL`), their sessions straight to Postgres
+    /// (`DATABASE_DIRECT_URL`).
+    pub pgbouncer: Option<SocketAddr>,
 }
 
 impl Default for TestOptions {
@@ -87,6 +96,8 @@ impl Default for TestOptions {
             operators_file: None,
             record_keys: (test_record_keys(), test_record_keys()),
             redis: None,
+            admin_database_url: None,
+            pgbouncer: None,
         }
     }
 }
@@ -240,13 +251,14 @@ fn test_process_is_running(name: &str) -> bool {
 /// (other process ids, no longer running) are dropped first, once per
 /// process.
 pub async fn create_database() -> String {
-    let admin_url = admin_database_url();
-    let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("cannot reach the test Postgres ({error}); run deploy/local/test.sh")
-        });
-    tokio::spawn(connection);
+    create_database_on(&admin_database_url()).await
+}
+
+/// [`create_database`] on the Postgres `admin_url` names.
+pub async fn create_database_on(admin_url: &str) -> String {
+    let client = connect_postgres(admin_url).await.unwrap_or_else(|error| {
+        panic!("cannot reach the test Postgres ({error}); run deploy/local/test.sh")
+    });
     let pid = std::process::id();
     if !SWEPT.swap(true, Ordering::SeqCst) {
         let stale = client
@@ -277,7 +289,17 @@ pub async fn create_database() -> String {
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
         .expect("create the test database");
-    with_database(&admin_url, &name)
+    with_database(admin_url, &name)
+}
+
+/// A connection to `url`, made as the services make theirs (TLS settings
+/// included), without their timeouts.
+async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = devicelink_shared::stores::connect_once(url)
+        .await
+        .map_err(|error| devicelink_shared::status::error_chain(&*error))?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 impl TestEnv {
@@ -289,7 +311,10 @@ impl TestEnv {
     /// The world `options` describe.
     pub async fn start_with(options: TestOptions) -> Self {
         init_test_logs();
-        let database_url = create_database().await;
+        let database_url = match &options.admin_database_url {
+            Some(admin_url) => create_database_on(admin_url).await,
+            None => create_database().await,
+        };
         let redis_key_prefix = format!("dltest:{}:", uuid::Uuid::new_v4().simple());
         let mut postgres_proxy = None;
         let mut redis_proxy = None;
@@ -306,8 +331,17 @@ impl TestEnv {
         } else {
             (database_url.clone(), redis_url())
         };
+        let (service_database_url, database_direct_url) = match options.pgbouncer {
+            Some(pgbouncer) => (
+                with_host(&service_database_url, pgbouncer),
+                Some(service_database_url),
+            ),
+            None => (service_database_url, None),
+        };
         let common = CommonConfig {
             database_url: service_database_url,
+            database_transaction_pooling: database_direct_url.is_some(),
+            database_direct_url,
             database_pool_size: 8,
             redis: options
                 .redis
@@ -520,12 +554,9 @@ impl TestEnv {
     /// A plain connection to the test's database, for checking what was
     /// stored.
     pub async fn database(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                .await
-                .expect("connect to the test database");
-        tokio::spawn(connection);
-        client
+        connect_postgres(&self.database_url)
+            .await
+            .unwrap_or_else(|error| panic!("connect to the test database: {error}"))
     }
 }
 

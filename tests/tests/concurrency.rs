@@ -228,7 +228,7 @@ async fn replicas_starting_at_once_migrate_once() {
         .expect("hold the migration lock");
     let replicas = (0..3).map(|_| {
         let postgres = Postgres::new(&database_url, 1).expect("a pool");
-        tokio::spawn(async move { migrate::run_reporting(postgres.pool()).await })
+        tokio::spawn(async move { migrate::run_reporting(&postgres).await })
     });
     let replicas: Vec<_> = replicas.collect();
 

@@ -243,7 +243,7 @@ async fn migrating_folds_existing_replays_and_bounds_existing_retries() {
     .expect("the first version's rows");
 
     let postgres = Postgres::new(&database_url, 1).expect("a Postgres handle");
-    devicelink_registration::migrate::run(postgres.pool())
+    devicelink_registration::migrate::run(&postgres)
         .await
         .expect("migrate");
 

@@ -231,6 +231,49 @@ async fn a_missing_or_short_record_key_exits_64_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_sslmode_or_an_unreadable_ca_file_exits_64_naming_the_variable() {
+    let port = closed_port();
+    let url = |query: &str| {
+        format!("postgres://devicelink:devicelink@127.0.0.1:{port}/devicelink?{query}")
+    };
+    let missing_ca = url("sslmode=verify-full&sslrootcert=/nonexistent/ca.crt");
+    for service in BOTH {
+        assert_exits(
+            service,
+            &[("DATABASE_URL", &url("sslmode=verify_full"))],
+            EXIT_BAD_CONFIG,
+            &["DATABASE_URL", "sslmode \"verify_full\" is not one of"],
+        )
+        .await;
+        assert_exits(
+            service,
+            &[("DATABASE_URL", &missing_ca)],
+            EXIT_BAD_CONFIG,
+            &["DATABASE_URL", "sslrootcert /nonexistent/ca.crt"],
+        )
+        .await;
+    }
+    assert_exits(
+        Service::Registration,
+        &[("DATABASE_DIRECT_URL", &url("sslmode=bogus"))],
+        EXIT_BAD_CONFIG,
+        &["DATABASE_DIRECT_URL", "sslmode \"bogus\""],
+    )
+    .await;
+    // The rollout's migration step reads the URL on its own path.
+    assert_exits(
+        Service::Registration,
+        &[
+            ("DEVICELINK_MIGRATE_ONLY", "1"),
+            ("DATABASE_URL", &missing_ca),
+        ],
+        EXIT_BAD_CONFIG,
+        &["DATABASE_URL", "sslrootcert /nonexistent/ca.crt"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_address_in_use_exits_64_naming_the_variable() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let addr = taken.local_addr().expect("its address").to_string();

@@ -30,7 +30,9 @@ use deadpool_postgres::Pool;
 use devicelink_shared::api_key::{self, ApiKeyFormatError, KeyId};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::status::bearer_token;
+use devicelink_shared::stores::execute_typed;
 use devicelink_shared::validate::AppId;
+use tokio_postgres::types::Type;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, StoreKind};
@@ -268,8 +270,10 @@ impl ApiKeyVerifier {
     async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
         let client = self.pool.get().await.map_err(AuthCodeError::pool)?;
         let query = async {
-            let statement = client.prepare_cached(SELECT_KEY).await?;
-            client.query_opt(&statement, &[&key_id.as_str()]).await
+            // Unnamed, which works behind PgBouncer too: lookups are cached.
+            client
+                .query_typed_opt(SELECT_KEY, &[(&key_id.as_str(), Type::TEXT)])
+                .await
         };
         let Some(row) = tokio::time::timeout(STORE_TIMEOUT, query)
             .await
@@ -337,10 +341,8 @@ impl ApiKeyVerifier {
 
 async fn touch(pool: &Pool, key_id: &KeyId) -> Result<(), AuthCodeError> {
     let client = pool.get().await.map_err(AuthCodeError::pool)?;
-    let update = async {
-        let statement = client.prepare_cached(TOUCH_KEY).await?;
-        client.execute(&statement, &[&key_id.as_str()]).await
-    };
+    let update =
+        async { execute_typed(&client, TOUCH_KEY, &[(&key_id.as_str(), Type::TEXT)]).await };
     tokio::time::timeout(STORE_TIMEOUT, update)
         .await
         .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?

@@ -51,7 +51,8 @@ impl Application {
     /// up the store clients without connecting them.
     pub async fn build(config: AuthCodeConfig) -> Result<Self, StartupError> {
         let common = config.common;
-        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
+        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
+            .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder(common.tls.as_ref())?;
         let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;

@@ -2,7 +2,9 @@
 
 use devicelink_registration::config::migrate_only_from_env;
 use devicelink_registration::{Application, RegistrationConfig, migrate_only};
-use devicelink_shared::config::{ConfigError, DATABASE_URL, EXIT_BAD_CONFIG, required};
+use devicelink_shared::config::{
+    ConfigError, DATABASE_DIRECT_URL, DATABASE_URL, EXIT_BAD_CONFIG, optional, required,
+};
 use devicelink_shared::status::error_chain;
 
 #[tokio::main]
@@ -14,7 +16,8 @@ async fn main() {
     if migrate_only_from_env().unwrap_or_else(|error| bad_config(&error)) {
         // The migration step needs the database alone.
         let database_url = required(DATABASE_URL).unwrap_or_else(|error| bad_config(&error));
-        match migrate_only(&database_url).await {
+        let direct_url = optional(DATABASE_DIRECT_URL);
+        match migrate_only(&database_url, direct_url.as_deref()).await {
             Ok(()) => {
                 tracing::info!("schema is up to date");
                 telemetry.shutdown();

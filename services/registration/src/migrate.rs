@@ -14,7 +14,9 @@
 //! statement_timeout = ...` at the top of its file) and the start-up
 //! budget (`MIGRATION_WAIT` in [`crate::server`]).
 
-use deadpool_postgres::Pool;
+use devicelink_shared::stores::Postgres;
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::error::StoreError;
 
@@ -38,40 +40,48 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 pub const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
 
 /// Applies every migration the database has not seen yet.
-pub async fn run(pool: &Pool) -> Result<(), StoreError> {
-    run_reporting(pool).await.map(drop)
+pub async fn run(postgres: &Postgres) -> Result<(), StoreError> {
+    run_reporting(postgres).await.map(drop)
 }
 
 /// [`run`], answering the versions this call applied: none when another
 /// replica applied them first. That answer is how a test tells that
 /// replicas starting at once migrated once.
-pub async fn run_reporting(pool: &Pool) -> Result<Vec<i32>, StoreError> {
-    let mut client = pool.get().await?;
-    // Everything under the lock, the bookkeeping table's creation too:
-    // replicas racing on `CREATE TABLE IF NOT EXISTS` collide in the
-    // catalog (`type "schema_migrations" already exists`).
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_ID])
-        .await?;
-    let outcome = create_bookkeeping(&client).await;
-    let outcome = match outcome {
-        Ok(()) => apply_pending(&mut client).await,
-        Err(error) => Err(error),
-    };
-    let unlocked = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_ID])
-        .await;
-    if let Err(error) = unlocked {
-        // The lock belongs to the session: ending the session, rather than
-        // returning it to the pool, is what releases it.
-        drop(deadpool_postgres::Object::take(client));
-        return Err(error.into());
-    }
+///
+/// The lock is a session's, so it is taken on a session of its own
+/// ([`Postgres::connect_session`]: straight to Postgres when
+/// `DATABASE_DIRECT_URL` bypasses PgBouncer), never on a pooled connection;
+/// the session ends when this returns, and the lock with it, whatever
+/// failed on the way.
+pub async fn run_reporting(postgres: &Postgres) -> Result<Vec<i32>, StoreError> {
+    let (mut client, connection) = postgres.connect_session().await?;
+    let driver = tokio::spawn(connection);
+    let outcome = migrate_locked(&mut client).await;
+    drop(client);
+    // The session's end, which releases the lock if unlocking failed.
+    let _ = driver.await;
     outcome
 }
 
+/// Everything under the lock, the bookkeeping table's creation too:
+/// replicas racing on `CREATE TABLE IF NOT EXISTS` collide in the catalog
+/// (`type "schema_migrations" already exists`).
+async fn migrate_locked(client: &mut Client) -> Result<Vec<i32>, StoreError> {
+    let lock_id: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+        [(&MIGRATION_LOCK_ID, Type::INT8)];
+    client
+        .query_typed("SELECT pg_advisory_lock($1)", &lock_id)
+        .await?;
+    create_bookkeeping(client).await?;
+    let applied_now = apply_pending(client).await?;
+    client
+        .query_typed("SELECT pg_advisory_unlock($1)", &lock_id)
+        .await?;
+    Ok(applied_now)
+}
+
 /// The table recording which migrations were applied.
-async fn create_bookkeeping(client: &deadpool_postgres::Client) -> Result<(), StoreError> {
+async fn create_bookkeeping(client: &Client) -> Result<(), StoreError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -84,9 +94,9 @@ async fn create_bookkeeping(client: &deadpool_postgres::Client) -> Result<(), St
     Ok(())
 }
 
-async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<Vec<i32>, StoreError> {
+async fn apply_pending(client: &mut Client) -> Result<Vec<i32>, StoreError> {
     let applied: Vec<i32> = client
-        .query("SELECT version FROM schema_migrations", &[])
+        .query_typed("SELECT version FROM schema_migrations", &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -99,9 +109,9 @@ async fn apply_pending(client: &mut deadpool_postgres::Client) -> Result<Vec<i32
         let transaction = client.transaction().await?;
         transaction.batch_execute(sql).await?;
         transaction
-            .execute(
+            .query_typed(
                 "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[version, name],
+                &[(version, Type::INT4), (name, Type::TEXT)],
             )
             .await?;
         transaction.commit().await?;

@@ -73,7 +73,9 @@ impl Application {
     /// (port 0 picks a free port, as tests do) and migrates the schema.
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
         let common = &config.common;
-        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?;
+        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
+            .with_direct_url(common.database_direct_url.as_deref())?
+            .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder(common.tls.as_ref())?;
         // Checked when the configuration was read; failing now means the
@@ -221,9 +223,14 @@ async fn await_listener(statuses: &StatusCache) {
 }
 
 /// Migrates the schema and returns: the migration step of a rollout
-/// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start.
-pub async fn migrate_only(database_url: &str) -> Result<(), StartupError> {
-    migrate_schema(&Postgres::new(database_url, 1)?).await
+/// (`DEVICELINK_MIGRATE_ONLY=1`), run once before new replicas start. The
+/// migration lock is taken on `direct_url` when it is given
+/// (`DATABASE_DIRECT_URL`, bypassing PgBouncer).
+pub async fn migrate_only(
+    database_url: &str,
+    direct_url: Option<&str>,
+) -> Result<(), StartupError> {
+    migrate_schema(&Postgres::new(database_url, 1)?.with_direct_url(direct_url)?).await
 }
 
 /// How long start-up keeps trying to migrate while Postgres cannot be
@@ -244,7 +251,7 @@ async fn migrate_schema(postgres: &Postgres) -> Result<(), StartupError> {
     let deadline = Instant::now() + MIGRATION_WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let attempt = tokio::time::timeout(left, migrate::run(postgres.pool())).await;
+        let attempt = tokio::time::timeout(left, migrate::run(postgres)).await;
         let Ok(attempt) = attempt else {
             return Err(StartupError::StoreUnavailable {
                 step: STEP,

@@ -15,10 +15,16 @@ use redis::RedisError;
 use crate::config::DATABASE_URL;
 
 mod postgres;
+mod postgres_statement;
+mod postgres_tls;
+mod postgres_url;
 mod redis_connection;
 mod redis_settings;
 
-pub use postgres::{Postgres, SessionConnection};
+pub use postgres::{Postgres, SessionConnection, connect_once};
+pub use postgres_statement::{Params, PooledClient, Sql, TypedParams, execute_typed};
+pub use postgres_tls::PostgresTlsError;
+pub use postgres_url::{PostgresUrl, PostgresUrlError, SslMode};
 pub use redis_connection::RedisConnection;
 pub use redis_settings::{RedisServers, RedisSettings, RedisSetupError};
 
@@ -75,9 +81,25 @@ pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
 /// the variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreSetupError {
-    /// The Postgres URL does not parse.
-    #[error("{DATABASE_URL}: not a usable Postgres URL")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// A Postgres URL (`DATABASE_URL`, `DATABASE_DIRECT_URL`) does not
+    /// parse, or names an unknown `sslmode`.
+    #[error("{variable}")]
+    PostgresUrl {
+        /// The variable holding the URL.
+        variable: &'static str,
+        /// What is wrong with it.
+        #[source]
+        problem: PostgresUrlError,
+    },
+    /// A Postgres URL's TLS settings cannot be used (its `sslrootcert`).
+    #[error("{variable}")]
+    PostgresTls {
+        /// The variable holding the URL.
+        variable: &'static str,
+        /// What is wrong with it.
+        #[source]
+        problem: PostgresTlsError,
+    },
     /// The pool could not be built.
     #[error("{DATABASE_URL}: cannot build a connection pool")]
     Pool(#[from] deadpool_postgres::BuildError),

@@ -1,48 +1,84 @@
 //! Postgres as devicelink reaches it: one pool for statements, sessions of
 //! their own for LISTEN and advisory locks, and cancel requests, all made
 //! with the same settings and connector.
+//!
+//! Statements may go through PgBouncer in transaction pooling mode
+//! (`DATABASE_URL`); what needs a session of its own (LISTEN, the
+//! migrations' advisory lock) then goes straight to Postgres
+//! (`DATABASE_DIRECT_URL`). Both URLs carry libpq's TLS settings
+//! ([`super::postgres_url`], [`super::postgres_tls`]).
 
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{CancelToken, Socket};
 
+use super::postgres_statement::PooledClient;
+use super::postgres_tls::connector;
+use super::postgres_url::PostgresUrl;
 use super::{
     CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT, PROBE_TIMEOUT, SERVER_IDLE_IN_TRANSACTION_TIMEOUT,
     SERVER_STATEMENT_TIMEOUT, StoreSetupError,
 };
+use crate::config::{DATABASE_DIRECT_URL, DATABASE_URL};
 
-/// How every Postgres connection is secured: plaintext today. Serving
-/// Postgres over TLS is this type and the value [`Postgres::new`] builds.
-type Connector = tokio_postgres::NoTls;
+/// How every Postgres connection is secured: rustls, verifying as far as
+/// the URL's `sslmode` asks (plaintext with `sslmode=disable`). Named here
+/// alone: the services never name a TLS type.
+type Connector = tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The driving half of a connection from [`Postgres::connect_session`]: it
 /// must be polled for the client to make progress.
 pub type SessionConnection =
     tokio_postgres::Connection<Socket, <Connector as MakeTlsConnect<Socket>>::Stream>;
 
+/// Where connections go and how they are made: the settings parsed once
+/// from a URL, and the connector for its TLS settings.
+struct Endpoint {
+    config: tokio_postgres::Config,
+    connector: Connector,
+}
+
+impl Endpoint {
+    /// The endpoint `url` (the value of `variable`) describes, with the
+    /// settings every devicelink connection carries.
+    fn parse(variable: &'static str, url: &str) -> Result<Self, StoreSetupError> {
+        let parsed = PostgresUrl::parse(url)
+            .map_err(|problem| StoreSetupError::PostgresUrl { variable, problem })?;
+        let connector = connector(&parsed)
+            .map_err(|problem| StoreSetupError::PostgresTls { variable, problem })?;
+        let mut config = parsed.config;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("devicelink");
+        config.options(with_server_timeouts(config.get_options()));
+        Ok(Self { config, connector })
+    }
+}
+
 /// Postgres as devicelink reaches it: the settings parsed once from the
-/// URL, the connector, and the pool made with them. Cheap to clone.
+/// URLs, the connectors, and the pool made with them. Cheap to clone.
 #[derive(Clone)]
 pub struct Postgres {
-    config: Arc<tokio_postgres::Config>,
-    connector: Connector,
+    /// Where pooled connections, and their cancel requests, go.
+    pooled: Arc<Endpoint>,
+    /// Where sessions go: `DATABASE_DIRECT_URL`, else the pooled endpoint.
+    session: Arc<Endpoint>,
     pool: Pool,
+    /// The pooled endpoint pools transactions (PgBouncer in transaction
+    /// mode): statements are sent unnamed (see [`PooledClient`]).
+    transaction_pooling: bool,
 }
 
 impl Postgres {
     /// Postgres at `database_url`, with a pool of up to `pool_size`
-    /// connections opened on demand: nothing connects yet.
+    /// connections opened on demand: nothing connects yet. Sessions go to
+    /// the same place until [`Self::with_direct_url`] says otherwise.
     pub fn new(database_url: &str, pool_size: usize) -> Result<Self, StoreSetupError> {
-        let mut config: tokio_postgres::Config = database_url.parse()?;
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("devicelink");
-        config.options(with_server_timeouts(config.get_options()));
-        let connector = tokio_postgres::NoTls;
+        let pooled = Arc::new(Endpoint::parse(DATABASE_URL, database_url)?);
         let manager = Manager::from_config(
-            config.clone(),
-            connector,
+            pooled.config.clone(),
+            pooled.connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -55,10 +91,38 @@ impl Postgres {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()?;
         Ok(Self {
-            config: Arc::new(config),
-            connector,
+            session: pooled.clone(),
+            pooled,
             pool,
+            transaction_pooling: false,
         })
+    }
+
+    /// Sessions ([`Self::connect_session`]) go to `direct_url`
+    /// (`DATABASE_DIRECT_URL`) when it is given: straight to Postgres when
+    /// statements go through PgBouncer in transaction mode, which keeps no
+    /// session for LISTEN or an advisory lock. It must name the same
+    /// database, or notifications sent through the pool are never heard.
+    pub fn with_direct_url(mut self, direct_url: Option<&str>) -> Result<Self, StoreSetupError> {
+        if let Some(url) = direct_url {
+            self.session = Arc::new(Endpoint::parse(DATABASE_DIRECT_URL, url)?);
+        }
+        Ok(self)
+    }
+
+    /// Says whether `DATABASE_URL` pools transactions
+    /// (`DATABASE_TRANSACTION_POOLING`): if so, the request path's
+    /// statements are sent unnamed, since the pooler keeps no prepared
+    /// statement between transactions.
+    pub fn with_transaction_pooling(mut self, transaction_pooling: bool) -> Self {
+        self.transaction_pooling = transaction_pooling;
+        self
+    }
+
+    /// `client`, a connection of the pool, sending statements as this
+    /// deployment needs them sent.
+    pub fn pooled_client<'a>(&self, client: &'a ClientWrapper) -> PooledClient<'a> {
+        PooledClient::new(client, self.transaction_pooling)
     }
 
     /// The pool every statement runs through.
@@ -67,19 +131,21 @@ impl Postgres {
     }
 
     /// A connection of its own, outside the pool, for what a pooled one
-    /// cannot do (`LISTEN`, session advisory locks). The caller polls the
-    /// returned connection, and the session ends when both halves drop.
+    /// cannot do (`LISTEN`, session advisory locks), made to
+    /// `DATABASE_DIRECT_URL` when it is set. The caller polls the returned
+    /// connection, and the session ends when both halves drop.
     pub async fn connect_session(
         &self,
     ) -> Result<(tokio_postgres::Client, SessionConnection), tokio_postgres::Error> {
-        self.config.connect(self.connector).await
+        let session = &*self.session;
+        session.config.connect(session.connector.clone()).await
     }
 
     /// Asks Postgres to cancel the statement running on the connection
-    /// `token` came from. A cancel request is a connection of its own, so it
-    /// needs the connector the connection was made with.
+    /// `token` came from (a pooled one). A cancel request is a connection
+    /// of its own, so it needs the connector the connection was made with.
     pub async fn cancel(&self, token: CancelToken) -> Result<(), tokio_postgres::Error> {
-        token.cancel_query(self.connector).await
+        token.cancel_query(self.pooled.connector.clone()).await
     }
 
     /// Whether Postgres answers a trivial query within a second (and a
@@ -113,6 +179,18 @@ impl Postgres {
         metrics::gauge!(DB_POOL_WAITING).set(status.waiting as f64);
         metrics::gauge!(DB_POOL_MAX_CONNECTIONS).set(status.max_size as f64);
     }
+}
+
+/// One connection to `url`, parsed and secured as the services' connections
+/// are (libpq's `sslmode` and `sslrootcert`) but without their settings
+/// (timeouts, application name): for tests and tools that connect as an
+/// operator would. The caller polls the returned connection.
+pub async fn connect_once(
+    url: &str,
+) -> Result<(tokio_postgres::Client, SessionConnection), Box<dyn std::error::Error + Send + Sync>> {
+    let parsed = PostgresUrl::parse(url)?;
+    let connector = connector(&parsed)?;
+    Ok(parsed.config.connect(connector).await?)
 }
 
 /// The connection's startup `options` with the server-side timeouts added,

@@ -6,7 +6,9 @@ use devicelink_shared::api_key::KeyId;
 use devicelink_shared::config::LimitsConfig;
 use devicelink_shared::limits::{Rate, Scope};
 use devicelink_shared::secret::SecretHash;
+use devicelink_shared::stores::execute_typed;
 use devicelink_shared::validate::{AppId, ExternalId};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use super::connection::Connection;
@@ -232,7 +234,7 @@ impl Store {
         let app_id = AppId(Uuid::now_v7());
         self.execute_call(
             "INSERT INTO apps (id, name) VALUES ($1, $2)",
-            &[&app_id.0, &name],
+            &[(&app_id.0, Type::UUID), (&name, Type::TEXT)],
         )
         .await?;
         Ok(app_id)
@@ -274,9 +276,9 @@ impl Store {
         let rows = connection
             .call(async |client| {
                 client
-                    .query(
+                    .query_typed(
                         &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE app_id = $1 ORDER BY created_at DESC, key_id"),
-                        &[&app_id.0],
+                        &[(&app_id.0, Type::UUID)],
                     )
                     .await
             })
@@ -305,7 +307,7 @@ impl Store {
         let row = self
             .query_opt_call(
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
-                &[&key_id.as_str()],
+                &[(&key_id.as_str(), Type::TEXT)],
             )
             .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
@@ -321,7 +323,7 @@ impl Store {
         let updated = self
             .execute_call(
                 "UPDATE apps SET sdk_config = $2 WHERE id = $1",
-                &[&app_id.0, sdk_config],
+                &[(&app_id.0, Type::UUID), (sdk_config, Type::JSONB)],
             )
             .await?;
         Ok(updated == 1)
@@ -335,7 +337,7 @@ impl Store {
                 &format!(
                     "SELECT name, created_at, sdk_config, {LIMIT_COLUMNS} FROM apps WHERE id = $1"
                 ),
-                &[&app_id.0],
+                &[(&app_id.0, Type::UUID)],
             )
             .await?;
         let Some(row) = row else {
@@ -356,7 +358,7 @@ impl Store {
         let row = self
             .query_opt_call(
                 &format!("SELECT {LIMIT_COLUMNS} FROM apps WHERE id = $1"),
-                &[&app_id.0],
+                &[(&app_id.0, Type::UUID)],
             )
             .await?;
         row.map(|row| AppLimits::from_columns(&row, 0)).transpose()
@@ -370,7 +372,7 @@ impl Store {
         limits: AppLimits,
     ) -> Result<bool, StoreError> {
         let [mint_per_key, mint_per_external_id, redeem_per_device] = limits.to_columns();
-        let updated = self.execute_call("UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1", &[&app_id.0, &mint_per_key, &mint_per_external_id, &redeem_per_device]).await?;
+        let updated = self.execute_call("UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1", &[(&app_id.0, Type::UUID), (&mint_per_key, Type::TEXT), (&mint_per_external_id, Type::TEXT), (&redeem_per_device, Type::TEXT)]).await?;
         Ok(updated == 1)
     }
 
@@ -385,9 +387,9 @@ impl Store {
         let user = connection
             .call(async |client| {
                 client
-                    .query_opt(
+                    .query_typed_opt(
                         "SELECT id, epoch, created_at FROM users WHERE app_id = $1 AND external_id = $2",
-                        &[&app_id.0, &external_id.as_str()],
+                        &[(&app_id.0, Type::UUID), (&external_id.as_str(), Type::TEXT)],
                     )
                     .await
             })
@@ -399,7 +401,7 @@ impl Store {
         let rows = connection
             .call(async |client| {
                 client
-                    .query(
+                    .query_typed(
                         concat!(
                             "SELECT ",
                             status_columns!(),
@@ -408,7 +410,7 @@ impl Store {
                              FROM installs i JOIN users u ON u.id = i.user_id
                              WHERE i.user_id = $1 ORDER BY i.created_at DESC, i.id"
                         ),
-                        &[&user_id],
+                        &[(&user_id, Type::UUID)],
                     )
                     .await
             })
@@ -474,9 +476,9 @@ async fn insert_key(
     let app = tx
         .call(async |client| {
             client
-                .query_opt(
+                .query_typed_opt(
                     "SELECT id FROM apps WHERE id = $1 FOR UPDATE",
-                    &[&key.app_id.0],
+                    &[(&key.app_id.0, Type::UUID)],
                 )
                 .await
         })
@@ -487,9 +489,9 @@ async fn insert_key(
     let active: i64 = tx
         .call(async |client| {
             client
-                .query_one(
+                .query_typed_one(
                     "SELECT count(*) FROM api_keys WHERE app_id = $1 AND revoked_at IS NULL AND expires_at > now()",
-                    &[&key.app_id.0],
+                    &[(&key.app_id.0, Type::UUID)],
                 )
                 .await
         })
@@ -500,12 +502,18 @@ async fn insert_key(
     }
     let expires_at = SystemTime::now() + key.ttl;
     tx.call(async |client| {
-        client
-            .execute(
-                "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&key.key_id.as_str(), &key.app_id.0, &key.secret_hash.as_bytes().as_slice(), &key.scopes, &expires_at],
-            )
-            .await
+        execute_typed(
+            client,
+            "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                (&key.key_id.as_str(), Type::TEXT),
+                (&key.app_id.0, Type::UUID),
+                (&key.secret_hash.as_bytes().as_slice(), Type::BYTEA),
+                (&key.scopes, Type::TEXT_ARRAY),
+                (&expires_at, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await
     })
     .await??;
     Ok(CreateKeyOutcome::Created { expires_at })
@@ -524,9 +532,9 @@ async fn erase_user(
     let user = tx
         .call(async |client| {
             client
-                .query_opt(
+                .query_typed_opt(
                     "SELECT id FROM users WHERE app_id = $1 AND external_id = $2 FOR UPDATE",
-                    &[&app_id.0, &external_id.as_str()],
+                    &[(&app_id.0, Type::UUID), (&external_id.as_str(), Type::TEXT)],
                 )
                 .await
         })
@@ -536,18 +544,21 @@ async fn erase_user(
     };
     let user_id: Uuid = user.try_get(0)?;
     tx.call(async |client| {
-        client
-            .execute(
-                "SELECT pg_notify($2, id::text) FROM installs WHERE user_id = $1",
-                &[&user_id, &STATUS_CHANNEL],
-            )
-            .await
+        execute_typed(
+            client,
+            "SELECT pg_notify($2, id::text) FROM installs WHERE user_id = $1",
+            &[(&user_id, Type::UUID), (&STATUS_CHANNEL, Type::TEXT)],
+        )
+        .await
     })
     .await??;
     tx.call(async |client| {
-        client
-            .execute("DELETE FROM users WHERE id = $1", &[&user_id])
-            .await
+        execute_typed(
+            client,
+            "DELETE FROM users WHERE id = $1",
+            &[(&user_id, Type::UUID)],
+        )
+        .await
     })
     .await??;
     Ok(true)
@@ -557,7 +568,10 @@ async fn app_exists(connection: &mut Connection, app_id: AppId) -> Result<bool, 
     let row = connection
         .call(async |client| {
             client
-                .query_opt("SELECT 1 FROM apps WHERE id = $1", &[&app_id.0])
+                .query_typed_opt(
+                    "SELECT 1 FROM apps WHERE id = $1",
+                    &[(&app_id.0, Type::UUID)],
+                )
                 .await
         })
         .await??;

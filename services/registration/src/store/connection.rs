@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{ClientWrapper, Object};
-use devicelink_shared::stores::{Postgres, STORE_TIMEOUT};
+use deadpool_postgres::Object;
+use devicelink_shared::stores::{PooledClient, Postgres, STORE_TIMEOUT};
 
 use super::cancel_on_drop::CancelOnDrop;
 use crate::error::StoreError;
@@ -46,7 +46,7 @@ impl Connection {
     /// error is the deadline's.
     pub async fn call<T>(
         &mut self,
-        work: impl AsyncFnOnce(&ClientWrapper) -> T,
+        work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, StoreError> {
         self.call_within(STORE_TIMEOUT, work).await
     }
@@ -54,7 +54,7 @@ impl Connection {
     async fn call_within<T>(
         &mut self,
         deadline: Duration,
-        work: impl AsyncFnOnce(&ClientWrapper) -> T,
+        work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, StoreError> {
         let connection = self.connection.take().ok_or_else(|| {
             StoreError::internal("a call on a connection retired after an abandoned call")
@@ -62,7 +62,8 @@ impl Connection {
         // Dropped with the call, when the caller gives up or the deadline
         // passes, the guard cancels the work and retires the connection.
         let in_flight = CancelOnDrop::new(connection, self.postgres.clone());
-        let answered = tokio::time::timeout(deadline, work(in_flight.client())).await;
+        let client = self.postgres.pooled_client(in_flight.client());
+        let answered = tokio::time::timeout(deadline, work(&client)).await;
         let Ok(answer) = answered else {
             drop(in_flight);
             return Err(StoreError::timed_out());

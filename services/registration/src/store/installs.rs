@@ -1,19 +1,24 @@
 //! What a device asks about its own install: status and reset.
 
 use devicelink_shared::secret::SecretHash;
+use devicelink_shared::stores::Sql;
+use tokio_postgres::types::Type;
 
-use super::{STATUS_BY_ID, STATUS_BY_TOKEN, STATUS_CHANNEL, Store, status_from_row};
+use super::{STATUS_BY_ID, STATUS_BY_TOKEN_SQL, STATUS_CHANNEL, Store, status_from_row};
 use crate::domain::{InstallId, InstallStatus};
 use crate::error::StoreError;
 
 /// Ends the install holding a token: the token hash is cleared so the token
 /// stops working, and watchers are told in the same transaction.
-const RESET: &str = "WITH ended AS (
+const RESET: Sql = Sql::new(
+    "WITH ended AS (
          UPDATE installs SET state = 'reset', reason = 'reset', token_hash = NULL, changed_at = now()
          WHERE token_hash = $1
          RETURNING id
      )
-     SELECT id, pg_notify($2, id::text) FROM ended";
+     SELECT id, pg_notify($2, id::text) FROM ended",
+    &[Type::BYTEA, Type::TEXT],
+);
 
 impl Store {
     /// The status of the live install holding a token, `None` when no live
@@ -27,9 +32,8 @@ impl Store {
             .connection()
             .await?
             .call(async |client| {
-                let statement = client.prepare_cached(STATUS_BY_TOKEN).await?;
-                client
-                    .query_opt(&statement, &[&token_hash.as_bytes().as_slice()])
+                STATUS_BY_TOKEN_SQL
+                    .query_opt(client, &[&token_hash.as_bytes().as_slice()])
                     .await
             })
             .await??;
@@ -45,10 +49,7 @@ impl Store {
         let row = self
             .connection()
             .await?
-            .call(async |client| {
-                let statement = client.prepare_cached(STATUS_BY_ID).await?;
-                client.query_opt(&statement, &[&install_id.0]).await
-            })
+            .call(async |client| STATUS_BY_ID.query_opt(client, &[&install_id.0]).await)
             .await??;
         row.map(|row| status_from_row(&row)).transpose()
     }
@@ -64,10 +65,9 @@ impl Store {
             .connection()
             .await?
             .call(async |client| {
-                let statement = client.prepare_cached(RESET).await?;
-                client
+                RESET
                     .query_opt(
-                        &statement,
+                        client,
                         &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL],
                     )
                     .await

@@ -1,7 +1,11 @@
 //! Postgres storage of apps, keys, users and installs.
 //!
-//! Queries are plain SQL next to the code that uses them, run as cached
-//! prepared statements on pooled connections. Every call to Postgres runs
+//! Queries are plain SQL next to the code that uses them, with their
+//! parameters' types ([`Sql`]), run on pooled connections as cached
+//! prepared statements, or as unnamed ones behind PgBouncer in transaction
+//! mode, which keeps no prepared statement between transactions (see
+//! `devicelink_shared::stores::Sql`). Admin statements, rare, are always
+//! sent unnamed. Every call to Postgres runs
 //! under the store deadline (`connection.rs`), and a call that is abandoned
 //! is cancelled and its connection retired (`cancel_on_drop.rs`).
 //!
@@ -29,7 +33,8 @@ pub mod redeem_sql;
 mod redemptions;
 
 use deadpool_postgres::Pool;
-use devicelink_shared::stores::Postgres;
+use devicelink_shared::stores::{Postgres, Sql, TypedParams, execute_typed};
+use tokio_postgres::types::Type;
 
 pub use admin::{
     ApiKeyRecord, AppLimits, AppRecord, CreateKeyOutcome, InstallSummaryRecord, LimitOverride,
@@ -81,11 +86,17 @@ pub const STATUS_BY_TOKEN: &str = concat!(
     " FROM installs i JOIN users u ON u.id = i.user_id WHERE i.token_hash = $1"
 );
 
+/// [`STATUS_BY_TOKEN`]: `$1` the token's hash.
+const STATUS_BY_TOKEN_SQL: Sql = Sql::new(STATUS_BY_TOKEN, &[Type::BYTEA]);
+
 /// The status of an install by id.
-const STATUS_BY_ID: &str = concat!(
-    "SELECT ",
-    status_columns!(),
-    " FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+const STATUS_BY_ID: Sql = Sql::new(
+    concat!(
+        "SELECT ",
+        status_columns!(),
+        " FROM installs i JOIN users u ON u.id = i.user_id WHERE i.id = $1"
+    ),
+    &[Type::UUID],
 );
 
 /// registration's Postgres storage.
@@ -120,24 +131,20 @@ impl Store {
     async fn query_opt_call(
         &self,
         sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        params: &TypedParams<'_>,
     ) -> Result<Option<tokio_postgres::Row>, StoreError> {
         let mut connection = self.connection().await?;
         Ok(connection
-            .call(async |client| client.query_opt(sql, params).await)
+            .call(async |client| client.query_typed_opt(sql, params).await)
             .await??)
     }
 
     /// One statement that writes, on a connection of its own, under the
     /// store deadline; how many rows it changed.
-    async fn execute_call(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
+    async fn execute_call(&self, sql: &str, params: &TypedParams<'_>) -> Result<u64, StoreError> {
         let mut connection = self.connection().await?;
         Ok(connection
-            .call(async |client| client.execute(sql, params).await)
+            .call(async |client| execute_typed(client, sql, params).await)
             .await??)
     }
 }

@@ -15,7 +15,7 @@
 //! connection retired by [`Connection::call`]; a transaction dropped between
 //! round trips closes its connection, which makes Postgres roll back.
 
-use deadpool_postgres::ClientWrapper;
+use devicelink_shared::stores::PooledClient;
 
 use super::connection::Connection;
 use crate::error::StoreError;
@@ -64,7 +64,7 @@ impl PipelinedTransaction {
     /// Runs one round trip of the transaction (see [`Connection::call`]).
     pub async fn call<T>(
         &mut self,
-        work: impl AsyncFnOnce(&ClientWrapper) -> T,
+        work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, StoreError> {
         // Only `finish` and `rollback` take the connection, and both consume
         // `self`.

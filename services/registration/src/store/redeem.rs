@@ -25,13 +25,12 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::ClientWrapper;
 use devicelink_shared::secret::SecretHash;
+use devicelink_shared::stores::{PooledClient, Sql};
 use devicelink_shared::validate::{AppId, ExternalId};
 use futures_util::future::try_join_all;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::pipelined_tx::PipelinedTransaction;
@@ -109,39 +108,58 @@ impl From<DeviceHeldByAnotherUser> for RedeemOutcome {
     }
 }
 
-/// The statements of the transaction that arbitrates, prepared on one
-/// connection.
-struct Statements {
-    upsert: Statement,
-    in_play: Statement,
-    supersede: Statement,
-    insert: Statement,
-    rebind: Statement,
-    notify: Statement,
+/// The types of [`Binding::params`], `$1`–`$20` (the parameters of
+/// [`sql::INSERT_INSTALL`] and [`sql::REBIND_INSTALL`]), then any `extra`.
+macro_rules! binding_types {
+    ($($extra:expr),*) => {
+        [
+            Type::UUID,
+            Type::UUID,
+            Type::UUID,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::BOOL,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+            $($extra),*
+        ]
+    };
 }
 
-impl Statements {
-    /// Prepares them all at once: one round trip on a new connection, none
-    /// once they are in its cache.
-    async fn prepare(client: &ClientWrapper) -> Result<Self, tokio_postgres::Error> {
-        let (upsert, in_play, supersede, insert, rebind, notify) = futures_util::try_join!(
-            client.prepare_cached(sql::UPSERT_USER),
-            client.prepare_cached(sql::INSTALLS_IN_PLAY),
-            client.prepare_cached(sql::SUPERSEDE),
-            client.prepare_cached(sql::INSERT_INSTALL),
-            client.prepare_cached(sql::REBIND_INSTALL),
-            client.prepare_cached(sql::NOTIFY),
-        )?;
-        Ok(Self {
-            upsert,
-            in_play,
-            supersede,
-            insert,
-            rebind,
-            notify,
-        })
-    }
-}
+/// [`sql::CREATE_USER`]: the binding's parameters, then the external id.
+const CREATE_USER: Sql = Sql::new(sql::CREATE_USER, &binding_types!(Type::TEXT));
+/// The statements of the transaction that arbitrates.
+const UPSERT_USER: Sql = Sql::new(
+    sql::UPSERT_USER,
+    &[Type::UUID, Type::UUID, Type::TEXT, Type::INT8],
+);
+const INSTALLS_IN_PLAY: Sql =
+    Sql::new(sql::INSTALLS_IN_PLAY, &[Type::UUID, Type::TEXT, Type::TEXT]);
+const SUPERSEDE: Sql = Sql::new(sql::SUPERSEDE, &[Type::UUID]);
+const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &binding_types!());
+const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &binding_types!());
+const NOTIFY: Sql = Sql::new(sql::NOTIFY, &[Type::TEXT, Type::UUID_ARRAY]);
+/// Every statement of the transaction that arbitrates.
+const TRANSACTION_STATEMENTS: [Sql; 6] = [
+    UPSERT_USER,
+    INSTALLS_IN_PLAY,
+    SUPERSEDE,
+    INSERT_INSTALL,
+    REBIND_INSTALL,
+    NOTIFY,
+];
 
 impl Store {
     /// Redeems a code, retried when it collides with a concurrent
@@ -173,12 +191,15 @@ impl Store {
         if let Some(outcome) = as_new_user {
             return Ok(outcome);
         }
-        // Only a user that exists needs the transaction's statements.
-        let statements = connection
-            .call(async |client| Statements::prepare(client).await)
+        // Only a user that exists needs the transaction's statements,
+        // pipelined: prepared beforehand (unless sent unnamed), so that
+        // none waits for its own preparation while a later one, or the
+        // `COMMIT`, goes ahead of it.
+        connection
+            .call(async |client| client.prepare(&TRANSACTION_STATEMENTS).await)
             .await??;
         let mut tx = PipelinedTransaction::new(connection);
-        match redeem_in(&mut tx, &statements, new).await {
+        match redeem_in(&mut tx, new).await {
             Ok(RedeemOutcome::Redeemed(redeemed)) => {
                 tx.finish();
                 Ok(RedeemOutcome::Redeemed(redeemed))
@@ -192,13 +213,12 @@ impl Store {
 }
 
 /// The one round trip of a code whose user does not exist yet
-/// ([`super::redeem_sql::CREATE_USER`]; preparing it is one more on a new
-/// connection); `None` when the user exists, and nothing was written.
+/// ([`super::redeem_sql::CREATE_USER`]); `None` when the user exists, and
+/// nothing was written.
 async fn redeem_for_new_user(
-    client: &ClientWrapper,
+    client: &PooledClient<'_>,
     new: &NewRedemption<'_>,
 ) -> Result<Option<RedeemOutcome>, StoreError> {
-    let create_user = client.prepare_cached(sql::CREATE_USER).await?;
     let user_id = UserId(Uuid::now_v7());
     // A new user has no installs: arbitration activates this one.
     let resolution = Resolution::first_install();
@@ -208,7 +228,7 @@ async fn redeem_for_new_user(
     // The binding's twenty parameters, then the external id as `$21`.
     let params: [&(dyn ToSql + Sync); 21] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
-    let row = match client.query_opt(&create_user, &params).await {
+    let row = match CREATE_USER.query_opt(client, &params).await {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
         Err(error) => return failed_write(error).map(Some),
@@ -315,13 +335,12 @@ impl<'a> Binding<'a> {
 /// roll back.
 async fn redeem_in(
     tx: &mut PipelinedTransaction,
-    statements: &Statements,
     new: &NewRedemption<'_>,
 ) -> Result<RedeemOutcome, StoreError> {
     // Round trip 1: open the transaction, create or lock the user and read
     // the SDK configuration, lock the installs in play.
     let read = tx
-        .call(async |client| read_in_play(client, statements, new).await)
+        .call(async |client| read_in_play(client, new).await)
         .await?;
     let (user_row, install_rows) = match read {
         Ok(rows) => rows,
@@ -351,7 +370,7 @@ async fn redeem_in(
         .unwrap_or_else(|| InstallId(Uuid::now_v7()));
     let binding = Binding::new(new, &resolution, install_id, user_id, restored);
     let written = tx
-        .call(async |client| write_resolution(client, statements, &binding).await)
+        .call(async |client| write_resolution(client, &binding).await)
         .await?;
     let bound = match written {
         Ok(bound) => bound,
@@ -368,15 +387,14 @@ async fn redeem_in(
 /// Round trip 1, pipelined: `BEGIN`, the user upserted (and locked) with
 /// the app's SDK configuration, the installs in play locked.
 async fn read_in_play(
-    client: &Client,
-    statements: &Statements,
+    client: &PooledClient<'_>,
     new: &NewRedemption<'_>,
 ) -> Result<(tokio_postgres::Row, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
     let new_user_id = Uuid::now_v7();
     let ((), user_row, install_rows) = futures_util::future::try_join3(
         client.batch_execute(PipelinedTransaction::BEGIN),
-        client.query_one(
-            &statements.upsert,
+        UPSERT_USER.query_one(
+            client,
             &[
                 &new_user_id,
                 &new.app_id.0,
@@ -384,8 +402,8 @@ async fn read_in_play(
                 &NEW_USER_EPOCH,
             ],
         ),
-        client.query(
-            &statements.in_play,
+        INSTALLS_IN_PLAY.query(
+            client,
             &[
                 &new.app_id.0,
                 &new.external_id.as_str(),
@@ -400,16 +418,15 @@ async fn read_in_play(
 /// Round trip 2, pipelined: supersede, announce, bind (answering the bound
 /// install's row), `COMMIT`.
 async fn write_resolution(
-    client: &Client,
-    statements: &Statements,
+    client: &PooledClient<'_>,
     binding: &Binding<'_>,
 ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
     let resolution = binding.resolution;
     let bind_params = binding.params();
     let bind = if resolution.existing.is_some() {
-        &statements.rebind
+        REBIND_INSTALL
     } else {
-        &statements.insert
+        INSERT_INSTALL
     };
     let changed: Vec<Uuid> = resolution
         .superseded
@@ -425,16 +442,16 @@ async fn write_resolution(
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
     let mut before_bind = Vec::new();
     if resolution.superseded.is_some() {
-        before_bind.push(client.query(&statements.supersede, &supersede_params));
+        before_bind.push(SUPERSEDE.query(client, &supersede_params));
     }
     if !changed.is_empty() {
-        before_bind.push(client.query(&statements.notify, &notify_params));
+        before_bind.push(NOTIFY.query(client, &notify_params));
     }
     // Responses arrive in order, so the first statement to fail is the
     // error seen, not the failures that follow it.
     let (_, bound, ()) = futures_util::future::try_join3(
         try_join_all(before_bind),
-        client.query_opt(bind, &bind_params),
+        bind.query_opt(client, &bind_params),
         client.batch_execute(PipelinedTransaction::COMMIT),
     )
     .await?;

@@ -8,7 +8,9 @@
 //! whether the janitor purges it or the user is erased.
 
 use devicelink_shared::secret::SecretHash;
+use devicelink_shared::stores::Sql;
 use devicelink_shared::validate::AppId;
+use tokio_postgres::types::Type;
 
 use super::pipelined_tx::PipelinedTransaction;
 use super::redeem::Redeemed;
@@ -36,16 +38,25 @@ pub struct PastRedemption {
     pub token_nonce: TokenNonce,
 }
 
-const FIND_REDEMPTION: &str = "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
+const FIND_REDEMPTION: Sql = Sql::new(
+    "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
      FROM redeemed_codes
-     WHERE code_hash = $1 AND user_id IS NOT NULL AND code_expires_at > now()";
+     WHERE code_hash = $1 AND user_id IS NOT NULL AND code_expires_at > now()",
+    &[Type::BYTEA],
+);
 
 /// Counts a replay on the (code, device) row. Selected from the redemption
 /// so that a record purged or erased meanwhile leaves nothing behind.
-const RECORD_REPLAY: &str = "INSERT INTO code_replays (code_hash, device_id, app_id)
+const RECORD_REPLAY: Sql = Sql::new(
+    "INSERT INTO code_replays (code_hash, device_id, app_id)
      SELECT code_hash, $3, $2 FROM redeemed_codes WHERE code_hash = $1
      ON CONFLICT (code_hash, device_id) DO UPDATE
-         SET count = code_replays.count + 1, last_seen_at = now(), app_id = EXCLUDED.app_id";
+         SET count = code_replays.count + 1, last_seen_at = now(), app_id = EXCLUDED.app_id",
+    &[Type::BYTEA, Type::UUID, Type::TEXT],
+);
+
+/// [`SDK_CONFIG`]: `$1` the app id.
+const SDK_CONFIG_SQL: Sql = Sql::new(SDK_CONFIG, &[Type::UUID]);
 
 impl Store {
     /// The completed redemption of a code, if there is one and the code
@@ -59,9 +70,8 @@ impl Store {
             .connection()
             .await?
             .call(async |client| {
-                let statement = client.prepare_cached(FIND_REDEMPTION).await?;
-                client
-                    .query_opt(&statement, &[&code_hash.as_bytes().as_slice()])
+                FIND_REDEMPTION
+                    .query_opt(client, &[&code_hash.as_bytes().as_slice()])
                     .await
             })
             .await??;
@@ -93,10 +103,9 @@ impl Store {
         self.connection()
             .await?
             .call(async |client| {
-                let statement = client.prepare_cached(RECORD_REPLAY).await?;
-                client
+                RECORD_REPLAY
                     .execute(
-                        &statement,
+                        client,
                         &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
                     )
                     .await
@@ -138,19 +147,13 @@ async fn read_result(
     past: &PastRedemption,
 ) -> Result<Option<Redeemed>, StoreError> {
     let status = tx
-        .call(async |client| {
-            let statement = client.prepare_cached(STATUS_BY_ID).await?;
-            client.query_opt(&statement, &[&past.install_id.0]).await
-        })
+        .call(async |client| STATUS_BY_ID.query_opt(client, &[&past.install_id.0]).await)
         .await??;
     let Some(status) = status.map(|row| status_from_row(&row)).transpose()? else {
         return Ok(None);
     };
     let sdk_config = tx
-        .call(async |client| {
-            let statement = client.prepare_cached(SDK_CONFIG).await?;
-            client.query_opt(&statement, &[&past.app_id.0]).await
-        })
+        .call(async |client| SDK_CONFIG_SQL.query_opt(client, &[&past.app_id.0]).await)
         .await??
         .map(|row| row.try_get(0))
         .transpose()?
@@ -167,10 +170,13 @@ async fn read_result(
 
 /// Deletes up to 1,000 redemption records older than the retention at a
 /// time, and with them their replays (`ON DELETE CASCADE`).
-const PURGE_REDEMPTIONS: &str = "DELETE FROM redeemed_codes WHERE code_hash IN (
+const PURGE_REDEMPTIONS: Sql = Sql::new(
+    "DELETE FROM redeemed_codes WHERE code_hash IN (
          SELECT code_hash FROM redeemed_codes WHERE redeemed_at < now() - make_interval(secs => $1)
          LIMIT 1000
-     )";
+     )",
+    &[Type::FLOAT8],
+);
 
 impl Store {
     /// Deletes redemption records older than `retention`, with their
@@ -186,9 +192,8 @@ impl Store {
             // Each batch is a call of its own, under the store deadline.
             let deleted = connection
                 .call(async |client| {
-                    let statement = client.prepare_cached(PURGE_REDEMPTIONS).await?;
-                    client
-                        .execute(&statement, &[&retention.as_secs_f64()])
+                    PURGE_REDEMPTIONS
+                        .execute(client, &[&retention.as_secs_f64()])
                         .await
                 })
                 .await??;
