@@ -60,7 +60,7 @@ impl Application {
         // are one script.
         let limits = MintLimits::new(redis.clone(), &common.redis_key_prefix, common.limits);
         let handler = AuthCodeHandler::new(
-            ApiKeyVerifier::new(postgres.pool().clone()),
+            ApiKeyVerifier::new(postgres.clone()),
             CodeMinter::new(
                 limits.limiter().clone(),
                 common.redis_key_prefix,

@@ -14,10 +14,13 @@ use redis::RedisError;
 
 use crate::config::{DATABASE_URL, REDIS_URL};
 
+mod cancel_on_drop;
 mod postgres;
+mod postgres_call;
 mod redis_connection;
 
 pub use postgres::{Postgres, SessionConnection};
+pub use postgres_call::{BoundedConnection, CallError};
 pub use redis_connection::RedisConnection;
 
 /// How long to wait for a new connection to either store.
@@ -35,7 +38,8 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// answering on their own; this bounds what they do not cover, such as a
 /// Postgres that accepts a query and never answers, or a Redis command
 /// that waits through a reconnection. Every Redis command is bounded by it
-/// inside [`RedisConnection`]; Postgres calls are bounded by their callers.
+/// inside [`RedisConnection`]; every Postgres call, by running on a
+/// [`BoundedConnection`].
 /// Waiting for a pooled Postgres connection is bounded by the pool's own
 /// wait timeout instead.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -2,8 +2,9 @@
 //!
 //! Queries are plain SQL next to the code that uses them, run as cached
 //! prepared statements on pooled connections. Every call to Postgres runs
-//! under the store deadline (`connection.rs`), and a call that is abandoned
-//! is cancelled and its connection retired (`cancel_on_drop.rs`).
+//! under the store deadline (`connection.rs`, over the common crate's
+//! `BoundedConnection`), and a call that is abandoned is cancelled and its
+//! connection retired.
 //!
 //! The store reports what happened in domain terms (an outcome such as
 //! [`RedeemOutcome::DeviceHeldByAnotherUser`], or `None` for something not
@@ -20,7 +21,6 @@ macro_rules! status_columns {
 }
 
 mod admin;
-mod cancel_on_drop;
 mod connection;
 mod installs;
 mod pipelined_tx;
