@@ -17,7 +17,9 @@
 //! - [`serving`]: health that follows the stores, reflection, the drain
 //!   signal.
 //! - [`serve`]: start-up errors and their exit codes, binding, and running
-//!   every listener of a service under one drain.
+//!   every listener of a service under one drain; [`tls_reload`] and
+//!   [`tls_incoming`]: the listeners' TLS, its certificate reloaded when its
+//!   files change.
 //! - [`hardening`]: HTTP/2 and connection limits, call deadlines, load
 //!   shedding, request sizes.
 //! - [`config`], [`stores`], [`telemetry`], [`shutdown`]: the plumbing of a
@@ -40,6 +42,8 @@ pub mod shutdown;
 pub mod status;
 pub mod stores;
 pub mod telemetry;
+pub mod tls_incoming;
+pub mod tls_reload;
 pub mod validate;
 
 /// The generated `devicelink.v1` contracts.

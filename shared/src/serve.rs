@@ -1,7 +1,7 @@
 //! One way for a service to start, serve and stop.
 //!
 //! Each service's `Application::build` does everything that can fail at start-up: reading the
-//! TLS files ([`server_builder`]), binding its listeners
+//! TLS files ([`load_tls`]), binding its listeners
 //! ([`BoundListener::bind`]), setting up the store clients. What fails there
 //! is a [`StartupError`], and [`StartupError::exit_code`] tells the binary
 //! how to exit, so that a bad deployment is told apart from an outage.
@@ -11,16 +11,21 @@
 //! When the shutdown future resolves, the drain fires (health turns
 //! NOT_SERVING, watch streams end, every listener stops accepting) and the
 //! calls in flight on every listener get one grace period to finish.
+//!
+//! TLS, when configured, belongs to each listener ([`BoundListener::with_tls`]):
+//! the listener does the handshakes itself ([`crate::tls_incoming`]) with a
+//! certificate reloaded when its files change ([`crate::tls_reload`]), so
+//! that a renewed certificate is served without a restart.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
 
@@ -29,6 +34,8 @@ use crate::hardening::ShedLayer;
 use crate::rpc::RpcLayer;
 use crate::serving::{DrainSignal, DrainTrigger, drain_channel, reflection};
 use crate::stores::StoreSetupError;
+pub use crate::tls_incoming::Incoming;
+pub use crate::tls_reload::ServerTls;
 
 /// The exit code of a service that could not reach a store it needs at
 /// start-up (`EX_UNAVAILABLE`): an outage, not a configuration to fix, so
@@ -117,29 +124,22 @@ pub enum TlsSetupError {
     },
     /// The certificate or key was refused.
     #[error("{TLS_CERT_FILE}, {TLS_KEY_FILE}: not a usable PEM certificate chain and key")]
-    Invalid(#[from] tonic::transport::Error),
+    Invalid(#[source] Cause),
 }
 
-/// A gRPC server builder, serving TLS when `tls` names certificate and key
-/// files. The files are read and checked now, so a missing or unusable file
-/// stops the service at start-up rather than at the first handshake.
-pub fn server_builder(tls: Option<&TlsFiles>) -> Result<Server, TlsSetupError> {
-    let builder = crate::hardening::harden(Server::builder());
-    let Some(tls) = tls else {
-        return Ok(builder);
-    };
-    let read = |variable: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsSetupError::Read {
-            variable,
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let identity = tonic::transport::Identity::from_pem(
-        read(TLS_CERT_FILE, &tls.cert_path)?,
-        read(TLS_KEY_FILE, &tls.key_path)?,
-    );
-    Ok(builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?)
+/// A gRPC server builder, hardened. It speaks plaintext; TLS is done by the
+/// listeners ([`BoundListener::with_tls`]).
+pub fn server_builder() -> Server {
+    crate::hardening::harden(Server::builder())
+}
+
+/// The listeners' TLS when `tls` names certificate and key files, `None`
+/// for plaintext. The files are read and checked now, so a missing or
+/// unusable file stops the service at start-up rather than at the first
+/// handshake; from then on they are watched, and a renewed pair is served
+/// to new connections ([`ServerTls`]).
+pub fn load_tls(tls: Option<&TlsFiles>) -> Result<Option<ServerTls>, TlsSetupError> {
+    tls.map(ServerTls::load).transpose()
 }
 
 /// What every devicelink gRPC listener serves before its own services: a
@@ -167,6 +167,8 @@ pub fn router<H: Health>(
 pub struct BoundListener {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// TLS for its connections; plaintext when `None`.
+    tls: Option<ServerTls>,
 }
 
 impl BoundListener {
@@ -183,7 +185,13 @@ impl BoundListener {
         Ok(Self {
             listener,
             local_addr,
+            tls: None,
         })
+    }
+
+    /// Serves TLS with `tls` (from [`load_tls`]) when given.
+    pub fn with_tls(self, tls: Option<ServerTls>) -> Self {
+        Self { tls, ..self }
     }
 
     /// The address actually bound, with the real port when 0 was asked for.
@@ -235,12 +243,10 @@ impl ServerGroup {
     /// `|incoming, drained| router.serve_with_incoming_shutdown(incoming, drained)`.
     pub fn serve<S, F>(&mut self, listener: BoundListener, serve: S)
     where
-        S: FnOnce(TcpIncoming, Drained) -> F,
+        S: FnOnce(Incoming, Drained) -> F,
         F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
     {
-        // TCP_NODELAY: a unary response is small, and Nagle's algorithm would
-        // hold it back waiting for the client's delayed ACK.
-        let incoming = TcpIncoming::from(listener.listener).with_nodelay(Some(true));
+        let incoming = Incoming::new(listener.listener, listener.tls);
         let drained = Box::pin(self.drain.clone().into_requested());
         self.servers.push(Box::pin(serve(incoming, drained)));
     }
@@ -308,7 +314,7 @@ mod tests {
             reporter
                 .set_service_status("", ServingStatus::Serving)
                 .await;
-            let router = router(server_builder(None).unwrap(), health, &[]);
+            let router = router(server_builder(), health, &[]);
             servers.serve(listener, |incoming, drained| {
                 router.serve_with_incoming_shutdown(incoming, drained)
             });

@@ -2,6 +2,9 @@
 # Runs devicelink-bench in a release build against the local stores.
 #
 #   tests/bench/run.sh [devicelink-bench options]    e.g. --service-threads 1
+#   tests/bench/run.sh --soak [--duration 30m]       the soak: steady mixed flow,
+#                                                    figures every minute (soak.csv,
+#                                                    soak.json, soak.png)
 #
 # Makes sure Postgres and Redis answer (deploy/local/ensure-stores.sh sets
 # DATABASE_URL and REDIS_URL), builds the services and the benchmark once in

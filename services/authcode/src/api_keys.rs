@@ -26,16 +26,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use deadpool_postgres::Pool;
 use devicelink_shared::api_key::{self, ApiKeyFormatError, KeyId};
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::status::bearer_token;
-use devicelink_shared::stores::execute_typed;
+use devicelink_shared::stores::{BoundedConnection, PooledClient, Postgres, execute_typed};
 use devicelink_shared::validate::AppId;
 use tokio_postgres::types::Type;
 use tonic::metadata::MetadataMap;
 
-use crate::error::{AuthCodeError, KeyRejection, STORE_TIMEOUT, StoreKind};
+use crate::error::{AuthCodeError, KeyRejection};
 use crate::limits::{AppMintLimits, CallLimits};
 
 /// How long a looked-up key is trusted without asking Postgres again. With
@@ -112,7 +111,7 @@ struct CacheHit {
 /// replica, shared by every request: both maps sit behind std locks that are
 /// held for a map operation only, never across an `.await`.
 pub struct ApiKeyVerifier {
-    pool: Pool,
+    postgres: Postgres,
     /// Keys read recently, by id.
     cache: RwLock<HashMap<KeyId, CachedKey>>,
     /// When each key's use was last written to Postgres.
@@ -120,10 +119,10 @@ pub struct ApiKeyVerifier {
 }
 
 impl ApiKeyVerifier {
-    /// A verifier reading keys through `pool`.
-    pub fn new(pool: Pool) -> Self {
+    /// A verifier reading keys through `postgres`'s pool.
+    pub fn new(postgres: Postgres) -> Self {
         Self {
-            pool,
+            postgres,
             cache: RwLock::new(HashMap::new()),
             usage_written: Mutex::new(HashMap::new()),
         }
@@ -264,20 +263,25 @@ impl ApiKeyVerifier {
     }
 
     /// Reads a key's row. Waiting for a pooled connection is bounded by the
-    /// pool's own timeouts; the query by [`STORE_TIMEOUT`], for a server that
-    /// accepts and then never answers.
+    /// pool's own timeouts; the query by the store deadline, for a server
+    /// that accepts and then never answers, and cancelled with its
+    /// connection retired when it runs out of time or the caller goes away
+    /// ([`BoundedConnection`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.api_key", skip_all, fields(db.system = "postgresql"))]
     async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
-        let client = self.pool.get().await.map_err(AuthCodeError::pool)?;
-        let query = async {
-            // Unnamed, which works behind PgBouncer too: lookups are cached.
+        let mut connection = BoundedConnection::get(&self.postgres)
+            .await
+            .map_err(AuthCodeError::pool)?;
+        // Unnamed, which works behind PgBouncer too: lookups are cached.
+        let query = async |client: &PooledClient<'_>| {
             client
                 .query_typed_opt(SELECT_KEY, &[(&key_id.as_str(), Type::TEXT)])
                 .await
         };
-        let Some(row) = tokio::time::timeout(STORE_TIMEOUT, query)
+        let Some(row) = connection
+            .call(query)
             .await
-            .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
+            .map_err(AuthCodeError::postgres_call)?
             .map_err(AuthCodeError::postgres)?
         else {
             return Ok(None);
@@ -325,10 +329,10 @@ impl ApiKeyVerifier {
             }
             written.insert(key_id.clone(), now);
         }
-        let pool = self.pool.clone();
+        let postgres = self.postgres.clone();
         let key_id = key_id.clone();
         tokio::spawn(async move {
-            if let Err(error) = touch(&pool, &key_id).await {
+            if let Err(error) = touch(&postgres, &key_id).await {
                 tracing::warn!(
                     key_id = %key_id,
                     error = %devicelink_shared::status::error_chain(&error),
@@ -339,13 +343,17 @@ impl ApiKeyVerifier {
     }
 }
 
-async fn touch(pool: &Pool, key_id: &KeyId) -> Result<(), AuthCodeError> {
-    let client = pool.get().await.map_err(AuthCodeError::pool)?;
-    let update =
-        async { execute_typed(&client, TOUCH_KEY, &[(&key_id.as_str(), Type::TEXT)]).await };
-    tokio::time::timeout(STORE_TIMEOUT, update)
+async fn touch(postgres: &Postgres, key_id: &KeyId) -> Result<(), AuthCodeError> {
+    let mut connection = BoundedConnection::get(postgres)
         .await
-        .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
+        .map_err(AuthCodeError::pool)?;
+    let update = async |client: &PooledClient<'_>| {
+        execute_typed(client, TOUCH_KEY, &[(&key_id.as_str(), Type::TEXT)]).await
+    };
+    connection
+        .call(update)
+        .await
+        .map_err(AuthCodeError::postgres_call)?
         .map_err(AuthCodeError::postgres)?;
     Ok(())
 }

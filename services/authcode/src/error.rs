@@ -11,7 +11,7 @@ use devicelink_shared::limits::{Refusal, rate_limited};
 use devicelink_shared::metrics_catalog::{count_store_error, store as metrics_store};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 pub use devicelink_shared::stores::STORE_TIMEOUT;
-use devicelink_shared::stores::is_unreachable;
+use devicelink_shared::stores::{CallError, is_unreachable};
 use devicelink_shared::validate::FieldViolation;
 use tonic::Status;
 
@@ -123,6 +123,19 @@ impl AuthCodeError {
             }
         } else {
             Self::Internal(Box::new(error))
+        }
+    }
+
+    /// A Postgres call that returned no answer: out of time (the statement
+    /// was cancelled, worth a retry), or sent on a retired connection (a
+    /// bug).
+    pub fn postgres_call(error: CallError) -> Self {
+        match error {
+            CallError::TimedOut(_) => Self::Unavailable {
+                store: StoreKind::Postgres,
+                cause: Box::new(error),
+            },
+            CallError::Retired => Self::Internal(Box::new(error)),
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use devicelink_shared::config::LISTEN_ADDR;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
 pub use devicelink_shared::serve::StartupError;
-use devicelink_shared::serve::{BoundListener, ServerGroup, router, server_builder};
+use devicelink_shared::serve::{BoundListener, ServerGroup, load_tls, router, server_builder};
 use devicelink_shared::serving::start_health_watch;
 use devicelink_shared::stores::{Postgres, RedisConnection};
 use tonic::server::NamedService;
@@ -54,14 +54,17 @@ impl Application {
         let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
             .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
-        let server = server_builder(common.tls.as_ref())?;
-        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
+        let server = server_builder();
+        let tls = load_tls(common.tls.as_ref())?;
+        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr)
+            .await?
+            .with_tls(tls);
         // One limiter per replica; its state is in Redis, shared by every
         // replica. It also stores the codes: a mint's limits and its code
         // are one script.
         let limits = MintLimits::new(redis.clone(), &common.redis_key_prefix, common.limits);
         let handler = AuthCodeHandler::new(
-            ApiKeyVerifier::new(postgres.pool().clone()),
+            ApiKeyVerifier::new(postgres.clone()),
             CodeMinter::new(
                 limits.limiter().clone(),
                 common.redis_key_prefix,

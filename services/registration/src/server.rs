@@ -24,7 +24,7 @@ use devicelink_shared::limits::RateLimiter;
 use devicelink_shared::pb::admin_service_server::AdminServiceServer;
 use devicelink_shared::pb::registration_service_server::RegistrationServiceServer;
 pub use devicelink_shared::serve::StartupError;
-use devicelink_shared::serve::{BoundListener, ServerGroup, router, server_builder};
+use devicelink_shared::serve::{BoundListener, ServerGroup, load_tls, router, server_builder};
 use devicelink_shared::serving::start_health_watch;
 use devicelink_shared::status::error_chain;
 use devicelink_shared::stores::{Postgres, RedisConnection};
@@ -77,7 +77,8 @@ impl Application {
             .with_direct_url(common.database_direct_url.as_deref())?
             .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
-        let server = server_builder(common.tls.as_ref())?;
+        let server = server_builder();
+        let tls = load_tls(common.tls.as_ref())?;
         // Checked when the configuration was read; failing now means the
         // file changed in between.
         let operators = config
@@ -87,9 +88,12 @@ impl Application {
                 step: "reading the admin operators",
                 cause: problem.into(),
             })?;
-        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr).await?;
-        let admin_listener =
-            BoundListener::bind(ADMIN_LISTEN_ADDR, config.admin_listen_addr).await?;
+        let listener = BoundListener::bind(LISTEN_ADDR, common.listen_addr)
+            .await?
+            .with_tls(tls.clone());
+        let admin_listener = BoundListener::bind(ADMIN_LISTEN_ADDR, config.admin_listen_addr)
+            .await?
+            .with_tls(tls);
         migrate_schema(&postgres).await?;
         let codes = CodeStore::new(
             redis.clone(),

@@ -14,7 +14,9 @@ use redis::RedisError;
 
 use crate::config::DATABASE_URL;
 
+mod cancel_on_drop;
 mod postgres;
+mod postgres_call;
 mod postgres_statement;
 mod postgres_tls;
 mod postgres_url;
@@ -22,6 +24,7 @@ mod redis_connection;
 mod redis_settings;
 
 pub use postgres::{Postgres, SessionConnection, connect_once};
+pub use postgres_call::{BoundedConnection, CallError};
 pub use postgres_statement::{Params, PooledClient, Sql, TypedParams, execute_typed};
 pub use postgres_tls::PostgresTlsError;
 pub use postgres_url::{PostgresUrl, PostgresUrlError, SslMode};
@@ -43,7 +46,8 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// answering on their own; this bounds what they do not cover, such as a
 /// Postgres that accepts a query and never answers, or a Redis command
 /// that waits through a reconnection. Every Redis command is bounded by it
-/// inside [`RedisConnection`]; Postgres calls are bounded by their callers.
+/// inside [`RedisConnection`]; every Postgres call, by running on a
+/// [`BoundedConnection`].
 /// Waiting for a pooled Postgres connection is bounded by the pool's own
 /// wait timeout instead.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);

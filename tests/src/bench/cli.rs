@@ -49,6 +49,8 @@ usage: devicelink-bench [options]
   --python PATH              Python with matplotlib for the chart
                              (default: $BENCH_PYTHON, else python3)
 
+  --soak                     the soak instead (see below)
+
 environment: DATABASE_URL (a role that may CREATE DATABASE), REDIS_URL;
 tests/bench/run.sh provides both and builds the release binaries.
 ";
@@ -94,6 +96,8 @@ pub enum Command {
         /// Where to listen; port 0 picks a free one, printed on stdout.
         listen: SocketAddr,
     },
+    /// Run the soak ([`super::soak`]).
+    Soak(super::soak::SoakOptions),
     /// Print [`USAGE`].
     Help,
 }
@@ -231,6 +235,10 @@ impl Options {
 
 /// Reads the command line (without the program name).
 pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
+    let args: Vec<String> = args.into_iter().collect();
+    if args.iter().any(|arg| arg == "--soak") {
+        return super::soak::parse(args).map(Command::Soak);
+    }
     let mut args = args.into_iter();
     let mut smoke = false;
     let mut bin_dir = None;

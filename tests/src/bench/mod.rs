@@ -27,6 +27,10 @@
 //! [`prepare`] creates the app and mints codes, [`scenarios`] runs the plan
 //! into [`results`], [`report`] prints the table and checks the targets,
 //! [`output`] writes the JSON and draws the chart.
+//!
+//! `--soak` runs something else: a steady mixed flow for half an hour,
+//! recording memory, descriptors, pool use and latency every minute
+//! ([`soak`]).
 
 pub mod cli;
 pub mod flood;
@@ -39,6 +43,10 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod scenarios;
+pub mod soak;
+pub mod soak_load;
+pub mod soak_report;
+pub mod soak_sample;
 pub mod sql_floor;
 pub mod stores;
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use devicelink_e2e::bench::cli::{self, Command, USAGE};
-use devicelink_e2e::bench::{floor_server, run};
+use devicelink_e2e::bench::{floor_server, run, soak};
 
 /// The exit code of a bad command line (`EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{USAGE}\n{}", soak::USAGE);
             ExitCode::SUCCESS
         }
         // A floor stands in for a service, so it gets a service's runtime:
@@ -41,6 +41,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // The soak's load is light; its client gets the default runtime.
+        Command::Soak(options) => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(soak::main(options)),
+            Err(error) => {
+                eprintln!("devicelink-bench: no runtime: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(options) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(options.client_threads)

@@ -1,173 +1,42 @@
-//! A pooled connection whose every call is bounded by the store deadline.
-//!
-//! tokio-postgres waits for an answer as long as the socket stays open, so a
-//! Postgres that accepts a statement and never answers (a stalled server or
-//! network, a lock held for ever) would hold the request, and its pooled
-//! connection, indefinitely. Each call on a [`Connection`] (one statement,
-//! or one round trip of pipelined statements) therefore has
-//! [`STORE_TIMEOUT`] to complete; past it the request fails with
-//! [`StoreError::timed_out`] (UNAVAILABLE).
-//!
-//! The abandoned work is still outstanding in Postgres then, and it may be a
-//! write that commits on its own. So a call that runs out of time is handled
-//! exactly as one whose client went away: it runs under [`CancelOnDrop`],
-//! which cancels the statement and takes the connection out of the pool for
-//! good. The connection is then retired; the pool opens a new one when it
-//! needs it. Waiting for a pooled connection is bounded by the pool's own
-//! timeouts, not by this deadline.
+//! A pooled connection whose every call is bounded by the store deadline:
+//! the common [`BoundedConnection`] (which cancels an abandoned statement
+//! and retires its connection), with its failures told as [`StoreError`]s.
 
-use std::time::Duration;
+use devicelink_shared::stores::{BoundedConnection, CallError, PooledClient, Postgres};
 
-use deadpool_postgres::Object;
-use devicelink_shared::stores::{PooledClient, Postgres, STORE_TIMEOUT};
-
-use super::cancel_on_drop::CancelOnDrop;
 use crate::error::StoreError;
 
 /// A pooled connection, or none once a call on it was abandoned.
-pub struct Connection {
-    connection: Option<Object>,
-    /// Where a cancel request for an abandoned call goes.
-    postgres: Postgres,
-}
+pub struct Connection(BoundedConnection);
 
 impl Connection {
     /// A connection from `postgres`'s pool.
     pub async fn get(postgres: &Postgres) -> Result<Self, StoreError> {
-        Ok(Self {
-            connection: Some(postgres.pool().get().await?),
-            postgres: postgres.clone(),
-        })
+        Ok(Self(BoundedConnection::get(postgres).await?))
     }
 
     /// Runs one call (a statement, or one round trip of pipelined ones)
-    /// within [`STORE_TIMEOUT`]. What `work` returns is passed through, so
-    /// a caller can read a failed statement's error itself; the outer
-    /// error is the deadline's.
+    /// within the store deadline (see [`BoundedConnection::call`]). What
+    /// `work` returns is passed through, so a caller can read a failed
+    /// statement's error itself; the outer error is the deadline's.
     pub async fn call<T>(
         &mut self,
         work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, StoreError> {
-        self.call_within(STORE_TIMEOUT, work).await
-    }
-
-    async fn call_within<T>(
-        &mut self,
-        deadline: Duration,
-        work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
-    ) -> Result<T, StoreError> {
-        let connection = self.connection.take().ok_or_else(|| {
-            StoreError::internal("a call on a connection retired after an abandoned call")
-        })?;
-        // Dropped with the call, when the caller gives up or the deadline
-        // passes, the guard cancels the work and retires the connection.
-        let in_flight = CancelOnDrop::new(connection, self.postgres.clone());
-        let client = self.postgres.pooled_client(in_flight.client());
-        let answered = tokio::time::timeout(deadline, work(&client)).await;
-        let Ok(answer) = answered else {
-            drop(in_flight);
-            return Err(StoreError::timed_out());
-        };
-        self.connection = Some(in_flight.disarm());
-        Ok(answer)
+        self.0.call(work).await.map_err(|error| match error {
+            CallError::TimedOut(_) => StoreError::timed_out(),
+            CallError::Retired => StoreError::internal(error.to_string()),
+        })
     }
 
     /// Whether a call was abandoned and the connection retired with it.
     pub fn is_retired(&self) -> bool {
-        self.connection.is_none()
+        self.0.is_retired()
     }
 
-    /// Closes the connection instead of returning it to the pool: the one
-    /// way out for a connection whose state is unknown (inside a
-    /// transaction that was not finished).
-    pub fn close(mut self) {
-        if let Some(connection) = self.connection.take() {
-            drop(Object::take(connection));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-
-    /// The database the end-to-end tests use; these tests only run
-    /// statements that touch no table.
-    fn postgres() -> Postgres {
-        let url = std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| {
-            "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned()
-        });
-        Postgres::new(&url, 1).expect("a pool")
-    }
-
-    /// How many statements containing `marker` Postgres is running.
-    async fn running(postgres: &Postgres, marker: &str) -> i64 {
-        let mut observer = Connection::get(postgres).await.expect("a connection");
-        observer
-            .call(async |client| {
-                client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity
-                         WHERE state = 'active' AND pid <> pg_backend_pid() AND query LIKE $1",
-                        &[&format!("%{marker}%")],
-                    )
-                    .await
-            })
-            .await
-            .expect("in time")
-            .expect("pg_stat_activity")
-            .get(0)
-    }
-
-    #[tokio::test]
-    async fn an_answered_call_returns_the_connection_to_the_pool() {
-        let postgres = postgres();
-        let pool = postgres.pool();
-        let mut connection = Connection::get(&postgres).await.expect("a connection");
-        let one: i32 = connection
-            .call(async |client| client.query_one("SELECT 1", &[]).await)
-            .await
-            .expect("in time")
-            .expect("answered")
-            .get(0);
-        assert_eq!(one, 1);
-        drop(connection);
-        assert_eq!(pool.status().size, 1, "the connection went back");
-        assert_eq!(pool.status().available, 1);
-    }
-
-    #[tokio::test]
-    async fn a_call_past_the_deadline_is_cancelled_and_its_connection_retired() {
-        let postgres = postgres();
-        let pool = postgres.pool();
-        let marker = format!("deadline-{}", uuid::Uuid::new_v4().simple());
-        let mut connection = Connection::get(&postgres).await.expect("a connection");
-        let sleep = format!("SELECT pg_sleep(30) /* {marker} */");
-        let started = Instant::now();
-        let outcome = connection
-            .call_within(Duration::from_millis(200), async |client| {
-                client.simple_query(&sleep).await
-            })
-            .await;
-        assert!(
-            matches!(outcome, Err(StoreError::Unavailable(_))),
-            "{outcome:?}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(pool.status().size, 0, "the connection left the pool");
-        assert!(
-            connection.call(async |_| ()).await.is_err(),
-            "a retired connection takes no further calls"
-        );
-
-        // The abandoned statement was cancelled in Postgres, not left to
-        // sleep out its thirty seconds.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while running(&postgres, &marker).await > 0 {
-            assert!(Instant::now() < deadline, "the statement still runs");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Closes the connection instead of returning it to the pool (see
+    /// [`BoundedConnection::close`]).
+    pub fn close(self) {
+        self.0.close();
     }
 }

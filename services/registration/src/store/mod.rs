@@ -5,9 +5,9 @@
 //! prepared statements, or as unnamed ones behind PgBouncer in transaction
 //! mode, which keeps no prepared statement between transactions (see
 //! `devicelink_shared::stores::Sql`). Admin statements, rare, are always
-//! sent unnamed. Every call to Postgres runs
-//! under the store deadline (`connection.rs`), and a call that is abandoned
-//! is cancelled and its connection retired (`cancel_on_drop.rs`).
+//! sent unnamed. Every call to Postgres runs under the store deadline
+//! (`connection.rs`, over the common crate's `BoundedConnection`), and a
+//! call that is abandoned is cancelled and its connection retired.
 //!
 //! The store reports what happened in domain terms (an outcome such as
 //! [`RedeemOutcome::DeviceHeldByAnotherUser`], or `None` for something not
@@ -24,7 +24,6 @@ macro_rules! status_columns {
 }
 
 mod admin;
-mod cancel_on_drop;
 mod connection;
 mod installs;
 mod pipelined_tx;

@@ -10,16 +10,16 @@
 //! connection, so that neither the cancel nor the abandoned work can ever
 //! reach a later call on that connection. Once Postgres has committed, the
 //! cancel does nothing; that is the lost response a retry from the same
-//! device is answered for. Every call of the store runs under this guard
-//! (see [`super::connection`]).
+//! client is answered for. Every [`super::BoundedConnection`] call runs
+//! under this guard.
 
 use deadpool_postgres::{ClientWrapper, Object};
-use devicelink_shared::stores::{Postgres, STORE_TIMEOUT};
 
-use crate::error::StoreError;
+use super::{Postgres, STORE_TIMEOUT};
+use crate::status::error_chain;
 
 /// A pooled connection while a call runs on it.
-pub struct CancelOnDrop {
+pub(super) struct CancelOnDrop {
     connection: Option<Object>,
     /// Where the cancel request goes, made as the connection was.
     postgres: Postgres,
@@ -28,7 +28,7 @@ pub struct CancelOnDrop {
 impl CancelOnDrop {
     /// Guards `connection`, a connection of `postgres`, until
     /// [`Self::disarm`].
-    pub fn new(connection: Object, postgres: Postgres) -> Self {
+    pub(super) fn new(connection: Object, postgres: Postgres) -> Self {
         Self {
             connection: Some(connection),
             postgres,
@@ -36,7 +36,7 @@ impl CancelOnDrop {
     }
 
     /// The connection, to send the call on (with its statement cache).
-    pub fn client(&self) -> &ClientWrapper {
+    pub(super) fn client(&self) -> &ClientWrapper {
         // Only `disarm` takes the connection, and it consumes `self`.
         self.connection
             .as_deref()
@@ -44,7 +44,7 @@ impl CancelOnDrop {
     }
 
     /// The answer arrived: the connection is free for other statements.
-    pub fn disarm(mut self) -> Object {
+    pub(super) fn disarm(mut self) -> Object {
         self.connection
             .take()
             .expect("the connection is held until disarmed")
@@ -72,7 +72,7 @@ impl Drop for CancelOnDrop {
             match tokio::time::timeout(STORE_TIMEOUT, postgres.cancel(cancel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(error = %StoreError::from(error), "could not cancel an abandoned statement");
+                    tracing::warn!(error = %error_chain(&error), "could not cancel an abandoned statement");
                 }
                 Err(_elapsed) => {
                     tracing::warn!("could not cancel an abandoned statement: no answer within {STORE_TIMEOUT:?}");
