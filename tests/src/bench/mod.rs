@@ -29,8 +29,11 @@
 //! [`output`] writes the JSON and draws the chart.
 
 pub mod cli;
+pub mod cpu;
 pub mod flood;
 pub mod floor_server;
+pub mod grpc_load;
+pub mod h2load;
 pub mod load;
 pub mod output;
 pub mod prepare;
