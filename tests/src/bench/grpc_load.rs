@@ -26,7 +26,8 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use h2::client::SendRequest;
 use hdrhistogram::Histogram;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, TE};
@@ -294,7 +295,9 @@ impl ThreadJob<'_> {
                     })
                 })
         });
-        join_all(tasks).await
+        // Polled only when woken (`join_all` of a few futures polls every
+        // one of them on each wake-up).
+        tasks.collect::<FuturesUnordered<_>>().collect().await
     }
 }
 
