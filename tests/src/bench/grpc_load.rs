@@ -436,11 +436,14 @@ fn percent_decode(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use devicelink_shared::pb;
+    use prost::Message;
+
     use super::*;
 
     #[test]
     fn a_frame_is_the_flag_the_length_and_the_message() {
-        let message = devicelink_shared::pb::MintAuthCodeRequest {
+        let message = pb::MintAuthCodeRequest {
             external_id: "user-1".into(),
             app_id: String::new(),
         };
@@ -461,6 +464,80 @@ mod tests {
         let error = grpc_status(&headers).expect_err("8 is an error");
         assert_eq!(error.kind, "ResourceExhausted");
         assert_eq!(error.message, "slow down");
+    }
+
+    /// Mints a code, or refuses external ids that start with `refuse`.
+    struct PickyMinter;
+
+    #[tonic::async_trait]
+    impl pb::auth_code_service_server::AuthCodeService for PickyMinter {
+        async fn mint_auth_code(
+            &self,
+            request: tonic::Request<pb::MintAuthCodeRequest>,
+        ) -> Result<tonic::Response<pb::MintAuthCodeResponse>, tonic::Status> {
+            if request.get_ref().external_id.starts_with("refuse") {
+                return Err(tonic::Status::resource_exhausted("slow down"));
+            }
+            Ok(tonic::Response::new(pb::MintAuthCodeResponse {
+                auth_code: "a-code".into(),
+                ..Default::default()
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_grpc_status_zero_counts_and_every_request_is_sent_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::auth_code_service_server::AuthCodeServiceServer::new(
+                    PickyMinter,
+                ))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let body = |external_id: &str| {
+            frame(&pb::MintAuthCodeRequest {
+                external_id: external_id.into(),
+                app_id: String::new(),
+            })
+        };
+        let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&checked);
+        let calls = GrpcCalls {
+            path: path::MINT_AUTH_CODE,
+            authorizations: vec![HeaderValue::from_static("Bearer x")],
+            // Request i sends body i % 4: every fourth is refused.
+            bodies: vec![body("a"), body("b"), body("c"), body("refuse")],
+            check: Some(Arc::new(move |_request, message| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = pb::MintAuthCodeResponse::decode(message)
+                    .map_err(|error| CallError::new("check", error.to_string()))?;
+                assert_eq!(answer.auth_code, "a-code");
+                Ok(())
+            })),
+        };
+        let spec = LoadSpec {
+            concurrency: 40,
+            warmup: 4,
+            requests: 400,
+            deadline: std::time::Duration::from_secs(20),
+            rate: None,
+        };
+        let outcome = run(spec, addr, Arc::new(calls), 3, Some(CpuWatch::default()))
+            .await
+            .expect("a run");
+        // Requests 4..404: 100 of them are refused.
+        assert_eq!(outcome.ok, 300);
+        assert_eq!(outcome.errors.get("ResourceExhausted"), Some(&100));
+        assert_eq!(outcome.error_count(), 100);
+        assert_eq!(outcome.latencies.len(), 300);
+        assert_eq!(outcome.not_sent, 0);
+        // The warm-up's 3 successes were checked too.
+        assert_eq!(checked.load(std::sync::atomic::Ordering::Relaxed), 303);
+        assert!(outcome.cpu.is_some_and(|cpu| cpu.client.is_some()));
     }
 
     #[test]
