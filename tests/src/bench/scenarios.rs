@@ -104,6 +104,7 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
             return Ok(());
         }
         Some(Only::Flood) => return flood::run(setup, results).await,
+        Some(Only::Mint) => return mints(setup, results).await,
         None => {}
     }
     mints(setup, results).await?;
