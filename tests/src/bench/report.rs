@@ -208,16 +208,9 @@ pub fn targets(results: &Results) -> Vec<Target> {
 }
 
 /// The benchmark's client's req/s on floor (a) over h2load's, at
-/// `concurrency`, when both were measured.
+/// `concurrency`, when both were measured ([`Results::client_headroom`]).
 pub fn client_headroom(results: &Results, concurrency: usize) -> Option<f64> {
-    let bench = results.find(Call::MintAuthCode, Subject::FloorEcho, concurrency)?;
-    let h2load = results.find_by(
-        Client::H2load,
-        Call::MintAuthCode,
-        Subject::FloorEcho,
-        concurrency,
-    )?;
-    ratio(bench.outcome.throughput(), h2load.outcome.throughput())
+    results.client_headroom.get(&concurrency).copied()
 }
 
 /// The server's CPU per call in `measurement`.
@@ -577,17 +570,14 @@ fn render_reference(out: &mut String, results: &Results) {
         );
     }
     let headroom: Vec<String> = results
-        .measurements
+        .client_headroom
         .iter()
-        .filter(|m| m.client == Client::H2load && m.subject == Subject::FloorEcho)
-        .filter_map(|m| {
-            client_headroom(results, m.concurrency).map(|r| format!("c={} {r:.2}", m.concurrency))
-        })
+        .map(|(concurrency, r)| format!("c={concurrency} {r:.2}"))
         .collect();
     let _ = writeln!(
         out,
-        "client headroom (bench client's floor (a) req/s / h2load's; {CLIENT_HEADROOM_TARGET} or \
-         more: the client is not the limit): {}",
+        "client headroom (bench client's floor (a) req/s / h2load's, the median of each round's \
+         ratio;\n{CLIENT_HEADROOM_TARGET} or more: the client is not the limit): {}",
         headroom.join(", ")
     );
 }

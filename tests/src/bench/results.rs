@@ -277,6 +277,10 @@ pub struct Results {
     pub bulk_loads: Vec<(u64, Duration)>,
     /// Why the run stopped early, if it did.
     pub aborted: Option<String>,
+    /// The benchmark's client's floor (a) req/s over h2load's by
+    /// concurrency: the median of each round's ratio, the two runs of a
+    /// round taken one right after the other.
+    pub client_headroom: BTreeMap<usize, f64>,
 }
 
 impl Results {
@@ -289,6 +293,7 @@ impl Results {
             memory: Vec::new(),
             bulk_loads: Vec::new(),
             aborted: None,
+            client_headroom: BTreeMap::new(),
         }
     }
 

@@ -158,13 +158,34 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
         let mut runs: [Vec<load::LoadOutcome>; 3] = Default::default();
         let mut reference_runs: [Vec<load::LoadOutcome>; 3] = Default::default();
         for _ in 0..setup.options.rounds {
-            for ((subject, addr), runs) in subjects.iter().zip(&mut runs) {
+            // Each h2load run right after the same subject's: on a shared
+            // machine, the pair compared for the headroom should see the
+            // same moment.
+            for (((subject, addr), runs), reference_runs) in
+                subjects.iter().zip(&mut runs).zip(&mut reference_runs)
+            {
                 runs.push(mint(setup, *subject, *addr, spec).await?);
-            }
-            if h2load {
-                for ((subject, addr), runs) in subjects.iter().zip(&mut reference_runs) {
-                    runs.push(mint_h2load(setup, *subject, *addr, spec).await?);
+                if h2load {
+                    reference_runs.push(mint_h2load(setup, *subject, *addr, spec).await?);
                 }
+            }
+        }
+        let echo = subjects
+            .iter()
+            .position(|(subject, _)| *subject == Subject::FloorEcho);
+        if let Some(echo) = echo
+            && h2load
+        {
+            let (bench, reference) = (&runs[echo], &reference_runs[echo]);
+            let mut ratios: Vec<f64> = bench
+                .iter()
+                .zip(reference)
+                .filter(|(_, reference)| reference.throughput() > 0.0)
+                .map(|(bench, reference)| bench.throughput() / reference.throughput())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            if let Some(median) = ratios.get(ratios.len() / 2) {
+                results.client_headroom.insert(concurrency, *median);
             }
         }
         for ((subject, _), runs) in subjects.iter().zip(runs) {
