@@ -342,10 +342,12 @@ where
         let due = clock
             .gap
             .map(|gap| clock.started + gap.mul_f64((request - clock.first) as f64));
-        let sent = due.unwrap_or_else(Instant::now);
+        // One clock reading when closed-loop: the call is sent now.
+        let now = Instant::now();
+        let sent = due.unwrap_or(now);
         if clock
             .stop_at
-            .is_some_and(|stop_at| sent.max(Instant::now()) >= stop_at)
+            .is_some_and(|stop_at| sent.max(now) >= stop_at)
         {
             tally.not_sent += 1;
             continue;
