@@ -122,7 +122,8 @@ def main(argv):
             axes.xaxis.set_minor_locator(NullLocator())
             axes.set_xlabel("concurrency (tasks)")
             axes.grid(True, which="both", alpha=0.3)
-        throughput.legend(fontsize="small")
+        if throughput.get_legend_handles_labels()[0]:
+            throughput.legend(fontsize="small")
 
     threads = results.get("service_threads") or "default"
     figure.suptitle(

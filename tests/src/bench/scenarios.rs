@@ -288,7 +288,7 @@ async fn mint_h2load(
     };
     let keys = match pattern {
         Some(pattern) => Some(h2load::KeysWritten {
-            redis: stores::redis(&setup.redis_url).await?,
+            redis: h2load::redis_for_counting(&setup.redis_url).await?,
             pattern,
         }),
         None => None,
