@@ -3,10 +3,13 @@
 
 usage: chart.py RESULTS_JSON CHART_PNG
 
-For each call family (MintAuthCode, CreateUser, GetInstallStatus), two
-panels against concurrency: requests per second, and p99 latency (log
-scale), the call beside its floor. Exits 3 when matplotlib is missing,
-so the benchmark can say what to install.
+For each call family (MintAuthCode, CreateUser, GetInstallStatus), three
+panels against concurrency: requests per second, p99 latency (log scale),
+and the CPU per call of the server and the stores (the service or floor
+server, plus Redis and Postgres; floors (c) and (d) run inside the
+benchmark, so theirs is the client's), the call beside its floor. Only the
+benchmark's own client's rows are drawn, not h2load's. Exits 3 when
+matplotlib is missing, so the benchmark can say what to install.
 """
 
 import json
@@ -44,6 +47,19 @@ GROUPS = [
 ]
 
 
+def cpu_per_call(measurement, subject):
+    """The server's and the stores' CPU per call in µs, with the client's
+    for floors (c) and (d), which run in the client; None when unknown."""
+    cpu = measurement.get("cpu_us_per_call") or {}
+    parts = ["server", "redis", "postgres"]
+    if subject in ("floor_c_sql_sequence", "floor_d_pk_lookup"):
+        parts = ["client", "redis", "postgres"]
+    values = [cpu.get(part) for part in parts]
+    if values[0] is None:
+        return None
+    return sum(value for value in values if value is not None)
+
+
 def main(argv):
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
@@ -65,23 +81,26 @@ def main(argv):
         results = json.load(handle)
     measurements = results["measurements"]
 
-    figure, panels = plt.subplots(len(GROUPS), 2, figsize=(13, 4.2 * len(GROUPS)), squeeze=False)
-    for (title, series), (throughput, p99) in zip(GROUPS, panels):
+    figure, panels = plt.subplots(len(GROUPS), 3, figsize=(19, 4.2 * len(GROUPS)), squeeze=False)
+    for (title, series), (throughput, p99, cpu) in zip(GROUPS, panels):
         ticks = set()
         for call, subject, label, colour, style in series:
             points = sorted(
-                (m["concurrency"], m["requests_per_s"], m["p99_ms"])
+                (m["concurrency"], m["requests_per_s"], m["p99_ms"], cpu_per_call(m, subject))
                 for m in measurements
-                if m["call"] == call and m["subject"] == subject
+                if m["call"] == call and m["subject"] == subject and m.get("client", "bench") == "bench"
             )
             if not points:
                 continue
             concurrency = [point[0] for point in points]
             ticks.update(concurrency)
-            for axes, index in ((throughput, 1), (p99, 2)):
+            for axes, index in ((throughput, 1), (p99, 2), (cpu, 3)):
+                values = [point[index] for point in points]
+                if any(value is None for value in values):
+                    continue
                 axes.plot(
                     concurrency,
-                    [point[index] for point in points],
+                    values,
                     linestyle=style,
                     color=colour,
                     marker="o",
@@ -93,14 +112,18 @@ def main(argv):
         p99.set_title(f"{title}: p99 latency")
         p99.set_ylabel("ms")
         p99.set_yscale("log")
-        for axes in (throughput, p99):
+        cpu.set_title(f"{title}: CPU per call, server + Redis + Postgres")
+        cpu.set_ylabel("µs")
+        cpu.set_ylim(bottom=0)
+        for axes in (throughput, p99, cpu):
             axes.set_xscale("log", base=2)
             if ticks:
                 axes.set_xticks(sorted(ticks), [str(tick) for tick in sorted(ticks)])
             axes.xaxis.set_minor_locator(NullLocator())
             axes.set_xlabel("concurrency (tasks)")
             axes.grid(True, which="both", alpha=0.3)
-        throughput.legend(fontsize="small")
+        if throughput.get_legend_handles_labels()[0]:
+            throughput.legend(fontsize="small")
 
     threads = results.get("service_threads") or "default"
     figure.suptitle(

@@ -7,10 +7,12 @@
 #                                                    soak.json, soak.png)
 #
 # Makes sure Postgres and Redis answer (deploy/local/ensure-stores.sh sets
-# DATABASE_URL and REDIS_URL), builds the services and the benchmark once in
-# release, makes sure a Python with matplotlib is at hand for the chart
-# (installing tests/bench/requirements.txt into a cache venv when needed),
-# and runs the benchmark with the given options. The table goes to stdout;
+# DATABASE_URL and REDIS_URL), installs h2load (Debian's nghttp2-client)
+# when it is missing, for the reference rows that show whether the
+# benchmark's own client was the limit, builds the services and the
+# benchmark once in release, makes sure a Python with matplotlib is at hand
+# for the chart (installing tests/bench/requirements.txt into a cache venv
+# when needed), and runs the benchmark with the given options. The table goes to stdout;
 # results.json, chart.png and the processes' logs to target/bench/.
 set -euo pipefail
 
@@ -36,6 +38,23 @@ done
 
 # shellcheck source=deploy/local/ensure-stores.sh
 source deploy/local/ensure-stores.sh
+
+# h2load, as the stores are installed: apt-get, as root or through sudo.
+# Without it the run goes on, without the reference rows.
+if ! command -v h2load >/dev/null 2>&1; then
+  as_root=()
+  [[ $EUID -eq 0 ]] || as_root=(sudo)
+  if command -v apt-get >/dev/null 2>&1 && { [[ $EUID -eq 0 ]] || command -v sudo >/dev/null 2>&1; }; then
+    log "installing h2load (apt-get install nghttp2-client)"
+    if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client >&2; then
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 &&
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nghttp2-client >&2 ||
+        log "WARNING: could not install nghttp2-client; no h2load reference rows"
+    fi
+  else
+    log "WARNING: h2load missing and no apt-get (or root): no reference rows"
+  fi
+fi
 
 log "building release binaries"
 cargo build --release --bins -p devicelink-authcode -p devicelink-registration -p devicelink-e2e >&2

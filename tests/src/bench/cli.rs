@@ -35,11 +35,16 @@ usage: devicelink-bench [options]
                              median of as many runs)
   --only create-user         measure only CreateUser (new users and restorations)
                              and floor (c), e.g. while profiling
+  --only mint                measure only MintAuthCode and floors (a) and (b),
+                             with their h2load rows: the client's headroom
   --only flood               measure only the flood scenario: MintAuthCode and
                              CreateUser paced at c=16, alone and while another
                              address floods bad credentials at 10x their rate
   --scenario-timeout SECS    deadline of each scenario (default 60, smoke 15)
-  --client-threads N         worker threads of the load generator (default 1)
+  --client-threads N         threads of the gRPC load generator, each with its
+                             own runtime and connections (default 1); the
+                             runtime driving floors (c), (d) and the flood has
+                             as many worker threads
   --service-threads N        TOKIO_WORKER_THREADS of the services and the floor
                              servers (default: unset, one per core)
   --pool-size N              Postgres connections of floors (c) and (d)
@@ -54,6 +59,14 @@ usage: devicelink-bench [options]
 environment: DATABASE_URL (a role that may CREATE DATABASE), REDIS_URL;
 tests/bench/run.sh provides both and builds the release binaries.
 ";
+
+/// Threads of the load generator when `--client-threads` is not given.
+/// One, as h2load's default: on the 2-core machine this benchmark was
+/// written on, one client thread costs no more CPU per call than h2load
+/// and drives floor (a) as hard; two spent more per call (more wake-ups,
+/// each carrying fewer requests) and competed with the server for the two
+/// cores. More cores may want more.
+pub const DEFAULT_CLIENT_THREADS: usize = 1;
 
 /// Which floor server `--serve-floor` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +122,8 @@ pub enum Only {
     CreateUser,
     /// The flood scenario ([`super::flood`]).
     Flood,
+    /// `MintAuthCode` and floors (a) and (b), with h2load's rows.
+    Mint,
 }
 
 /// Services already running, to measure instead of starting our own.
@@ -140,7 +155,8 @@ pub struct Options {
     pub only: Option<Only>,
     /// The deadline of each scenario.
     pub scenario_timeout: Duration,
-    /// Worker threads of the load generator's runtime.
+    /// Threads of the gRPC load generator ([`super::grpc_load`]), and
+    /// worker threads of the runtime that drives the SQL floors.
     pub client_threads: usize,
     /// `TOKIO_WORKER_THREADS` for the servers; `None` leaves it unset.
     pub service_threads: Option<usize>,
@@ -249,7 +265,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
     let mut timeout_secs = None;
     let mut rounds = None;
     let mut only = None;
-    let mut client_threads = 1_usize;
+    let mut client_threads = DEFAULT_CLIENT_THREADS;
     let mut service_threads = None;
     let mut pool_size = None;
     let mut out_dir = PathBuf::from("target/bench");
@@ -271,9 +287,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> BenchResult<Command> {
                 only = Some(match value(&arg)?.as_str() {
                     "create-user" => Only::CreateUser,
                     "flood" => Only::Flood,
+                    "mint" => Only::Mint,
                     other => {
                         return Err(BenchError::new(format!(
-                            "--only: unknown part {other:?} (create-user or flood)"
+                            "--only: unknown part {other:?} (create-user, flood or mint)"
                         )));
                     }
                 });

@@ -22,6 +22,8 @@ use super::{BenchResult, Context};
 
 /// A code-shaped answer: 52 characters, like a real code.
 const CONSTANT_CODE: &str = "floorfloorfloorfloorfloorfloorfloorfloorfloorfloor22";
+/// What floor (b)'s keys start with, after the run's key prefix.
+pub const FLOOR_B_KEYS: &str = "floorb:";
 /// How long floor (b)'s keys live, as a minted code does by default.
 const KEY_TTL_SECS: u64 = 600;
 /// The size of the value floor (b) writes, about that of a code record
@@ -47,7 +49,7 @@ impl AuthCodeService for FloorService {
         if let Some(redis) = &self.redis {
             // A fresh random key per call, hash-sized like a code's key.
             let key = format!(
-                "{}floorb:{}{}",
+                "{}{FLOOR_B_KEYS}{}{}",
                 self.key_prefix,
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::cpu::{CpuPerCall, CpuWatch};
 use super::{BenchResult, Context};
 
 /// The slowest latency the histogram tells apart, in microseconds; slower
@@ -101,6 +102,8 @@ pub struct LoadOutcome {
     pub elapsed: Duration,
     /// Requests never sent because the deadline passed.
     pub not_sent: u64,
+    /// CPU per call of the processes involved, when they were watched.
+    pub cpu: Option<CpuPerCall>,
 }
 
 /// The median of several runs of one measurement, by throughput: on a
@@ -139,6 +142,24 @@ pub fn median_run_by(
 }
 
 impl LoadOutcome {
+    /// Nothing measured yet, with `empty` as its histogram.
+    pub fn empty(empty: &Histogram<u64>) -> Self {
+        Self {
+            latencies: empty.clone(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+            not_sent: 0,
+            cpu: None,
+        }
+    }
+
+    /// Calls answered, successfully or not: what CPU is divided by.
+    pub fn answered(&self) -> u64 {
+        self.ok + self.error_count()
+    }
+
     /// All failed calls.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
@@ -163,7 +184,7 @@ impl LoadOutcome {
         self.latencies.value_at_quantile(quantile) as f64 / 1_000.0
     }
 
-    fn merge(&mut self, other: TaskTally) {
+    pub(super) fn merge(&mut self, other: TaskTally) {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latencies.add(&other.latencies);
         self.ok += other.ok;
@@ -179,12 +200,34 @@ impl LoadOutcome {
 
 /// One task's share, merged at the end so the timed loop shares nothing but
 /// the request counter.
-struct TaskTally {
+pub(super) struct TaskTally {
     latencies: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     error_samples: BTreeMap<String, String>,
     not_sent: u64,
+}
+
+impl TaskTally {
+    /// A task that died with `message` instead of tallying.
+    pub(super) fn panicked(empty: &Histogram<u64>, message: String) -> Self {
+        let mut tally = Self {
+            latencies: empty.clone(),
+            ok: 0,
+            errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            not_sent: 0,
+        };
+        tally.error(CallError::new("panic", message));
+        tally
+    }
+
+    fn error(&mut self, error: CallError) {
+        *self.errors.entry(error.kind.clone()).or_default() += 1;
+        self.error_samples
+            .entry(error.kind)
+            .or_insert(error.message);
+    }
 }
 
 /// An empty histogram of 1 µs to two minutes at three significant digits.
@@ -199,19 +242,133 @@ where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), CallError>> + Send + 'static,
 {
+    run_watched(spec, None, call).await
+}
+
+/// [`run`], charging the timed phase's CPU to the processes of `watch`
+/// ([`LoadOutcome::cpu`]).
+pub async fn run_watched<F, Fut>(
+    spec: LoadSpec,
+    watch: Option<CpuWatch>,
+    call: F,
+) -> BenchResult<LoadOutcome>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), CallError>> + Send + 'static,
+{
     let empty = new_histogram()?;
     let call = Arc::new(call);
     if spec.warmup > 0 {
         phase(&spec, 0..spec.warmup, None, &empty, Arc::clone(&call)).await;
     }
-    Ok(phase(
+    let before = watch.map(|watch| watch.sample());
+    let mut outcome = phase(
         &spec,
         spec.warmup..spec.total(),
         Some(spec.deadline),
         &empty,
         call,
     )
-    .await)
+    .await;
+    if let (Some(watch), Some(before)) = (watch, before) {
+        outcome.cpu = CpuPerCall::between(&before, &watch.sample(), outcome.answered());
+    }
+    Ok(outcome)
+}
+
+/// Where a phase's tasks take their requests from, and when they stop:
+/// shared by every task of a phase (and, in [`super::grpc_load`], by its
+/// threads).
+pub(super) struct PhaseClock {
+    /// The next request number to take.
+    pub next: AtomicUsize,
+    /// The first request of the phase.
+    pub first: usize,
+    /// One past the last.
+    pub end: usize,
+    /// Between two due times when paced.
+    pub gap: Option<Duration>,
+    /// When the phase started.
+    pub started: Instant,
+    /// After this, requests are counted as not sent.
+    pub stop_at: Option<Instant>,
+}
+
+impl PhaseClock {
+    /// The clock of requests `requests` of `spec`, starting now.
+    pub fn new(
+        spec: &LoadSpec,
+        requests: std::ops::Range<usize>,
+        deadline: Option<Duration>,
+    ) -> Self {
+        let started = Instant::now();
+        Self {
+            next: AtomicUsize::new(requests.start),
+            first: requests.start,
+            end: requests.end,
+            gap: spec.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)),
+            started,
+            stop_at: deadline.map(|deadline| started + deadline),
+        }
+    }
+}
+
+/// One task of a phase: takes request numbers from `clock` until there are
+/// none left, calls `call(request)` for each and tallies the answers. The
+/// future `call` returns need not be `Send` (the h2 client runs its tasks
+/// on current-thread runtimes).
+pub(super) async fn task_loop<F, Fut>(
+    clock: &PhaseClock,
+    latencies: Histogram<u64>,
+    mut call: F,
+) -> TaskTally
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<(), CallError>>,
+{
+    let mut tally = TaskTally {
+        latencies,
+        ok: 0,
+        errors: BTreeMap::new(),
+        error_samples: BTreeMap::new(),
+        not_sent: 0,
+    };
+    loop {
+        let request = clock.next.fetch_add(1, Ordering::Relaxed);
+        if request >= clock.end {
+            break;
+        }
+        // When paced, the call is due at its slot and timed from it.
+        let due = clock
+            .gap
+            .map(|gap| clock.started + gap.mul_f64((request - clock.first) as f64));
+        // One clock reading when closed-loop: the call is sent now.
+        let now = Instant::now();
+        let sent = due.unwrap_or(now);
+        if clock
+            .stop_at
+            .is_some_and(|stop_at| sent.max(now) >= stop_at)
+        {
+            tally.not_sent += 1;
+            continue;
+        }
+        if let Some(due) = due {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let result = match tokio::time::timeout(CALL_TIMEOUT, call(request)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(CallError::new("timeout", "no answer in 30 s")),
+        };
+        match result {
+            Ok(()) => {
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tally.latencies.saturating_record(micros.max(1));
+                tally.ok += 1;
+            }
+            Err(error) => tally.error(error),
+        }
+    }
+    tally
 }
 
 /// Sends requests `start..end` from `spec.concurrency` tasks.
@@ -226,83 +383,24 @@ where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), CallError>> + Send + 'static,
 {
-    let next = Arc::new(AtomicUsize::new(requests.start));
-    let first = requests.start;
-    let end = requests.end;
-    let gap = spec.rate.map(|rate| Duration::from_secs_f64(1.0 / rate));
-    let started = Instant::now();
-    let stop_at = deadline.map(|deadline| started + deadline);
+    let clock = Arc::new(PhaseClock::new(spec, requests, deadline));
     let mut tasks = tokio::task::JoinSet::new();
     for task in 0..spec.concurrency.max(1) {
-        let next = Arc::clone(&next);
+        let clock = Arc::clone(&clock);
         let call = Arc::clone(&call);
         let latencies = empty.clone();
-        tasks.spawn(async move {
-            let mut tally = TaskTally {
-                latencies,
-                ok: 0,
-                errors: BTreeMap::new(),
-                error_samples: BTreeMap::new(),
-                not_sent: 0,
-            };
-            loop {
-                let request = next.fetch_add(1, Ordering::Relaxed);
-                if request >= end {
-                    break;
-                }
-                // When paced, the call is due at its slot and timed from it.
-                let due = gap.map(|gap| started + gap.mul_f64((request - first) as f64));
-                let sent = due.unwrap_or_else(Instant::now);
-                if stop_at.is_some_and(|stop_at| sent.max(Instant::now()) >= stop_at) {
-                    tally.not_sent += 1;
-                    continue;
-                }
-                if let Some(due) = due {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let result = match tokio::time::timeout(CALL_TIMEOUT, call(task, request)).await {
-                    Ok(result) => result,
-                    Err(_elapsed) => Err(CallError::new("timeout", "no answer in 30 s")),
-                };
-                match result {
-                    Ok(()) => {
-                        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        tally.latencies.saturating_record(micros.max(1));
-                        tally.ok += 1;
-                    }
-                    Err(error) => {
-                        *tally.errors.entry(error.kind.clone()).or_default() += 1;
-                        tally
-                            .error_samples
-                            .entry(error.kind)
-                            .or_insert(error.message);
-                    }
-                }
-            }
-            tally
-        });
+        tasks.spawn(
+            async move { task_loop(&clock, latencies, |request| call(task, request)).await },
+        );
     }
-    let mut outcome = LoadOutcome {
-        latencies: empty.clone(),
-        ok: 0,
-        errors: BTreeMap::new(),
-        error_samples: BTreeMap::new(),
-        elapsed: Duration::ZERO,
-        not_sent: 0,
-    };
+    let mut outcome = LoadOutcome::empty(empty);
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(tally) => outcome.merge(tally),
-            Err(error) => {
-                *outcome.errors.entry("panic".into()).or_default() += 1;
-                outcome
-                    .error_samples
-                    .entry("panic".into())
-                    .or_insert_with(|| error.to_string());
-            }
+            Err(error) => outcome.merge(TaskTally::panicked(empty, error.to_string())),
         }
     }
-    outcome.elapsed = started.elapsed();
+    outcome.elapsed = clock.started.elapsed();
     outcome
 }
 
@@ -345,6 +443,7 @@ mod tests {
                 error_samples: BTreeMap::new(),
                 elapsed: Duration::from_millis(millis),
                 not_sent: 0,
+                cpu: None,
             };
             if errors > 0 {
                 outcome.errors.insert("Unavailable".into(), errors);

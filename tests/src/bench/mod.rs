@@ -33,8 +33,11 @@
 //! ([`soak`]).
 
 pub mod cli;
+pub mod cpu;
 pub mod flood;
 pub mod floor_server;
+pub mod grpc_load;
+pub mod h2load;
 pub mod load;
 pub mod output;
 pub mod prepare;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::report::{Target, growth_pair};
+use super::report::{Target, client_headroom, growth_pair};
 use super::results::{FloodMeasurement, Measurement, Results};
 use super::{BenchError, BenchResult, Context};
 
@@ -17,7 +17,9 @@ const NO_MATPLOTLIB: i32 = 3;
 
 fn measurement(m: &Measurement) -> Value {
     let o = &m.outcome;
+    let cpu = o.cpu.unwrap_or_default();
     json!({
+        "client": m.client.key(),
         "call": m.call.key(),
         "subject": m.subject.key(),
         "concurrency": m.concurrency,
@@ -35,6 +37,12 @@ fn measurement(m: &Measurement) -> Value {
         "p999_ms": o.latency_ms(0.999),
         "max_ms": o.latency_ms(1.0),
         "mean_ms": o.latencies.mean() / 1_000.0,
+        "cpu_us_per_call": {
+            "server": cpu.subject,
+            "redis": cpu.redis,
+            "postgres": cpu.postgres,
+            "client": cpu.client,
+        },
     })
 }
 
@@ -73,6 +81,15 @@ fn flood(f: &FloodMeasurement) -> Value {
 pub fn to_json(results: &Results, targets: &[Target]) -> Value {
     let meta = &results.meta;
     let (small, large) = growth_pair(results);
+    let headroom: Vec<Value> = [16, 64]
+        .into_iter()
+        .map(|concurrency| {
+            json!({
+                "concurrency": concurrency,
+                "bench_over_h2load": client_headroom(results, concurrency),
+            })
+        })
+        .collect();
     json!({
         "mode": if meta.smoke { "smoke" } else { "full" },
         "cpus": meta.cpus,
@@ -82,6 +99,7 @@ pub fn to_json(results: &Results, targets: &[Target]) -> Value {
         "requests": meta.requests,
         "services": meta.services,
         "measurements": results.measurements.iter().map(measurement).collect::<Vec<_>>(),
+        "client_headroom": headroom,
         "floods": results.floods.iter().map(flood).collect::<Vec<_>>(),
         "growth": {
             "small_users": small.and_then(|m| m.users_in_db),

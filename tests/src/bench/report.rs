@@ -3,13 +3,18 @@
 use std::fmt::Write;
 
 use super::flood::FLOOD_FACTOR;
-use super::results::{Call, FloodMeasurement, Measurement, Results, Subject};
+use super::results::{Call, Client, FloodMeasurement, Measurement, Results, Subject, micros};
 
 /// Each service's resident memory must stay below this.
 pub const RSS_TARGET_MIB: f64 = 64.0;
 /// The legitimate calls' p99 under the flood over their p99 without it
 /// must stay at or below this.
 pub const FLOOD_P99_RATIO_TARGET: f64 = 2.0;
+/// The benchmark's client must drive floor (a) at least this fraction of
+/// what h2load drives it to, or the client is what is measured.
+pub const CLIENT_HEADROOM_TARGET: f64 = 0.9;
+/// A service's CPU per call over its floor's must stay at or below this.
+pub const CPU_RATIO_TARGET: f64 = 1.3;
 
 /// Whether a target was met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +147,30 @@ pub fn targets(results: &Results) -> Vec<Target> {
             .failed_by_errors(&[status.map(|s| s.0), status.map(|s| s.1)]),
         );
     }
+    for concurrency in [16, 64] {
+        targets.push(cpu_target(
+            results,
+            Call::MintAuthCode,
+            Subject::FloorRedisSet,
+            concurrency,
+        ));
+        targets.push(cpu_target(
+            results,
+            Call::GetInstallStatus,
+            Subject::FloorEcho,
+            concurrency,
+        ));
+    }
+    for concurrency in [16, 64] {
+        targets.push(Target::new(
+            format!(
+                "bench client floor (a) c={concurrency} req/s >= {CLIENT_HEADROOM_TARGET} x h2load"
+            ),
+            client_headroom(results, concurrency),
+            CLIENT_HEADROOM_TARGET,
+            true,
+        ));
+    }
     let (small, large) = growth_pair(results);
     targets.push(
         Target::new(
@@ -176,6 +205,43 @@ pub fn targets(results: &Results) -> Vec<Target> {
         targets.push(target);
     }
     targets
+}
+
+/// The benchmark's client's req/s on floor (a) over h2load's, at
+/// `concurrency`, when both were measured ([`Results::client_headroom`]).
+pub fn client_headroom(results: &Results, concurrency: usize) -> Option<f64> {
+    results.client_headroom.get(&concurrency).copied()
+}
+
+/// The server's CPU per call in `measurement`.
+fn server_cpu(measurement: &Measurement) -> Option<f64> {
+    measurement.outcome.cpu.and_then(|cpu| cpu.subject)
+}
+
+/// `call`'s service CPU per call within [`CPU_RATIO_TARGET`] of `floor`'s
+/// at `concurrency` (floor (a)'s figures are those of `MintAuthCode`).
+fn cpu_target(results: &Results, call: Call, floor: Subject, concurrency: usize) -> Target {
+    let service = results.find(call, Subject::Service, concurrency);
+    let floor_call = if floor == Subject::FloorEcho {
+        Call::MintAuthCode
+    } else {
+        call
+    };
+    let floor_measurement = results.find(floor_call, floor, concurrency);
+    Target::new(
+        format!(
+            "{} c={concurrency} service CPU/call <= {CPU_RATIO_TARGET} x floor {}",
+            call.label(),
+            &floor.label()[..3]
+        ),
+        service
+            .and_then(server_cpu)
+            .zip(floor_measurement.and_then(server_cpu))
+            .and_then(|(service, floor)| ratio(service, floor)),
+        CPU_RATIO_TARGET,
+        false,
+    )
+    .failed_by_errors(&[service, floor_measurement])
 }
 
 /// The flood scenario's two targets for one call: its p99 under the flood
@@ -327,11 +393,9 @@ fn render_calls(out: &mut String, results: &Results) {
         Call::GetInstallStatus,
         Call::GetInstallStatusFirstPoll,
     ] {
-        for service in results
-            .measurements
-            .iter()
-            .filter(|m| m.call == call && m.subject == Subject::Service)
-        {
+        for service in results.measurements.iter().filter(|m| {
+            m.client == Client::Bench && m.call == call && m.subject == Subject::Service
+        }) {
             let floor = call
                 .floor()
                 .and_then(|floor| results.find(call, floor, service.concurrency));
@@ -368,7 +432,7 @@ fn render_calls(out: &mut String, results: &Results) {
     for echo in results
         .measurements
         .iter()
-        .filter(|m| m.subject == Subject::FloorEcho)
+        .filter(|m| m.client == Client::Bench && m.subject == Subject::FloorEcho)
     {
         let versus = results
             .find(Call::MintAuthCode, Subject::Service, echo.concurrency)
@@ -382,6 +446,140 @@ fn render_calls(out: &mut String, results: &Results) {
             figures(echo)
         );
     }
+}
+
+/// CPU figures of one measurement: server, Redis, Postgres, client.
+fn cpu_figures(m: &Measurement) -> String {
+    let cpu = m.outcome.cpu.unwrap_or_default();
+    format!(
+        "{:>7} {:>7} {:>7} {:>7}",
+        micros(cpu.subject),
+        micros(cpu.redis),
+        micros(cpu.postgres),
+        micros(cpu.client)
+    )
+}
+
+/// CPU per call of each process, each call beside its floor and floor (a).
+fn render_cpu(out: &mut String, results: &Results) {
+    let _ = writeln!(
+        out,
+        "\nCPU per call, µs (user + system during the timed part): server is the service or \
+         floor server, pg all Postgres processes,\nclient this benchmark (which runs floors (c) \
+         and (d) itself) or h2load; the stores' figures include anything else using them"
+    );
+    let header = format!("{:>7} {:>7} {:>7} {:>7}", "server", "redis", "pg", "client");
+    let _ = writeln!(
+        out,
+        "{:<24} {:>3} {header} | {:<16} {header} | {:>8} {:>8}",
+        "call", "c", "floor", "server x", "x (a)"
+    );
+    for m in results
+        .measurements
+        .iter()
+        .filter(|m| m.client == Client::Bench && m.subject == Subject::Service)
+        .filter(|m| m.call != Call::CreateUserGrowth)
+    {
+        let floor = m
+            .call
+            .floor()
+            .and_then(|floor| results.find(m.call, floor, m.concurrency));
+        let echo = results.find(Call::MintAuthCode, Subject::FloorEcho, m.concurrency);
+        let versus = |other: Option<&Measurement>| {
+            other
+                .and_then(server_cpu)
+                .zip(server_cpu(m))
+                .and_then(|(other, mine)| ratio(mine, other))
+                .map_or("-".into(), |r| format!("{r:.2}"))
+        };
+        let floor_text = floor.map_or(format!("{:<16} {:>31}", "-", ""), |floor| {
+            format!("{:<16} {}", floor.subject.label(), cpu_figures(floor))
+        });
+        let _ = writeln!(
+            out,
+            "{:<24} {:>3} {} | {floor_text} | {:>8} {:>8}",
+            m.call.label(),
+            m.concurrency,
+            cpu_figures(m),
+            versus(floor),
+            versus(echo),
+        );
+    }
+    for echo in results
+        .measurements
+        .iter()
+        .filter(|m| m.client == Client::Bench && m.subject == Subject::FloorEcho)
+    {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>3} {}",
+            echo.subject.label(),
+            echo.concurrency,
+            cpu_figures(echo)
+        );
+    }
+}
+
+/// h2load's rows beside the benchmark's client's, and the client's
+/// headroom.
+fn render_reference(out: &mut String, results: &Results) {
+    let references: Vec<&Measurement> = results
+        .measurements
+        .iter()
+        .filter(|m| m.client == Client::H2load)
+        .collect();
+    if references.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nclient headroom: unknown (h2load is not installed: apt-get install nghttp2-client)"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nreference: h2load, one thread, the same connections and streams, one fixed request; its \
+         HTTP 200s confirmed by\nthe same call answering grpc-status 0 before and after and, for \
+         MintAuthCode and (b), by the Redis keys written"
+    );
+    let header = format!(
+        "{:>6} {:>4} {:>8} {:>8} {:>8} {:>8}",
+        "n", "err", "req/s", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    let cpu_header = format!("{:>7} {:>7} {:>7} {:>7}", "server", "redis", "pg", "h2load");
+    let _ = writeln!(
+        out,
+        "{:<24} {:>3} {header} | {cpu_header} | bench client / h2load",
+        "h2load", "c"
+    );
+    for reference in references {
+        let label = match reference.subject {
+            Subject::Service => reference.call.label(),
+            other => other.label(),
+        };
+        let versus = results
+            .find(reference.call, reference.subject, reference.concurrency)
+            .and_then(|bench| ratio(bench.outcome.throughput(), reference.outcome.throughput()))
+            .map_or(String::new(), |r| format!("{r:.2}"));
+        let _ = writeln!(
+            out,
+            "{:<24} {:>3} {} | {} | {versus}",
+            label,
+            reference.concurrency,
+            figures(reference),
+            cpu_figures(reference),
+        );
+    }
+    let headroom: Vec<String> = results
+        .client_headroom
+        .iter()
+        .map(|(concurrency, r)| format!("c={concurrency} {r:.2}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "client headroom (bench client's floor (a) req/s / h2load's, the median of each round's \
+         ratio;\n{CLIENT_HEADROOM_TARGET} or more: the client is not the limit): {}",
+        headroom.join(", ")
+    );
 }
 
 /// The table, as printed on stdout.
@@ -401,6 +599,8 @@ pub fn render(results: &Results, targets: &[Target]) -> String {
     );
     if !results.measurements.is_empty() {
         render_calls(&mut out, results);
+        render_cpu(&mut out, results);
+        render_reference(&mut out, results);
     }
     render_floods(&mut out, &results.floods);
     out.push('\n');
@@ -512,6 +712,7 @@ mod tests {
             error_samples: BTreeMap::new(),
             elapsed: Duration::from_secs(1),
             not_sent: 0,
+            cpu: None,
         }
     }
 

@@ -102,9 +102,31 @@ impl Subject {
     }
 }
 
+/// Which load generator sent the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// The benchmark's own ([`super::grpc_load`], or [`super::load`] for
+    /// floors (c) and (d)).
+    Bench,
+    /// h2load, the reference ([`super::h2load`]).
+    H2load,
+}
+
+impl Client {
+    /// The name in the table and the JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Bench => "bench",
+            Self::H2load => "h2load",
+        }
+    }
+}
+
 /// One scenario's figures.
 #[derive(Debug, Clone)]
 pub struct Measurement {
+    /// Who sent the calls.
+    pub client: Client,
     /// The call.
     pub call: Call,
     /// Who answered it.
@@ -255,6 +277,10 @@ pub struct Results {
     pub bulk_loads: Vec<(u64, Duration)>,
     /// Why the run stopped early, if it did.
     pub aborted: Option<String>,
+    /// The benchmark's client's floor (a) req/s over h2load's by
+    /// concurrency: the median of each round's ratio, the two runs of a
+    /// round taken one right after the other.
+    pub client_headroom: BTreeMap<usize, f64>,
 }
 
 impl Results {
@@ -267,13 +293,28 @@ impl Results {
             memory: Vec::new(),
             bulk_loads: Vec::new(),
             aborted: None,
+            client_headroom: BTreeMap::new(),
         }
     }
 
-    /// The measurement of `call` by `subject` at `concurrency`.
+    /// The measurement of `call` by `subject` at `concurrency`, driven by
+    /// the benchmark's own client.
     pub fn find(&self, call: Call, subject: Subject, concurrency: usize) -> Option<&Measurement> {
+        self.find_by(Client::Bench, call, subject, concurrency)
+    }
+
+    /// The measurement of `call` by `subject` at `concurrency` driven by
+    /// `client`.
+    pub fn find_by(
+        &self,
+        client: Client,
+        call: Call,
+        subject: Subject,
+        concurrency: usize,
+    ) -> Option<&Measurement> {
         self.measurements.iter().find(|measurement| {
-            measurement.call == call
+            measurement.client == client
+                && measurement.call == call
                 && measurement.subject == subject
                 && measurement.concurrency == concurrency
         })
@@ -296,11 +337,36 @@ impl Results {
         users_in_db: Option<i64>,
         outcome: LoadOutcome,
     ) {
+        self.record_by(Client::Bench, call, subject, spec, users_in_db, outcome);
+    }
+
+    /// [`Self::record`] for a measurement driven by `client`.
+    pub fn record_by(
+        &mut self,
+        client: Client,
+        call: Call,
+        subject: Subject,
+        spec: LoadSpec,
+        users_in_db: Option<i64>,
+        outcome: LoadOutcome,
+    ) {
+        let cpu = outcome.cpu.map_or(String::new(), |cpu| {
+            format!(
+                "  cpu µs/call: server {} redis {} postgres {} client {}",
+                micros(cpu.subject),
+                micros(cpu.redis),
+                micros(cpu.postgres),
+                micros(cpu.client)
+            )
+        });
         eprintln!(
-            "devicelink-bench: {:<24} c={:<3} {:<18} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{}",
+            "devicelink-bench: {:<24} c={:<3} {:<18} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}{}{cpu}",
             call.label(),
             spec.concurrency,
-            subject.label(),
+            match client {
+                Client::Bench => subject.label().to_owned(),
+                Client::H2load => format!("{} h2load", subject.label()),
+            },
             outcome.throughput(),
             outcome.latency_ms(0.50),
             outcome.latency_ms(0.99),
@@ -315,6 +381,7 @@ impl Results {
             eprintln!("devicelink-bench:   {kind}: {message}");
         }
         self.measurements.push(Measurement {
+            client,
             call,
             subject,
             concurrency: spec.concurrency,
@@ -323,4 +390,9 @@ impl Results {
             outcome,
         });
     }
+}
+
+/// A CPU figure in µs, or `-` when it was not measured.
+pub fn micros(value: Option<f64>) -> String {
+    value.map_or("-".into(), |value| format!("{value:.1}"))
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::cli::{FloorKind, Options};
 use super::procs::{ChildProcess, free_port, start_floor, start_service};
 use super::results::{ProcessMemory, Results, RunMeta};
-use super::scenarios::{Setup, run_all};
+use super::scenarios::{Setup, SubjectPids, run_all};
 use super::stores::{self, BulkIds};
 use super::{BenchError, BenchResult, Context, output, prepare, report};
 
@@ -216,6 +216,20 @@ async fn set_up_and_run(
     let [echo, redis_set] = floor_addrs[..] else {
         return Err(BenchError::new("two floors were started"));
     };
+    let watch = super::cpu::stores_watch(&database_url, &redis_url).await;
+    let pid_of = |name: &str| {
+        fleet
+            .processes
+            .iter()
+            .find(|process| process.name == name)
+            .and_then(ChildProcess::pid)
+    };
+    let pids = SubjectPids {
+        authcode: pid_of("authcode-service"),
+        registration: pid_of("registration-service"),
+        echo: pid_of(&format!("floor-{}", FloorKind::Echo.as_arg())),
+        redis_set: pid_of(&format!("floor-{}", FloorKind::RedisSet.as_arg())),
+    };
     let app = prepare::create_app(admin, &admin_token).await?;
     if options.running.is_some() {
         leftovers.app_in = Some((database_url.clone(), app.app_id));
@@ -232,6 +246,8 @@ async fn set_up_and_run(
         key_prefix,
         app,
         bulk_ids: BulkIds::new(),
+        watch,
+        pids,
     };
     run_all(&setup, results).await
 }

@@ -7,21 +7,21 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use devicelink_shared::pb;
-use devicelink_shared::pb::auth_code_service_client::AuthCodeServiceClient;
-use devicelink_shared::pb::registration_service_client::RegistrationServiceClient;
+use http::HeaderValue;
+use prost::Message;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::Channel;
 
 use super::cli::{Only, Options};
-use super::flood;
+use super::cpu::CpuWatch;
+use super::grpc_load::{self, GrpcCalls};
+use super::h2load::{self, H2loadRun};
 use super::load::{self, CallError, LoadSpec};
-use super::prepare::{
-    BenchApp, authorized, bearer, channels, create_user_requests, identities, mint_codes,
-};
-use super::results::{Call, Results, Subject};
+use super::prepare::{BenchApp, bearer, create_user_requests, identities, mint_codes};
+use super::results::{Call, Client, Results, Subject};
 use super::sql_floor::SqlFloor;
 use super::stores::{self, BulkIds};
 use super::{BenchError, BenchResult, Context};
+use super::{flood, floor_server};
 
 /// The users of the first data-growth measurement.
 const SMALL_USER_COUNT: u64 = 1_000;
@@ -50,9 +50,40 @@ pub struct Setup {
     pub app: BenchApp,
     /// Where bulk-loaded users take their ids from.
     pub bulk_ids: BulkIds,
+    /// The stores' processes, whose CPU each measurement is charged with.
+    pub watch: CpuWatch,
+    /// The processes answering the calls, when the run started them.
+    pub pids: SubjectPids,
+}
+
+/// The process ids of the servers a run started (none when it measures
+/// running services).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SubjectPids {
+    /// authcode-service.
+    pub authcode: Option<u32>,
+    /// registration-service.
+    pub registration: Option<u32>,
+    /// Floor (a).
+    pub echo: Option<u32>,
+    /// Floor (b).
+    pub redis_set: Option<u32>,
 }
 
 impl Setup {
+    /// The processes charged for calls to `subject`'s server of `call`.
+    pub(super) fn watch_for(&self, call: Call, subject: Subject) -> CpuWatch {
+        let pid = match (call, subject) {
+            (Call::MintAuthCode, Subject::Service) => self.pids.authcode,
+            (_, Subject::Service) => self.pids.registration,
+            (_, Subject::FloorEcho) => self.pids.echo,
+            (_, Subject::FloorRedisSet) => self.pids.redis_set,
+            // In this process: charged to the client.
+            (_, Subject::FloorSql | Subject::FloorPrimaryKey) => None,
+        };
+        self.watch.with_subject(pid)
+    }
+
     fn spec(&self, concurrency: usize, requests: usize) -> LoadSpec {
         LoadSpec {
             concurrency,
@@ -73,25 +104,10 @@ pub async fn run_all(setup: &Setup, results: &mut Results) -> BenchResult<()> {
             return Ok(());
         }
         Some(Only::Flood) => return flood::run(setup, results).await,
+        Some(Only::Mint) => return mints(setup, results).await,
         None => {}
     }
-    for &concurrency in &setup.options.mint_concurrencies() {
-        let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
-        let subjects = [
-            (Subject::Service, setup.authcode),
-            (Subject::FloorRedisSet, setup.redis_set),
-            (Subject::FloorEcho, setup.echo),
-        ];
-        let mut runs: [Vec<load::LoadOutcome>; 3] = Default::default();
-        for _ in 0..setup.options.rounds {
-            for ((subject, addr), runs) in subjects.iter().zip(&mut runs) {
-                runs.push(mint(setup, *subject, *addr, spec).await?);
-            }
-        }
-        for ((subject, _), runs) in subjects.iter().zip(runs) {
-            record_median(results, Call::MintAuthCode, *subject, spec, runs)?;
-        }
-    }
+    mints(setup, results).await?;
 
     load_users(setup, results, 1, SMALL_USER_COUNT).await?;
     growth(setup, results, "g1k").await?;
@@ -123,46 +139,168 @@ async fn sql_floor(setup: &Setup) -> BenchResult<SqlFloor> {
     .await
 }
 
-/// `MintAuthCode` against the service or floor (a) or (b).
+/// `MintAuthCode` and floors (a) and (b) at each concurrency, `--rounds`
+/// times in turns, each also driven by h2load when it is installed.
+async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
+    let h2load = h2load::available();
+    if !h2load {
+        eprintln!(
+            "devicelink-bench: h2load not found (apt-get install nghttp2-client): no reference rows"
+        );
+    }
+    let subjects = [
+        (Subject::Service, setup.authcode),
+        (Subject::FloorRedisSet, setup.redis_set),
+        (Subject::FloorEcho, setup.echo),
+    ];
+    for &concurrency in &setup.options.mint_concurrencies() {
+        let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
+        let mut runs: [Vec<load::LoadOutcome>; 3] = Default::default();
+        let mut reference_runs: [Vec<load::LoadOutcome>; 3] = Default::default();
+        for _ in 0..setup.options.rounds {
+            // Each h2load run right after the same subject's: on a shared
+            // machine, the pair compared for the headroom should see the
+            // same moment.
+            for (((subject, addr), runs), reference_runs) in
+                subjects.iter().zip(&mut runs).zip(&mut reference_runs)
+            {
+                runs.push(mint(setup, *subject, *addr, spec).await?);
+                if h2load {
+                    reference_runs.push(mint_h2load(setup, *subject, *addr, spec).await?);
+                }
+            }
+        }
+        let echo = subjects
+            .iter()
+            .position(|(subject, _)| *subject == Subject::FloorEcho);
+        if let Some(echo) = echo
+            && h2load
+        {
+            let (bench, reference) = (&runs[echo], &reference_runs[echo]);
+            let mut ratios: Vec<f64> = bench
+                .iter()
+                .zip(reference)
+                .filter(|(_, reference)| reference.throughput() > 0.0)
+                .map(|(bench, reference)| bench.throughput() / reference.throughput())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            if let Some(median) = ratios.get(ratios.len() / 2) {
+                results.client_headroom.insert(concurrency, *median);
+            }
+        }
+        for ((subject, _), runs) in subjects.iter().zip(runs) {
+            record_median(results, Call::MintAuthCode, *subject, spec, runs)?;
+        }
+        if h2load {
+            for ((subject, _), runs) in subjects.iter().zip(reference_runs) {
+                record_median_by(
+                    results,
+                    Client::H2load,
+                    Call::MintAuthCode,
+                    *subject,
+                    spec,
+                    runs,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `authorization: Bearer ..` as an HTTP header value.
+fn header(value: &MetadataValue<Ascii>) -> BenchResult<HeaderValue> {
+    HeaderValue::from_bytes(value.as_encoded_bytes()).context("an authorization header")
+}
+
+/// Whether a message's first field is field 1, length-delimited: a
+/// non-empty code in `MintAuthCodeResponse`, a status in
+/// `GetInstallStatusResponse` (prost writes fields in order), checked
+/// without decoding.
+fn starts_with_field_1(message: &[u8]) -> bool {
+    message.first() == Some(&0x0a) && message.len() > 1
+}
+
+/// `MintAuthCode` against the service or floor (a) or (b): a new external
+/// id per request, each answer must carry a code.
 pub(super) async fn mint(
     setup: &Setup,
     subject: Subject,
     addr: SocketAddr,
     spec: LoadSpec,
 ) -> BenchResult<load::LoadOutcome> {
-    let clients: Arc<Vec<AuthCodeServiceClient<Channel>>> = Arc::new(
-        channels(addr, spec.concurrency)
-            .await?
-            .into_iter()
-            .map(AuthCodeServiceClient::new)
-            .collect(),
-    );
-    let external_ids: Arc<Vec<String>> = Arc::new(
-        (0..spec.total())
-            .map(|index| format!("mint-{}-c{}-{index}", subject.key(), spec.concurrency))
-            .collect(),
-    );
-    let api_key = setup.app.api_key_bearer.clone();
-    load::run(spec, move |task, index| {
-        let mut client = clients[task % clients.len()].clone();
-        let request = external_ids.get(index).map(|external_id| {
-            authorized(
-                pb::MintAuthCodeRequest {
-                    external_id: external_id.clone(),
-                    app_id: String::new(),
-                },
-                &api_key,
-            )
-        });
-        async move {
-            let request = request.ok_or_else(|| CallError::new("check", "no such request"))?;
-            let code = client.mint_auth_code(request).await?.into_inner().auth_code;
-            if code.is_empty() {
-                return Err(CallError::new("check", "an empty code"));
-            }
+    let bodies = (0..spec.total())
+        .map(|index| {
+            grpc_load::frame(&pb::MintAuthCodeRequest {
+                external_id: format!("mint-{}-c{}-{index}", subject.key(), spec.concurrency),
+                app_id: String::new(),
+            })
+        })
+        .collect();
+    let check: grpc_load::Check = Arc::new(|_request, message| {
+        if starts_with_field_1(message) {
             Ok(())
+        } else {
+            Err(CallError::new("check", "an answer without a code"))
         }
-    })
+    });
+    let calls = GrpcCalls {
+        path: grpc_load::path::MINT_AUTH_CODE,
+        authorizations: vec![header(&setup.app.api_key_bearer)?],
+        bodies,
+        check: Some(check),
+    };
+    grpc_load::run(
+        spec,
+        addr,
+        Arc::new(calls),
+        setup.options.client_threads,
+        Some(setup.watch_for(Call::MintAuthCode, subject)),
+    )
+    .await
+}
+
+/// `MintAuthCode` against the service or floor (a) or (b), driven by
+/// h2load with one fixed request; what a successful mint or `SET` writes
+/// in Redis confirms its answers.
+async fn mint_h2load(
+    setup: &Setup,
+    subject: Subject,
+    addr: SocketAddr,
+    spec: LoadSpec,
+) -> BenchResult<load::LoadOutcome> {
+    let calls = GrpcCalls {
+        path: grpc_load::path::MINT_AUTH_CODE,
+        authorizations: vec![header(&setup.app.api_key_bearer)?],
+        bodies: vec![grpc_load::frame(&pb::MintAuthCodeRequest {
+            external_id: format!("mint-h2load-{}", subject.key()),
+            app_id: String::new(),
+        })],
+        check: None,
+    };
+    let pattern = match subject {
+        Subject::Service => Some(format!("{}authcode:*", setup.key_prefix)),
+        Subject::FloorRedisSet => Some(format!(
+            "{}{}*",
+            setup.key_prefix,
+            floor_server::FLOOR_B_KEYS
+        )),
+        _ => None,
+    };
+    let keys = match pattern {
+        Some(pattern) => Some(h2load::KeysWritten {
+            redis: h2load::redis_for_counting(&setup.redis_url).await?,
+            pattern,
+        }),
+        None => None,
+    };
+    H2loadRun {
+        addr,
+        calls: &calls,
+        keys,
+        scratch_dir: &h2load::scratch_dir(&setup.options.out_dir),
+        name: format!("{}-c{}", subject.key(), spec.concurrency),
+    }
+    .run(spec, Some(setup.watch_for(Call::MintAuthCode, subject)))
     .await
 }
 
@@ -269,7 +407,7 @@ async fn create_users(
             let redemptions = floor
                 .prepare_redemptions(floor_ids.clone(), floor_first_phones)
                 .await?;
-            runs[1].push(floor_redeem(floor, spec, redemptions).await?);
+            runs[1].push(floor_redeem(setup, floor, spec, redemptions).await?);
             runs[2].push(
                 create_user(
                     setup,
@@ -284,7 +422,7 @@ async fn create_users(
             let redemptions = floor
                 .prepare_redemptions(floor_ids, floor_second_phones)
                 .await?;
-            runs[3].push(floor_redeem(floor, spec, redemptions).await?);
+            runs[3].push(floor_redeem(setup, floor, spec, redemptions).await?);
         }
         let [new, floor_new, restore, floor_restore] = runs;
         record_median(results, Call::CreateUserNew, Subject::Service, spec, new)?;
@@ -326,45 +464,57 @@ pub(super) async fn create_user(
     tokens: Option<Arc<Mutex<Vec<String>>>>,
 ) -> BenchResult<load::LoadOutcome> {
     let codes = mint_codes(setup.authcode, &setup.app, external_ids).await?;
-    let requests = Arc::new(create_user_requests(&setup.app, codes, device_ids));
-    let clients = registration_clients(setup, spec.concurrency).await?;
-    load::run(spec, move |task, index| {
-        let mut client = clients[task % clients.len()].clone();
-        let request = requests.get(index).cloned();
-        let tokens = tokens.clone();
-        async move {
-            let request = request.ok_or_else(|| CallError::new("check", "no such request"))?;
-            let response = client.create_user(request).await?.into_inner();
-            if response.restored != restored || response.status.is_none() {
-                return Err(CallError::new(
-                    "check",
-                    format!(
-                        "expected restored={restored} with a status, got restored={} status={:?}",
-                        response.restored, response.status
-                    ),
-                ));
-            }
-            if let Some(tokens) = tokens {
-                tokens
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(response.install_token);
-            }
-            Ok(())
+    let bodies = create_user_requests(&setup.app, codes, device_ids)
+        .iter()
+        .map(grpc_load::frame)
+        .collect();
+    let check: grpc_load::Check = Arc::new(move |_request, message| {
+        let response = pb::CreateUserResponse::decode(message)
+            .map_err(|error| CallError::new("check", format!("an undecodable answer: {error}")))?;
+        if response.restored != restored || response.status.is_none() {
+            return Err(CallError::new(
+                "check",
+                format!(
+                    "expected restored={restored} with a status, got restored={} status={:?}",
+                    response.restored, response.status
+                ),
+            ));
         }
-    })
+        if let Some(tokens) = &tokens {
+            tokens
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(response.install_token);
+        }
+        Ok(())
+    });
+    let calls = GrpcCalls {
+        path: grpc_load::path::CREATE_USER,
+        authorizations: Vec::new(),
+        bodies,
+        check: Some(check),
+    };
+    grpc_load::run(
+        spec,
+        setup.registration,
+        Arc::new(calls),
+        setup.options.client_threads,
+        Some(setup.watch_for(Call::CreateUserNew, Subject::Service)),
+    )
     .await
 }
 
 /// Floor (c) over prepared redemptions.
 async fn floor_redeem(
+    setup: &Setup,
     floor: &SqlFloor,
     spec: LoadSpec,
     redemptions: Vec<super::sql_floor::Redemption>,
 ) -> BenchResult<load::LoadOutcome> {
     let redemptions = Arc::new(redemptions);
     let floor = floor.clone();
-    load::run(spec, move |_task, index| {
+    let watch = setup.watch_for(Call::CreateUserNew, Subject::FloorSql);
+    load::run_watched(spec, Some(watch), move |_task, index| {
         let floor = floor.clone();
         let redemptions = Arc::clone(&redemptions);
         async move {
@@ -473,33 +623,37 @@ async fn status_pair(
     rounds: usize,
     results: &mut Results,
 ) -> BenchResult<()> {
-    let clients = registration_clients(setup, spec.concurrency).await?;
+    let check: grpc_load::Check = Arc::new(|_request, message| {
+        if starts_with_field_1(message) {
+            Ok(())
+        } else {
+            Err(CallError::new("check", "no status in the answer"))
+        }
+    });
+    let calls = Arc::new(GrpcCalls {
+        path: grpc_load::path::GET_INSTALL_STATUS,
+        authorizations: bearers.iter().map(header).collect::<BenchResult<_>>()?,
+        bodies: vec![grpc_load::frame(&pb::GetInstallStatusRequest {})],
+        check: Some(check),
+    });
     let mut service_runs = Vec::new();
     let mut floor_runs = Vec::new();
     for _ in 0..rounds {
-        let clients = Arc::clone(&clients);
-        let bearers = Arc::clone(&bearers);
         service_runs.push(
-            load::run(spec, move |task, index| {
-                let mut client = clients[task % clients.len()].clone();
-                let request = authorized(
-                    pb::GetInstallStatusRequest {},
-                    &bearers[index % bearers.len()],
-                );
-                async move {
-                    let response = client.get_install_status(request).await?.into_inner();
-                    match response.status {
-                        Some(_) => Ok(()),
-                        None => Err(CallError::new("check", "no status in the answer")),
-                    }
-                }
-            })
+            grpc_load::run(
+                spec,
+                setup.registration,
+                Arc::clone(&calls),
+                setup.options.client_threads,
+                Some(setup.watch_for(call, Subject::Service)),
+            )
             .await?,
         );
         let floor = floor.clone();
         let token_hashes = Arc::clone(&token_hashes);
+        let watch = setup.watch_for(call, Subject::FloorPrimaryKey);
         floor_runs.push(
-            load::run(spec, move |_task, index| {
+            load::run_watched(spec, Some(watch), move |_task, index| {
                 let floor = floor.clone();
                 let token_hashes = Arc::clone(&token_hashes);
                 async move {
@@ -514,23 +668,21 @@ async fn status_pair(
     record_median(results, call, Subject::FloorPrimaryKey, spec, floor_runs)
 }
 
-/// RegistrationService clients over the channels for `concurrency` tasks.
-async fn registration_clients(
-    setup: &Setup,
-    concurrency: usize,
-) -> BenchResult<Arc<Vec<RegistrationServiceClient<Channel>>>> {
-    Ok(Arc::new(
-        channels(setup.registration, concurrency)
-            .await?
-            .into_iter()
-            .map(RegistrationServiceClient::new)
-            .collect(),
-    ))
-}
-
 /// Records the median of `runs` (see [`load::median_run`]).
 fn record_median(
     results: &mut Results,
+    call: Call,
+    subject: Subject,
+    spec: LoadSpec,
+    runs: Vec<load::LoadOutcome>,
+) -> BenchResult<()> {
+    record_median_by(results, Client::Bench, call, subject, spec, runs)
+}
+
+/// [`record_median`] of runs driven by `client`.
+fn record_median_by(
+    results: &mut Results,
+    client: Client,
     call: Call,
     subject: Subject,
     spec: LoadSpec,
@@ -542,16 +694,20 @@ fn record_median(
             .map(|run| format!("{:.0}", run.throughput()))
             .collect();
         eprintln!(
-            "devicelink-bench: {} c={} {}: rounds at {} req/s",
+            "devicelink-bench: {} c={} {}{}: rounds at {} req/s",
             call.label(),
             spec.concurrency,
             subject.label(),
+            match client {
+                Client::Bench => "",
+                Client::H2load => " (h2load)",
+            },
             rates.join(", ")
         );
     }
     let median = load::median_run(runs).ok_or_else(|| {
         BenchError::new(format!("no run of {} ({})", call.label(), subject.label()))
     })?;
-    results.record(call, subject, spec, None, median);
+    results.record_by(client, call, subject, spec, None, median);
     Ok(())
 }
