@@ -187,7 +187,11 @@ async fn set_up_and_run(
         None => {
             let name = format!("bench_{pid}");
             eprintln!("devicelink-bench: creating database {name}");
-            let bench_url = stores::create_database(&database_url, &name).await?;
+            // The floors reach Postgres in plaintext on loopback, so the
+            // services do too (a URL without `sslmode` would negotiate TLS,
+            // as libpq does), unless the URL says otherwise.
+            let bench_url =
+                stores::plaintext_unless_set(&stores::create_database(&database_url, &name).await?);
             leftovers.database = Some((database_url, name));
             let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
             let (registration, admin, authcode) = start_services(

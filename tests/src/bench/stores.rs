@@ -44,6 +44,15 @@ pub async fn connect(url: &str) -> BenchResult<Client> {
     Ok(client)
 }
 
+/// `url` with `sslmode=disable` added when it names no `sslmode`.
+pub fn plaintext_unless_set(url: &str) -> String {
+    if url.contains("sslmode=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}sslmode=disable")
+}
+
 /// `url` with its database name replaced by `database`.
 pub fn with_database(url: &str, database: &str) -> BenchResult<String> {
     let scheme_end = url
@@ -309,7 +318,23 @@ pub async fn delete_keys(redis: &mut ConnectionManager, prefix: &str) -> BenchRe
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{plaintext_unless_set, with_database};
+
+    #[test]
+    fn plaintext_is_added_only_when_no_sslmode_is_given() {
+        assert_eq!(
+            plaintext_unless_set("postgres://u@h/b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
+        assert_eq!(
+            plaintext_unless_set("postgres://u@h/b?application_name=x"),
+            "postgres://u@h/b?application_name=x&sslmode=disable"
+        );
+        assert_eq!(
+            plaintext_unless_set("postgres://u@h/b?sslmode=require"),
+            "postgres://u@h/b?sslmode=require"
+        );
+    }
 
     #[test]
     fn replaces_the_database_only() {
