@@ -53,6 +53,7 @@ impl ServiceProcess {
                     .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
             )
             .env("REDIS_KEY_PREFIX", &env.redis_key_prefix)
+            .env("AUTH_CODE_RECORD_KEY", RECORD_KEY)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("METRICS_ADDR", metrics_addr.to_string())
             .env(

@@ -14,7 +14,9 @@ use std::time::Duration;
 use devicelink_e2e::binaries::service_binary;
 use devicelink_e2e::logs::recorded_logs;
 use devicelink_e2e::stores::redis_tls::TlsRedis;
-use devicelink_e2e::{ADMIN_TOKEN, TestEnv, TestOptions, authorized, phone, status_of_token};
+use devicelink_e2e::{
+    ADMIN_TOKEN, RECORD_KEY, TestEnv, TestOptions, authorized, phone, status_of_token,
+};
 use devicelink_shared::config::{RedisServers, RedisSettings};
 use devicelink_shared::pb;
 use devicelink_shared::stores::RedisConnection;
@@ -195,6 +197,7 @@ async fn run_binary(package: &str, bin: &'static str, env: &[(&str, String)]) ->
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("ADMIN_LISTEN_ADDR", "127.0.0.1:0")
         .env("DEVICELINK_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("AUTH_CODE_RECORD_KEY", RECORD_KEY)
         .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

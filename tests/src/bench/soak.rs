@@ -258,6 +258,7 @@ async fn soak(
     let key_prefix = format!("devicelink-soak-{pid}:");
     world.redis = Some((redis_url.clone(), key_prefix.clone()));
     let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let record_key = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let admin = free_port()?;
     let mut watched = Vec::new();
     for (service, binary) in [
@@ -271,6 +272,10 @@ async fn soak(
             (REDIS_URL, redis_url.clone()),
             (REDIS_KEY_PREFIX, key_prefix.clone()),
             (DEVICELINK_ADMIN_TOKEN, token.clone()),
+            (
+                devicelink_shared::code_record_seal::AUTH_CODE_RECORD_KEY,
+                record_key.clone(),
+            ),
             (SHUTDOWN_GRACE_SECS, "2".to_owned()),
             (METRICS_ADDR, metrics.to_string()),
         ];
