@@ -305,8 +305,8 @@ async fn start_services(
 }
 
 /// SIGINT or SIGTERM: either way the services and the database the run
-/// made are cleaned up before the benchmark exits.
-async fn interrupted() {
+/// made are cleaned up before the benchmark (or the soak) exits.
+pub(super) async fn interrupted() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut terminate) => {

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::procs::{ChildProcess, free_port, start_service};
+use super::run::interrupted;
 use super::soak_load::{Flow, FlowShape};
 use super::soak_report;
 use super::soak_sample::{PoolUse, Sample, Watched, pool_use, sample_service};
@@ -407,22 +408,6 @@ fn draw_chart(python: &str, json: &Path) -> BenchResult<PathBuf> {
             "{CHART_SCRIPT} failed ({status}); it needs matplotlib \
              (pip install -r tests/bench/requirements.txt, or run tests/bench/run.sh)"
         )))
-    }
-}
-
-/// SIGINT or SIGTERM.
-async fn interrupted() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 
