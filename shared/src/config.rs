@@ -46,6 +46,11 @@ pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
 /// Prefix of every Redis key the services write, so that deployments (and
 /// tests) can share one Redis.
 pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
+/// How long one Postgres call (a statement, or a transaction's round trip)
+/// may take before the request fails with UNAVAILABLE, in milliseconds:
+/// default 2000, from 100 to 10000. Postgres's own `statement_timeout` and
+/// `idle_in_transaction_session_timeout` are set 3 s past it.
+pub const DATABASE_CALL_TIMEOUT_MS: &str = "DATABASE_CALL_TIMEOUT_MS";
 /// Most Postgres connections one replica holds.
 pub const DATABASE_POOL_SIZE: &str = "DATABASE_POOL_SIZE";
 /// How long in-flight calls may take to finish after SIGTERM, in seconds.
@@ -138,6 +143,8 @@ pub struct CommonConfig {
     pub database_transaction_pooling: bool,
     /// Most Postgres connections this replica holds.
     pub database_pool_size: usize,
+    /// `DATABASE_CALL_TIMEOUT_MS`: the deadline of one Postgres call.
+    pub database_call_timeout: std::time::Duration,
     /// Which Redis (one server or a cluster) and how to reach it. May hold
     /// a password: never logged.
     pub redis: RedisSettings,
@@ -188,6 +195,7 @@ impl std::fmt::Debug for CommonConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommonConfig")
             .field("database_pool_size", &self.database_pool_size)
+            .field("database_call_timeout", &self.database_call_timeout)
             .field("redis", &self.redis)
             .field(
                 "database_transaction_pooling",
@@ -213,6 +221,10 @@ impl CommonConfig {
             )?,
             database_direct_url,
             database_pool_size: parsed_or(DATABASE_POOL_SIZE, 16)?,
+            database_call_timeout: std::time::Duration::from_millis(parsed_or(
+                DATABASE_CALL_TIMEOUT_MS,
+                crate::stores::STORE_TIMEOUT.as_millis() as u64,
+            )?),
             redis: RedisSettings::from_env()?,
             redis_key_prefix: optional(REDIS_KEY_PREFIX).unwrap_or_else(|| "devicelink:".into()),
             listen_addr: parsed_or(LISTEN_ADDR, ([0, 0, 0, 0], default_port).into())?,
@@ -231,6 +243,13 @@ impl CommonConfig {
             return Err(ConfigError::new(
                 DATABASE_POOL_SIZE,
                 "must be between 1 and 1024",
+            ));
+        }
+        let call_timeout_ms = self.database_call_timeout.as_millis();
+        if !(100..=10_000).contains(&call_timeout_ms) {
+            return Err(ConfigError::new(
+                DATABASE_CALL_TIMEOUT_MS,
+                "must be between 100 and 10000 (milliseconds)",
             ));
         }
         if self.shutdown_grace > std::time::Duration::from_secs(3600) {

@@ -80,6 +80,9 @@ pub struct TestOptions {
     /// (`DATABASE_URL`), their sessions straight to Postgres
     /// (`DATABASE_DIRECT_URL`).
     pub pgbouncer: Option<SocketAddr>,
+    /// The services' `DATABASE_CALL_TIMEOUT_MS`: the deadline of one
+    /// Postgres call.
+    pub database_call_timeout: Duration,
 }
 
 impl Default for TestOptions {
@@ -98,6 +101,7 @@ impl Default for TestOptions {
             redis: None,
             admin_database_url: None,
             pgbouncer: None,
+            database_call_timeout: devicelink_shared::stores::STORE_TIMEOUT,
         }
     }
 }
@@ -343,6 +347,7 @@ impl TestEnv {
             database_transaction_pooling: database_direct_url.is_some(),
             database_direct_url,
             database_pool_size: 8,
+            database_call_timeout: options.database_call_timeout,
             redis: options
                 .redis
                 .clone()

@@ -272,6 +272,42 @@ async fn a_postgres_partition_fails_calls_fast_and_heals_by_itself() {
     );
 }
 
+/// `DATABASE_CALL_TIMEOUT_MS` is the deadline calls fail at: shorter than the
+/// default, a redemption during a partition fails sooner than the default
+/// deadline could, and not before the configured one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_call_timeout_is_the_deadline_calls_fail_at() {
+    let call_timeout = Duration::from_millis(600);
+    let env = TestEnv::start_with(TestOptions {
+        database_call_timeout: call_timeout,
+        ..with_proxies()
+    })
+    .await;
+    let _pinned = pin_database(&env).await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let code = env.mint(&api_key, "u").await;
+    let registration = env.registration().await;
+    await_health(&env, 0, ServingStatus::Serving, Duration::from_secs(10)).await;
+    let postgres = env.postgres_proxy.as_ref().expect("a Postgres proxy");
+
+    postgres.pause();
+    let mut client = registration.clone();
+    let (outcome, took) =
+        timed(client.create_user(create_user_request(&code, &app_id, phone("a")))).await;
+    postgres.resume();
+
+    let status = outcome.expect_err("a redemption during the partition");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // One deadline, not one per store call the request would make; at
+    // most a connection attempt (0.8 s) instead when the pool had no idle
+    // connection, and slack for a loaded machine.
+    assert!(
+        took >= call_timeout && took < call_timeout + Duration::from_millis(900),
+        "failed after {took:?}, configured deadline {call_timeout:?}"
+    );
+    println!("partition figures: configured deadline {call_timeout:?}, failed after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_replica_stops_trusting_its_cache_within_the_bound() {
     // Replica 0 reaches Postgres through the proxy; replica 1 directly, so

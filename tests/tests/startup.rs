@@ -205,6 +205,21 @@ async fn bad_store_urls_exit_64_naming_the_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_timeout_out_of_range_exits_64_naming_the_variable() {
+    for service in BOTH {
+        for value in ["50", "60000", "2s"] {
+            assert_exits(
+                service,
+                &[("DATABASE_CALL_TIMEOUT_MS", value)],
+                EXIT_BAD_CONFIG,
+                &["DATABASE_CALL_TIMEOUT_MS"],
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_or_short_record_key_exits_64_naming_the_variable() {
     for service in BOTH {
         assert_exits(

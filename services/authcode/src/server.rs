@@ -51,8 +51,12 @@ impl Application {
     /// up the store clients without connecting them.
     pub async fn build(config: AuthCodeConfig) -> Result<Self, StartupError> {
         let common = config.common;
-        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
-            .with_transaction_pooling(common.database_transaction_pooling);
+        let postgres = Postgres::with_call_timeout(
+            &common.database_url,
+            common.database_pool_size,
+            common.database_call_timeout,
+        )?
+        .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder();
         let tls = load_tls(common.tls.as_ref())?;

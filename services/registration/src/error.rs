@@ -3,7 +3,7 @@
 use devicelink_shared::limits::{Refusal, rate_limited};
 use devicelink_shared::metrics_catalog::{count_store_error, store as metrics_store};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
-use devicelink_shared::stores::{STORE_TIMEOUT, is_unreachable};
+use devicelink_shared::stores::is_unreachable;
 use devicelink_shared::validate::FieldViolation;
 use tokio_postgres::error::SqlState;
 use tonic::Status;
@@ -36,11 +36,11 @@ impl StoreError {
         Self::Internal(message.into().into())
     }
 
-    /// A Postgres call that got no answer within [`STORE_TIMEOUT`]: the
-    /// server may be stalled or waiting on a lock, and the call was
-    /// abandoned (see [`crate::store`]).
-    pub fn timed_out() -> Self {
-        Self::Unavailable(format!("no answer from Postgres within {STORE_TIMEOUT:?}").into())
+    /// A Postgres call that got no answer within its `deadline`
+    /// (`DATABASE_CALL_TIMEOUT_MS`): the server may be stalled or waiting on
+    /// a lock, and the call was abandoned (see [`crate::store`]).
+    pub fn timed_out(deadline: std::time::Duration) -> Self {
+        Self::Unavailable(format!("no answer from Postgres within {deadline:?}").into())
     }
 }
 
@@ -166,7 +166,10 @@ mod tests {
                 StoreError::Unavailable("down".into()).into(),
                 Code::Unavailable,
             ),
-            (StoreError::timed_out().into(), Code::Unavailable),
+            (
+                StoreError::timed_out(std::time::Duration::from_secs(2)).into(),
+                Code::Unavailable,
+            ),
             (
                 RegistrationError::RateLimited(Refusal {
                     scope: devicelink_shared::limits::Scope::InstallPerToken,

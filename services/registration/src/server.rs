@@ -73,9 +73,13 @@ impl Application {
     /// (port 0 picks a free port, as tests do) and migrates the schema.
     pub async fn build(config: RegistrationConfig) -> Result<Self, StartupError> {
         let common = &config.common;
-        let postgres = Postgres::new(&common.database_url, common.database_pool_size)?
-            .with_direct_url(common.database_direct_url.as_deref())?
-            .with_transaction_pooling(common.database_transaction_pooling);
+        let postgres = Postgres::with_call_timeout(
+            &common.database_url,
+            common.database_pool_size,
+            common.database_call_timeout,
+        )?
+        .with_direct_url(common.database_direct_url.as_deref())?
+        .with_transaction_pooling(common.database_transaction_pooling);
         let redis = RedisConnection::connect(&common.redis)?;
         let server = server_builder();
         let tls = load_tls(common.tls.as_ref())?;

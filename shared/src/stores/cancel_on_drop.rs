@@ -15,7 +15,7 @@
 
 use deadpool_postgres::{ClientWrapper, Object};
 
-use super::{Postgres, STORE_TIMEOUT};
+use super::Postgres;
 use crate::status::error_chain;
 
 /// A pooled connection while a call runs on it.
@@ -68,14 +68,15 @@ impl Drop for CancelOnDrop {
         // Bounded: in a partition the cancel request is as stuck as the
         // statement, and would hold this task and the connection until it
         // heals. Postgres's own statement_timeout ends the work then.
+        let deadline = postgres.call_timeout();
         runtime.spawn(async move {
-            match tokio::time::timeout(STORE_TIMEOUT, postgres.cancel(cancel)).await {
+            match tokio::time::timeout(deadline, postgres.cancel(cancel)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(error = %error_chain(&error), "could not cancel an abandoned statement");
                 }
                 Err(_elapsed) => {
-                    tracing::warn!("could not cancel an abandoned statement: no answer within {STORE_TIMEOUT:?}");
+                    tracing::warn!("could not cancel an abandoned statement: no answer within {deadline:?}");
                 }
             }
             drop(client);

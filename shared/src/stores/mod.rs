@@ -42,7 +42,8 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a single store call (a statement, a transaction's round
 /// trip, a Redis command) may take before the request fails with
-/// UNAVAILABLE. The store clients bound connecting and (for Redis)
+/// UNAVAILABLE, unless `DATABASE_CALL_TIMEOUT_MS` sets another bound for
+/// Postgres calls ([`Postgres::with_call_timeout`]). The store clients bound connecting and (for Redis)
 /// answering on their own; this bounds what they do not cover, such as a
 /// Postgres that accepts a query and never answers, or a Redis command
 /// that waits through a reconnection. Every Redis command is bounded by it
@@ -53,16 +54,23 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a health probe waits for a store's answer.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Postgres's own bound on one statement (`statement_timeout`) on every
-/// connection the services make. The client gives up at [`STORE_TIMEOUT`]
-/// and cancels; this is the backstop for when the cancel request cannot
-/// get through (a partition), so that work abandoned by the client does
-/// not run, or hold locks, for ever once the partition heals.
-pub const SERVER_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Postgres's bound on a transaction left open and idle
-/// (`idle_in_transaction_session_timeout`): a transaction whose client
-/// vanished mid-way is rolled back, and its locks released, after this.
-pub const SERVER_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than the client's deadline Postgres itself lets a
+/// statement run (`statement_timeout`) or a transaction sit open and idle
+/// (`idle_in_transaction_session_timeout`) on every connection the services
+/// make: 5 s with the default 2 s deadline. The client gives up at its
+/// deadline and cancels; this is the backstop for when the cancel request
+/// cannot get through (a partition), so that work abandoned by the client
+/// does not run, or hold locks, for ever once the partition heals, and a
+/// transaction whose client vanished mid-way is rolled back. Long enough
+/// past the deadline that a call the client still waits for is never ended
+/// by the server first.
+pub const SERVER_TIMEOUT_MARGIN: Duration = Duration::from_secs(3);
+
+/// The server-side timeouts (see [`SERVER_TIMEOUT_MARGIN`]) of connections
+/// whose calls have `call_timeout`.
+pub fn server_timeout(call_timeout: Duration) -> Duration {
+    call_timeout + SERVER_TIMEOUT_MARGIN
+}
 
 /// Whether a Postgres error means the server cannot be reached or is going
 /// away (a retry may succeed), rather than a refusal of the statement.

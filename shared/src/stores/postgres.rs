@@ -9,6 +9,7 @@
 //! ([`super::postgres_url`], [`super::postgres_tls`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::tls::MakeTlsConnect;
@@ -18,8 +19,8 @@ use super::postgres_statement::PooledClient;
 use super::postgres_tls::connector;
 use super::postgres_url::PostgresUrl;
 use super::{
-    CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT, PROBE_TIMEOUT, SERVER_IDLE_IN_TRANSACTION_TIMEOUT,
-    SERVER_STATEMENT_TIMEOUT, StoreSetupError,
+    CONNECT_TIMEOUT, POOL_WAIT_TIMEOUT, PROBE_TIMEOUT, STORE_TIMEOUT, StoreSetupError,
+    server_timeout,
 };
 use crate::config::{DATABASE_DIRECT_URL, DATABASE_URL};
 
@@ -42,8 +43,13 @@ struct Endpoint {
 
 impl Endpoint {
     /// The endpoint `url` (the value of `variable`) describes, with the
-    /// settings every devicelink connection carries.
-    fn parse(variable: &'static str, url: &str) -> Result<Self, StoreSetupError> {
+    /// settings every devicelink connection carries; the server-side
+    /// timeouts are those of calls bounded by `call_timeout`.
+    fn parse(
+        variable: &'static str,
+        url: &str,
+        call_timeout: Duration,
+    ) -> Result<Self, StoreSetupError> {
         let parsed = PostgresUrl::parse(url)
             .map_err(|problem| StoreSetupError::PostgresUrl { variable, problem })?;
         let connector = connector(&parsed)
@@ -51,7 +57,7 @@ impl Endpoint {
         let mut config = parsed.config;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("devicelink");
-        config.options(with_server_timeouts(config.get_options()));
+        config.options(with_server_timeouts(config.get_options(), call_timeout));
         Ok(Self { config, connector })
     }
 }
@@ -68,6 +74,8 @@ pub struct Postgres {
     /// The pooled endpoint pools transactions (PgBouncer in transaction
     /// mode): statements are sent unnamed (see [`PooledClient`]).
     transaction_pooling: bool,
+    /// The client-side deadline of one call (`DATABASE_CALL_TIMEOUT_MS`).
+    call_timeout: Duration,
 }
 
 impl Postgres {
@@ -75,7 +83,18 @@ impl Postgres {
     /// connections opened on demand: nothing connects yet. Sessions go to
     /// the same place until [`Self::with_direct_url`] says otherwise.
     pub fn new(database_url: &str, pool_size: usize) -> Result<Self, StoreSetupError> {
-        let pooled = Arc::new(Endpoint::parse(DATABASE_URL, database_url)?);
+        Self::with_call_timeout(database_url, pool_size, STORE_TIMEOUT)
+    }
+
+    /// [`Self::new`] whose calls are bounded by `call_timeout`
+    /// (`DATABASE_CALL_TIMEOUT_MS`) on the client, and a little more on
+    /// the server ([`super::server_timeout`]).
+    pub fn with_call_timeout(
+        database_url: &str,
+        pool_size: usize,
+        call_timeout: Duration,
+    ) -> Result<Self, StoreSetupError> {
+        let pooled = Arc::new(Endpoint::parse(DATABASE_URL, database_url, call_timeout)?);
         let manager = Manager::from_config(
             pooled.config.clone(),
             pooled.connector.clone(),
@@ -95,6 +114,7 @@ impl Postgres {
             pooled,
             pool,
             transaction_pooling: false,
+            call_timeout,
         })
     }
 
@@ -105,7 +125,11 @@ impl Postgres {
     /// database, or notifications sent through the pool are never heard.
     pub fn with_direct_url(mut self, direct_url: Option<&str>) -> Result<Self, StoreSetupError> {
         if let Some(url) = direct_url {
-            self.session = Arc::new(Endpoint::parse(DATABASE_DIRECT_URL, url)?);
+            self.session = Arc::new(Endpoint::parse(
+                DATABASE_DIRECT_URL,
+                url,
+                self.call_timeout,
+            )?);
         }
         Ok(self)
     }
@@ -123,6 +147,12 @@ impl Postgres {
     /// deployment needs them sent.
     pub fn pooled_client<'a>(&self, client: &'a ClientWrapper) -> PooledClient<'a> {
         PooledClient::new(client, self.transaction_pooling)
+    }
+
+    /// How long one call may take before it is abandoned (see
+    /// [`super::BoundedConnection`]).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The pool every statement runs through.
@@ -196,11 +226,10 @@ pub async fn connect_once(
 /// The connection's startup `options` with the server-side timeouts added,
 /// so that they hold on every connection (pooled or session) from its
 /// first statement, whatever a `SET` or `RESET ALL` would do later.
-fn with_server_timeouts(options: Option<&str>) -> String {
+fn with_server_timeouts(options: Option<&str>, call_timeout: Duration) -> String {
+    let server_timeout = server_timeout(call_timeout).as_millis();
     let timeouts = format!(
-        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
-        SERVER_STATEMENT_TIMEOUT.as_millis(),
-        SERVER_IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+        "-c statement_timeout={server_timeout} -c idle_in_transaction_session_timeout={server_timeout}",
     );
     match options {
         Some(options) if !options.trim().is_empty() => format!("{options} {timeouts}"),
@@ -235,5 +264,39 @@ mod tests {
             .await
             .expect("session settings");
         assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), expected);
+    }
+
+    #[tokio::test]
+    async fn a_configured_call_timeout_bounds_calls_and_sets_the_server_backstop() {
+        let url = std::env::var("DEVICELINK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+            "postgres://devicelink:devicelink@127.0.0.1:5432/devicelink".to_owned()
+        });
+        let call_timeout = Duration::from_millis(300);
+        let postgres = Postgres::with_call_timeout(&url, 1, call_timeout).expect("a pool");
+
+        let pooled = postgres.pool().get().await.expect("a pooled connection");
+        let row = pooled
+            .query_one("SELECT current_setting('statement_timeout')", &[])
+            .await
+            .expect("pooled settings");
+        assert_eq!(row.get::<_, String>(0), "3300ms");
+        drop(pooled);
+
+        let mut connection = super::super::BoundedConnection::get(&postgres)
+            .await
+            .expect("a connection");
+        let started = std::time::Instant::now();
+        let answer = connection
+            .call(async |client| client.simple_query("SELECT pg_sleep(3)").await.map(drop))
+            .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(answer, Err(super::super::CallError::TimedOut(deadline)) if deadline == call_timeout),
+            "{answer:?}"
+        );
+        assert!(
+            took >= call_timeout && took < call_timeout + Duration::from_millis(700),
+            "the call took {took:?}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! network, a lock held for ever) would hold the request, and its pooled
 //! connection, indefinitely. Each call on a [`BoundedConnection`] (one
 //! statement, or one round trip of pipelined statements) therefore has
-//! [`STORE_TIMEOUT`] to complete; past it the call fails with
+//! the deadline of [`Postgres::call_timeout`] to complete; past it the call fails with
 //! [`CallError::TimedOut`], which each service reports as UNAVAILABLE.
 //!
 //! The abandoned work is still outstanding in Postgres then, and it may be a
@@ -25,7 +25,7 @@ use std::time::Duration;
 use deadpool_postgres::{Object, PoolError};
 
 use super::cancel_on_drop::CancelOnDrop;
-use super::{PooledClient, Postgres, STORE_TIMEOUT};
+use super::{PooledClient, Postgres};
 
 /// Why a call on a [`BoundedConnection`] returned no answer. The
 /// statement's own error, when Postgres answered with one, is the call's
@@ -59,7 +59,7 @@ impl BoundedConnection {
     }
 
     /// Runs one call (a statement, or one round trip of pipelined ones)
-    /// within [`STORE_TIMEOUT`], on the client as [`PooledClient`] (which
+    /// within [`Postgres::call_timeout`], on the client as [`PooledClient`] (which
     /// knows whether statements may be prepared). What `work` returns is passed through, so
     /// a caller can read a failed statement's error itself; the outer
     /// error is the deadline's.
@@ -67,7 +67,8 @@ impl BoundedConnection {
         &mut self,
         work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, CallError> {
-        self.call_within(STORE_TIMEOUT, work).await
+        let deadline = self.postgres.call_timeout();
+        self.call_within(deadline, work).await
     }
 
     /// [`Self::call`] with another deadline.

@@ -103,7 +103,7 @@ impl RequestLimits {
         let rate = self
             .apps
             .get(app_id)
-            .await
+            .await?
             .rate(Scope::RedeemPerDevice, &self.config);
         let device = Limit::new(LimitKey::redeem_per_device(app_id, device_id), rate);
         let decision = self
@@ -185,12 +185,13 @@ impl AppLimitsCache {
     }
 
     /// The app's own limits. An app that does not exist has none (the call
-    /// fails on its own later); a failed read uses none this once, so that
-    /// a Postgres outage leaves the deployment's defaults in force rather
-    /// than failing the call here.
-    async fn get(&self, app_id: AppId) -> AppLimits {
+    /// fails on its own later). A failed read fails the call: a redemption
+    /// needs Postgres next anyway, and going on would make a caller during a
+    /// partition wait out a second store deadline before the same
+    /// UNAVAILABLE.
+    async fn get(&self, app_id: AppId) -> Result<AppLimits, RegistrationError> {
         if let Some(limits) = self.fresh(app_id) {
-            return limits;
+            return Ok(limits);
         }
         let read_at = Instant::now();
         match self.store.app_limits(app_id).await {
@@ -201,16 +202,9 @@ impl AppLimitsCache {
                     entries.clear();
                 }
                 entries.insert(app_id, (read_at, limits));
-                limits
+                Ok(limits)
             }
-            Err(error) => {
-                tracing::warn!(
-                    %app_id,
-                    error = %devicelink_shared::status::error_chain(&error),
-                    "could not read an app's own limits; applying the defaults"
-                );
-                AppLimits::default()
-            }
+            Err(error) => Err(error.into()),
         }
     }
 

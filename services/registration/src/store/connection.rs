@@ -24,7 +24,7 @@ impl Connection {
         work: impl AsyncFnOnce(&PooledClient<'_>) -> T,
     ) -> Result<T, StoreError> {
         self.0.call(work).await.map_err(|error| match error {
-            CallError::TimedOut(_) => StoreError::timed_out(),
+            CallError::TimedOut(deadline) => StoreError::timed_out(deadline),
             CallError::Retired => StoreError::internal(error.to_string()),
         })
     }
