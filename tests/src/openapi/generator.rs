@@ -9,6 +9,8 @@ use prost_reflect::{
 use serde_json::{Map, Value, json};
 
 use super::comments::{Comments, first_sentence};
+use super::constraints::{constrain, error_responses, output_only, required};
+use super::links::links_from;
 use super::{security_scheme, template_variables};
 
 pub(super) struct Generator {
@@ -122,7 +124,7 @@ impl Generator {
                 "in": "path",
                 "required": true,
                 "description": self.field_description(&field),
-                "schema": self.field_schema(&field),
+                "schema": self.constrained_schema(&field),
             }));
         }
         if body != "*" {
@@ -163,20 +165,39 @@ impl Generator {
             );
         }
         let error_schema = json!({"$ref": "#/components/schemas/google.rpc.Status"});
-        operation.insert(
-            "responses".into(),
-            json!({
-                "200": {
-                    "description": success,
-                    "content": {"application/json": {"schema": response_schema}},
-                },
-                "default": {
-                    "description": "A failure: the gRPC status as JSON, with the HTTP status of its code.",
+        let scheme = security_scheme(service.name(), method.name())?;
+        let mut responses = Map::new();
+        let mut ok = json!({
+            "description": success,
+            "content": {"application/json": {"schema": response_schema}},
+        });
+        if let Some(links) = links_from(operation_id) {
+            ok["links"] = links;
+        }
+        responses.insert("200".into(), ok);
+        let credential = scheme.map(|scheme| match scheme {
+            "apiKey" => "API key",
+            "installToken" => "install token",
+            _ => "admin token",
+        });
+        for (status, description) in error_responses(credential) {
+            responses.insert(
+                status.into(),
+                json!({
+                    "description": description,
                     "content": {"application/json": {"schema": error_schema}},
-                },
+                }),
+            );
+        }
+        responses.insert(
+            "default".into(),
+            json!({
+                "description": "Any other failure: the gRPC status as JSON, with the HTTP status of its code.",
+                "content": {"application/json": {"schema": error_schema}},
             }),
         );
-        let security = match security_scheme(service.name(), method.name())? {
+        operation.insert("responses".into(), Value::Object(responses));
+        let security = match scheme {
             Some(scheme) => json!([{ scheme: [] }]),
             None => json!([]),
         };
@@ -201,15 +222,22 @@ impl Generator {
             "*" => {
                 // The request message less the fields the path carries.
                 let mut properties = Map::new();
-                for field in input.fields() {
-                    if !variables.iter().any(|v| v == field.name()) {
-                        let schema = self.property_schema(&field);
-                        properties.insert(field.name().to_owned(), schema);
-                    }
+                let in_body: Vec<FieldDescriptor> = input
+                    .fields()
+                    .filter(|field| !variables.iter().any(|v| v == field.name()))
+                    .collect();
+                for field in &in_body {
+                    let schema = self.property_schema(field);
+                    properties.insert(field.name().to_owned(), schema);
                 }
+                let required_fields = required(in_body.iter());
                 let required = !properties.is_empty();
+                let mut schema = json!({"type": "object", "properties": properties});
+                if !required_fields.is_empty() {
+                    schema["required"] = json!(required_fields);
+                }
                 (
-                    json!({"type": "object", "properties": properties}),
+                    schema,
                     self.comments.of(&input.parent_file(), input.path()),
                     required,
                 )
@@ -219,7 +247,7 @@ impl Generator {
                     .get_field_by_name(field_name)
                     .ok_or_else(|| format!("{}: no body field {field_name}", method.full_name()))?;
                 (
-                    self.field_schema(&field),
+                    self.constrained_schema(&field),
                     self.field_description(&field),
                     true,
                 )
@@ -268,9 +296,9 @@ impl Generator {
                 _ => out.push(json!({
                     "name": name,
                     "in": "query",
-                    "required": false,
+                    "required": required([&field].into_iter()).len() == 1,
                     "description": self.field_description(&field),
-                    "schema": self.field_schema(&field),
+                    "schema": self.constrained_schema(&field),
                 })),
             }
         }
@@ -281,21 +309,37 @@ impl Generator {
         self.comments.of(&field.parent_file(), field.path())
     }
 
-    /// A field's schema with its comment: a `$ref` is wrapped in `allOf`,
-    /// since OpenAPI 3.0 ignores the siblings of a `$ref`.
+    /// A field's schema with its comment and whether it is output only: a
+    /// `$ref` is wrapped in `allOf`, since OpenAPI 3.0 ignores the siblings
+    /// of a `$ref`.
     fn property_schema(&mut self, field: &FieldDescriptor) -> Value {
-        let schema = self.field_schema(field);
+        let schema = self.constrained_schema(field);
         let description = self.field_description(field);
-        if description.is_empty() {
+        let read_only = output_only(field);
+        if description.is_empty() && !read_only {
             return schema;
         }
-        match schema {
-            Value::Object(mut object) if !object.contains_key("$ref") => {
-                object.insert("description".into(), json!(description));
-                Value::Object(object)
+        let mut object = match schema {
+            Value::Object(object) if !object.contains_key("$ref") => object,
+            reference => {
+                let mut wrapper = Map::new();
+                wrapper.insert("allOf".into(), json!([reference]));
+                wrapper
             }
-            reference => json!({"allOf": [reference], "description": description}),
+        };
+        if !description.is_empty() {
+            object.insert("description".into(), json!(description));
         }
+        if read_only {
+            object.insert("readOnly".into(), json!(true));
+        }
+        Value::Object(object)
+    }
+
+    /// A field's schema with the bounds its proto declares.
+    fn constrained_schema(&mut self, field: &FieldDescriptor) -> Value {
+        let schema = self.field_schema(field);
+        constrain(field, schema)
     }
 
     fn field_schema(&mut self, field: &FieldDescriptor) -> Value {
@@ -378,15 +422,21 @@ impl Generator {
 
     fn message_schema(&mut self, message: &MessageDescriptor) -> Value {
         let mut properties = Map::new();
-        for field in message.fields() {
-            let schema = self.property_schema(&field);
+        let fields: Vec<FieldDescriptor> = message.fields().collect();
+        for field in &fields {
+            let schema = self.property_schema(field);
             properties.insert(field.name().to_owned(), schema);
         }
-        json!({
+        let mut schema = json!({
             "type": "object",
             "description": self.comments.of(&message.parent_file(), message.path()),
             "properties": properties,
-        })
+        });
+        let required_fields = required(fields.iter());
+        if !required_fields.is_empty() {
+            schema["required"] = json!(required_fields);
+        }
+        schema
     }
 
     fn enum_schema(&self, enumeration: &EnumDescriptor) -> Value {

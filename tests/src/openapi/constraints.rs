@@ -1,0 +1,135 @@
+//! What the document says of each field beyond its type: the bounds the
+//! contracts declare (`devicelink_shared::contract`, generated from
+//! `google.api.field_behavior` and `devicelink.v1.rules`), the same
+//! constants the services validate against.
+
+use devicelink_shared::contract::{FieldRule, rule_of};
+use prost_reflect::{FieldDescriptor, Kind};
+use serde_json::{Map, Value, json};
+
+/// The declared rule of `field`.
+pub(super) fn rule(field: &FieldDescriptor) -> Option<&'static FieldRule> {
+    rule_of(field.parent_message().full_name(), field.name())
+}
+
+/// `schema` (a field's, not wrapped) with the field's declared bounds.
+pub(super) fn constrain(field: &FieldDescriptor, schema: Value) -> Value {
+    let Some(rule) = rule(field) else {
+        return schema;
+    };
+    if !rule.accepted_enum_values.is_empty() {
+        let names: Vec<&str> = rule.accepted_enum_values.iter().map(|(_, n)| *n).collect();
+        return json!({"type": "string", "enum": names});
+    }
+    let Value::Object(mut object) = schema else {
+        return schema;
+    };
+    if field.is_list() {
+        if let Some(Value::Object(items)) = object.get_mut("items") {
+            text_bounds(rule, field, items);
+        }
+    } else if matches!(field.kind(), Kind::String) {
+        text_bounds(rule, field, &mut object);
+    } else if let Some(max) = rule.max_value {
+        // A bounded number is sent as a JSON number: the transcoder reads
+        // 64-bit integers from numbers as well as strings.
+        object.insert("type".into(), json!("integer"));
+        object.insert("minimum".into(), json!(0));
+        object.insert("maximum".into(), json!(max));
+    }
+    if let Some(max) = rule.max_json_bytes {
+        object.insert("x-max-json-bytes".into(), json!(max));
+    }
+    Value::Object(object)
+}
+
+fn text_bounds(rule: &FieldRule, field: &FieldDescriptor, schema: &mut Map<String, Value>) {
+    // A text that may be left out may be sent empty, unless the field has
+    // presence (`optional`), where an empty text is a value like any other.
+    let empty_allowed = !rule.required && !field.supports_presence();
+    if !rule.one_of.is_empty() {
+        schema.insert("enum".into(), json!(rule.one_of));
+        return;
+    }
+    let min = rule.min_chars.unwrap_or(0).max(usize::from(rule.required));
+    if min > 0 && !empty_allowed {
+        schema.insert("minLength".into(), json!(min));
+    }
+    if let Some(max) = rule.max_chars {
+        schema.insert("maxLength".into(), json!(max));
+    }
+    // (A field that may be sent empty but, when set, needs more than one
+    // character would need a pattern for its length too; none has such
+    // bounds, and tests/tests/openapi.rs keeps it so.)
+    if let Some(pattern) = rule.charset.map(|charset| charset.pattern()) {
+        let pattern = if empty_allowed && !pattern.starts_with("^[") {
+            format!("^$|{pattern}")
+        } else {
+            pattern
+        };
+        schema.insert("pattern".into(), json!(pattern));
+    }
+}
+
+/// The names of `fields` a request must set.
+pub(super) fn required<'a>(fields: impl Iterator<Item = &'a FieldDescriptor>) -> Vec<String> {
+    fields
+        .filter(|field| rule(field).is_some_and(|rule| rule.required && !rule.output_only))
+        .map(|field| field.name().to_owned())
+        .collect()
+}
+
+/// Whether the service sets `field` and ignores it in requests.
+pub(super) fn output_only(field: &FieldDescriptor) -> bool {
+    rule(field).is_some_and(|rule| rule.output_only)
+}
+
+/// The failures an operation can answer, each with the HTTP status the
+/// transcoder gives its gRPC code (Envoy's mapping, Google's: a
+/// FAILED_PRECONDITION is 400) and a `google.rpc.Status` body.
+pub(super) fn error_responses(credential: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut responses = vec![(
+        "400",
+        "INVALID_ARGUMENT: a field breaks its declared bounds (a `google.rpc.BadRequest` \
+         detail names each), or the body is no JSON of the request; FAILED_PRECONDITION: \
+         the request conflicts with the current state."
+            .to_owned(),
+    )];
+    if let Some(credential) = credential {
+        responses.push((
+            "401",
+            format!("UNAUTHENTICATED: the {credential} is missing, malformed, unknown or no longer valid."),
+        ));
+    }
+    responses.extend([
+        (
+            "403",
+            "PERMISSION_DENIED: the credential may not do this, or the request names another app."
+                .to_owned(),
+        ),
+        (
+            "404",
+            "NOT_FOUND: an unknown, expired or used code; an unknown app, key, user or install."
+                .to_owned(),
+        ),
+        (
+            "409",
+            "ABORTED: the request collided with a concurrent one; retry it.".to_owned(),
+        ),
+        (
+            "429",
+            "RESOURCE_EXHAUSTED: a rate limit refused the call; `retry-after` says when to retry."
+                .to_owned(),
+        ),
+        (
+            "500",
+            "INTERNAL: a bug; nothing of its cause is shown.".to_owned(),
+        ),
+        (
+            "503",
+            "UNAVAILABLE: a store or the service is unreachable; nothing was written: retry."
+                .to_owned(),
+        ),
+    ]);
+    responses
+}
