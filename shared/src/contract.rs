@@ -170,7 +170,7 @@ impl FieldRule {
 
 /// `65536` → `64 KiB`; other sizes in bytes.
 fn describe_bytes(bytes: usize) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} bytes")
@@ -183,15 +183,16 @@ mod tests {
 
     #[test]
     fn declarations_reach_the_rules() {
-        let version = rules::APP_INFO_APP_VERSION;
-        assert!(version.required);
+        let version = rule_of("devicelink.v1.AppInfo", "app_version").expect("declared");
+        assert!(version.required && !version.output_only);
         assert_eq!(version.max_chars, Some(64));
         assert_eq!(version.charset, Some(Charset::Token));
         assert_eq!(
             rules::DEVICE_INFO_PLATFORM.accepted_enum_values,
             [(1, "PLATFORM_IOS"), (2, "PLATFORM_ANDROID")]
         );
-        assert!(rules::CREATE_USER_RESPONSE_INSTALL_TOKEN.output_only);
+        let token = rule_of("devicelink.v1.CreateUserResponse", "install_token").expect("declared");
+        assert!(token.output_only && !token.required);
         assert_eq!(
             rule_of("devicelink.v1.MintAuthCodeRequest", "external_id"),
             Some(&rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID)

@@ -79,7 +79,7 @@ fn probes(rule: &FieldRule, is_message: bool) -> Vec<(String, Probe, bool)> {
     }
     if !rule.accepted_enum_values.is_empty() {
         for (number, name) in rule.accepted_enum_values {
-            add(format!("{name}"), Probe::Enum(*number), true);
+            add((*name).to_owned(), Probe::Enum(*number), true);
         }
         let beyond = rule
             .accepted_enum_values
