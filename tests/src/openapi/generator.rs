@@ -13,6 +13,12 @@ use super::constraints::{constrain, error_responses, output_only, required};
 use super::links::links_from;
 use super::{security_scheme, template_variables};
 
+/// What the transcoder asks of a request object's keys: it skips a name
+/// the message does not have, but refuses an empty one.
+fn named() -> Value {
+    json!({"minLength": 1})
+}
+
 pub(super) struct Generator {
     http: ExtensionDescriptor,
     pub(super) comments: Comments,
@@ -232,7 +238,11 @@ impl Generator {
                 }
                 let required_fields = required(in_body.iter());
                 let required = !properties.is_empty();
-                let mut schema = json!({"type": "object", "properties": properties});
+                let mut schema = json!({
+                    "type": "object",
+                    "properties": properties,
+                    "propertyNames": named(),
+                });
                 if !required_fields.is_empty() {
                     schema["required"] = json!(required_fields);
                 }
@@ -309,14 +319,17 @@ impl Generator {
         self.comments.of(&field.parent_file(), field.path())
     }
 
-    /// A field's schema with its comment and whether it is output only: a
-    /// `$ref` is wrapped in `allOf`, since OpenAPI 3.0 ignores the siblings
-    /// of a `$ref`.
+    /// A field's schema with its comment, whether it is output only and
+    /// whether it takes `null`: a `$ref` is wrapped in `allOf`, since tools
+    /// written for OpenAPI 3.0 ignore the siblings of a `$ref`.
     fn property_schema(&mut self, field: &FieldDescriptor) -> Value {
         let schema = self.constrained_schema(field);
         let description = self.field_description(field);
         let read_only = output_only(field);
-        if description.is_empty() && !read_only {
+        // The protobuf JSON mapping reads `null` as the field's default:
+        // a field that may be left out may be sent as `null` too.
+        let nullable = !read_only && required([field].into_iter()).is_empty();
+        if description.is_empty() && !read_only && !nullable {
             return schema;
         }
         let mut object = match schema {
@@ -332,6 +345,9 @@ impl Generator {
         }
         if read_only {
             object.insert("readOnly".into(), json!(true));
+        }
+        if nullable {
+            allow_null(&mut object);
         }
         Value::Object(object)
     }
@@ -431,6 +447,7 @@ impl Generator {
             "type": "object",
             "description": self.comments.of(&message.parent_file(), message.path()),
             "properties": properties,
+            "propertyNames": named(),
         });
         let required_fields = required(fields.iter());
         if !required_fields.is_empty() {
@@ -459,6 +476,21 @@ impl Generator {
     }
 }
 
+/// `schema` that also takes `null` (OpenAPI 3.1: JSON Schema's `null`
+/// type): a `$ref` wrapped in `allOf` becomes an `anyOf` with `null`.
+fn allow_null(schema: &mut Map<String, Value>) {
+    if let Some(Value::String(kind)) = schema.get("type").cloned() {
+        schema.insert("type".into(), json!([kind, "null"]));
+        if let Some(Value::Array(values)) = schema.get_mut("enum") {
+            values.push(Value::Null);
+        }
+    } else if let Some(reference) = schema.remove("allOf") {
+        let mut alternatives = reference.as_array().cloned().unwrap_or_default();
+        alternatives.push(json!({"type": "null"}));
+        schema.insert("anyOf".into(), Value::Array(alternatives));
+    }
+}
+
 /// A field path (`device.model`) in `message`.
 fn resolve_field(message: &MessageDescriptor, path: &str) -> Option<FieldDescriptor> {
     let (head, rest) = match path.split_once('.') {
@@ -479,7 +511,7 @@ fn well_known(full_name: &str) -> Option<Value> {
     let nullable = |schema: Value| {
         let mut schema = schema;
         if let Value::Object(object) = &mut schema {
-            object.insert("nullable".into(), json!(true));
+            allow_null(object);
         }
         schema
     };

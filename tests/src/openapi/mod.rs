@@ -74,7 +74,7 @@ pub fn generate(descriptor_set: &[u8]) -> Result<String, String> {
         .map(|(path, operations)| (path, Value::Object(operations)))
         .collect();
     let document = json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "devicelink REST API",
             "version": "v1",
