@@ -104,6 +104,8 @@ struct Rules {
     one_of: Vec<String>,
     #[prost(uint32, optional, tag = "7")]
     max_json_bytes: Option<u32>,
+    #[prost(bool, tag = "8")]
+    storable_json: bool,
 }
 
 /// The Rust source of one `FieldRule` constant per field of every message
@@ -211,7 +213,8 @@ fn write_message(
              message: {full_name:?},\n    field: {field:?},\n    required: {required},\n    \
              output_only: {output_only},\n    min_chars: {min_chars:?},\n    max_chars: {max_chars:?},\n    \
              charset: {charset},\n    max_value: {max_value:?},\n    accepted_enum_values: &[{accepted_enum_values}],\n    \
-             one_of: &{one_of:?},\n    max_json_bytes: {max_json_bytes:?},\n}};\n\n",
+             one_of: &{one_of:?},\n    max_json_bytes: {max_json_bytes:?},\n    \
+             storable_json: {storable_json},\n}};\n\n",
             field = field.name,
             required = behavior(REQUIRED),
             output_only = behavior(OUTPUT_ONLY),
@@ -220,6 +223,7 @@ fn write_message(
             max_value = rules.max_value,
             one_of = rules.one_of,
             max_json_bytes = rules.max_json_bytes.map(|n| n as usize),
+            storable_json = rules.storable_json,
         );
         names.push(constant);
     }

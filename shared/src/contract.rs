@@ -38,6 +38,9 @@ pub struct FieldRule {
     pub one_of: &'static [&'static str],
     /// The most bytes of a `Struct` once encoded as compact JSON.
     pub max_json_bytes: Option<usize>,
+    /// A `Struct` whose keys, however deep, are not empty, and whose keys
+    /// and texts hold no U+0000 (see [`FieldRule::storable_json`]).
+    pub storable_json: bool,
 }
 
 /// The generated constants, one per field: `APP_INFO_APP_VERSION` is
@@ -68,6 +71,7 @@ impl FieldRule {
             || !self.accepted_enum_values.is_empty()
             || !self.one_of.is_empty()
             || self.max_json_bytes.is_some()
+            || self.storable_json
     }
 
     /// Checks a text field named `path` in the request (`device.model`):
@@ -168,6 +172,45 @@ impl FieldRule {
     }
 }
 
+impl FieldRule {
+    /// Checks a `Struct` field, given as JSON, against `storable_json`:
+    /// Envoy's transcoder cannot print an object with an empty key (it
+    /// fails on every response that would carry it), and Postgres's `jsonb`
+    /// cannot store U+0000.
+    pub fn storable_json(
+        &self,
+        path: &str,
+        json: &serde_json::Value,
+    ) -> Result<(), FieldViolation> {
+        if !self.storable_json {
+            return Ok(());
+        }
+        match unstorable(json) {
+            Some(problem) => Err(FieldViolation::new(path, problem)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What makes `json` unstorable, if anything.
+fn unstorable(json: &serde_json::Value) -> Option<&'static str> {
+    const NUL: &str = "must not contain U+0000";
+    match json {
+        serde_json::Value::String(text) if text.contains('\0') => Some(NUL),
+        serde_json::Value::Array(values) => values.iter().find_map(unstorable),
+        serde_json::Value::Object(object) => object.iter().find_map(|(key, value)| {
+            if key.is_empty() {
+                Some("must not have an empty key")
+            } else if key.contains('\0') {
+                Some(NUL)
+            } else {
+                unstorable(value)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// `65536` → `64 KiB`; other sizes in bytes.
 fn describe_bytes(bytes: usize) -> String {
     if bytes.is_multiple_of(1024) {
@@ -197,6 +240,21 @@ mod tests {
             rule_of("devicelink.v1.MintAuthCodeRequest", "external_id"),
             Some(&rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID)
         );
+    }
+
+    #[test]
+    fn sdk_configs_must_be_storable_and_printable() {
+        let rule = rules::SET_SDK_CONFIG_REQUEST_SDK_CONFIG;
+        let check = |json: serde_json::Value| rule.storable_json("sdk_config", &json);
+        assert!(check(serde_json::json!({"a": {"b": [1, "é", null]}})).is_ok());
+        for bad in [
+            serde_json::json!({"": 1}),
+            serde_json::json!({"a": [{"": 1}]}),
+            serde_json::json!({"a": "x\u{0}"}),
+            serde_json::json!({"a\u{0}": 1}),
+        ] {
+            assert!(check(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

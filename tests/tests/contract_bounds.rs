@@ -31,6 +31,8 @@ enum Probe {
     List(Vec<String>),
     /// A `Struct` that is exactly this many bytes as compact JSON.
     JsonBytes(usize),
+    /// A `Struct` of this JSON object.
+    Json(serde_json::Value),
 }
 
 impl Probe {
@@ -100,11 +102,22 @@ fn probes(rule: &FieldRule, is_message: bool) -> Vec<(String, Probe, bool)> {
     }
     if let Some(max) = rule.max_json_bytes {
         add(format!("{max} JSON bytes"), Probe::JsonBytes(max), true);
-        add(
-            format!("{} JSON bytes", max + 1),
-            Probe::JsonBytes(max + 1),
-            false,
-        );
+        let over = max + 1;
+        add(format!("{over} JSON bytes"), Probe::JsonBytes(over), false);
+    }
+    if rule.storable_json {
+        let inside = serde_json::json!({"k": {"é 日": [1, "x", null, {"a": true}]}});
+        add(format!("{inside}"), Probe::Json(inside), true);
+        for outside in [
+            serde_json::json!({"": 1}),
+            serde_json::json!({"k": [{"": 1}]}),
+            serde_json::json!({"k": "a\u{0}b"}),
+            serde_json::json!({"k\u{0}": 1}),
+        ] {
+            add(format!("{outside}"), Probe::Json(outside), false);
+        }
+    }
+    if rule.max_json_bytes.is_some() || rule.storable_json {
         return probes;
     }
     if !rule.one_of.is_empty() {
@@ -215,6 +228,32 @@ struct Setup {
     env: TestEnv,
     app_id: String,
     api_key: String,
+}
+
+/// `json` as a protobuf `Value`.
+fn protobuf_value(json: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(values) => Kind::ListValue(prost_types::ListValue {
+            values: values.iter().map(protobuf_value).collect(),
+        }),
+        serde_json::Value::Object(object) => Kind::StructValue(protobuf_struct(object)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a protobuf `Struct`.
+fn protobuf_struct(object: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: object
+            .iter()
+            .map(|(key, value)| (key.clone(), protobuf_value(value)))
+            .collect(),
+    }
 }
 
 /// A `Struct` that is `bytes` long as compact JSON: `{"k":"xx…"}`.
@@ -376,6 +415,9 @@ async fn admin_call(
             };
             match probe {
                 Probe::JsonBytes(bytes) => request.sdk_config = Some(struct_of_json_bytes(*bytes)),
+                Probe::Json(serde_json::Value::Object(object)) => {
+                    request.sdk_config = Some(protobuf_struct(object));
+                }
                 _ => request.app_id = probe.text(),
             }
             ok(admin.set_sdk_config(authorized(request, admin_token)).await)
@@ -456,7 +498,8 @@ fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether `rule`'s field is a message, whose one bound can be REQUIRED.
+/// Whether `rule`'s field is a message, whose one bound can be REQUIRED;
+/// a `Struct` is JSON, with bounds of its own.
 fn is_message_field(pool: &DescriptorPool, rule: &FieldRule) -> bool {
     let message = pool
         .get_message_by_name(rule.message)
@@ -464,7 +507,7 @@ fn is_message_field(pool: &DescriptorPool, rule: &FieldRule) -> bool {
     let field = message
         .get_field_by_name(rule.field)
         .expect("the rule's field");
-    matches!(field.kind(), Kind::Message(_))
+    matches!(field.kind(), Kind::Message(m) if m.full_name() != "google.protobuf.Struct")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

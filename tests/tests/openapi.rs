@@ -231,6 +231,13 @@ fn the_document_states_every_declared_bound() {
         if let Some(max) = rule.max_json_bytes {
             assert_eq!(text["x-max-json-bytes"], json!(max), "{name}: {schema}");
         }
+        if rule.storable_json {
+            assert_eq!(text["propertyNames"]["minLength"], 1, "{name}: {schema}");
+            let values = text["additionalProperties"]["$ref"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(values.ends_with("StorableJsonValue"), "{name}: {schema}");
+        }
         // An empty text the service takes as "unset" must be one the
         // document allows; a bound the pattern cannot carry then is refused.
         assert!(

@@ -40,7 +40,37 @@ pub(super) fn constrain(field: &FieldDescriptor, schema: Value) -> Value {
     if let Some(max) = rule.max_json_bytes {
         object.insert("x-max-json-bytes".into(), json!(max));
     }
+    if rule.storable_json {
+        object.insert("propertyNames".into(), storable_key());
+        object.insert(
+            "additionalProperties".into(),
+            json!({"$ref": format!("#/components/schemas/{STORABLE_JSON}")}),
+        );
+    }
     Value::Object(object)
+}
+
+/// The component a `storable_json` field's values refer to.
+pub(super) const STORABLE_JSON: &str = "devicelink.StorableJsonValue";
+
+fn storable_key() -> Value {
+    json!({"minLength": 1, "pattern": "^[^\\u0000]*$"})
+}
+
+/// Any JSON value a `storable_json` field may hold, at any depth.
+pub(super) fn storable_json_schema() -> Value {
+    let this = json!({"$ref": format!("#/components/schemas/{STORABLE_JSON}")});
+    json!({
+        "description": "Any JSON value whose object keys are not empty and whose keys and texts \
+                        hold no U+0000 (`storable_json`): the gateway cannot print an empty key, \
+                        Postgres cannot store U+0000.",
+        "anyOf": [
+            {"type": ["number", "boolean", "null"]},
+            {"type": "string", "pattern": "^[^\\u0000]*$"},
+            {"type": "array", "items": this},
+            {"type": "object", "propertyNames": storable_key(), "additionalProperties": this},
+        ],
+    })
 }
 
 fn text_bounds(rule: &FieldRule, field: &FieldDescriptor, schema: &mut Map<String, Value>) {

@@ -223,7 +223,9 @@ impl Generator {
             "*" if variables.is_empty() => (
                 self.message_ref(input),
                 self.comments.of(&input.parent_file(), input.path()),
-                input.fields().len() > 0,
+                // Without a body every field is left out: a body is
+                // required when one of them is.
+                !required(input.fields().collect::<Vec<_>>().iter()).is_empty(),
             ),
             "*" => {
                 // The request message less the fields the path carries.
@@ -237,7 +239,7 @@ impl Generator {
                     properties.insert(field.name().to_owned(), schema);
                 }
                 let required_fields = required(in_body.iter());
-                let required = !properties.is_empty();
+                let required = !required_fields.is_empty();
                 let mut schema = json!({
                     "type": "object",
                     "properties": properties,
@@ -259,7 +261,7 @@ impl Generator {
                 (
                     self.constrained_schema(&field),
                     self.field_description(&field),
-                    true,
+                    !required([&field].into_iter()).is_empty(),
                 )
             }
         };

@@ -68,7 +68,14 @@ pub fn generate(descriptor_set: &[u8]) -> Result<String, String> {
         })?;
         generator.message_ref(&message);
     }
-    let schemas = generator.schemas()?;
+    let mut schemas = generator.schemas()?;
+    let storable = format!("#/components/schemas/{}", constraints::STORABLE_JSON);
+    if serde_json::to_string(&generator.paths).is_ok_and(|text| text.contains(&storable)) {
+        schemas.insert(
+            constraints::STORABLE_JSON.to_owned(),
+            constraints::storable_json_schema(),
+        );
+    }
     let paths: Map<String, Value> = std::mem::take(&mut generator.paths)
         .into_iter()
         .map(|(path, operations)| (path, Value::Object(operations)))

@@ -356,10 +356,10 @@ impl AdminHandler {
     ) -> Result<pb::SetSdkConfigResponse, RegistrationError> {
         let app_id = app_id(&rules::SET_SDK_CONFIG_REQUEST_APP_ID, &request.app_id)?;
         let config = struct_to_json(&request.sdk_config.clone().unwrap_or_default());
+        let rule = rules::SET_SDK_CONFIG_REQUEST_SDK_CONFIG;
         let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
-        rules::SET_SDK_CONFIG_REQUEST_SDK_CONFIG
-            .json_size("sdk_config", encoded_len)
-            .map_err(invalid)?;
+        rule.json_size("sdk_config", encoded_len).map_err(invalid)?;
+        rule.storable_json("sdk_config", &config).map_err(invalid)?;
         if !self.store.set_sdk_config(app_id, &config).await? {
             return Err(app_not_found(app_id));
         }
