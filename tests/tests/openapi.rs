@@ -89,7 +89,8 @@ fn operations_carry_the_contract() {
     let sdk_config = &paths["/v1/admin/apps/{app_id}/sdk-config"]["put"];
     assert_eq!(
         sdk_config["requestBody"]["content"]["application/json"]["schema"]["type"],
-        "object"
+        json!(["object", "null"]),
+        "a null body leaves the configuration empty"
     );
     let watch = &paths["/v1/install/status:watch"]["get"];
     assert_eq!(
@@ -204,9 +205,23 @@ fn the_document_states_every_declared_bound() {
         if rule.output_only {
             assert_eq!(schema["readOnly"], true, "{name}: readOnly {schema}");
         }
-        // `type` is a name, or a name and "null" for a field that takes null.
+        // `type` is a name, or a name and "null" for a field that takes null;
+        // the bounds are on the first alternative of an `anyOf`, and on a
+        // list's elements.
         let is_array = schema["type"] == "array" || schema["type"][0] == "array";
-        let text = if is_array { &schema["items"] } else { &schema };
+        let text = if is_array {
+            match schema["items"]["$ref"].as_str() {
+                Some(element) => {
+                    let element = element.trim_start_matches("#/components/schemas/");
+                    document["components"]["schemas"][element]["anyOf"][0].clone()
+                }
+                None => schema["items"].clone(),
+            }
+        } else if let Some(first) = schema["anyOf"].get(0) {
+            first.clone()
+        } else {
+            schema.clone()
+        };
         if let Some(max) = rule.max_chars {
             assert_eq!(text["maxLength"], json!(max), "{name}: {schema}");
         }
@@ -227,6 +242,27 @@ fn the_document_states_every_declared_bound() {
         }
         if let Some(max) = rule.max_value {
             assert_eq!(text["maximum"], json!(max), "{name}: {schema}");
+            // The number as text, as the transcoder also reads it.
+            let pattern = schema["anyOf"][1]["pattern"].as_str().expect("a text form");
+            let pattern = regex::Regex::new(pattern).expect("the pattern compiles");
+            for n in [
+                0,
+                1,
+                9,
+                10,
+                99,
+                max / 2,
+                max - 1,
+                max,
+                max + 1,
+                max * 10,
+                u64::MAX,
+            ] {
+                for text in [n.to_string(), format!("+{n}"), format!("00{n}")] {
+                    assert_eq!(pattern.is_match(&text), n <= max, "{name}: {text}");
+                }
+            }
+            assert!(!pattern.is_match("-0") && !pattern.is_match(" 5") && !pattern.is_match("5.0"));
         }
         if let Some(max) = rule.max_json_bytes {
             assert_eq!(text["x-max-json-bytes"], json!(max), "{name}: {schema}");

@@ -18,8 +18,16 @@ pub(super) fn constrain(field: &FieldDescriptor, schema: Value) -> Value {
         return schema;
     };
     if !rule.accepted_enum_values.is_empty() {
+        // The transcoder reads an enum from its name, its number, or its
+        // number as text; the names come first for generated clients.
         let names: Vec<&str> = rule.accepted_enum_values.iter().map(|(_, n)| *n).collect();
-        return json!({"type": "string", "enum": names});
+        let numbers: Vec<i32> = rule.accepted_enum_values.iter().map(|(n, _)| *n).collect();
+        let texts: Vec<String> = numbers.iter().map(i32::to_string).collect();
+        return json!({"anyOf": [
+            {"type": "string", "enum": names},
+            {"type": "integer", "enum": numbers},
+            {"type": "string", "enum": texts},
+        ]});
     }
     let Value::Object(mut object) = schema else {
         return schema;
@@ -31,11 +39,12 @@ pub(super) fn constrain(field: &FieldDescriptor, schema: Value) -> Value {
     } else if matches!(field.kind(), Kind::String) {
         text_bounds(rule, field, &mut object);
     } else if let Some(max) = rule.max_value {
-        // A bounded number is sent as a JSON number: the transcoder reads
-        // 64-bit integers from numbers as well as strings.
-        object.insert("type".into(), json!("integer"));
-        object.insert("minimum".into(), json!(0));
-        object.insert("maximum".into(), json!(max));
+        // The transcoder reads a 64-bit integer from a JSON number or from
+        // its decimal text (`+` and leading zeros allowed).
+        return json!({"anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": max},
+            {"type": "string", "pattern": format!("^\\+?0*(?:{})$", decimal_at_most(max))},
+        ]});
     }
     if let Some(max) = rule.max_json_bytes {
         object.insert("x-max-json-bytes".into(), json!(max));
@@ -48,6 +57,30 @@ pub(super) fn constrain(field: &FieldDescriptor, schema: Value) -> Value {
         );
     }
     Value::Object(object)
+}
+
+/// A regular expression of the decimal numbers from 0 to `max`, without
+/// leading zeros.
+pub(super) fn decimal_at_most(max: u64) -> String {
+    let digits: Vec<u32> = max
+        .to_string()
+        .chars()
+        .filter_map(|c| c.to_digit(10))
+        .collect();
+    let mut alternatives = Vec::new();
+    if digits.len() > 1 {
+        alternatives.push(format!("[0-9]{{1,{}}}", digits.len() - 1));
+    }
+    for (index, digit) in digits.iter().enumerate() {
+        let lowest = u32::from(index == 0 && digits.len() > 1);
+        if *digit > lowest {
+            let prefix: String = digits[..index].iter().map(u32::to_string).collect();
+            let rest = digits.len() - index - 1;
+            alternatives.push(format!("{prefix}[{lowest}-{}][0-9]{{{rest}}}", digit - 1));
+        }
+    }
+    alternatives.push(max.to_string());
+    alternatives.join("|")
 }
 
 /// The component a `storable_json` field's values refer to.

@@ -26,6 +26,9 @@ pub(super) struct Generator {
     pub(super) paths: BTreeMap<String, Map<String, Value>>,
     /// Messages and enums the document refers to, by full name.
     referenced: BTreeSet<String>,
+    /// Schemas of the generator's own making: the elements of repeated
+    /// request fields.
+    pub(super) own_schemas: BTreeMap<String, Value>,
     pool: DescriptorPool,
 }
 
@@ -39,6 +42,7 @@ impl Generator {
             comments: Comments::new(pool),
             paths: BTreeMap::new(),
             referenced: BTreeSet::new(),
+            own_schemas: BTreeMap::new(),
             pool: pool.clone(),
         })
     }
@@ -258,11 +262,15 @@ impl Generator {
                 let field = input
                     .get_field_by_name(field_name)
                     .ok_or_else(|| format!("{}: no body field {field_name}", method.full_name()))?;
-                (
-                    self.constrained_schema(&field),
-                    self.field_description(&field),
-                    !required([&field].into_iter()).is_empty(),
-                )
+                let required = !required([&field].into_iter()).is_empty();
+                let mut schema = self.constrained_schema(&field);
+                if let Value::Object(object) = &mut schema
+                    && !required
+                {
+                    // A `null` body leaves the field out.
+                    allow_null(object);
+                }
+                (schema, self.field_description(&field), required)
             }
         };
         Ok(Some(json!({
@@ -354,10 +362,29 @@ impl Generator {
         Value::Object(object)
     }
 
-    /// A field's schema with the bounds its proto declares.
+    /// A field's schema with the bounds its proto declares. The elements
+    /// of a repeated request field are a schema of their own: the
+    /// transcoder skips a `null` element and flattens nested arrays.
     fn constrained_schema(&mut self, field: &FieldDescriptor) -> Value {
-        let schema = self.field_schema(field);
-        constrain(field, schema)
+        let mut schema = constrain(field, self.field_schema(field));
+        if field.is_list() && !output_only(field) {
+            let name = format!(
+                "{}.{}.element",
+                field.parent_message().full_name(),
+                field.name()
+            );
+            let this = json!({"$ref": format!("#/components/schemas/{name}")});
+            let element = json!({
+                "description": format!(
+                    "An element of `{}`: the transcoder skips `null` and flattens nested arrays.",
+                    field.name()
+                ),
+                "anyOf": [schema["items"].take(), {"type": "null"}, {"type": "array", "items": this}],
+            });
+            self.own_schemas.insert(name, element);
+            schema["items"] = this;
+        }
+        schema
     }
 
     fn field_schema(&mut self, field: &FieldDescriptor) -> Value {
@@ -479,7 +506,8 @@ impl Generator {
 }
 
 /// `schema` that also takes `null` (OpenAPI 3.1: JSON Schema's `null`
-/// type): a `$ref` wrapped in `allOf` becomes an `anyOf` with `null`.
+/// type): a `$ref`, bare or wrapped in `allOf`, becomes an `anyOf` with
+/// `null`, and an `anyOf` gains it.
 fn allow_null(schema: &mut Map<String, Value>) {
     if let Some(Value::String(kind)) = schema.get("type").cloned() {
         schema.insert("type".into(), json!([kind, "null"]));
@@ -490,6 +518,13 @@ fn allow_null(schema: &mut Map<String, Value>) {
         let mut alternatives = reference.as_array().cloned().unwrap_or_default();
         alternatives.push(json!({"type": "null"}));
         schema.insert("anyOf".into(), Value::Array(alternatives));
+    } else if let Some(Value::Array(alternatives)) = schema.get_mut("anyOf") {
+        alternatives.push(json!({"type": "null"}));
+    } else if let Some(reference) = schema.remove("$ref") {
+        schema.insert(
+            "anyOf".into(),
+            json!([{"$ref": reference}, {"type": "null"}]),
+        );
     }
 }
 

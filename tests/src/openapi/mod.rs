@@ -69,6 +69,7 @@ pub fn generate(descriptor_set: &[u8]) -> Result<String, String> {
         generator.message_ref(&message);
     }
     let mut schemas = generator.schemas()?;
+    schemas.extend(std::mem::take(&mut generator.own_schemas));
     let storable = format!("#/components/schemas/{}", constraints::STORABLE_JSON);
     if serde_json::to_string(&generator.paths).is_ok_and(|text| text.contains(&storable)) {
         schemas.insert(
