@@ -10,13 +10,21 @@
 //! detail of a type it does not know makes it give up the JSON body. Their
 //! generated code goes unused.
 //!
+//! It also writes the fields' declared bounds as Rust constants
+//! (build_field_rules.rs), which `crate::contract` includes: the services
+//! validate against them, and the OpenAPI generator reads the same ones.
+//!
 //! It also records the git commit being built, for the
 //! `devicelink_build_info` metric (see [`build_commit`]).
 
 use std::path::PathBuf;
 
+#[path = "build_field_rules.rs"]
+mod field_rules;
+
 const PROTO_ROOT: &str = "../proto";
 const PROTO_FILES: &[&str] = &[
+    "devicelink/v1/field_rules.proto",
     "devicelink/v1/install.proto",
     "devicelink/v1/authcode.proto",
     "devicelink/v1/registration.proto",
@@ -36,9 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Encoded by protox itself: prost would drop the `google.api.http`
     // extension options that reflection clients and the gateway need.
+    let descriptor_set = compiler.encode_file_descriptor_set();
+    std::fs::write(out_dir.join("devicelink_descriptor.bin"), &descriptor_set)?;
+    // The fields' declared bounds, for `crate::contract`.
     std::fs::write(
-        out_dir.join("devicelink_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
+        out_dir.join("field_rules.rs"),
+        field_rules::generate(&descriptor_set)?,
     )?;
 
     tonic_prost_build::configure()

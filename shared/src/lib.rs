@@ -30,6 +30,7 @@ pub mod api_key;
 pub mod auth_code;
 pub mod code_record_seal;
 pub mod config;
+pub mod contract;
 pub mod hardening;
 pub mod limits;
 pub mod metrics_catalog;

@@ -3,6 +3,9 @@
 
 use uuid::Uuid;
 
+use crate::contract::{FieldRule, rules};
+use crate::limits::Rate;
+
 /// One field that failed validation, named as in the proto (`device.model`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -28,7 +31,10 @@ impl std::fmt::Display for FieldViolation {
     }
 }
 
-/// Which characters a text field may hold.
+/// What a text field may hold: the meaning of each `devicelink.v1.Charset`
+/// of proto/devicelink/v1/field_rules.proto, as the services check it
+/// ([`Charset::check`]) and as the OpenAPI document states it
+/// ([`Charset::pattern`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charset {
     /// Any character but control characters; spaces allowed.
@@ -37,14 +43,40 @@ pub enum Charset {
     Token,
     /// Letters, digits, `.`, `-` and `_`, such as bundle ids.
     Identifier,
+    /// Lower-case base32 (`a-z`, `2-7`), as codes and key ids are written.
+    Base32,
+    /// A UUID in any form [`Uuid::try_parse`] reads.
+    Uuid,
+    /// A rate in the operators' syntax, or `off` ([`Rate::parse_setting`]).
+    Rate,
 }
 
+/// Unicode White_Space, what `str::trim` removes around a rate's parts.
+const WHITE_SPACE: &str = r"[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*";
+/// A rate's count or burst as `u32::from_str` reads it, 1 to 1000000
+/// ([`crate::limits::MAX_COUNT`]).
+const COUNT: &str = r"\+?0*(?:[1-9][0-9]{0,5}|1000000)";
+/// Hex digits of a UUID.
+const HEX: &str = "[0-9A-Fa-f]";
+
 impl Charset {
-    fn allows(self, c: char) -> bool {
-        match self {
-            Self::Printable => !c.is_control(),
-            Self::Token => c.is_ascii_graphic(),
-            Self::Identifier => c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'),
+    /// Whether `value` is of this set; if not, what it must be, readable by
+    /// a person.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let allowed = match self {
+            Self::Printable => value.chars().all(|c| !c.is_control()),
+            Self::Token => value.chars().all(|c| c.is_ascii_graphic()),
+            Self::Identifier => value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+            Self::Base32 => crate::secret::is_base32(value),
+            Self::Uuid => Uuid::try_parse(value).is_ok(),
+            Self::Rate => return Rate::parse_setting(value).map(drop),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(self.describe().to_owned())
         }
     }
 
@@ -53,12 +85,40 @@ impl Charset {
             Self::Printable => "must not contain control characters",
             Self::Token => "must be printable ASCII without spaces",
             Self::Identifier => "may only contain letters, digits, '.', '-' and '_'",
+            Self::Base32 => "may only contain a-z and 2-7",
+            Self::Uuid => "must be a UUID",
+            Self::Rate => "expected `<count>/<s|min|h>[,burst=<n>]` or `off`",
+        }
+    }
+
+    /// An ECMA-262 regular expression (as OpenAPI's `pattern` is) that
+    /// matches exactly the texts [`Charset::check`] accepts. Written with
+    /// `\uXXXX` escapes and no flags, so Python's `re` and Rust's `regex`
+    /// read it the same way.
+    pub fn pattern(self) -> String {
+        match self {
+            Self::Printable => r"^[^\u0000-\u001F\u007F-\u009F]*$".to_owned(),
+            Self::Token => "^[!-~]*$".to_owned(),
+            Self::Identifier => "^[A-Za-z0-9._-]*$".to_owned(),
+            Self::Base32 => "^[a-z2-7]*$".to_owned(),
+            Self::Uuid => {
+                let hyphenated = format!("{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}");
+                format!(r"^(?:{HEX}{{32}}|{hyphenated}|\{{{hyphenated}\}}|urn:uuid:{hyphenated})$")
+            }
+            Self::Rate => {
+                let ws = WHITE_SPACE;
+                format!(
+                    "^{ws}(?:[oO][fF][fF]|{COUNT}{ws}/{ws}(?:s|min|h){ws}\
+                     (?:,{ws}burst{ws}={ws}{COUNT})?){ws}$"
+                )
+            }
         }
     }
 }
 
 /// Checks a required text field: non-empty, at most `max_chars` characters,
-/// every character allowed by `charset`.
+/// every character allowed by `charset`. Request fields are checked by
+/// their declared rule ([`crate::contract::FieldRule::text`]) instead.
 pub fn text(
     field: &str,
     value: &str,
@@ -74,9 +134,9 @@ pub fn text(
             format!("must be at most {max_chars} characters"),
         ));
     }
-    if !value.chars().all(|c| charset.allows(c)) {
-        return Err(FieldViolation::new(field, charset.describe()));
-    }
+    charset
+        .check(value)
+        .map_err(|description| FieldViolation::new(field, description))?;
     Ok(value.to_owned())
 }
 
@@ -97,6 +157,27 @@ impl AppId {
     pub fn parse(field: &str, value: &str) -> Result<Self, FieldViolation> {
         uuid(field, value).map(Self)
     }
+
+    /// Parses the request field at `path` by its declared `rule`:
+    /// `Ok(None)` when it may be and is left empty.
+    pub fn parse_declared(
+        rule: &FieldRule,
+        path: &str,
+        value: &str,
+    ) -> Result<Option<Self>, FieldViolation> {
+        rule.text(path, value)?
+            .map(|text| Self::parse(path, text))
+            .transpose()
+    }
+
+    /// Parses the required request field at `path` by its declared `rule`.
+    pub fn parse_required(
+        rule: &FieldRule,
+        path: &str,
+        value: &str,
+    ) -> Result<Self, FieldViolation> {
+        Self::parse(path, &rule.required_text(path, value)?)
+    }
 }
 
 impl std::fmt::Display for AppId {
@@ -111,12 +192,27 @@ impl std::fmt::Display for AppId {
 pub struct ExternalId(String);
 
 impl ExternalId {
-    /// The longest external id accepted, in characters.
-    pub const MAX_CHARS: usize = 256;
+    /// The longest external id accepted, in characters: as
+    /// `MintAuthCodeRequest.external_id`, where external ids come in,
+    /// declares it.
+    pub const MAX_CHARS: usize = match rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID.max_chars {
+        Some(max) => max,
+        None => usize::MAX,
+    };
 
-    /// Parses the external id field named `field`.
+    /// Parses the external id field named `field`, by the rule of
+    /// `MintAuthCodeRequest.external_id`.
     pub fn parse(field: &str, value: &str) -> Result<Self, FieldViolation> {
-        text(field, value, Self::MAX_CHARS, Charset::Printable).map(Self)
+        Self::parse_declared(&rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID, field, value)
+    }
+
+    /// Parses the request field at `path` by its declared `rule`.
+    pub fn parse_declared(
+        rule: &FieldRule,
+        path: &str,
+        value: &str,
+    ) -> Result<Self, FieldViolation> {
+        rule.required_text(path, value).map(Self)
     }
 
     /// The id's text.

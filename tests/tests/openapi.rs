@@ -1,11 +1,14 @@
 //! The descriptor set carries what the gateway needs, and the committed
 //! OpenAPI document matches the protos and describes every public method
-//! with its credential, body and parameters.
+//! with its credential, body and parameters, and every bound the protos
+//! declare.
 
 use std::path::Path;
 
 use devicelink_e2e::openapi::{PACKAGE, generate};
+use devicelink_shared::contract::{FieldRule, rules};
 use devicelink_shared::pb::FILE_DESCRIPTOR_SET;
+use devicelink_shared::validate::Charset;
 use prost_reflect::DescriptorPool;
 use serde_json::{Value, json};
 
@@ -86,7 +89,8 @@ fn operations_carry_the_contract() {
     let sdk_config = &paths["/v1/admin/apps/{app_id}/sdk-config"]["put"];
     assert_eq!(
         sdk_config["requestBody"]["content"]["application/json"]["schema"]["type"],
-        "object"
+        json!(["object", "null"]),
+        "a null body leaves the configuration empty"
     );
     let watch = &paths["/v1/install/status:watch"]["get"];
     assert_eq!(
@@ -138,4 +142,223 @@ fn the_descriptor_set_serves_the_gateway() {
         .and_then(|rule| rule.get_field_by_name("post"))
         .and_then(|post| post.as_str().map(str::to_owned));
     assert_eq!(post.as_deref(), Some("/v1/users"));
+}
+
+/// The schema the document gives the field of `rule`: in the message's
+/// component, or, for a request message the document inlines, as a path
+/// parameter or a property of the operation's body.
+fn schema_of(document: &Value, pool: &DescriptorPool, rule: &FieldRule) -> (Value, bool) {
+    let schemas = &document["components"]["schemas"];
+    if let Some(message) = schemas.get(rule.message) {
+        let required = message["required"]
+            .as_array()
+            .is_some_and(|names| names.contains(&json!(rule.field)));
+        return (message["properties"][rule.field].clone(), required);
+    }
+    let method = pool
+        .services()
+        .flat_map(|service| service.methods().collect::<Vec<_>>())
+        .find(|method| method.input().full_name() == rule.message)
+        .unwrap_or_else(|| panic!("{} is in no component and no request", rule.message));
+    let operation_id = format!("{}_{}", method.parent_service().name(), method.name());
+    let operation = document["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .flat_map(|operations| operations.as_object().expect("operations").values())
+        .find(|operation| operation["operationId"] == operation_id.as_str())
+        .unwrap_or_else(|| panic!("no operation {operation_id}"));
+    if let Some(parameter) = operation["parameters"]
+        .as_array()
+        .and_then(|parameters| parameters.iter().find(|p| p["name"] == rule.field))
+    {
+        return (parameter["schema"].clone(), parameter["required"] == true);
+    }
+    let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+    match body["properties"].get(rule.field) {
+        Some(property) => {
+            let required = body["required"]
+                .as_array()
+                .is_some_and(|names| names.contains(&json!(rule.field)));
+            (property.clone(), required)
+        }
+        // The body is the field itself (`body: "sdk_config"`).
+        None => (body.clone(), false),
+    }
+}
+
+/// Every bound the protos declare, and every output-only field, is in the
+/// document where a client reads it: the document is made from the same
+/// rules the services check, and this keeps it so.
+#[test]
+fn the_document_states_every_declared_bound() {
+    let document = generated();
+    let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("descriptor set");
+    let mut checked = 0;
+    for rule in rules::ALL
+        .iter()
+        .filter(|r| r.is_bounded() || r.output_only)
+    {
+        let (schema, required) = schema_of(&document, &pool, rule);
+        let name = format!("{}.{}", rule.message, rule.field);
+        assert_eq!(required, rule.required, "{name}: required? {schema}");
+        if rule.output_only {
+            assert_eq!(schema["readOnly"], true, "{name}: readOnly {schema}");
+        }
+        // `type` is a name, or a name and "null" for a field that takes null;
+        // the bounds are on the first alternative of an `anyOf`, and on a
+        // list's elements.
+        let is_array = schema["type"] == "array" || schema["type"][0] == "array";
+        let text = if is_array {
+            match schema["items"]["$ref"].as_str() {
+                Some(element) => {
+                    let element = element.trim_start_matches("#/components/schemas/");
+                    document["components"]["schemas"][element]["anyOf"][0].clone()
+                }
+                None => schema["items"].clone(),
+            }
+        } else if let Some(first) = schema["anyOf"].get(0) {
+            first.clone()
+        } else {
+            schema.clone()
+        };
+        if let Some(max) = rule.max_chars {
+            assert_eq!(text["maxLength"], json!(max), "{name}: {schema}");
+        }
+        if rule.required && text["type"] == "string" && rule.accepted_enum_values.is_empty() {
+            let min = rule.min_chars.unwrap_or(1).max(1);
+            assert_eq!(text["minLength"], json!(min), "{name}: {schema}");
+        }
+        if let Some(charset) = rule.charset {
+            let pattern = text["pattern"].as_str().unwrap_or_default();
+            assert!(pattern.ends_with(&charset.pattern()), "{name}: {schema}");
+        }
+        if !rule.accepted_enum_values.is_empty() {
+            let names: Vec<&str> = rule.accepted_enum_values.iter().map(|(_, n)| *n).collect();
+            assert_eq!(text["enum"], json!(names), "{name}: {schema}");
+        }
+        if !rule.one_of.is_empty() {
+            assert_eq!(text["enum"], json!(rule.one_of), "{name}: {schema}");
+        }
+        if let Some(max) = rule.max_value {
+            assert_eq!(text["maximum"], json!(max), "{name}: {schema}");
+            // The number as text, as the transcoder also reads it.
+            let pattern = schema["anyOf"][1]["pattern"].as_str().expect("a text form");
+            let pattern = regex::Regex::new(pattern).expect("the pattern compiles");
+            for n in [
+                0,
+                1,
+                9,
+                10,
+                99,
+                max / 2,
+                max - 1,
+                max,
+                max + 1,
+                max * 10,
+                u64::MAX,
+            ] {
+                for text in [n.to_string(), format!("+{n}"), format!("00{n}")] {
+                    assert_eq!(pattern.is_match(&text), n <= max, "{name}: {text}");
+                }
+            }
+            assert!(!pattern.is_match("-0") && !pattern.is_match(" 5") && !pattern.is_match("5.0"));
+        }
+        if let Some(max) = rule.max_json_bytes {
+            assert_eq!(text["x-max-json-bytes"], json!(max), "{name}: {schema}");
+        }
+        if rule.storable_json {
+            assert_eq!(text["propertyNames"]["minLength"], 1, "{name}: {schema}");
+            let values = text["additionalProperties"]["$ref"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(values.ends_with("StorableJsonValue"), "{name}: {schema}");
+        }
+        // An empty text the service takes as "unset" must be one the
+        // document allows; a bound the pattern cannot carry then is refused.
+        assert!(
+            rule.required || rule.min_chars.unwrap_or(0) <= 1,
+            "{name}: an optional field with min_chars > 1 needs a pattern for its length"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} fields checked");
+}
+
+/// Each charset's `pattern` accepts exactly what the services' check
+/// accepts, over texts at and around every edge of every set.
+#[test]
+fn patterns_match_what_the_services_accept() {
+    let samples = [
+        "",
+        "a",
+        "A-z_0.9",
+        "1.2.3",
+        "com.example.app",
+        "iPhone15,2",
+        "Pixel 8",
+        "x y",
+        "tab\there",
+        "line\n",
+        "\u{7f}",
+        "\u{85}",
+        "\u{9f}",
+        "\u{a0}",
+        "é",
+        "日本",
+        "~!",
+        "a/b",
+        "abcdefghijklmnopqrstuvwxyz234567",
+        "ABC",
+        "a1",
+        "a8",
+        "{x}",
+        "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        "67E55044-10B1-426F-9247-BB680E5FE0C8",
+        "67e5504410b1426f9247bb680e5fe0c8",
+        "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+        "urn:uuid:67e55044-10b1-426f-9247-bb680e5fe0c8",
+        "67e55044-10b1-426f-9247-bb680e5fe0c",
+        "67e55044_10b1_426f_9247_bb680e5fe0c8",
+        "off",
+        "OFF",
+        " Off ",
+        "10/min",
+        "50/s,burst=100",
+        " 5 / h , burst = 7 ",
+        "+5/s",
+        "0005/s",
+        "0/s",
+        "1000000/s",
+        "1000001/s",
+        "5/s,burst=0",
+        "5/day",
+        "5/s,",
+        "5/s,burst=",
+        "5/s,size=3",
+        "5",
+        "\u{3000}5/s",
+        "5/s\u{2028}",
+        "-5/s",
+        "5/s,burst=1000000",
+        "99999999999/s",
+    ];
+    for charset in [
+        Charset::Printable,
+        Charset::Token,
+        Charset::Identifier,
+        Charset::Base32,
+        Charset::Uuid,
+        Charset::Rate,
+    ] {
+        let pattern = regex::Regex::new(&charset.pattern()).expect("the pattern compiles");
+        for sample in samples {
+            assert_eq!(
+                pattern.is_match(sample),
+                charset.check(sample).is_ok(),
+                "{charset:?} on {sample:?}: pattern {}",
+                charset.pattern()
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! request field.
 
 use devicelink_shared::api_key::SCOPE_USER_LINK;
+use devicelink_shared::contract::rules;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
 use devicelink_shared::pb::{MintAuthCodeRequest, MintAuthCodeResponse};
 use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
@@ -27,12 +28,17 @@ struct MintRequest {
 impl MintRequest {
     /// Checks every field and reports all violations at once.
     fn parse(request: MintAuthCodeRequest) -> Result<Self, AuthCodeError> {
-        let external_id = ExternalId::parse("external_id", &request.external_id);
-        let app_id = if request.app_id.is_empty() {
-            Ok(None)
-        } else {
-            AppId::parse("app_id", &request.app_id).map(Some)
-        };
+        let external_id = ExternalId::parse_declared(
+            &rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID,
+            "external_id",
+            &request.external_id,
+        );
+        // Not required: an empty app id means the key's app.
+        let app_id = AppId::parse_declared(
+            &rules::MINT_AUTH_CODE_REQUEST_APP_ID,
+            "app_id",
+            &request.app_id,
+        );
         match (external_id, app_id) {
             (Ok(external_id), Ok(app_id)) => Ok(Self {
                 external_id,

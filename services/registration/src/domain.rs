@@ -170,20 +170,6 @@ pub struct CreateUserInput {
     pub device: DeviceInfo,
 }
 
-/// Field bounds, in characters.
-pub mod bounds {
-    /// App and SDK versions.
-    pub const VERSION: usize = 64;
-    /// Bundle ids.
-    pub const BUNDLE_ID: usize = 255;
-    /// Device ids.
-    pub const DEVICE_ID: usize = 128;
-    /// Device models.
-    pub const MODEL: usize = 128;
-    /// OS versions.
-    pub const OS_VERSION: usize = 64;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,15 @@ use prost_reflect::{
 use serde_json::{Map, Value, json};
 
 use super::comments::{Comments, first_sentence};
+use super::constraints::{constrain, error_responses, output_only, required};
+use super::links::links_from;
 use super::{security_scheme, template_variables};
+
+/// What the transcoder asks of a request object's keys: it skips a name
+/// the message does not have, but refuses an empty one.
+fn named() -> Value {
+    json!({"minLength": 1})
+}
 
 pub(super) struct Generator {
     http: ExtensionDescriptor,
@@ -18,6 +26,9 @@ pub(super) struct Generator {
     pub(super) paths: BTreeMap<String, Map<String, Value>>,
     /// Messages and enums the document refers to, by full name.
     referenced: BTreeSet<String>,
+    /// Schemas of the generator's own making: the elements of repeated
+    /// request fields.
+    pub(super) own_schemas: BTreeMap<String, Value>,
     pool: DescriptorPool,
 }
 
@@ -31,6 +42,7 @@ impl Generator {
             comments: Comments::new(pool),
             paths: BTreeMap::new(),
             referenced: BTreeSet::new(),
+            own_schemas: BTreeMap::new(),
             pool: pool.clone(),
         })
     }
@@ -122,7 +134,7 @@ impl Generator {
                 "in": "path",
                 "required": true,
                 "description": self.field_description(&field),
-                "schema": self.field_schema(&field),
+                "schema": self.constrained_schema(&field),
             }));
         }
         if body != "*" {
@@ -163,20 +175,39 @@ impl Generator {
             );
         }
         let error_schema = json!({"$ref": "#/components/schemas/google.rpc.Status"});
-        operation.insert(
-            "responses".into(),
-            json!({
-                "200": {
-                    "description": success,
-                    "content": {"application/json": {"schema": response_schema}},
-                },
-                "default": {
-                    "description": "A failure: the gRPC status as JSON, with the HTTP status of its code.",
+        let scheme = security_scheme(service.name(), method.name())?;
+        let mut responses = Map::new();
+        let mut ok = json!({
+            "description": success,
+            "content": {"application/json": {"schema": response_schema}},
+        });
+        if let Some(links) = links_from(operation_id) {
+            ok["links"] = links;
+        }
+        responses.insert("200".into(), ok);
+        let credential = scheme.map(|scheme| match scheme {
+            "apiKey" => "API key",
+            "installToken" => "install token",
+            _ => "admin token",
+        });
+        for (status, description) in error_responses(credential) {
+            responses.insert(
+                status.into(),
+                json!({
+                    "description": description,
                     "content": {"application/json": {"schema": error_schema}},
-                },
+                }),
+            );
+        }
+        responses.insert(
+            "default".into(),
+            json!({
+                "description": "Any other failure: the gRPC status as JSON, with the HTTP status of its code.",
+                "content": {"application/json": {"schema": error_schema}},
             }),
         );
-        let security = match security_scheme(service.name(), method.name())? {
+        operation.insert("responses".into(), Value::Object(responses));
+        let security = match scheme {
             Some(scheme) => json!([{ scheme: [] }]),
             None => json!([]),
         };
@@ -196,20 +227,33 @@ impl Generator {
             "*" if variables.is_empty() => (
                 self.message_ref(input),
                 self.comments.of(&input.parent_file(), input.path()),
-                input.fields().len() > 0,
+                // Without a body every field is left out: a body is
+                // required when one of them is.
+                !required(input.fields().collect::<Vec<_>>().iter()).is_empty(),
             ),
             "*" => {
                 // The request message less the fields the path carries.
                 let mut properties = Map::new();
-                for field in input.fields() {
-                    if !variables.iter().any(|v| v == field.name()) {
-                        let schema = self.property_schema(&field);
-                        properties.insert(field.name().to_owned(), schema);
-                    }
+                let in_body: Vec<FieldDescriptor> = input
+                    .fields()
+                    .filter(|field| !variables.iter().any(|v| v == field.name()))
+                    .collect();
+                for field in &in_body {
+                    let schema = self.property_schema(field);
+                    properties.insert(field.name().to_owned(), schema);
                 }
-                let required = !properties.is_empty();
+                let required_fields = required(in_body.iter());
+                let required = !required_fields.is_empty();
+                let mut schema = json!({
+                    "type": "object",
+                    "properties": properties,
+                    "propertyNames": named(),
+                });
+                if !required_fields.is_empty() {
+                    schema["required"] = json!(required_fields);
+                }
                 (
-                    json!({"type": "object", "properties": properties}),
+                    schema,
                     self.comments.of(&input.parent_file(), input.path()),
                     required,
                 )
@@ -218,11 +262,15 @@ impl Generator {
                 let field = input
                     .get_field_by_name(field_name)
                     .ok_or_else(|| format!("{}: no body field {field_name}", method.full_name()))?;
-                (
-                    self.field_schema(&field),
-                    self.field_description(&field),
-                    true,
-                )
+                let required = !required([&field].into_iter()).is_empty();
+                let mut schema = self.constrained_schema(&field);
+                if let Value::Object(object) = &mut schema
+                    && !required
+                {
+                    // A `null` body leaves the field out.
+                    allow_null(object);
+                }
+                (schema, self.field_description(&field), required)
             }
         };
         Ok(Some(json!({
@@ -268,9 +316,9 @@ impl Generator {
                 _ => out.push(json!({
                     "name": name,
                     "in": "query",
-                    "required": false,
+                    "required": required([&field].into_iter()).len() == 1,
                     "description": self.field_description(&field),
-                    "schema": self.field_schema(&field),
+                    "schema": self.constrained_schema(&field),
                 })),
             }
         }
@@ -281,21 +329,62 @@ impl Generator {
         self.comments.of(&field.parent_file(), field.path())
     }
 
-    /// A field's schema with its comment: a `$ref` is wrapped in `allOf`,
-    /// since OpenAPI 3.0 ignores the siblings of a `$ref`.
+    /// A field's schema with its comment, whether it is output only and
+    /// whether it takes `null`: a `$ref` is wrapped in `allOf`, since tools
+    /// written for OpenAPI 3.0 ignore the siblings of a `$ref`.
     fn property_schema(&mut self, field: &FieldDescriptor) -> Value {
-        let schema = self.field_schema(field);
+        let schema = self.constrained_schema(field);
         let description = self.field_description(field);
-        if description.is_empty() {
+        let read_only = output_only(field);
+        // The protobuf JSON mapping reads `null` as the field's default:
+        // a field that may be left out may be sent as `null` too.
+        let nullable = !read_only && required([field].into_iter()).is_empty();
+        if description.is_empty() && !read_only && !nullable {
             return schema;
         }
-        match schema {
-            Value::Object(mut object) if !object.contains_key("$ref") => {
-                object.insert("description".into(), json!(description));
-                Value::Object(object)
+        let mut object = match schema {
+            Value::Object(object) if !object.contains_key("$ref") => object,
+            reference => {
+                let mut wrapper = Map::new();
+                wrapper.insert("allOf".into(), json!([reference]));
+                wrapper
             }
-            reference => json!({"allOf": [reference], "description": description}),
+        };
+        if !description.is_empty() {
+            object.insert("description".into(), json!(description));
         }
+        if read_only {
+            object.insert("readOnly".into(), json!(true));
+        }
+        if nullable {
+            allow_null(&mut object);
+        }
+        Value::Object(object)
+    }
+
+    /// A field's schema with the bounds its proto declares. The elements
+    /// of a repeated request field are a schema of their own: the
+    /// transcoder skips a `null` element and flattens nested arrays.
+    fn constrained_schema(&mut self, field: &FieldDescriptor) -> Value {
+        let mut schema = constrain(field, self.field_schema(field));
+        if field.is_list() && !output_only(field) {
+            let name = format!(
+                "{}.{}.element",
+                field.parent_message().full_name(),
+                field.name()
+            );
+            let this = json!({"$ref": format!("#/components/schemas/{name}")});
+            let element = json!({
+                "description": format!(
+                    "An element of `{}`: the transcoder skips `null` and flattens nested arrays.",
+                    field.name()
+                ),
+                "anyOf": [schema["items"].take(), {"type": "null"}, {"type": "array", "items": this}],
+            });
+            self.own_schemas.insert(name, element);
+            schema["items"] = this;
+        }
+        schema
     }
 
     fn field_schema(&mut self, field: &FieldDescriptor) -> Value {
@@ -378,15 +467,22 @@ impl Generator {
 
     fn message_schema(&mut self, message: &MessageDescriptor) -> Value {
         let mut properties = Map::new();
-        for field in message.fields() {
-            let schema = self.property_schema(&field);
+        let fields: Vec<FieldDescriptor> = message.fields().collect();
+        for field in &fields {
+            let schema = self.property_schema(field);
             properties.insert(field.name().to_owned(), schema);
         }
-        json!({
+        let mut schema = json!({
             "type": "object",
             "description": self.comments.of(&message.parent_file(), message.path()),
             "properties": properties,
-        })
+            "propertyNames": named(),
+        });
+        let required_fields = required(fields.iter());
+        if !required_fields.is_empty() {
+            schema["required"] = json!(required_fields);
+        }
+        schema
     }
 
     fn enum_schema(&self, enumeration: &EnumDescriptor) -> Value {
@@ -406,6 +502,29 @@ impl Generator {
             "description": description.trim(),
             "enum": enumeration.values().map(|v| v.name().to_owned()).collect::<Vec<_>>(),
         })
+    }
+}
+
+/// `schema` that also takes `null` (OpenAPI 3.1: JSON Schema's `null`
+/// type): a `$ref`, bare or wrapped in `allOf`, becomes an `anyOf` with
+/// `null`, and an `anyOf` gains it.
+fn allow_null(schema: &mut Map<String, Value>) {
+    if let Some(Value::String(kind)) = schema.get("type").cloned() {
+        schema.insert("type".into(), json!([kind, "null"]));
+        if let Some(Value::Array(values)) = schema.get_mut("enum") {
+            values.push(Value::Null);
+        }
+    } else if let Some(reference) = schema.remove("allOf") {
+        let mut alternatives = reference.as_array().cloned().unwrap_or_default();
+        alternatives.push(json!({"type": "null"}));
+        schema.insert("anyOf".into(), Value::Array(alternatives));
+    } else if let Some(Value::Array(alternatives)) = schema.get_mut("anyOf") {
+        alternatives.push(json!({"type": "null"}));
+    } else if let Some(reference) = schema.remove("$ref") {
+        schema.insert(
+            "anyOf".into(),
+            json!([{"$ref": reference}, {"type": "null"}]),
+        );
     }
 }
 
@@ -429,7 +548,7 @@ fn well_known(full_name: &str) -> Option<Value> {
     let nullable = |schema: Value| {
         let mut schema = schema;
         if let Value::Object(object) = &mut schema {
-            object.insert("nullable".into(), json!(true));
+            allow_null(object);
         }
         schema
     };

@@ -18,7 +18,9 @@
 //! `google.rpc.Status` body (`convert_grpc_status`).
 
 mod comments;
+mod constraints;
 mod generator;
+mod links;
 
 use prost_reflect::DescriptorPool;
 use serde_json::{Map, Value, json};
@@ -47,6 +49,18 @@ pub fn generate(descriptor_set: &[u8]) -> Result<String, String> {
     if generator.paths.is_empty() {
         return Err(format!("no service of {PACKAGE} in the descriptor set"));
     }
+    for linked in links::linked_operations() {
+        let exists = generator
+            .paths
+            .values()
+            .flat_map(|ops| ops.values())
+            .any(|op| op["operationId"] == linked);
+        if !exists {
+            return Err(format!(
+                "a link names {linked}, which is no operation: fix tests/src/openapi/links.rs"
+            ));
+        }
+    }
     // Every failure's body, and the detail that names bad fields.
     for name in ["google.rpc.Status", "google.rpc.BadRequest"] {
         let message = pool.get_message_by_name(name).ok_or_else(|| {
@@ -54,13 +68,21 @@ pub fn generate(descriptor_set: &[u8]) -> Result<String, String> {
         })?;
         generator.message_ref(&message);
     }
-    let schemas = generator.schemas()?;
+    let mut schemas = generator.schemas()?;
+    schemas.extend(std::mem::take(&mut generator.own_schemas));
+    let storable = format!("#/components/schemas/{}", constraints::STORABLE_JSON);
+    if serde_json::to_string(&generator.paths).is_ok_and(|text| text.contains(&storable)) {
+        schemas.insert(
+            constraints::STORABLE_JSON.to_owned(),
+            constraints::storable_json_schema(),
+        );
+    }
     let paths: Map<String, Value> = std::mem::take(&mut generator.paths)
         .into_iter()
         .map(|(path, operations)| (path, Value::Object(operations)))
         .collect();
     let document = json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "devicelink REST API",
             "version": "v1",
@@ -107,9 +129,15 @@ Every field is present in responses, defaults included.
 A failure is a `google.rpc.Status` body (`code`, `message`, `details`) with \
 the HTTP status of its gRPC code: INVALID_ARGUMENT 400 (a \
 `google.rpc.BadRequest` detail names each bad field), FAILED_PRECONDITION \
-400, UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404, \
+400 (Google's mapping, which the transcoder keeps), UNAUTHENTICATED 401, \
+PERMISSION_DENIED 403, NOT_FOUND 404, ABORTED 409 (retry), \
 RESOURCE_EXHAUSTED 429, INTERNAL 500, UNAVAILABLE 503 (nothing was written: \
-retry).";
+retry).
+
+Request fields carry their bounds as the services check them, declared once \
+in the protos (`google.api.field_behavior`, `devicelink.v1.rules`): \
+`required`, `minLength`/`maxLength` in characters, `pattern`, `enum`, \
+`maximum`; `readOnly` marks what only the service sets.";
 
 /// Which credential a method takes. A new service must be placed here.
 pub(crate) fn security_scheme(service: &str, method: &str) -> Result<Option<&'static str>, String> {

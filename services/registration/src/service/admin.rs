@@ -3,16 +3,17 @@
 
 use std::time::Duration;
 
-use devicelink_shared::api_key::{self, KNOWN_SCOPES, KeyId, SCOPE_USER_LINK};
+use devicelink_shared::api_key::{self, KeyId, SCOPE_USER_LINK};
 use devicelink_shared::config::LimitsConfig;
+use devicelink_shared::contract::{FieldRule, rules};
 use devicelink_shared::limits::Scope;
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_server::AdminService;
-use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, text};
+use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
 use tonic::{Request, Response, Status};
 
 use super::convert::{form_factor, install_status, platform, timestamp};
-use super::sdk_config::{MAX_SDK_CONFIG_BYTES, json_to_struct, struct_to_json};
+use super::sdk_config::{json_to_struct, struct_to_json};
 use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
 use crate::operators::OperatorName;
@@ -23,10 +24,13 @@ use crate::store::{
 
 /// How long a key lives unless its creator says otherwise.
 pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-/// The longest life a key may be given.
-pub const MAX_KEY_TTL: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
-/// The longest app name.
-const MAX_APP_NAME_CHARS: usize = 128;
+/// The longest life a key may be given, as `CreateApiKeyRequest.ttl_seconds`
+/// declares it.
+pub const MAX_KEY_TTL: Duration =
+    Duration::from_secs(match rules::CREATE_API_KEY_REQUEST_TTL_SECONDS.max_value {
+        Some(max) => max,
+        None => u64::MAX,
+    });
 
 /// Handles `AdminService`.
 #[derive(Clone)]
@@ -65,22 +69,29 @@ fn invalid(violation: FieldViolation) -> RegistrationError {
     RegistrationError::InvalidArgument(vec![violation])
 }
 
-fn app_id(value: &str) -> Result<AppId, RegistrationError> {
-    AppId::parse("app_id", value).map_err(invalid)
+/// The request's `app_id`, by the field's declared `rule`.
+fn app_id(rule: &FieldRule, value: &str) -> Result<AppId, RegistrationError> {
+    AppId::parse_required(rule, "app_id", value).map_err(invalid)
+}
+
+/// The request's `external_id`, by the field's declared `rule`.
+fn external_id(rule: &FieldRule, value: &str) -> Result<ExternalId, RegistrationError> {
+    ExternalId::parse_declared(rule, "external_id", value).map_err(invalid)
 }
 
 fn scopes(requested: &[String]) -> Result<Vec<String>, RegistrationError> {
     if requested.is_empty() {
         return Ok(vec![SCOPE_USER_LINK.to_owned()]);
     }
+    let known = rules::CREATE_API_KEY_REQUEST_SCOPES.one_of;
     let mut scopes = Vec::new();
     for scope in requested {
-        if !KNOWN_SCOPES.contains(&scope.as_str()) {
+        if !known.contains(&scope.as_str()) {
             return Err(RegistrationError::invalid(
                 "scopes",
                 &format!(
                     "unknown scope {scope:?}; known scopes: {}",
-                    KNOWN_SCOPES.join(", ")
+                    known.join(", ")
                 ),
             ));
         }
@@ -92,13 +103,17 @@ fn scopes(requested: &[String]) -> Result<Vec<String>, RegistrationError> {
 }
 
 fn key_ttl(ttl_seconds: u64) -> Result<Duration, RegistrationError> {
+    rules::CREATE_API_KEY_REQUEST_TTL_SECONDS
+        .number("ttl_seconds", ttl_seconds)
+        .map_err(|violation| {
+            invalid(FieldViolation::new(
+                violation.field,
+                format!("{} (two years)", violation.description),
+            ))
+        })?;
     match Duration::from_secs(ttl_seconds) {
         ttl if ttl.is_zero() => Ok(DEFAULT_KEY_TTL),
-        ttl if ttl <= MAX_KEY_TTL => Ok(ttl),
-        _ => Err(RegistrationError::invalid(
-            "ttl_seconds",
-            &format!("must be at most {} (two years)", MAX_KEY_TTL.as_secs()),
-        )),
+        ttl => Ok(ttl),
     }
 }
 
@@ -157,17 +172,33 @@ fn app_limits(request: Option<&pb::AppLimits>) -> Result<AppLimits, Registration
         return Ok(AppLimits::default());
     };
     let mut violations = Vec::new();
-    let mut parse = |field: &str, text: &Option<String>| {
-        let parsed = text.as_deref().map(LimitOverride::parse).transpose();
+    // The declared rate syntax first, then the parse that yields the value;
+    // both refuse the same texts with the parser's own words.
+    let mut parse = |rule: FieldRule, text: &Option<String>| {
+        let path = format!("limits.{}", rule.field);
+        let parsed = text
+            .as_deref()
+            .map(|text| {
+                rule.text(&path, text)
+                    .map_err(|violation| violation.description)
+                    .and_then(|_| LimitOverride::parse(text))
+            })
+            .transpose();
         parsed.unwrap_or_else(|error| {
-            violations.push(FieldViolation::new(format!("limits.{field}"), error));
+            violations.push(FieldViolation::new(path, error));
             None
         })
     };
     let limits = AppLimits {
-        mint_per_key: parse("mint_per_key", &request.mint_per_key),
-        mint_per_external_id: parse("mint_per_external_id", &request.mint_per_external_id),
-        redeem_per_device: parse("redeem_per_device", &request.redeem_per_device),
+        mint_per_key: parse(rules::APP_LIMITS_MINT_PER_KEY, &request.mint_per_key),
+        mint_per_external_id: parse(
+            rules::APP_LIMITS_MINT_PER_EXTERNAL_ID,
+            &request.mint_per_external_id,
+        ),
+        redeem_per_device: parse(
+            rules::APP_LIMITS_REDEEM_PER_DEVICE,
+            &request.redeem_per_device,
+        ),
     };
     if violations.is_empty() {
         Ok(limits)
@@ -230,13 +261,9 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::CreateAppRequest,
     ) -> Result<pb::CreateAppResponse, RegistrationError> {
-        let name = text(
-            "name",
-            &request.name,
-            MAX_APP_NAME_CHARS,
-            Charset::Printable,
-        )
-        .map_err(invalid)?;
+        let name = rules::CREATE_APP_REQUEST_NAME
+            .required_text("name", &request.name)
+            .map_err(invalid)?;
         let app_id = self.store.create_app(&name).await?;
         tracing::info!(%operator, %app_id, "app created");
         Ok(pb::CreateAppResponse {
@@ -249,7 +276,7 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::CreateApiKeyRequest,
     ) -> Result<pb::CreateApiKeyResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
+        let app_id = app_id(&rules::CREATE_API_KEY_REQUEST_APP_ID, &request.app_id)?;
         let scopes = scopes(&request.scopes)?;
         let ttl = key_ttl(request.ttl_seconds)?;
         let key = api_key::generate();
@@ -281,7 +308,7 @@ impl AdminHandler {
         &self,
         request: &pb::ListApiKeysRequest,
     ) -> Result<pb::ListApiKeysResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
+        let app_id = app_id(&rules::LIST_API_KEYS_REQUEST_APP_ID, &request.app_id)?;
         let keys = self
             .store
             .list_api_keys(app_id)
@@ -297,9 +324,20 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::RevokeApiKeyRequest,
     ) -> Result<pb::RevokeApiKeyResponse, RegistrationError> {
-        let key_id = KeyId::parse(&request.key_id).ok_or_else(|| {
-            RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys")
-        })?;
+        // The declared bounds, then the id's form; either failure reads as
+        // one message.
+        let bad_form =
+            || RegistrationError::invalid("key_id", "must be a key id as shown by ListApiKeys");
+        let key_id = rules::REVOKE_API_KEY_REQUEST_KEY_ID
+            .required_text("key_id", &request.key_id)
+            .map_err(|violation| {
+                if request.key_id.is_empty() {
+                    invalid(violation)
+                } else {
+                    bad_form()
+                }
+            })?;
+        let key_id = KeyId::parse(&key_id).ok_or_else(bad_form)?;
         let Some(revoked_at) = self.store.revoke_api_key(&key_id).await? else {
             return Err(RegistrationError::NotFound(format!(
                 "API key {key_id} does not exist"
@@ -316,15 +354,12 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::SetSdkConfigRequest,
     ) -> Result<pb::SetSdkConfigResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
+        let app_id = app_id(&rules::SET_SDK_CONFIG_REQUEST_APP_ID, &request.app_id)?;
         let config = struct_to_json(&request.sdk_config.clone().unwrap_or_default());
+        let rule = rules::SET_SDK_CONFIG_REQUEST_SDK_CONFIG;
         let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
-        if encoded_len > MAX_SDK_CONFIG_BYTES {
-            return Err(RegistrationError::invalid(
-                "sdk_config",
-                "must be at most 64 KiB once encoded as JSON",
-            ));
-        }
+        rule.json_size("sdk_config", encoded_len).map_err(invalid)?;
+        rule.storable_json("sdk_config", &config).map_err(invalid)?;
         if !self.store.set_sdk_config(app_id, &config).await? {
             return Err(app_not_found(app_id));
         }
@@ -336,7 +371,7 @@ impl AdminHandler {
         &self,
         request: &pb::GetAppRequest,
     ) -> Result<pb::GetAppResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
+        let app_id = app_id(&rules::GET_APP_REQUEST_APP_ID, &request.app_id)?;
         let app = self
             .store
             .get_app(app_id)
@@ -352,7 +387,7 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::SetAppLimitsRequest,
     ) -> Result<pb::SetAppLimitsResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
+        let app_id = app_id(&rules::SET_APP_LIMITS_REQUEST_APP_ID, &request.app_id)?;
         let limits = app_limits(request.limits.as_ref())?;
         if !self.store.set_app_limits(app_id, limits).await? {
             return Err(app_not_found(app_id));
@@ -375,9 +410,8 @@ impl AdminHandler {
         &self,
         request: &pb::GetUserRequest,
     ) -> Result<pb::GetUserResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
-        let external_id =
-            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        let app_id = app_id(&rules::GET_USER_REQUEST_APP_ID, &request.app_id)?;
+        let external_id = external_id(&rules::GET_USER_REQUEST_EXTERNAL_ID, &request.external_id)?;
         let user = self
             .store
             .get_user(app_id, &external_id)
@@ -393,9 +427,11 @@ impl AdminHandler {
         operator: &OperatorName,
         request: &pb::DeleteUserRequest,
     ) -> Result<pb::DeleteUserResponse, RegistrationError> {
-        let app_id = app_id(&request.app_id)?;
-        let external_id =
-            ExternalId::parse("external_id", &request.external_id).map_err(invalid)?;
+        let app_id = app_id(&rules::DELETE_USER_REQUEST_APP_ID, &request.app_id)?;
+        let external_id = external_id(
+            &rules::DELETE_USER_REQUEST_EXTERNAL_ID,
+            &request.external_id,
+        )?;
         if !self.store.delete_user(app_id, &external_id).await? {
             return Err(user_not_found());
         }

@@ -2,10 +2,11 @@
 //! reported at once, each naming its field.
 
 use devicelink_shared::auth_code::AuthCode;
+use devicelink_shared::contract::rules;
 use devicelink_shared::pb;
-use devicelink_shared::validate::{AppId, Charset, FieldViolation, text};
+use devicelink_shared::validate::{AppId, FieldViolation};
 
-use crate::domain::{AppInfo, CreateUserInput, DeviceInfo, FormFactor, Platform, bounds};
+use crate::domain::{AppInfo, CreateUserInput, DeviceInfo, FormFactor, Platform};
 use crate::error::RegistrationError;
 use crate::install_token::InstallToken;
 
@@ -21,18 +22,25 @@ fn collect<T>(
 pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, RegistrationError> {
     let mut violations = Vec::new();
     let auth_code = collect(auth_code(&request.auth_code), &mut violations);
-    let app_id = collect(AppId::parse("app_id", &request.app_id), &mut violations);
+    let app_id = collect(
+        AppId::parse_required(
+            &rules::CREATE_USER_REQUEST_APP_ID,
+            "app_id",
+            &request.app_id,
+        ),
+        &mut violations,
+    );
     let app = match &request.app {
         Some(app) => app_info(app, &mut violations),
         None => {
-            violations.push(FieldViolation::new("app", "is required"));
+            violations.push(missing(&rules::CREATE_USER_REQUEST_APP, "app"));
             None
         }
     };
     let device = match &request.device {
         Some(device) => device_info(device, &mut violations),
         None => {
-            violations.push(FieldViolation::new("device", "is required"));
+            violations.push(missing(&rules::CREATE_USER_REQUEST_DEVICE, "device"));
             None
         }
     };
@@ -49,44 +57,46 @@ pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, R
     }
 }
 
+/// The violation of a message field left unset, which its declaration
+/// requires.
+fn missing(rule: &devicelink_shared::contract::FieldRule, path: &str) -> FieldViolation {
+    debug_assert!(rule.required, "{path} is not declared REQUIRED");
+    FieldViolation::new(path, "is required")
+}
+
+/// Checks the declared bounds, then the code's form; either failure reads
+/// as one message, which says what a code looks like.
 fn auth_code(value: &str) -> Result<AuthCode, FieldViolation> {
-    if value.is_empty() {
-        return Err(FieldViolation::new("auth_code", "is required"));
-    }
-    AuthCode::parse(value).ok_or_else(|| {
+    let rule = rules::CREATE_USER_REQUEST_AUTH_CODE;
+    let bad_form = || {
         FieldViolation::new(
             "auth_code",
             "must be a code minted by AuthCodeService (52 characters of a-z and 2-7)",
         )
-    })
+    };
+    let text = rule
+        .required_text("auth_code", value)
+        .map_err(|violation| {
+            if value.is_empty() {
+                violation
+            } else {
+                bad_form()
+            }
+        })?;
+    AuthCode::parse(&text).ok_or_else(bad_form)
 }
 
 fn app_info(app: &pb::AppInfo, violations: &mut Vec<FieldViolation>) -> Option<AppInfo> {
     let app_version = collect(
-        text(
-            "app.app_version",
-            &app.app_version,
-            bounds::VERSION,
-            Charset::Token,
-        ),
+        rules::APP_INFO_APP_VERSION.required_text("app.app_version", &app.app_version),
         violations,
     );
     let sdk_version = collect(
-        text(
-            "app.sdk_version",
-            &app.sdk_version,
-            bounds::VERSION,
-            Charset::Token,
-        ),
+        rules::APP_INFO_SDK_VERSION.required_text("app.sdk_version", &app.sdk_version),
         violations,
     );
     let bundle_id = collect(
-        text(
-            "app.bundle_id",
-            &app.bundle_id,
-            bounds::BUNDLE_ID,
-            Charset::Identifier,
-        ),
+        rules::APP_INFO_BUNDLE_ID.required_text("app.bundle_id", &app.bundle_id),
         violations,
     );
     Some(AppInfo {
@@ -101,32 +111,17 @@ fn device_info(
     violations: &mut Vec<FieldViolation>,
 ) -> Option<DeviceInfo> {
     let device_id = collect(
-        text(
-            "device.device_id",
-            &device.device_id,
-            bounds::DEVICE_ID,
-            Charset::Token,
-        ),
+        rules::DEVICE_INFO_DEVICE_ID.required_text("device.device_id", &device.device_id),
         violations,
     );
     let platform = collect(platform(device.platform), violations);
     let form_factor = collect(form_factor(device.form_factor), violations);
     let model = collect(
-        text(
-            "device.model",
-            &device.model,
-            bounds::MODEL,
-            Charset::Printable,
-        ),
+        rules::DEVICE_INFO_MODEL.required_text("device.model", &device.model),
         violations,
     );
     let os_version = collect(
-        text(
-            "device.os_version",
-            &device.os_version,
-            bounds::OS_VERSION,
-            Charset::Printable,
-        ),
+        rules::DEVICE_INFO_OS_VERSION.required_text("device.os_version", &device.os_version),
         violations,
     );
     Some(DeviceInfo {
@@ -138,25 +133,24 @@ fn device_info(
     })
 }
 
+/// A declared value the domain has no platform for is refused like an
+/// undeclared one: the declaration and this match must grow together.
 fn platform(value: i32) -> Result<Platform, FieldViolation> {
-    match pb::Platform::try_from(value) {
+    let rule = rules::DEVICE_INFO_PLATFORM;
+    match pb::Platform::try_from(rule.enum_value("device.platform", value)?) {
         Ok(pb::Platform::Ios) => Ok(Platform::Ios),
         Ok(pb::Platform::Android) => Ok(Platform::Android),
-        _ => Err(FieldViolation::new(
-            "device.platform",
-            "must be PLATFORM_IOS or PLATFORM_ANDROID",
-        )),
+        _ => Err(rule.enum_violation("device.platform")),
     }
 }
 
+/// As [`platform`], for form factors.
 fn form_factor(value: i32) -> Result<FormFactor, FieldViolation> {
-    match pb::FormFactor::try_from(value) {
+    let rule = rules::DEVICE_INFO_FORM_FACTOR;
+    match pb::FormFactor::try_from(rule.enum_value("device.form_factor", value)?) {
         Ok(pb::FormFactor::Phone) => Ok(FormFactor::Phone),
         Ok(pb::FormFactor::Tablet) => Ok(FormFactor::Tablet),
-        _ => Err(FieldViolation::new(
-            "device.form_factor",
-            "must be FORM_FACTOR_PHONE or FORM_FACTOR_TABLET",
-        )),
+        _ => Err(rule.enum_violation("device.form_factor")),
     }
 }
 

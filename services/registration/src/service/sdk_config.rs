@@ -1,11 +1,9 @@
 //! SDK configuration travels as `google.protobuf.Struct` and is stored as
-//! JSON (`jsonb`), so that operators can read it in the database too.
+//! JSON (`jsonb`), so that operators can read it in the database too. Its
+//! size bound is declared on `SetSdkConfigRequest.sdk_config`.
 
 use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
-
-/// The largest configuration accepted, once encoded as JSON.
-pub const MAX_SDK_CONFIG_BYTES: usize = 64 * 1024;
 
 /// A `Struct` as a JSON object.
 pub fn struct_to_json(config: &Struct) -> serde_json::Value {
