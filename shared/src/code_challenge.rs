@@ -109,8 +109,7 @@ impl CodeVerifier {
     /// (RFC 7636, section 4.1). The text itself never appears in the error.
     pub fn parse(field: &str, text: &str) -> Result<Self, FieldViolation> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-        if (MIN_VERIFIER_LEN..=MAX_VERIFIER_LEN).contains(&text.len())
-            && text.bytes().all(allowed)
+        if (MIN_VERIFIER_LEN..=MAX_VERIFIER_LEN).contains(&text.len()) && text.bytes().all(allowed)
         {
             return Ok(Self(text.to_owned()));
         }
@@ -226,7 +225,9 @@ fn encode_base64url(bytes: &[u8]) -> String {
         bits += 8;
         while bits >= 6 {
             bits -= 6;
-            text.push(char::from(BASE64URL_ALPHABET[((buffer >> bits) & 63) as usize]));
+            text.push(char::from(
+                BASE64URL_ALPHABET[((buffer >> bits) & 63) as usize],
+            ));
         }
         buffer &= (1 << bits) - 1;
     }
