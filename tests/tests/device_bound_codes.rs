@@ -26,6 +26,12 @@ const NOTHING: RedemptionCounts = RedemptionCounts {
     redeemed_codes: 0,
 };
 
+/// Every test of this binary records the logs (the subscriber is one per
+/// process, installed before any service starts): one test reads them.
+fn record_logs() -> devicelink_e2e::logs::RecordedLogs {
+    recorded_logs("info,h2=warn,hyper=warn,tower=warn")
+}
+
 /// A verifier as an app makes one: 256 random bits, 52 characters.
 fn new_verifier() -> CodeVerifier {
     CodeVerifier::parse("code_verifier", &base32(&random_bytes::<32>())).expect("a valid verifier")
@@ -133,7 +139,7 @@ async fn require_challenge(env: &TestEnv, app_id: &str, required: bool) -> pb::A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_code_is_useless_without_its_verifier_and_stays_the_devices() {
-    let logs = recorded_logs("info,h2=warn,hyper=warn,tower=warn");
+    let logs = record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let verifier = new_verifier();
@@ -190,6 +196,7 @@ async fn a_leaked_code_is_useless_without_its_verifier_and_stays_the_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_wrong_and_right_verifiers_redeem_once_for_the_right_one() {
+    record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let verifier = new_verifier();
@@ -234,6 +241,7 @@ async fn concurrent_wrong_and_right_verifiers_redeem_once_for_the_right_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_can_require_a_challenge_at_mint() {
+    record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     // Off by default: a code without a challenge is minted, and the key's
@@ -288,6 +296,7 @@ async fn an_app_can_require_a_challenge_at_mint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_must_prove_possession_and_then_gets_the_first_answer() {
+    record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let verifier = new_verifier();
@@ -322,6 +331,7 @@ async fn a_retry_must_prove_possession_and_then_gets_the_first_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_for_a_code_minted_without_a_challenge_is_refused() {
+    record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let code = env.mint(&api_key, "alice").await;
@@ -343,6 +353,7 @@ async fn a_verifier_for_a_code_minted_without_a_challenge_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_challenges_and_verifiers_are_invalid_arguments_naming_the_field() {
+    record_logs();
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
     let verifier = new_verifier();
@@ -399,6 +410,7 @@ async fn malformed_challenges_and_verifiers_are_invalid_arguments_naming_the_fie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_verifier_counts_as_a_failed_credential() {
+    record_logs();
     let env = rate_limits_support::start(&[(FAILED_AUTH_PER_ADDRESS, "3/h")]).await;
     let (app_id, api_key) = env.app_with_key().await;
     let verifier = new_verifier();
