@@ -200,7 +200,9 @@ impl RegistrationHandler {
     /// [`check_possession`]) and answered, for a live code and for a
     /// retry alike. A mismatch is a failed credential of the caller's
     /// address, is logged without the verifier, and writes nothing: the
-    /// code stays redeemable by the device that holds the verifier.
+    /// code stays redeemable by the device that holds the verifier. An
+    /// audit event for a verifier mismatch belongs here, with
+    /// `mismatch.as_str()` as its reason.
     async fn prove_possession(
         &self,
         code_challenge: Option<&CodeChallenge>,
