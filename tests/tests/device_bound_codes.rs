@@ -436,3 +436,87 @@ async fn a_wrong_verifier_counts_as_a_failed_credential() {
         "failed_auth_per_address",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_carries_the_challenge_the_verifier_and_the_setting() {
+    use devicelink_e2e::gateway::{Gateway, assert_error, create_user_body};
+    use serde_json::json;
+
+    record_logs();
+    let env = TestEnv::start().await;
+    let gateway = Gateway::start(&env).await;
+    let (app_id, api_key) = env.app_with_key().await;
+
+    let stored = gateway
+        .call_admin(
+            "PUT",
+            &format!("/v1/admin/apps/{app_id}/security"),
+            Some(ADMIN_TOKEN),
+            Some(json!({"require_code_challenge": true})),
+        )
+        .await
+        .ok();
+    assert_eq!(stored["security"]["require_code_challenge"], true);
+    let app = gateway
+        .call_admin(
+            "GET",
+            &format!("/v1/admin/apps/{app_id}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(app["app"]["security"]["require_code_challenge"], true);
+
+    // The setting was stored before the key's first use: no cache to wait
+    // for.
+    let body = assert_error(
+        &gateway
+            .call(
+                "POST",
+                "/v1/auth-codes",
+                Some(&api_key),
+                Some(json!({"external_id": "alice"})),
+            )
+            .await,
+        &[400],
+        3,
+    );
+    assert!(
+        body.to_string()
+            .contains("this app requires code_challenge"),
+        "{body}"
+    );
+    let verifier = new_verifier();
+    let minted = gateway
+        .call(
+            "POST",
+            "/v1/auth-codes",
+            Some(&api_key),
+            Some(json!({
+                "external_id": "alice",
+                "code_challenge": challenge_of(&verifier),
+                "code_challenge_method": "S256",
+            })),
+        )
+        .await
+        .ok();
+    let code = minted["auth_code"].as_str().expect("a code");
+
+    let without = create_user_body(code, &app_id, "alice-phone", "FORM_FACTOR_PHONE");
+    let body = assert_error(
+        &gateway
+            .call("POST", "/v1/users", None, Some(without.clone()))
+            .await,
+        &[403],
+        7,
+    );
+    assert!(body.to_string().contains("code_verifier"), "{body}");
+    let mut with = without;
+    with["code_verifier"] = json!(verifier.expose());
+    let created = gateway
+        .call("POST", "/v1/users", None, Some(with))
+        .await
+        .ok();
+    assert_eq!(created["restored"], false, "{created}");
+}
