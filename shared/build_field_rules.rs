@@ -199,6 +199,8 @@ fn write_message(
             4 => "Some(Charset::Base32)",
             5 => "Some(Charset::Uuid)",
             6 => "Some(Charset::Rate)",
+            7 => "Some(Charset::S256Base64Url)",
+            8 => "Some(Charset::PkceUnreserved)",
             other => {
                 return Err(format!(
                     "{full_name}.{}: charset {other} has no Rust Charset: add it to shared/build_field_rules.rs and validate.rs",

@@ -86,6 +86,11 @@ pub struct AuthCodeRecord {
     /// answered until then, not after.
     #[prost(int64, tag = "5")]
     pub expires_at_unix_ms: i64,
+    /// The SHA-256 of the device's code verifier when the code was minted
+    /// with a `code_challenge` (see [`crate::code_challenge`]); empty when
+    /// it was not. Inside the seal, so it cannot be stripped in Redis.
+    #[prost(bytes = "vec", tag = "6")]
+    pub code_challenge: Vec<u8>,
 }
 
 impl AuthCodeRecord {
@@ -162,6 +167,7 @@ mod tests {
             minted_at_unix_ms: 42,
             key_id: "k".into(),
             expires_at_unix_ms: 600_042,
+            code_challenge: vec![7; 32],
         };
         assert_eq!(
             AuthCodeRecord::from_bytes(&record.to_bytes()).ok(),
@@ -177,6 +183,7 @@ mod tests {
             minted_at_unix_ms: 1_000,
             key_id: "k".into(),
             expires_at_unix_ms: 61_000,
+            code_challenge: Vec::new(),
         };
         assert_eq!(
             record.expires_at(),

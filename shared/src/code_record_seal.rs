@@ -14,6 +14,12 @@
 //! covers the exact bytes stored, and a reader that predates the seal
 //! decodes the record and ignores the field (authcode can be rolled out
 //! before registration).
+//!
+//! The seal covers every field, the device-bound code's `code_challenge`
+//! among them ([`crate::code_challenge`]): a Redis writer who strips the
+//! challenge from a leaked code's record breaks its seal. A registration
+//! that predates device binding would ignore the challenge, though, so
+//! registration is rolled out before backends start sending challenges.
 
 use std::sync::Arc;
 
@@ -173,6 +179,7 @@ mod tests {
             minted_at_unix_ms: 1_000,
             key_id: "k".into(),
             expires_at_unix_ms: 601_000,
+            code_challenge: vec![9; 32],
         }
     }
 
@@ -209,6 +216,30 @@ mod tests {
                 "{stored:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_device_bound_record_cannot_lose_its_challenge_in_redis() {
+        let keys = RecordKeys::new(KEY, None).unwrap();
+        let code = AuthCode::generate().hash();
+        let sealed = keys.seal(&code, &record("user-1"));
+        assert_eq!(
+            keys.open(&code, &sealed).unwrap().code_challenge,
+            vec![9; 32]
+        );
+        // The same record without its challenge, under the original tag:
+        // what someone with Redis write access would store to redeem a
+        // leaked code without the device's verifier.
+        let mut stripped = AuthCodeRecord {
+            code_challenge: Vec::new(),
+            ..record("user-1")
+        }
+        .to_bytes();
+        stripped.extend_from_slice(&sealed[sealed.len() - TRAILER_LEN..]);
+        assert!(matches!(
+            keys.open(&code, &stripped),
+            Err(UnsealError::Unauthenticated)
+        ));
     }
 
     #[test]

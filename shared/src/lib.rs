@@ -28,6 +28,7 @@
 
 pub mod api_key;
 pub mod auth_code;
+pub mod code_challenge;
 pub mod code_record_seal;
 pub mod config;
 pub mod contract;

@@ -94,6 +94,9 @@ pub mod redemption_outcome {
     pub const DEVICE_HELD: &str = "device_held";
     /// The app the request names does not exist.
     pub const APP_NOT_FOUND: &str = "app_not_found";
+    /// A device-bound code without its verifier, with a wrong one, or a
+    /// verifier for a code not bound to a device: refused, not consumed.
+    pub const VERIFIER_MISMATCH: &str = "verifier_mismatch";
 }
 
 /// The `store` label values.

@@ -49,6 +49,12 @@ pub enum Charset {
     Uuid,
     /// A rate in the operators' syntax, or `off` ([`Rate::parse_setting`]).
     Rate,
+    /// A SHA-256 as canonical unpadded base64url: a `code_challenge`
+    /// ([`crate::code_challenge::CodeChallenge`]).
+    S256Base64Url,
+    /// RFC 7636's unreserved characters (`A-Z a-z 0-9 - . _ ~`): a
+    /// `code_verifier`.
+    PkceUnreserved,
 }
 
 /// Unicode White_Space, what `str::trim` removes around a rate's parts.
@@ -72,6 +78,10 @@ impl Charset {
             Self::Base32 => crate::secret::is_base32(value),
             Self::Uuid => Uuid::try_parse(value).is_ok(),
             Self::Rate => return Rate::parse_setting(value).map(drop),
+            Self::S256Base64Url => crate::code_challenge::decode_base64url_32(value).is_some(),
+            Self::PkceUnreserved => value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')),
         };
         if allowed {
             Ok(())
@@ -88,6 +98,13 @@ impl Charset {
             Self::Base32 => "may only contain a-z and 2-7",
             Self::Uuid => "must be a UUID",
             Self::Rate => "expected `<count>/<s|min|h>[,burst=<n>]` or `off`",
+            Self::S256Base64Url => {
+                "must be BASE64URL(SHA256(code_verifier)) without padding: \
+                 43 characters of A-Z, a-z, 0-9, '-' and '_'"
+            }
+            Self::PkceUnreserved => {
+                "may only contain A-Z, a-z, 0-9, '-', '.', '_' and '~' (RFC 7636)"
+            }
         }
     }
 
@@ -101,6 +118,9 @@ impl Charset {
             Self::Token => "^[!-~]*$".to_owned(),
             Self::Identifier => "^[A-Za-z0-9._-]*$".to_owned(),
             Self::Base32 => "^[a-z2-7]*$".to_owned(),
+            // 42 characters of 6 bits, then one whose 2 low bits are spare.
+            Self::S256Base64Url => "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$".to_owned(),
+            Self::PkceUnreserved => "^[A-Za-z0-9._~-]*$".to_owned(),
             Self::Uuid => {
                 let hyphenated = format!("{HEX}{{8}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{4}}-{HEX}{{12}}");
                 format!(r"^(?:{HEX}{{32}}|{hyphenated}|\{{{hyphenated}\}}|urn:uuid:{hyphenated})$")

@@ -100,6 +100,7 @@ pub fn create_user_request(
             bundle_id: "com.example.app".into(),
         }),
         device: Some(device),
+        ..Default::default()
     }
 }
 

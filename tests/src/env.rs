@@ -499,6 +499,7 @@ impl TestEnv {
                 pb::MintAuthCodeRequest {
                     external_id: external_id.into(),
                     app_id: String::new(),
+                    ..Default::default()
                 },
                 api_key,
             ))

@@ -12,6 +12,7 @@ fn mint_request(external_id: &str) -> pb::MintAuthCodeRequest {
     pb::MintAuthCodeRequest {
         external_id: external_id.into(),
         app_id: String::new(),
+        ..Default::default()
     }
 }
 
@@ -239,6 +240,7 @@ async fn a_key_works_only_for_its_own_app() {
             pb::MintAuthCodeRequest {
                 external_id: "u".into(),
                 app_id: other_app_id,
+                ..Default::default()
             },
             &api_key,
         ))

@@ -59,6 +59,7 @@ async fn timed_mint(
         pb::MintAuthCodeRequest {
             external_id: "u".into(),
             app_id: String::new(),
+            ..Default::default()
         },
         &api_key,
     );
@@ -104,6 +105,7 @@ async fn give_up_on_mint(authcode: &AuthCode, key: &str, after: Duration) {
         pb::MintAuthCodeRequest {
             external_id: "u".into(),
             app_id: String::new(),
+            ..Default::default()
         },
         key,
     );

@@ -151,6 +151,7 @@ async fn mint_and_admin_calls_name_bad_fields() {
                 pb::MintAuthCodeRequest {
                     external_id: external_id.into(),
                     app_id: app.into(),
+                    ..Default::default()
                 },
                 &api_key,
             ))

@@ -49,6 +49,7 @@ fn record_for(app_id: &str, external_id: &str) -> AuthCodeRecord {
         minted_at_unix_ms: millis(now),
         key_id: "forged".into(),
         expires_at_unix_ms: millis(now + Duration::from_secs(600)),
+        code_challenge: Vec::new(),
     }
 }
 

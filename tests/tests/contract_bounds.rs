@@ -51,6 +51,9 @@ impl Probe {
     }
 }
 
+/// RFC 7636's example challenge (appendix B): a valid `code_challenge`.
+const RFC_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
 /// A character every charset allows, for padding to a length.
 fn filler(charset: Option<Charset>) -> char {
     match charset {
@@ -203,6 +206,16 @@ fn charset_edges(charset: Option<Charset>) -> (Vec<String>, Vec<String>) {
                 "not-a-uuid".to_owned(),
             ],
         ),
+        Some(Charset::S256Base64Url) => (
+            owned(&[RFC_CHALLENGE, &format!("{}A", &RFC_CHALLENGE[..42])]),
+            owned(&[
+                &format!("+{}", &RFC_CHALLENGE[1..]),
+                &format!("={}", &RFC_CHALLENGE[1..]),
+                // The last character's spare bits set: not canonical.
+                &format!("{}d", &RFC_CHALLENGE[..42]),
+            ]),
+        ),
+        Some(Charset::PkceUnreserved) => (owned(&["Az09-._~"]), owned(&["+a", "/a", " a", "éa"])),
         Some(Charset::Rate) => (
             owned(&[
                 "off",
@@ -299,11 +312,20 @@ async fn call(
         "devicelink.v1.MintAuthCodeRequest" => {
             let mut request = pb::MintAuthCodeRequest {
                 external_id: "probe".into(),
-                app_id: String::new(),
+                ..Default::default()
             };
             match field {
                 "external_id" => request.external_id = probe.text(),
                 "app_id" => request.app_id = probe.text(),
+                "code_challenge" => request.code_challenge = probe.text(),
+                "code_challenge_method" => {
+                    // A method means something only with a challenge.
+                    request.code_challenge = RFC_CHALLENGE.into();
+                    request.code_challenge_method = match probe {
+                        Probe::List(texts) => texts.concat(),
+                        _ => probe.text(),
+                    };
+                }
                 _ => return None,
             }
             let mut client = env.authcode().await;
@@ -326,6 +348,7 @@ async fn call(
                 "CreateUserRequest.app_id" => request.app_id = probe.text(),
                 "CreateUserRequest.app" => request.app = None,
                 "CreateUserRequest.device" => request.device = None,
+                "CreateUserRequest.code_verifier" => request.code_verifier = probe.text(),
                 "AppInfo.app_version" => app.app_version = probe.text(),
                 "AppInfo.sdk_version" => app.sdk_version = probe.text(),
                 "AppInfo.bundle_id" => app.bundle_id = probe.text(),
@@ -426,6 +449,15 @@ async fn admin_call(
             .get_app(authorized(
                 pb::GetAppRequest {
                     app_id: probe.text(),
+                },
+                admin_token,
+            ))
+            .await),
+        "SetAppSecurityRequest.app_id" => ok(admin
+            .set_app_security(authorized(
+                pb::SetAppSecurityRequest {
+                    app_id: probe.text(),
+                    security: None,
                 },
                 admin_token,
             ))

@@ -106,6 +106,7 @@ async fn mint(
     let request = pb::MintAuthCodeRequest {
         external_id: external_id.into(),
         app_id: String::new(),
+        ..Default::default()
     };
     Ok(client
         .mint_auth_code(authorized(request, api_key))

@@ -65,7 +65,7 @@ fn every_method_of_every_service_has_an_operation() {
     expected.sort();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(found.len(), 14);
+    assert_eq!(found.len(), 15);
 }
 
 #[test]
@@ -231,14 +231,39 @@ fn the_document_states_every_declared_bound() {
         }
         if let Some(charset) = rule.charset {
             let pattern = text["pattern"].as_str().unwrap_or_default();
-            assert!(pattern.ends_with(&charset.pattern()), "{name}: {schema}");
+            // Or, for a text that may be empty but is longer once set, the
+            // class with the length bounds (checked below).
+            let max = rule
+                .max_chars
+                .map(|max| max.to_string())
+                .unwrap_or_default();
+            let min = rule.min_chars.unwrap_or(0);
+            let with_length = charset
+                .pattern()
+                .replace("*$", &format!("{{{min},{max}}}$"));
+            assert!(
+                pattern.ends_with(&charset.pattern()) || pattern.ends_with(&with_length),
+                "{name}: {schema}"
+            );
         }
         if !rule.accepted_enum_values.is_empty() {
             let names: Vec<&str> = rule.accepted_enum_values.iter().map(|(_, n)| *n).collect();
             assert_eq!(text["enum"], json!(names), "{name}: {schema}");
         }
         if !rule.one_of.is_empty() {
-            assert_eq!(text["enum"], json!(rule.one_of), "{name}: {schema}");
+            // A singular text that may be left out lists the empty text
+            // (and null) too: the service takes both as unset.
+            let texts: Vec<&str> = text["enum"]
+                .as_array()
+                .map(|values| values.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let (empty, set): (Vec<&str>, Vec<&str>) = texts.iter().partition(|t| t.is_empty());
+            assert_eq!(set, rule.one_of, "{name}: {schema}");
+            assert_eq!(
+                empty.is_empty(),
+                rule.required || is_array,
+                "{name}: {schema}"
+            );
         }
         if let Some(max) = rule.max_value {
             assert_eq!(text["maximum"], json!(max), "{name}: {schema}");
@@ -275,11 +300,24 @@ fn the_document_states_every_declared_bound() {
             assert!(values.ends_with("StorableJsonValue"), "{name}: {schema}");
         }
         // An empty text the service takes as "unset" must be one the
-        // document allows; a bound the pattern cannot carry then is refused.
-        assert!(
-            rule.required || rule.min_chars.unwrap_or(0) <= 1,
-            "{name}: an optional field with min_chars > 1 needs a pattern for its length"
-        );
+        // document allows, and then the pattern carries the length.
+        if !rule.required && rule.min_chars.unwrap_or(0) > 1 {
+            let min = rule.min_chars.unwrap_or(0);
+            let pattern = regex::Regex::new(text["pattern"].as_str().unwrap_or("^$"))
+                .expect("a pattern Rust's regex reads");
+            let seed = match rule.charset {
+                Some(Charset::S256Base64Url) => "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                _ => "a",
+            };
+            let at = |chars: usize| seed.chars().cycle().take(chars).collect::<String>();
+            assert!(pattern.is_match(""), "{name}: {schema}");
+            assert!(pattern.is_match(&at(min)), "{name}: {schema}");
+            assert!(!pattern.is_match(&at(min - 1)), "{name}: {schema}");
+            if let Some(max) = rule.max_chars {
+                assert!(pattern.is_match(&at(max)), "{name}: {schema}");
+                assert!(!pattern.is_match(&at(max + 1)), "{name}: {schema}");
+            }
+        }
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} fields checked");

@@ -62,6 +62,7 @@ async fn redis_down_means_unavailable_then_recovery() {
             pb::MintAuthCodeRequest {
                 external_id: "u".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &api_key,
         ))
@@ -94,6 +95,7 @@ async fn redis_down_means_unavailable_then_recovery() {
             pb::MintAuthCodeRequest {
                 external_id: "u".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &api_key,
         );

@@ -448,6 +448,7 @@ async fn a_redis_partition_fails_calls_fast_and_heals_by_itself() {
             pb::MintAuthCodeRequest {
                 external_id: "u".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &api_key,
         );

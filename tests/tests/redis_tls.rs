@@ -116,6 +116,7 @@ async fn mint_fails(settings: RedisSettings) -> tonic::Status {
             pb::MintAuthCodeRequest {
                 external_id: "u".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &api_key,
         ))

@@ -64,6 +64,7 @@ async fn a_full_flow_logs_no_secret() {
             pb::MintAuthCodeRequest {
                 external_id: "x".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &forged_key,
         ))
@@ -76,6 +77,7 @@ async fn a_full_flow_logs_no_secret() {
             pb::MintAuthCodeRequest {
                 external_id: "x".into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             &unscoped_key,
         ))

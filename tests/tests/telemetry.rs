@@ -96,6 +96,7 @@ async fn spans_continue_the_callers_trace_and_carry_no_secret() {
         pb::MintAuthCodeRequest {
             external_id: "traced-user".into(),
             app_id: String::new(),
+            ..Default::default()
         },
         &api_key,
     );

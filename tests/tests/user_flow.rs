@@ -33,6 +33,7 @@ async fn happy_path_creates_an_active_user_with_the_sdk_config() {
             pb::MintAuthCodeRequest {
                 external_id: "customer-user-1".into(),
                 app_id: app_id.clone(),
+                ..Default::default()
             },
             &api_key,
         ))

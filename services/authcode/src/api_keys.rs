@@ -12,10 +12,11 @@
 //! a busy key never expires, so its callers never all miss at the same
 //! instant and queue for the pool together.
 //!
-//! The key's app's own mint limits (`AdminService.SetAppLimits`) come with
-//! it, from the same query, and are cached and refreshed with it: they
-//! cost a mint no extra round trip, and a change reaches every replica
-//! within [`KEY_CACHE_TTL`].
+//! The key's app's own mint limits (`AdminService.SetAppLimits`) and
+//! whether it requires device-bound codes (`AdminService.SetAppSecurity`)
+//! come with it, from the same query, and are cached and refreshed with
+//! it: they cost a mint no extra round trip, and a change reaches every
+//! replica within [`KEY_CACHE_TTL`].
 //!
 //! Before any Postgres lookup the call's client address is checked against
 //! its failed credentials ([`CallLimits::admit`]): an address that keeps
@@ -53,7 +54,7 @@ pub const MAX_TRACKED_KEYS: usize = 10_000;
 
 const SELECT_KEY: &str = "SELECT k.app_id, k.secret_hash, k.scopes, k.expires_at, \
             k.revoked_at IS NOT NULL AS revoked, \
-            a.limit_mint_per_key, a.limit_mint_per_external_id \
+            a.limit_mint_per_key, a.limit_mint_per_external_id, a.require_code_challenge \
      FROM api_keys k JOIN apps a ON a.id = k.app_id WHERE k.key_id = $1";
 const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = now() WHERE key_id = $1";
 
@@ -68,6 +69,8 @@ pub struct VerifiedKey {
     pub scopes: Arc<[String]>,
     /// Its app's own mint limits, read with the key.
     pub app_limits: AppMintLimits,
+    /// Whether its app refuses codes minted without a `code_challenge`.
+    pub require_code_challenge: bool,
 }
 
 impl VerifiedKey {
@@ -90,6 +93,7 @@ struct StoredKey {
     expires_at: SystemTime,
     revoked: bool,
     app_limits: AppMintLimits,
+    require_code_challenge: bool,
 }
 
 /// A stored key and when it was read.
@@ -172,6 +176,7 @@ impl ApiKeyVerifier {
             key_id,
             scopes: stored.scopes,
             app_limits: stored.app_limits,
+            require_code_challenge: stored.require_code_challenge,
         })
     }
 
@@ -305,6 +310,9 @@ impl ApiKeyVerifier {
                 row.try_get("limit_mint_per_external_id")
                     .map_err(AuthCodeError::postgres)?,
             ),
+            require_code_challenge: row
+                .try_get("require_code_challenge")
+                .map_err(AuthCodeError::postgres)?,
         }))
     }
 

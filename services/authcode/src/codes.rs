@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use devicelink_shared::api_key::KeyId;
 use devicelink_shared::auth_code::{AuthCode, AuthCodeRecord, redis_key};
+use devicelink_shared::code_challenge::CodeChallenge;
 use devicelink_shared::code_record_seal::RecordKeys;
 use devicelink_shared::limits::{Limit, LimitStoreError, RateLimiter, SetIfAllowed, SetOutcome};
 use devicelink_shared::secret::SecretHash;
@@ -69,8 +70,9 @@ impl CodeMinter {
         }
     }
 
-    /// Mints and stores a code for `external_id` of `app_id`, on behalf of
-    /// the key `key_id`, unless `limits` (at the app's own rates where
+    /// Mints and stores a code for `external_id` of `app_id`, bound to the
+    /// device that holds the verifier of `code_challenge` if given, on
+    /// behalf of the key `key_id`, unless `limits` (at the app's own rates where
     /// `app_limits` has them) refuse it
     /// ([`AuthCodeError::RateLimited`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "redis.store_auth_code", skip_all, fields(db.system = "redis"))]
@@ -78,6 +80,7 @@ impl CodeMinter {
         &self,
         app_id: AppId,
         external_id: &ExternalId,
+        code_challenge: Option<&CodeChallenge>,
         key_id: &KeyId,
         app_limits: &AppMintLimits,
         limits: &CallLimits<'_>,
@@ -95,6 +98,9 @@ impl CodeMinter {
             minted_at_unix_ms: unix_millis(minted_at),
             key_id: key_id.as_str().to_owned(),
             expires_at_unix_ms: unix_millis(expires_at),
+            code_challenge: code_challenge
+                .map(|challenge| challenge.as_bytes().to_vec())
+                .unwrap_or_default(),
         };
         for _ in 0..MINT_ATTEMPTS {
             let code = AuthCode::generate();

@@ -21,9 +21,14 @@
 //!    (RESOURCE_EXHAUSTED) before its key is read from Postgres.
 //! 2. The request is parsed into domain types ([`ExternalId`], [`AppId`]);
 //!    every bad field is reported at once. An `app_id` in the request, when
-//!    given, must be the key's app: a key acts only for its own app.
+//!    given, must be the key's app: a key acts only for its own app. A
+//!    `code_challenge` binds the code to the device that holds its verifier
+//!    ([`devicelink_shared::code_challenge`]); an app whose operator set
+//!    `require_code_challenge` (read with the key) gets no code without
+//!    one.
 //! 3. [`codes::CodeMinter`] generates 256 random bits and stores the record
-//!    (app, external id, key id, time) under the *hash* of the code with
+//!    (app, external id, key id, time, challenge) under the *hash* of the
+//!    code with
 //!    `SET NX PX <ttl>`: Redis expires the code by itself, and a Redis dump
 //!    holds nothing redeemable. The `SET` runs in the rate limiter's script,
 //!    which first decides the mint's limits ([`limits`]): per API key and

@@ -6,13 +6,14 @@
 //! request field.
 
 use devicelink_shared::api_key::SCOPE_USER_LINK;
+use devicelink_shared::code_challenge::CodeChallenge;
 use devicelink_shared::contract::rules;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
 use devicelink_shared::pb::{MintAuthCodeRequest, MintAuthCodeResponse};
 use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
 use tonic::{Request, Response, Status};
 
-use crate::api_keys::ApiKeyVerifier;
+use crate::api_keys::{ApiKeyVerifier, VerifiedKey};
 use crate::codes::CodeMinter;
 use crate::error::AuthCodeError;
 use crate::limits::MintLimits;
@@ -23,35 +24,69 @@ struct MintRequest {
     external_id: ExternalId,
     /// The app the caller expects the code to be bound to, if it said.
     app_id: Option<AppId>,
+    /// The device the code is bound to, if the backend bound it.
+    code_challenge: Option<CodeChallenge>,
 }
 
 impl MintRequest {
     /// Checks every field and reports all violations at once.
     fn parse(request: MintAuthCodeRequest) -> Result<Self, AuthCodeError> {
+        let mut violations = Vec::new();
         let external_id = ExternalId::parse_declared(
             &rules::MINT_AUTH_CODE_REQUEST_EXTERNAL_ID,
             "external_id",
             &request.external_id,
-        );
+        )
+        .map_err(|violation| violations.push(violation))
+        .ok();
         // Not required: an empty app id means the key's app.
         let app_id = AppId::parse_declared(
             &rules::MINT_AUTH_CODE_REQUEST_APP_ID,
             "app_id",
             &request.app_id,
-        );
-        match (external_id, app_id) {
-            (Ok(external_id), Ok(app_id)) => Ok(Self {
+        )
+        .map_err(|violation| violations.push(violation))
+        .ok()
+        .flatten();
+        let code_challenge = match (
+            request.code_challenge.as_str(),
+            request.code_challenge_method.as_str(),
+        ) {
+            ("", "") => None,
+            ("", _) => {
+                violations.push(FieldViolation::new(
+                    "code_challenge_method",
+                    "is set but code_challenge is empty",
+                ));
+                None
+            }
+            (challenge, method) => CodeChallenge::parse("code_challenge", challenge, method)
+                .map_err(|violation| violations.push(violation))
+                .ok(),
+        };
+        match external_id {
+            Some(external_id) if violations.is_empty() => Ok(Self {
                 external_id,
                 app_id,
+                code_challenge,
             }),
-            (external_id, app_id) => {
-                let violations: Vec<FieldViolation> = [external_id.err(), app_id.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                Err(AuthCodeError::InvalidArgument(violations))
-            }
+            _ => Err(AuthCodeError::InvalidArgument(violations)),
         }
+    }
+
+    /// Refuses a code without a challenge for an app that binds every code
+    /// to a device. INVALID_ARGUMENT rather than FAILED_PRECONDITION: the
+    /// request is what must change, and retrying it as it is never helps.
+    fn check_app_security(&self, key: &VerifiedKey) -> Result<(), AuthCodeError> {
+        if key.require_code_challenge && self.code_challenge.is_none() {
+            return Err(FieldViolation::new(
+                "code_challenge",
+                "this app requires code_challenge: send BASE64URL(SHA256(code_verifier)) \
+                 made by the app on the device",
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
@@ -92,12 +127,14 @@ impl AuthCodeHandler {
         if request.app_id.is_some_and(|app_id| app_id != key.app_id) {
             return Err(AuthCodeError::WrongApp);
         }
+        request.check_app_security(&key)?;
 
         let minted = self
             .minter
             .mint(
                 key.app_id,
                 &request.external_id,
+                request.code_challenge.as_ref(),
                 &key.key_id,
                 &key.app_limits,
                 &limits,
@@ -108,7 +145,12 @@ impl AuthCodeHandler {
         // Per-call detail is debug: minting is the hot path, and
         // `devicelink_auth_codes_minted_total` and the key's `last_used_at`
         // already account for it.
-        tracing::debug!(app_id = %key.app_id, key_id = %key.key_id, "auth code minted");
+        tracing::debug!(
+            app_id = %key.app_id,
+            key_id = %key.key_id,
+            device_bound = request.code_challenge.is_some(),
+            "auth code minted"
+        );
         metrics::counter!(devicelink_shared::metrics_catalog::AUTH_CODES_MINTED).increment(1);
         Ok(MintAuthCodeResponse {
             auth_code: minted.code.expose().to_owned(),
@@ -139,7 +181,55 @@ mod tests {
         MintAuthCodeRequest {
             external_id: external_id.into(),
             app_id: app_id.into(),
+            ..Default::default()
         }
+    }
+
+    /// RFC 7636, appendix B.
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn bound(challenge: &str, method: &str) -> MintAuthCodeRequest {
+        MintAuthCodeRequest {
+            code_challenge: challenge.into(),
+            code_challenge_method: method.into(),
+            ..request("user-1", "")
+        }
+    }
+
+    fn fields(result: Result<MintRequest, AuthCodeError>) -> Vec<String> {
+        let Err(AuthCodeError::InvalidArgument(violations)) = result else {
+            panic!("expected INVALID_ARGUMENT");
+        };
+        violations
+            .into_iter()
+            .map(|violation| violation.field)
+            .collect()
+    }
+
+    #[test]
+    fn a_challenge_is_optional_and_only_s256() {
+        assert!(
+            MintRequest::parse(bound("", ""))
+                .unwrap()
+                .code_challenge
+                .is_none()
+        );
+        for method in ["", "S256"] {
+            let parsed = MintRequest::parse(bound(CHALLENGE, method)).expect("valid");
+            assert_eq!(parsed.code_challenge.unwrap().to_text(), CHALLENGE);
+        }
+        assert_eq!(
+            fields(MintRequest::parse(bound(CHALLENGE, "plain"))),
+            ["code_challenge_method"]
+        );
+        assert_eq!(
+            fields(MintRequest::parse(bound("", "S256"))),
+            ["code_challenge_method"]
+        );
+        assert_eq!(
+            fields(MintRequest::parse(bound("not-a-hash", ""))),
+            ["code_challenge"]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::time::SystemTime;
 
 use devicelink_shared::auth_code::AuthCode;
+use devicelink_shared::code_challenge::CodeVerifier;
 use devicelink_shared::validate::AppId;
 use uuid::Uuid;
 
@@ -168,6 +169,8 @@ pub struct CreateUserInput {
     pub app: AppInfo,
     /// The device.
     pub device: DeviceInfo,
+    /// The device's proof of possession of a device-bound code, if sent.
+    pub code_verifier: Option<CodeVerifier>,
 }
 
 #[cfg(test)]

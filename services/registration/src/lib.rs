@@ -6,7 +6,12 @@
 //! 1. [`service::parse`] turns the `CreateUser` request into domain types
 //!    ([`domain`]); every bad field is reported at once, by name.
 //! 2. [`codes`] reads the code's record from Redis (`GET`, not `GETDEL`: a
-//!    request that fails must not consume the code).
+//!    request that fails must not consume the code). A device-bound code
+//!    (minted with a `code_challenge`) must come with its `code_verifier`;
+//!    the handler decides that in one place
+//!    (`RegistrationHandler::prove_possession`) before anything is
+//!    written, so a refused proof consumes nothing, and the challenge is
+//!    kept with the claim so a retry must prove possession too.
 //! 3. [`store`] writes the redemption in one Postgres transaction. A user
 //!    that does not exist yet needs no arbitration: one statement creates
 //!    it, binds its first install as active and claims the code (the

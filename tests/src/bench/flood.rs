@@ -233,6 +233,7 @@ impl FloodClients {
                     pb::MintAuthCodeRequest {
                         external_id: format!("flood-{index}"),
                         app_id: String::new(),
+                        ..Default::default()
                     },
                     &credentials.api_keys[pick(credentials.api_keys.len())],
                 );

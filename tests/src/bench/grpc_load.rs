@@ -446,6 +446,7 @@ mod tests {
         let message = pb::MintAuthCodeRequest {
             external_id: "user-1".into(),
             app_id: String::new(),
+            ..Default::default()
         };
         let body = frame(&message);
         assert_eq!(&body[..5], &[0, 0, 0, 0, 8]);
@@ -502,6 +503,7 @@ mod tests {
             frame(&pb::MintAuthCodeRequest {
                 external_id: external_id.into(),
                 app_id: String::new(),
+                ..Default::default()
             })
         };
         let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));

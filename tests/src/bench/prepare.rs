@@ -124,6 +124,7 @@ pub async fn mint_codes(
                     pb::MintAuthCodeRequest {
                         external_id: external_id.clone(),
                         app_id: String::new(),
+                        ..Default::default()
                     },
                     &app.api_key_bearer,
                 );
@@ -174,6 +175,7 @@ pub fn create_user_requests(
                 model: "Pixel 8".into(),
                 os_version: "15".into(),
             }),
+            ..Default::default()
         })
         .collect()
 }

@@ -233,6 +233,7 @@ pub(super) async fn mint(
             grpc_load::frame(&pb::MintAuthCodeRequest {
                 external_id: format!("mint-{}-c{}-{index}", subject.key(), spec.concurrency),
                 app_id: String::new(),
+                ..Default::default()
             })
         })
         .collect();
@@ -274,6 +275,7 @@ async fn mint_h2load(
         bodies: vec![grpc_load::frame(&pb::MintAuthCodeRequest {
             external_id: format!("mint-h2load-{}", subject.key()),
             app_id: String::new(),
+            ..Default::default()
         })],
         check: None,
     };

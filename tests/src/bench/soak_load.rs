@@ -353,6 +353,7 @@ impl Flow {
                 pb::MintAuthCodeRequest {
                     external_id: user.external_id.clone(),
                     app_id: String::new(),
+                    ..Default::default()
                 },
                 &self.app.api_key_bearer,
             ))

@@ -215,6 +215,7 @@ impl SqlFloor {
                     minted_at_unix_ms,
                     key_id: "floor".into(),
                     expires_at_unix_ms: minted_at_unix_ms + CODE_TTL_SECS as i64 * 1000,
+                    code_challenge: Vec::new(),
                 };
                 pipe.cmd("SET")
                     .arg(&redemption.key)

@@ -111,7 +111,12 @@ fn text_bounds(rule: &FieldRule, field: &FieldDescriptor, schema: &mut Map<Strin
     // presence (`optional`), where an empty text is a value like any other.
     let empty_allowed = !rule.required && !field.supports_presence();
     if !rule.one_of.is_empty() {
-        schema.insert("enum".into(), json!(rule.one_of));
+        let mut texts = rule.one_of.to_vec();
+        // A list's elements are each a value: an empty one is no "unset".
+        if empty_allowed && !field.is_list() {
+            texts.insert(0, "");
+        }
+        schema.insert("enum".into(), json!(texts));
         return;
     }
     let min = rule.min_chars.unwrap_or(0).max(usize::from(rule.required));
@@ -121,14 +126,25 @@ fn text_bounds(rule: &FieldRule, field: &FieldDescriptor, schema: &mut Map<Strin
     if let Some(max) = rule.max_chars {
         schema.insert("maxLength".into(), json!(max));
     }
-    // (A field that may be sent empty but, when set, needs more than one
-    // character would need a pattern for its length too; none has such
-    // bounds, and tests/tests/openapi.rs keeps it so.)
+    // A field that may be sent empty but, when set, needs more than one
+    // character carries its length in the pattern: minLength would refuse
+    // the empty text. (tests/tests/openapi.rs checks that each such field
+    // has a pattern of one character class, or one that fixes the length.)
     if let Some(pattern) = rule.charset.map(|charset| charset.pattern()) {
-        let pattern = if empty_allowed && !pattern.starts_with("^[") {
-            format!("^$|{pattern}")
-        } else {
-            pattern
+        let pattern = match pattern.strip_suffix("*$") {
+            Some(class) if empty_allowed && min > 1 && class.starts_with("^[") => {
+                let max = rule
+                    .max_chars
+                    .map(|max| max.to_string())
+                    .unwrap_or_default();
+                format!("^$|{class}{{{min},{max}}}$")
+            }
+            // A pattern that is not one class repeated does not match the
+            // empty text by itself.
+            _ if empty_allowed && !(pattern.starts_with("^[") && pattern.ends_with("]*$")) => {
+                format!("^$|{pattern}")
+            }
+            _ => pattern,
         };
         schema.insert("pattern".into(), json!(pattern));
     }

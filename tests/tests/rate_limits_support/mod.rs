@@ -61,6 +61,7 @@ pub async fn mint(
             pb::MintAuthCodeRequest {
                 external_id: external_id.into(),
                 app_id: String::new(),
+                ..Default::default()
             },
             api_key,
         ))

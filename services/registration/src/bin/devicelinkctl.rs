@@ -29,7 +29,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::args::{Command, parse_args};
-use crate::output::{app_report, code_name, key_table, limits_report, rfc3339, user_report};
+use crate::output::{
+    app_report, code_name, key_table, limits_report, rfc3339, security_report, user_report,
+};
 use crate::sdk_config::read_sdk_config;
 
 /// Where `AdminService` listens, when `--addr` is not given.
@@ -40,7 +42,7 @@ const DEFAULT_ADMIN_ADDR: &str = "http://127.0.0.1:50053";
 
 const USAGE: &str = "\
 devicelinkctl: manage devicelink apps, API keys, SDK configuration, rate
-limits and users
+limits, security settings and users
 
 usage: devicelinkctl [--addr URL] [--token TOKEN] <command> [args]
 
@@ -65,6 +67,9 @@ commands:
                                       replace the app's own rate limits; R is
                                       a rate like 50/s,burst=100, or off; a
                                       limit left out returns to the default
+  set-app-security APP_ID --require-code-challenge on|off
+                                      on: every code must be minted with a
+                                      code_challenge (device-bound codes)
   get-user APP_ID EXTERNAL_ID         show a user and its installs
   delete-user APP_ID EXTERNAL_ID      erase a user, its installs and its links
   help                                show this text
@@ -249,6 +254,19 @@ impl Admin {
                 });
                 let stored = self.client.set_app_limits(request).await?.into_inner();
                 print!("{}", limits_report(&stored.limits.unwrap_or_default()));
+            }
+            Command::SetAppSecurity {
+                app_id,
+                require_code_challenge,
+            } => {
+                let request = self.request(pb::SetAppSecurityRequest {
+                    app_id,
+                    security: Some(pb::AppSecurity {
+                        require_code_challenge,
+                    }),
+                });
+                let stored = self.client.set_app_security(request).await?.into_inner();
+                print!("{}", security_report(&stored.security.unwrap_or_default()));
             }
             Command::GetUser {
                 app_id,

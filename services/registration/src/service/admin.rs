@@ -242,6 +242,9 @@ fn app_message(app: AppRecord, defaults: &LimitsConfig) -> pb::App {
         sdk_config: Some(json_to_struct(&app.sdk_config)),
         limits: Some(app_limits_message(&app.limits)),
         effective_limits: Some(effective_limits_message(&app.limits, defaults)),
+        security: Some(pb::AppSecurity {
+            require_code_challenge: app.require_code_challenge,
+        }),
     }
 }
 
@@ -406,6 +409,33 @@ impl AdminHandler {
         })
     }
 
+    async fn set_app_security(
+        &self,
+        operator: &OperatorName,
+        request: &pb::SetAppSecurityRequest,
+    ) -> Result<pb::SetAppSecurityResponse, RegistrationError> {
+        let app_id = app_id(&rules::SET_APP_SECURITY_REQUEST_APP_ID, &request.app_id)?;
+        // Every field of `AppSecurity` has a default, so a request without
+        // one sets the defaults, as a request without `limits` does.
+        let security = request.security.unwrap_or_default();
+        if !self
+            .store
+            .set_app_security(app_id, security.require_code_challenge)
+            .await?
+        {
+            return Err(app_not_found(app_id));
+        }
+        tracing::info!(
+            %operator,
+            %app_id,
+            require_code_challenge = security.require_code_challenge,
+            "app security set"
+        );
+        Ok(pb::SetAppSecurityResponse {
+            security: Some(security),
+        })
+    }
+
     async fn get_user(
         &self,
         request: &pb::GetUserRequest,
@@ -505,6 +535,15 @@ impl AdminService for AdminHandler {
     ) -> Result<Response<pb::SetAppLimitsResponse>, Status> {
         Ok(Response::new(
             AdminHandler::set_app_limits(self, &operator(&request)?, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_app_security(
+        &self,
+        request: Request<pb::SetAppSecurityRequest>,
+    ) -> Result<Response<pb::SetAppSecurityResponse>, Status> {
+        Ok(Response::new(
+            AdminHandler::set_app_security(self, &operator(&request)?, request.get_ref()).await?,
         ))
     }
 

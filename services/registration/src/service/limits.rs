@@ -22,8 +22,9 @@
 //!
 //! What counts as a failed credential: a code that is neither live nor ever
 //! redeemed (made up, or expired: the two cannot be told apart), a used
-//! code presented by another device, and a well-formed install token that
-//! no install holds. A missing or malformed token or code does not count:
+//! code presented by another device, a device-bound code without its
+//! `code_verifier` (missing, wrong, or sent for a code not bound), and a
+//! well-formed install token that no install holds. A missing or malformed token or code does not count:
 //! it is refused offline, before any store lookup, and teaches nothing.
 
 use std::collections::HashMap;

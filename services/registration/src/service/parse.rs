@@ -2,6 +2,7 @@
 //! reported at once, each naming its field.
 
 use devicelink_shared::auth_code::AuthCode;
+use devicelink_shared::code_challenge::CodeVerifier;
 use devicelink_shared::contract::rules;
 use devicelink_shared::pb;
 use devicelink_shared::validate::{AppId, FieldViolation};
@@ -44,6 +45,16 @@ pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, R
             None
         }
     };
+    // Absent is a state of its own (the code may not be device-bound);
+    // whether that is acceptable is for the code's record to say.
+    let code_verifier = if request.code_verifier.is_empty() {
+        None
+    } else {
+        collect(
+            CodeVerifier::parse("code_verifier", &request.code_verifier),
+            &mut violations,
+        )
+    };
     match (auth_code, app_id, app, device) {
         (Some(auth_code), Some(app_id), Some(app), Some(device)) if violations.is_empty() => {
             Ok(CreateUserInput {
@@ -51,6 +62,7 @@ pub fn create_user(request: &pb::CreateUserRequest) -> Result<CreateUserInput, R
                 app_id,
                 app,
                 device,
+                code_verifier,
             })
         }
         _ => Err(RegistrationError::InvalidArgument(violations)),
@@ -188,6 +200,7 @@ mod tests {
                 model: "iPhone15,2".into(),
                 os_version: "17.1".into(),
             }),
+            code_verifier: String::new(),
         }
     }
 
@@ -225,6 +238,19 @@ mod tests {
                 "device.form_factor",
                 "device.model"
             ]
+        );
+    }
+
+    #[test]
+    fn a_verifier_is_optional_and_checked_when_sent() {
+        assert!(create_user(&valid()).unwrap().code_verifier.is_none());
+        let mut request = valid();
+        request.code_verifier = "v".repeat(43);
+        assert!(create_user(&request).unwrap().code_verifier.is_some());
+        request.code_verifier = "too short".into();
+        assert_eq!(
+            fields(create_user(&request).unwrap_err()),
+            ["code_verifier"]
         );
     }
 

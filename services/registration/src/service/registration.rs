@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use devicelink_shared::code_challenge::{CodeChallenge, check_possession};
 use devicelink_shared::metrics_catalog::{
     ACTIVATIONS, AUTH_CODES_REDEEMED, DEACTIVATIONS, count_redemption,
     redemption_outcome as outcome,
@@ -92,6 +93,14 @@ impl RegistrationHandler {
                     "the auth code was minted for another app",
                 ));
             }
+            // Before anything is written: a refused proof consumes nothing,
+            // so the device holding the verifier can still redeem the code.
+            let code_challenge =
+                CodeChallenge::from_stored(&record.code_challenge).map_err(|error| {
+                    StoreError::internal(format!("stored auth code record: {error}"))
+                })?;
+            self.prove_possession(code_challenge.as_ref(), &input, caller)
+                .await?;
             let external_id =
                 ExternalId::parse("external_id", &record.external_id).map_err(|violation| {
                     StoreError::internal(format!("stored auth code record: {violation}"))
@@ -107,6 +116,7 @@ impl RegistrationHandler {
                 token_nonce,
                 token_hash: token.hash(),
                 code_expires_at: record.expires_at(),
+                code_challenge,
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
@@ -157,6 +167,11 @@ impl RegistrationHandler {
                 "auth code is unknown or expired".into(),
             ));
         };
+        // A device-bound code tells nothing more, not even that it was
+        // used, to a caller without its verifier: the same rule as for a
+        // live code, checked first.
+        self.prove_possession(past.code_challenge.as_ref(), input, caller)
+            .await?;
         let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
         if !same_device {
             self.limits.failed(caller).await;
@@ -178,6 +193,33 @@ impl RegistrationHandler {
         count_redemption(outcome::RETRY);
         let token = InstallToken::derive(&input.auth_code, &past.token_nonce);
         Ok(response(redeemed, &token))
+    }
+
+    /// Whether the request proves possession of a device-bound code: the
+    /// one place where a verifier mismatch is decided (through
+    /// [`check_possession`]) and answered, for a live code and for a
+    /// retry alike. A mismatch is a failed credential of the caller's
+    /// address, is logged without the verifier, and writes nothing: the
+    /// code stays redeemable by the device that holds the verifier. An
+    /// audit event for a verifier mismatch belongs here, with
+    /// `mismatch.as_str()` as its reason.
+    async fn prove_possession(
+        &self,
+        code_challenge: Option<&CodeChallenge>,
+        input: &CreateUserInput,
+        caller: Caller,
+    ) -> Result<(), RegistrationError> {
+        let Err(mismatch) = check_possession(code_challenge, input.code_verifier.as_ref()) else {
+            return Ok(());
+        };
+        self.limits.failed(caller).await;
+        count_redemption(outcome::VERIFIER_MISMATCH);
+        tracing::warn!(
+            app_id = %input.app_id,
+            verifier = mismatch.as_str(),
+            "auth code refused: the code_verifier does not prove possession; the code stays redeemable"
+        );
+        Err(RegistrationError::PermissionDenied(mismatch.message()))
     }
 
     /// The status of the install holding the request's token.

@@ -204,6 +204,8 @@ pub struct AppRecord {
     pub sdk_config: serde_json::Value,
     /// Its own rate limits.
     pub limits: AppLimits,
+    /// Whether its codes must be minted with a `code_challenge`.
+    pub require_code_challenge: bool,
 }
 
 const LIMIT_COLUMNS: &str =
@@ -335,7 +337,8 @@ impl Store {
         let row = self
             .query_opt_call(
                 &format!(
-                    "SELECT name, created_at, sdk_config, {LIMIT_COLUMNS} FROM apps WHERE id = $1"
+                    "SELECT name, created_at, sdk_config, {LIMIT_COLUMNS}, require_code_challenge \
+                     FROM apps WHERE id = $1"
                 ),
                 &[(&app_id.0, Type::UUID)],
             )
@@ -349,6 +352,7 @@ impl Store {
             created_at: row.try_get(1)?,
             sdk_config: row.try_get(2)?,
             limits: AppLimits::from_columns(&row, 3)?,
+            require_code_challenge: row.try_get(6)?,
         }))
     }
 
@@ -373,6 +377,27 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let [mint_per_key, mint_per_external_id, redeem_per_device] = limits.to_columns();
         let updated = self.execute_call("UPDATE apps SET limit_mint_per_key = $2, limit_mint_per_external_id = $3, limit_redeem_per_device = $4 WHERE id = $1", &[(&app_id.0, Type::UUID), (&mint_per_key, Type::TEXT), (&mint_per_external_id, Type::TEXT), (&redeem_per_device, Type::TEXT)]).await?;
+        Ok(updated == 1)
+    }
+
+    /// Sets whether an app's codes must be minted with a `code_challenge`;
+    /// false when the app is unknown. authcode reads the column with the
+    /// API key (and caches it as long).
+    #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.set_app_security", skip_all, fields(db.system = "postgresql"))]
+    pub async fn set_app_security(
+        &self,
+        app_id: AppId,
+        require_code_challenge: bool,
+    ) -> Result<bool, StoreError> {
+        let updated = self
+            .execute_call(
+                "UPDATE apps SET require_code_challenge = $2 WHERE id = $1",
+                &[
+                    (&app_id.0, Type::UUID),
+                    (&require_code_challenge, Type::BOOL),
+                ],
+            )
+            .await?;
         Ok(updated == 1)
     }
 

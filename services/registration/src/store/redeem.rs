@@ -25,6 +25,7 @@
 
 use std::time::SystemTime;
 
+use devicelink_shared::code_challenge::CodeChallenge;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::{PooledClient, Sql};
 use devicelink_shared::validate::{AppId, ExternalId};
@@ -67,6 +68,9 @@ pub struct NewRedemption<'a> {
     /// When the code stops being redeemable: a retry from this device is
     /// answered until then.
     pub code_expires_at: SystemTime,
+    /// The challenge the code was minted with, if it is device-bound: kept
+    /// with the claim, so that a retry must prove possession too.
+    pub code_challenge: Option<CodeChallenge>,
 }
 
 /// The result of a redemption.
@@ -108,7 +112,7 @@ impl From<DeviceHeldByAnotherUser> for RedeemOutcome {
     }
 }
 
-/// The types of [`Binding::params`], `$1`–`$20` (the parameters of
+/// The types of [`Binding::params`], `$1`–`$21` (the parameters of
 /// [`sql::INSERT_INSTALL`] and [`sql::REBIND_INSTALL`]), then any `extra`.
 macro_rules! binding_types {
     ($($extra:expr),*) => {
@@ -133,6 +137,7 @@ macro_rules! binding_types {
             Type::BOOL,
             Type::INT8,
             Type::TIMESTAMPTZ,
+            Type::BYTEA,
             $($extra),*
         ]
     };
@@ -225,8 +230,8 @@ async fn redeem_for_new_user(
     let binding = Binding::new(new, &resolution, InstallId(Uuid::now_v7()), user_id, false);
     let bound = binding.params();
     let external_id = new.external_id.as_str();
-    // The binding's twenty parameters, then the external id as `$21`.
-    let params: [&(dyn ToSql + Sync); 21] =
+    // The binding's twenty-one parameters, then the external id as `$22`.
+    let params: [&(dyn ToSql + Sync); 22] =
         std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
     let row = match CREATE_USER.query_opt(client, &params).await {
         Ok(Some(row)) => row,
@@ -242,7 +247,7 @@ async fn redeem_for_new_user(
     )))
 }
 
-/// What binding an install writes: the parameters `$1`–`$20` shared by the
+/// What binding an install writes: the parameters `$1`–`$21` shared by the
 /// statements that bind one (see [`super::redeem_sql::INSERT_INSTALL`]),
 /// and what the redemption answers once they are written.
 struct Binding<'a> {
@@ -258,6 +263,7 @@ struct Binding<'a> {
     token_hash: &'a [u8],
     code_hash: &'a [u8],
     token_nonce: &'a [u8],
+    code_challenge: Option<&'a [u8]>,
 }
 
 impl<'a> Binding<'a> {
@@ -281,10 +287,14 @@ impl<'a> Binding<'a> {
             token_hash: new.token_hash.as_bytes().as_slice(),
             code_hash: new.code_hash.as_bytes().as_slice(),
             token_nonce: new.token_nonce.as_slice(),
+            code_challenge: new
+                .code_challenge
+                .as_ref()
+                .map(|challenge| challenge.as_bytes().as_slice()),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 20] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 21] {
         [
             &self.install_id.0,
             &self.new.app_id.0,
@@ -306,6 +316,7 @@ impl<'a> Binding<'a> {
             &self.restored,
             &self.resolution.user_epoch,
             &self.new.code_expires_at,
+            &self.code_challenge,
         ]
     }
 

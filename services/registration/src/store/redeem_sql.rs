@@ -57,20 +57,22 @@ macro_rules! install_written {
 macro_rules! claim_columns {
     () => {
         "INSERT INTO redeemed_codes (code_hash, app_id, device_id, token_nonce, user_id, install_id, restored,
-         code_expires_at)"
+         code_expires_at, code_challenge)"
     };
 }
 
 /// The `claim` CTE behind an `install` CTE: claims the code for the install
 /// written, so that it is never claimed without one, keeping the code's
-/// expiry (`$20`) to bound how long a retry is answered.
+/// expiry (`$20`) to bound how long a retry is answered and its challenge
+/// (`$21`, NULL for a code not bound to a device) to hold a retry to the
+/// same proof of possession.
 macro_rules! claim {
     () => {
         concat!(
             ",
      claim AS (",
             claim_columns!(),
-            " SELECT $16, app_id, device_id, $17, user_id, id, $18, $20 FROM install)"
+            " SELECT $16, app_id, device_id, $17, user_id, id, $18, $20, $21 FROM install)"
         )
     };
 }
@@ -109,10 +111,10 @@ pub const NEW_USER_EPOCH: i64 = 1;
 /// NOTHING` leaves every part empty and the statement answers no row: the
 /// redemption then runs as a transaction that arbitrates. (A concurrent
 /// first redemption of the same user makes this one wait for its commit,
-/// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$21`
+/// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$22`
 /// the external id.
 pub const CREATE_USER: &str = concat!(
-    "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $21, $19)
+    "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $22, $19)
      ON CONFLICT (app_id, external_id) DO NOTHING
      RETURNING id),
      install AS (",
@@ -157,7 +159,8 @@ pub const SUPERSEDE: &str =
 /// Parameters: `$1` install id, `$2` app id, `$3` user id, `$4` device id,
 /// `$5`–`$15` what the device and arbitration set (in `INSERT INTO
 /// installs` order), `$16` code hash, `$17` token nonce, `$18` restored,
-/// `$19` the user's epoch, `$20` when the code expires.
+/// `$19` the user's epoch, `$20` when the code expires, `$21` the code's
+/// challenge.
 ///
 /// The claim has no `ON CONFLICT`: a code redeemed already fails the
 /// statement ([`CODE_ALREADY_CLAIMED`]), so the `COMMIT` behind it rolls the
@@ -206,7 +209,10 @@ pub mod steps {
     /// Sets the user's epoch.
     pub const SET_USER_EPOCH: &str = "UPDATE users SET epoch = $2 WHERE id = $1";
 
-    /// Claims the code, with its expiry as `$8`.
-    pub const CLAIM_CODE: &str =
-        concat!(claim_columns!(), " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    /// Claims the code, with its expiry as `$8` (the floor's codes are not
+    /// device-bound).
+    pub const CLAIM_CODE: &str = concat!(
+        claim_columns!(),
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"
+    );
 }

@@ -7,6 +7,7 @@
 //! a count, and go with their redemption record (`ON DELETE CASCADE`),
 //! whether the janitor purges it or the user is erased.
 
+use devicelink_shared::code_challenge::CodeChallenge;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::Sql;
 use devicelink_shared::validate::AppId;
@@ -36,10 +37,13 @@ pub struct PastRedemption {
     pub restored: bool,
     /// The nonce its install token was derived with.
     pub token_nonce: TokenNonce,
+    /// The challenge its code was minted with, if it was device-bound: a
+    /// retry must prove possession as the redemption did.
+    pub code_challenge: Option<CodeChallenge>,
 }
 
 const FIND_REDEMPTION: Sql = Sql::new(
-    "SELECT app_id, device_id, user_id, install_id, restored, token_nonce
+    "SELECT app_id, device_id, user_id, install_id, restored, token_nonce, code_challenge
      FROM redeemed_codes
      WHERE code_hash = $1 AND user_id IS NOT NULL AND code_expires_at > now()",
     &[Type::BYTEA],
@@ -79,6 +83,7 @@ impl Store {
             return Ok(None);
         };
         let nonce: Vec<u8> = row.try_get(5)?;
+        let code_challenge: Option<Vec<u8>> = row.try_get(6)?;
         Ok(Some(PastRedemption {
             app_id: AppId(row.try_get(0)?),
             device_id: row.try_get(1)?,
@@ -88,6 +93,8 @@ impl Store {
             token_nonce: nonce
                 .try_into()
                 .map_err(|_| StoreError::internal("stored token nonce has the wrong length"))?,
+            code_challenge: CodeChallenge::from_stored(&code_challenge.unwrap_or_default())
+                .map_err(|error| StoreError::internal(error.to_string()))?,
         }))
     }
 

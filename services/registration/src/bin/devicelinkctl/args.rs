@@ -46,6 +46,10 @@ pub(crate) enum Command {
         app_id: String,
         limits: LimitOptions,
     },
+    SetAppSecurity {
+        app_id: String,
+        require_code_challenge: bool,
+    },
 }
 
 /// `set-app-limits`' options, each a rate as `RATE_LIMIT_*` writes it or
@@ -68,6 +72,7 @@ impl LimitOptions {
 pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let (mut addr, mut token, mut scopes, mut ttl_days) = (None, None, Vec::new(), None);
     let mut limits = LimitOptions::default();
+    let mut require_code_challenge = None;
     let (mut help, mut operands) = (false, Vec::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -98,6 +103,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "mint-per-key" => limits.mint_per_key = Some(value),
             "mint-per-external-id" => limits.mint_per_external_id = Some(value),
             "redeem-per-device" => limits.redeem_per_device = Some(value),
+            "require-code-challenge" => require_code_challenge = Some(value),
             _ => return Err(format!("unknown option --{name}")),
         }
     }
@@ -114,7 +120,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
                         .into(),
                 );
             }
-            parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
+            if name == "set-app-security" {
+                set_app_security(rest, require_code_challenge.as_deref())?
+            } else if require_code_challenge.is_some() {
+                return Err("--require-code-challenge belongs to set-app-security".into());
+            } else {
+                parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
+            }
         }
     };
     Ok(Invocation {
@@ -122,6 +134,26 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
         token,
         command,
     })
+}
+
+const SET_APP_SECURITY: &str = "set-app-security APP_ID --require-code-challenge on|off";
+
+/// `set-app-security`, whose one switch is required.
+fn set_app_security(rest: &[String], switch: Option<&str>) -> Result<Command, String> {
+    let [app_id] = operands(rest, SET_APP_SECURITY)?;
+    Ok(Command::SetAppSecurity {
+        app_id,
+        require_code_challenge: on_or_off(switch)?,
+    })
+}
+
+/// `on` or `off`, the value of a switch the command cannot do without.
+fn on_or_off(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        _ => Err(format!("usage: {SET_APP_SECURITY}")),
+    }
 }
 
 fn parse_command(
@@ -333,6 +365,27 @@ mod tests {
             }
         );
         assert!(parse(&["get-app", "app", "--mint-per-key", "1/s"]).is_err());
+    }
+
+    #[test]
+    fn set_app_security_takes_an_on_or_off_switch() {
+        assert_eq!(
+            command(&["set-app-security", "app", "--require-code-challenge", "on"]),
+            Command::SetAppSecurity {
+                app_id: "app".into(),
+                require_code_challenge: true,
+            }
+        );
+        assert_eq!(
+            command(&["set-app-security", "app", "--require-code-challenge=off"]),
+            Command::SetAppSecurity {
+                app_id: "app".into(),
+                require_code_challenge: false,
+            }
+        );
+        assert!(parse(&["set-app-security", "app"]).is_err());
+        assert!(parse(&["set-app-security", "app", "--require-code-challenge", "yes"]).is_err());
+        assert!(parse(&["get-app", "app", "--require-code-challenge", "on"]).is_err());
     }
 
     #[test]

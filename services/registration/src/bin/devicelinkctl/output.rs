@@ -132,7 +132,18 @@ pub(crate) fn app_report(app: &pb::App) -> String {
         let rate = effective.1.unwrap_or("-");
         lines.push(format!("  {scope}: {rate} ({source})"));
     }
-    lines.iter().map(|line| format!("{line}\n")).collect()
+    let mut report: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    report.push_str(&security_report(&app.security.unwrap_or_default()));
+    report
+}
+
+/// An app's security settings, one line each.
+pub(crate) fn security_report(security: &pb::AppSecurity) -> String {
+    let switch = |on: bool| if on { "on" } else { "off" };
+    format!(
+        "require_code_challenge: {}\n",
+        switch(security.require_code_challenge)
+    )
 }
 
 /// Limits as stored: each scope's own rate, or `default`.
