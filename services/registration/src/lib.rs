@@ -52,6 +52,7 @@
 //! NOT_SERVING while the listener is not alive.
 
 pub mod arbitration;
+pub mod audit;
 pub mod codes;
 pub mod config;
 pub mod domain;

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "app_limits",
         include_str!("../migrations/0003_app_limits.sql"),
     ),
+    (
+        4,
+        "audit_events",
+        include_str!("../migrations/0004_audit_events.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming devicelink's migration lock. Public so a

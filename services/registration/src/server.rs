@@ -174,7 +174,7 @@ impl Application {
             self.codes,
             statuses,
             notifier,
-            drain,
+            drain.clone(),
             limits,
             WatchSlots::new(self.config.watch_caps),
         );
@@ -195,7 +195,7 @@ impl Application {
             trusted_proxies: common.limits.trusted_proxies.clone(),
         };
         let admin = AdminGuard::new(
-            AdminServiceServer::new(AdminHandler::new(self.store, common.limits.clone()))
+            AdminServiceServer::new(AdminHandler::new(self.store, common.limits.clone(), drain))
                 .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
             guard,
         );

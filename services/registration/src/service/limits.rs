@@ -65,6 +65,13 @@ pub struct Caller {
     address: Option<IpAddr>,
 }
 
+impl Caller {
+    /// The client address, as audit events record it.
+    pub fn address(self) -> Option<IpAddr> {
+        self.address
+    }
+}
+
 impl RequestLimits {
     /// Limits kept under `key_prefix` in `redis`, at the rates of `config`
     /// unless an app's own limits in `store` say otherwise.

@@ -22,6 +22,7 @@ use super::limits::{Caller, RequestLimits};
 use super::parse;
 use super::sdk_config::json_to_struct;
 use super::watch::{WatchSlots, Watcher};
+use crate::audit::CallContext;
 use crate::codes::CodeStore;
 use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
@@ -75,6 +76,7 @@ impl RegistrationHandler {
         &self,
         input: CreateUserInput,
         caller: Caller,
+        context: &CallContext,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         // The limit and the code's read go out together (one round trip on
@@ -98,6 +100,9 @@ impl RegistrationHandler {
                 })?;
             let token_nonce = new_nonce();
             let token = InstallToken::derive(&input.auth_code, &token_nonce);
+            let external_id_hash = self
+                .codes
+                .audit_subject_hash(input.app_id, external_id.as_str());
             let redemption = NewRedemption {
                 code_hash,
                 app_id: input.app_id,
@@ -107,6 +112,8 @@ impl RegistrationHandler {
                 token_nonce,
                 token_hash: token.hash(),
                 code_expires_at: record.expires_at(),
+                external_id_hash,
+                context,
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
@@ -214,7 +221,8 @@ impl RegistrationHandler {
         let token_hash = token.hash();
         self.limits.install(caller, &token_hash).await?;
         self.limits.admit(caller).await?;
-        let Some(install_id) = self.store.reset_by_token(&token_hash).await? else {
+        let context = CallContext::new(caller.address(), request.metadata());
+        let Some(install_id) = self.store.reset_by_token(&token_hash, &context).await? else {
             self.limits.failed(caller).await;
             return Err(RegistrationError::Unauthenticated(
                 "install token is unknown or its install was reset",
@@ -285,8 +293,10 @@ impl RegistrationService for RegistrationHandler {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = self.caller(&request);
         let input = parse::create_user(request.get_ref())?;
+        let context = CallContext::new(caller.address(), request.metadata())
+            .with_sdk_version(&input.app.sdk_version);
         Ok(Response::new(
-            RegistrationHandler::create_user(self, input, caller).await?,
+            RegistrationHandler::create_user(self, input, caller, &context).await?,
         ))
     }
 
