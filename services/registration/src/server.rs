@@ -138,7 +138,11 @@ impl Application {
             drain.clone(),
         );
         await_listener(&statuses).await;
-        spawn_janitor(self.store.clone(), drain.clone());
+        spawn_janitor(
+            self.store.clone(),
+            self.config.audit_retention,
+            drain.clone(),
+        );
         self.operators
             .spawn_reload(self.config.operators.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
