@@ -46,6 +46,33 @@ pub(crate) enum Command {
         app_id: String,
         limits: LimitOptions,
     },
+    /// `audit list` or `audit tail`.
+    Audit {
+        tail: bool,
+        options: AuditOptions,
+    },
+}
+
+/// `audit`'s options: the filter and where to start, checked by the
+/// service (which names the field it refuses), but for the numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AuditOptions {
+    pub(crate) app_id: Option<String>,
+    pub(crate) user_id: Option<String>,
+    /// Type names as the proto spells them without their prefix
+    /// (`code_redeemed`), or whole.
+    pub(crate) types: Vec<String>,
+    /// RFC 3339 times.
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<String>,
+}
+
+impl AuditOptions {
+    fn any(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 /// `set-app-limits`' options, each a rate as `RATE_LIMIT_*` writes it or
@@ -68,6 +95,7 @@ impl LimitOptions {
 pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let (mut addr, mut token, mut scopes, mut ttl_days) = (None, None, Vec::new(), None);
     let mut limits = LimitOptions::default();
+    let mut audit = AuditOptions::default();
     let (mut help, mut operands) = (false, Vec::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -98,6 +126,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "mint-per-key" => limits.mint_per_key = Some(value),
             "mint-per-external-id" => limits.mint_per_external_id = Some(value),
             "redeem-per-device" => limits.redeem_per_device = Some(value),
+            "app" => audit.app_id = Some(value),
+            "user" => audit.user_id = Some(value),
+            "type" => audit.types.push(value),
+            "since" => audit.since = Some(value),
+            "until" => audit.until = Some(value),
+            "cursor" => audit.cursor = Some(value),
+            "limit" => audit.limit = Some(value),
             _ => return Err(format!("unknown option --{name}")),
         }
     }
@@ -114,7 +149,17 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
                         .into(),
                 );
             }
-            parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
+            if name != "audit" && audit.any() {
+                return Err(
+                    "--app, --user, --type, --since, --until, --cursor and --limit belong to audit"
+                        .into(),
+                );
+            }
+            if name == "audit" {
+                parse_audit(rest, audit)?
+            } else {
+                parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
+            }
         }
     };
     Ok(Invocation {
@@ -195,6 +240,22 @@ fn parse_command(
         }
         other => return Err(format!("unknown command {other:?}")),
     })
+}
+
+fn parse_audit(rest: &[String], options: AuditOptions) -> Result<Command, String> {
+    let [subcommand] = operands(
+        rest,
+        "audit list|tail [--app APP_ID] [--user USER_ID] [--type T]... [--since TIME] [--until TIME] [--cursor C] [--limit N]",
+    )?;
+    let tail = match subcommand.as_str() {
+        "list" => false,
+        "tail" => true,
+        other => return Err(format!("unknown audit command {other:?}: list or tail")),
+    };
+    if tail && options.limit.is_some() {
+        return Err("--limit belongs to audit list".into());
+    }
+    Ok(Command::Audit { tail, options })
 }
 
 /// Exactly `N` operands, or the command's synopsis as the complaint.
@@ -333,6 +394,45 @@ mod tests {
             }
         );
         assert!(parse(&["get-app", "app", "--mint-per-key", "1/s"]).is_err());
+    }
+
+    #[test]
+    fn audit_takes_list_or_tail_and_its_filter() {
+        assert_eq!(
+            command(&[
+                "audit",
+                "list",
+                "--app",
+                "a",
+                "--type",
+                "code_redeemed",
+                "--type=user_erased",
+                "--limit",
+                "5"
+            ]),
+            Command::Audit {
+                tail: false,
+                options: AuditOptions {
+                    app_id: Some("a".into()),
+                    types: vec!["code_redeemed".into(), "user_erased".into()],
+                    limit: Some("5".into()),
+                    ..Default::default()
+                },
+            }
+        );
+        assert_eq!(
+            command(&["audit", "tail", "--cursor", "c"]),
+            Command::Audit {
+                tail: true,
+                options: AuditOptions {
+                    cursor: Some("c".into()),
+                    ..Default::default()
+                },
+            }
+        );
+        assert!(parse(&["audit", "tail", "--limit", "5"]).is_err());
+        assert!(parse(&["audit", "follow"]).is_err());
+        assert!(parse(&["list-keys", "a", "--app", "a"]).is_err());
     }
 
     #[test]
