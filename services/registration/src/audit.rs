@@ -1,156 +1,13 @@
-//! Audit events: what each change and refusal records
-//! (`devicelink.v1.AuditEvent`), built here and written by [`crate::store`]
-//! with the change itself.
-//!
-//! An event is stored as a row of `audit_events` whose columns hold what
-//! the List filters and erasure need (type, app, user, install, key, the
-//! external id's keyed hash) and whose `event` column holds the rest, the
-//! encoded `AuditEvent` without those: Postgres gives the event id and the
-//! time when the row is written ([`crate::store`] reads them back into the
-//! message). Nothing here ever holds a secret, and the external id never
-//! appears but as the hash the service computes before calling the store.
+//! Audit events as registration records them: the common builders of
+//! [`devicelink_shared::audit`], and the deactivation of an install in
+//! domain terms.
 
-use std::net::IpAddr;
-
+pub use devicelink_shared::audit::{
+    Actor, AuditRow, AuditRows, CallContext, change, refusal, type_from_name, type_name,
+};
 use devicelink_shared::pb;
-use devicelink_shared::pb::audit_actor::Actor as PbActor;
-use devicelink_shared::pb::audit_event::Payload;
-use prost::Message;
-use tonic::metadata::MetadataMap;
 
 use crate::domain::{InstallId, StateReason};
-use crate::operators::OperatorName;
-
-/// The prefix of every `AuditEventType` name, dropped in the `type` column.
-const TYPE_PREFIX: &str = "AUDIT_EVENT_TYPE_";
-
-/// The longest trace id kept (a W3C trace id is 32 hex digits).
-const TRACE_ID_CHARS: usize = 32;
-
-/// Who caused an event.
-#[derive(Debug, Clone)]
-pub enum Actor {
-    /// A device, calling as the install it holds or is being bound as.
-    Install(InstallId),
-    /// A device calling as the install the event is about, whose id the
-    /// statement finds (a reset, by token): stored with an empty id, which
-    /// [`crate::store`] fills from the event's `install_id` when reading.
-    EventInstall,
-    /// A named operator, through the admin API.
-    Operator(OperatorName),
-    /// The service itself.
-    System,
-}
-
-impl Actor {
-    fn message(&self) -> pb::AuditActor {
-        let actor = match self {
-            Self::Install(install_id) => PbActor::InstallId(install_id.to_string()),
-            Self::EventInstall => PbActor::InstallId(String::new()),
-            Self::Operator(name) => PbActor::Operator(name.as_str().to_owned()),
-            Self::System => PbActor::System(true),
-        };
-        pb::AuditActor { actor: Some(actor) }
-    }
-}
-
-/// What a call tells about itself, recorded with every event it causes.
-#[derive(Debug, Clone, Default)]
-pub struct CallContext {
-    /// The client's address (behind trusted proxies).
-    pub client_address: Option<IpAddr>,
-    /// The W3C trace id of the call's `traceparent`, if it carried one.
-    pub trace_id: Option<String>,
-    /// The SDK version a device reported.
-    pub sdk_version: Option<String>,
-}
-
-impl CallContext {
-    /// The context of a call from `client_address` with `metadata`.
-    pub fn new(client_address: Option<IpAddr>, metadata: &MetadataMap) -> Self {
-        Self {
-            client_address,
-            trace_id: trace_id(metadata),
-            sdk_version: None,
-        }
-    }
-
-    /// The same, for a device that reports its SDK version.
-    pub fn with_sdk_version(mut self, sdk_version: &str) -> Self {
-        self.sdk_version = Some(sdk_version.to_owned());
-        self
-    }
-}
-
-/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`),
-/// if the metadata carries a well-formed one.
-fn trace_id(metadata: &MetadataMap) -> Option<String> {
-    let traceparent = metadata.get("traceparent")?.to_str().ok()?;
-    let trace_id = traceparent.split('-').nth(1)?;
-    let well_formed =
-        trace_id.len() == TRACE_ID_CHARS && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
-    well_formed.then(|| trace_id.to_ascii_lowercase())
-}
-
-/// One event to write: its `type` column and its encoded message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRow {
-    /// `code_redeemed`, `install_activated`, ...
-    pub type_name: String,
-    /// The encoded `AuditEvent`, without what the row's columns hold.
-    pub event: Vec<u8>,
-}
-
-/// Events to write with one statement, as the two arrays its
-/// `unnest($types::text[], $events::bytea[])` reads.
-#[derive(Debug, Clone, Default)]
-pub struct AuditRows {
-    /// The `type` of each event.
-    pub types: Vec<String>,
-    /// The encoded event of each.
-    pub events: Vec<Vec<u8>>,
-}
-
-impl AuditRows {
-    /// Adds one event.
-    pub fn push(&mut self, row: AuditRow) {
-        self.types.push(row.type_name);
-        self.events.push(row.event);
-    }
-}
-
-impl FromIterator<AuditRow> for AuditRows {
-    fn from_iter<I: IntoIterator<Item = AuditRow>>(rows: I) -> Self {
-        let mut all = Self::default();
-        rows.into_iter().for_each(|row| all.push(row));
-        all
-    }
-}
-
-/// The `type` column's value for `event_type`.
-pub fn type_name(event_type: pb::AuditEventType) -> String {
-    event_type
-        .as_str_name()
-        .trim_start_matches(TYPE_PREFIX)
-        .to_ascii_lowercase()
-}
-
-/// The `AuditEventType` a `type` column holds.
-pub fn type_from_name(name: &str) -> Option<pb::AuditEventType> {
-    pb::AuditEventType::from_str_name(&format!("{TYPE_PREFIX}{}", name.to_ascii_uppercase()))
-        .filter(|event_type| *event_type != pb::AuditEventType::Unspecified)
-}
-
-/// A successful change caused by `actor` during the call of `context`.
-pub fn change(context: &CallContext, actor: &Actor, payload: Payload) -> AuditRow {
-    row(
-        context,
-        actor,
-        pb::AuditOutcome::Success,
-        String::new(),
-        payload,
-    )
-}
 
 /// An install that stopped being active, for `reason`, replaced by
 /// `superseded_by` when superseded.
@@ -160,104 +17,21 @@ pub fn deactivation(
     reason: StateReason,
     superseded_by: Option<InstallId>,
 ) -> AuditRow {
-    let (pb_reason, name) = match reason {
-        StateReason::Superseded => (pb::DeactivationReason::Superseded, "superseded"),
-        StateReason::PhonePreferred => (pb::DeactivationReason::PhonePreferred, "phone_preferred"),
-        StateReason::Reset => (pb::DeactivationReason::Reset, "reset"),
-        StateReason::Erased => (pb::DeactivationReason::Erased, "erased"),
+    let reason = match reason {
+        StateReason::Superseded => pb::DeactivationReason::Superseded,
+        StateReason::PhonePreferred => pb::DeactivationReason::PhonePreferred,
+        StateReason::Reset => pb::DeactivationReason::Reset,
+        StateReason::Erased => pb::DeactivationReason::Erased,
     };
-    let payload = Payload::InstallDeactivated(pb::InstallDeactivated {
-        reason: pb_reason as i32,
-        superseded_by_install_id: superseded_by.map(|id| id.to_string()).unwrap_or_default(),
-    });
-    row(
+    devicelink_shared::audit::deactivation(
         context,
         actor,
-        pb::AuditOutcome::Success,
-        name.to_owned(),
-        payload,
+        reason,
+        superseded_by.map(|install| install.to_string()),
     )
 }
 
-fn row(
-    context: &CallContext,
-    actor: &Actor,
-    outcome: pb::AuditOutcome,
-    reason: String,
-    payload: Payload,
-) -> AuditRow {
-    let event_type = payload_type(&payload);
-    let event = pb::AuditEvent {
-        r#type: event_type as i32,
-        actor: Some(actor.message()),
-        outcome: outcome as i32,
-        reason,
-        client_address: context
-            .client_address
-            .map(|address| address.to_string())
-            .unwrap_or_default(),
-        sdk_version: context.sdk_version.clone().unwrap_or_default(),
-        trace_id: context.trace_id.clone().unwrap_or_default(),
-        payload: Some(payload),
-        ..Default::default()
-    };
-    AuditRow {
-        type_name: type_name(event_type),
-        event: event.encode_to_vec(),
-    }
-}
-
-/// The type each payload records: one type per payload, so the two never
-/// disagree.
-fn payload_type(payload: &Payload) -> pb::AuditEventType {
-    use pb::AuditEventType as T;
-    match payload {
-        Payload::CodeMinted(_) => T::CodeMinted,
-        Payload::CodeRedeemed(_) => T::CodeRedeemed,
-        Payload::RedemptionRefused(_) => T::RedemptionRefused,
-        Payload::ReplayRefused(_) => T::ReplayRefused,
-        Payload::InstallActivated(_) => T::InstallActivated,
-        Payload::InstallDeactivated(_) => T::InstallDeactivated,
-        Payload::InstallReset(_) => T::InstallReset,
-        Payload::ApiKeyCreated(_) => T::ApiKeyCreated,
-        Payload::ApiKeyRevoked(_) => T::ApiKeyRevoked,
-        Payload::ApiKeyRefused(_) => T::ApiKeyRefused,
-        Payload::SdkConfigChanged(_) => T::SdkConfigChanged,
-        Payload::UserErased(_) => T::UserErased,
-        Payload::RateLimited(_) => T::RateLimited,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn type_names_round_trip_and_refuse_unspecified() {
-        assert_eq!(type_name(pb::AuditEventType::CodeRedeemed), "code_redeemed");
-        assert_eq!(
-            type_from_name("install_deactivated"),
-            Some(pb::AuditEventType::InstallDeactivated)
-        );
-        assert_eq!(type_from_name("unspecified"), None);
-        assert_eq!(type_from_name("nonsense"), None);
-    }
-
-    #[test]
-    fn a_traceparent_gives_its_trace_id_and_anything_else_none() {
-        let mut metadata = MetadataMap::new();
-        assert_eq!(trace_id(&metadata), None);
-        metadata.insert(
-            "traceparent",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            trace_id(&metadata).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        metadata.insert("traceparent", "00-not-a-trace".parse().unwrap());
-        assert_eq!(trace_id(&metadata), None);
-    }
+/// A device acting as `install`.
+pub fn install_actor(install: InstallId) -> Actor {
+    Actor::Install(install.to_string())
 }

@@ -44,6 +44,7 @@ use crate::service::registration::RegistrationHandler;
 use crate::service::watch::WatchSlots;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
+use devicelink_shared::audit_writer::AuditWriter;
 
 /// The gRPC services whose health is reported.
 const HEALTH_SERVICES: &[&str] = &[PUBLIC_SERVICES[0], ADMIN_SERVICES[0]];
@@ -172,6 +173,7 @@ impl Application {
             &self.config.common.redis_key_prefix,
             self.config.common.limits.clone(),
             self.store.clone(),
+            AuditWriter::spawn(self.store.postgres().clone(), drain.clone()),
         );
         let registration = RegistrationHandler::new(
             self.store.clone(),

@@ -75,7 +75,7 @@ fn attribution<T>(request: &Request<T>) -> Result<Attribution, Status> {
             request.remote_addr().map(|peer| peer.ip()),
             request.metadata(),
         ),
-        actor: Actor::Operator(operator(request)?),
+        actor: Actor::Operator(operator(request)?.as_str().to_owned()),
     })
 }
 

@@ -22,7 +22,7 @@ use super::limits::{Caller, RequestLimits};
 use super::parse;
 use super::sdk_config::json_to_struct;
 use super::watch::{WatchSlots, Watcher};
-use crate::audit::CallContext;
+use crate::audit::{self, Actor, CallContext};
 use crate::codes::CodeStore;
 use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
@@ -30,6 +30,9 @@ use crate::install_token::{InstallToken, new_nonce};
 use crate::notify::StatusNotifier;
 use crate::status_cache::StatusCache;
 use crate::store::{NewRedemption, RedeemOutcome, Redeemed, Store};
+use devicelink_shared::audit_writer::PendingAuditEvent;
+use devicelink_shared::pb::RedemptionRefusal as Refusal;
+use devicelink_shared::pb::audit_event::Payload;
 
 /// Handles `RegistrationService`.
 #[derive(Clone)]
@@ -90,6 +93,7 @@ impl RegistrationHandler {
         if let Some(record) = record? {
             if record.app_id != input.app_id.to_string() {
                 count_redemption(outcome::OTHER_APP);
+                self.refused(context, input.app_id, Refusal::OtherApp, None);
                 return Err(RegistrationError::PermissionDenied(
                     "the auth code was minted for another app",
                 ));
@@ -118,10 +122,16 @@ impl RegistrationHandler {
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
                 RedeemOutcome::AlreadyRedeemed => {
-                    return self.answer_used_code(&input, caller).await;
+                    return self.answer_used_code(&input, caller, context).await;
                 }
                 RedeemOutcome::DeviceHeldByAnotherUser => {
                     count_redemption(outcome::DEVICE_HELD);
+                    self.refused(
+                        context,
+                        input.app_id,
+                        Refusal::DeviceHoldsAnotherUser,
+                        Some(external_id_hash),
+                    );
                     return Err(device_held());
                 }
                 RedeemOutcome::AppNotFound => {
@@ -146,7 +156,29 @@ impl RegistrationHandler {
             );
             return Ok(response(redeemed, &token));
         }
-        self.answer_used_code(&input, caller).await
+        self.answer_used_code(&input, caller, context).await
+    }
+
+    /// Appends the event of a refused redemption (off the call's path).
+    fn refused(
+        &self,
+        context: &CallContext,
+        app_id: AppId,
+        refusal: Refusal,
+        external_id_hash: Option<[u8; 32]>,
+    ) {
+        let reason = refusal
+            .as_str_name()
+            .trim_start_matches("REDEMPTION_REFUSAL_")
+            .to_ascii_lowercase();
+        let payload = Payload::RedemptionRefused(pb::RedemptionRefused {
+            refusal: refusal as i32,
+        });
+        let row = audit::refusal(context, &Actor::Device, &reason, payload);
+        self.limits.audit().append(PendingAuditEvent {
+            external_id_hash,
+            ..PendingAuditEvent::new(Some(app_id.0), row)
+        });
     }
 
     /// The code is not live: a retry from the device that redeemed it gets
@@ -155,10 +187,12 @@ impl RegistrationHandler {
         &self,
         input: &CreateUserInput,
         caller: Caller,
+        context: &CallContext,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         let Some(past) = self.store.find_redemption(&code_hash).await? else {
             count_redemption(outcome::UNKNOWN_CODE);
+            self.refused(context, input.app_id, Refusal::UnknownOrExpired, None);
             self.limits.failed(caller).await;
             return Err(RegistrationError::NotFound(
                 "auth code is unknown or expired".into(),
@@ -167,8 +201,14 @@ impl RegistrationHandler {
         let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
         if !same_device {
             self.limits.failed(caller).await;
+            let replay = audit::refusal(
+                context,
+                &Actor::Device,
+                "replay",
+                Payload::ReplayRefused(pb::ReplayRefused {}),
+            );
             self.store
-                .record_replay(&code_hash, input.app_id, &input.device.device_id)
+                .record_replay(&code_hash, input.app_id, &input.device.device_id, &replay)
                 .await?;
             tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
             count_redemption(outcome::REPLAY);

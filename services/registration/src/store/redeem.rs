@@ -37,7 +37,7 @@ use super::pipelined_tx::PipelinedTransaction;
 use super::redeem_sql::{self as sql, CODE_ALREADY_CLAIMED, NEW_USER_EPOCH};
 use super::{STATUS_CHANNEL, Store, epoch};
 use crate::arbitration::{DeviceHeldByAnotherUser, InstallInPlay, Resolution, resolve};
-use crate::audit::{self, Actor, AuditRows, CallContext};
+use crate::audit::{self, AuditRows, CallContext};
 use crate::domain::{
     AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, InstallStatus, StateReason, UserId,
 };
@@ -499,7 +499,7 @@ async fn write_resolution(
         .unwrap_or_default();
     let superseded_events: AuditRows = std::iter::once(audit::deactivation(
         binding.new.context,
-        &Actor::Install(binding.install_id),
+        &audit::install_actor(binding.install_id),
         StateReason::Superseded,
         Some(binding.install_id),
     ))
@@ -583,7 +583,7 @@ fn redemption_events(
     restored: bool,
     was_active: bool,
 ) -> AuditRows {
-    let actor = Actor::Install(install_id);
+    let actor = audit::install_actor(install_id);
     let redeemed = Payload::CodeRedeemed(pb::CodeRedeemed { restored });
     let mut events: AuditRows =
         std::iter::once(audit::change(new.context, &actor, redeemed)).collect();
