@@ -62,7 +62,7 @@ fn every_method_of_every_service_has_an_operation() {
     expected.sort();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(found.len(), 14);
+    assert_eq!(found.len(), 16);
 }
 
 #[test]
