@@ -28,6 +28,7 @@ const PROTO_FILES: &[&str] = &[
     "devicelink/v1/install.proto",
     "devicelink/v1/authcode.proto",
     "devicelink/v1/registration.proto",
+    "devicelink/v1/audit.proto",
     "devicelink/v1/admin.proto",
     "google/rpc/status.proto",
     "google/rpc/error_details.proto",

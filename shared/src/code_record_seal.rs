@@ -147,6 +147,26 @@ fn tag(key: &[u8], code_hash: &SecretHash, record: &[u8]) -> HmacSha256 {
     mac
 }
 
+/// Separates the audit log's hash of an external id from the records' MAC.
+const AUDIT_SUBJECT_DOMAIN: &[u8] = b"devicelink/audit-subject/v1\0";
+
+impl RecordKeys {
+    /// The keyed hash that stands for an external id in audit events:
+    /// HMAC-SHA256 under the current key, over the app and the external id,
+    /// so that events of one person can be told apart without naming them,
+    /// and nobody without the key can test a guess. Rotating the key starts
+    /// new hashes for the same person.
+    pub fn audit_subject_hash(&self, app_id: &str, external_id: &str) -> [u8; 32] {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.current)
+            .expect("HMAC takes keys of any length");
+        mac.update(AUDIT_SUBJECT_DOMAIN);
+        mac.update(app_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(external_id.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
 /// A key's bytes, refused when too short to be a secret.
 fn key(variable: &'static str, text: &str) -> Result<Arc<[u8]>, ConfigError> {
     if text.len() < MIN_KEY_LEN {

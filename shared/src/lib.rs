@@ -27,6 +27,8 @@
 //!   the stores, logs and signals.
 
 pub mod api_key;
+pub mod audit;
+pub mod audit_writer;
 pub mod auth_code;
 pub mod code_challenge;
 pub mod code_record_seal;

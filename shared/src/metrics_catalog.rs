@@ -54,6 +54,11 @@ pub const DEACTIVATIONS: &str = "devicelink_deactivations_total";
 /// Users erased through `AdminService.DeleteUser`.
 pub const USERS_ERASED: &str = "devicelink_users_erased_total";
 
+/// Audit events of refusals and mints dropped instead of written: the
+/// buffer was full, or Postgres refused a batch after every attempt (see
+/// `audit_writer`).
+pub const AUDIT_EVENTS_DROPPED: &str = "devicelink_audit_events_dropped_total";
+
 /// Open `WatchInstallStatus` streams.
 pub const WATCH_STREAMS: &str = "devicelink_watch_streams";
 /// 1 while the change listener is connected and `LISTEN`ing, 0 otherwise.
@@ -182,6 +187,11 @@ pub fn describe_all() {
         Unit::Count,
         "Users erased through AdminService.DeleteUser."
     );
+    describe_counter!(
+        AUDIT_EVENTS_DROPPED,
+        Unit::Count,
+        "Audit events of refusals and mints dropped: the buffer was full, or Postgres refused their batch after every attempt."
+    );
     describe_gauge!(
         WATCH_STREAMS,
         Unit::Count,
@@ -223,6 +233,7 @@ pub fn describe_all() {
 /// them is defined before the first event.
 pub const AUTHCODE_COUNTERS: &[(&str, &[(&str, &str)])] = &[
     (AUTH_CODES_MINTED, &[]),
+    (AUDIT_EVENTS_DROPPED, &[]),
     (CALLS_SHED, &[]),
     (RATE_LIMIT_FALLBACK, &[]),
     (STORE_ERRORS, &[("store", store::POSTGRES)]),
@@ -234,6 +245,7 @@ pub const REGISTRATION_COUNTERS: &[(&str, &[(&str, &str)])] = &[
     (AUTH_CODES_REDEEMED, &[]),
     (ACTIVATIONS, &[]),
     (USERS_ERASED, &[]),
+    (AUDIT_EVENTS_DROPPED, &[]),
     (STATUS_CACHE_HITS, &[]),
     (CALLS_SHED, &[]),
     (RATE_LIMIT_FALLBACK, &[]),

@@ -384,6 +384,7 @@ impl TestEnv {
             RegistrationApplication::build(RegistrationConfig {
                 common,
                 watch_caps: options.watch_caps,
+                audit_retention: devicelink_registration::janitor::DEFAULT_AUDIT_RETENTION,
                 admin_listen_addr: "127.0.0.1:0".parse().expect("loopback address"),
                 operators: operators.clone(),
             })

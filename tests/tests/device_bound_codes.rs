@@ -520,3 +520,74 @@ async fn rest_carries_the_challenge_the_verifier_and_the_setting() {
         .ok();
     assert_eq!(created["restored"], false, "{created}");
 }
+
+/// The refused redemptions audited for `app_id` once there are `count`,
+/// and a moment later still no more.
+async fn refused_redemptions(env: &TestEnv, app_id: &str, count: usize) -> Vec<pb::AuditEvent> {
+    let list = async || {
+        pb::admin_service_client::AdminServiceClient::new(
+            connect(env.registration_admin_addrs[0]).await,
+        )
+        .list_audit_events(authorized(
+            pb::ListAuditEventsRequest {
+                filter: Some(pb::AuditEventFilter {
+                    app_id: app_id.into(),
+                    types: vec![pb::AuditEventType::RedemptionRefused as i32],
+                    ..Default::default()
+                }),
+                page_size: 100,
+                cursor: String::new(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .events
+    };
+    // Refusals are buffered, written within a flush.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list().await.len() < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = list().await;
+    assert_eq!(events.len(), count, "{events:#?}");
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_refused_proof_is_audited_once_without_the_verifier() {
+    let _logs = record_logs();
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let verifier = new_verifier();
+    let code = mint_bound(&env, &api_key, "mira", &verifier).await;
+    let wrong = new_verifier();
+
+    assert_denied(redeem(&env, &code, &app_id, "thief", None).await, "");
+    assert_denied(
+        redeem(&env, &code, &app_id, "thief", Some(&wrong)).await,
+        "",
+    );
+    redeem(&env, &code, &app_id, "phone", Some(&verifier))
+        .await
+        .expect("the device redeems its code");
+
+    let events = refused_redemptions(&env, &app_id, 2).await;
+    for event in &events {
+        let Some(pb::audit_event::Payload::RedemptionRefused(refused)) = &event.payload else {
+            panic!("not a refused redemption: {event:?}");
+        };
+        assert_eq!(
+            refused.refusal,
+            pb::RedemptionRefusal::VerifierMismatch as i32,
+            "{event:?}"
+        );
+        assert_eq!(event.reason, "verifier_mismatch", "{event:?}");
+        let printed = format!("{event:?}");
+        for secret in [verifier.expose(), wrong.expose(), code.as_str()] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+    }
+}

@@ -65,7 +65,7 @@ fn every_method_of_every_service_has_an_operation() {
     expected.sort();
     found.sort();
     assert_eq!(found, expected);
-    assert_eq!(found.len(), 15);
+    assert_eq!(found.len(), 17);
 }
 
 #[test]

@@ -28,6 +28,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use devicelink_shared::api_key::{self, ApiKeyFormatError, KeyId};
+use devicelink_shared::audit::{self, Actor, CallContext};
+use devicelink_shared::audit_writer::{AuditWriter, PendingAuditEvent};
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::status::bearer_token;
 use devicelink_shared::stores::{BoundedConnection, PooledClient, Postgres, execute_typed};
@@ -120,6 +124,8 @@ pub struct ApiKeyVerifier {
     cache: RwLock<HashMap<KeyId, CachedKey>>,
     /// When each key's use was last written to Postgres.
     usage_written: Mutex<HashMap<KeyId, Instant>>,
+    /// Where a revoked or expired key's refusal is audited, if anywhere.
+    audit: Option<AuditWriter>,
 }
 
 impl ApiKeyVerifier {
@@ -129,7 +135,14 @@ impl ApiKeyVerifier {
             postgres,
             cache: RwLock::new(HashMap::new()),
             usage_written: Mutex::new(HashMap::new()),
+            audit: None,
         }
+    }
+
+    /// The same, auditing refusals of revoked and expired keys to `audit`.
+    pub fn with_audit(mut self, audit: AuditWriter) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Verifies the request's API key: well formed, known, secret matching,
@@ -164,9 +177,11 @@ impl ApiKeyVerifier {
             return refuse(KeyRejection::Unknown);
         }
         if stored.revoked {
+            self.audit_refusal(&key_id, stored.app_id, true, metadata, limits);
             return refuse(KeyRejection::Revoked);
         }
         if stored.expires_at <= SystemTime::now() {
+            self.audit_refusal(&key_id, stored.app_id, false, metadata, limits);
             return refuse(KeyRejection::Expired);
         }
 
@@ -178,6 +193,34 @@ impl ApiKeyVerifier {
             app_limits: stored.app_limits,
             require_code_challenge: stored.require_code_challenge,
         })
+    }
+
+    /// Appends the audit event of a key refused for being revoked (or
+    /// expired): only a caller holding the key's secret gets this far.
+    fn audit_refusal(
+        &self,
+        key_id: &KeyId,
+        app_id: AppId,
+        revoked: bool,
+        metadata: &MetadataMap,
+        limits: &CallLimits<'_>,
+    ) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let context = CallContext::new(limits.client_address(), metadata);
+        let payload = Payload::ApiKeyRefused(pb::ApiKeyRefused { revoked });
+        let reason = if revoked { "revoked" } else { "expired" };
+        let row = audit::refusal(
+            &context,
+            &Actor::ApiKey(key_id.to_string()),
+            reason,
+            payload,
+        );
+        audit.append(PendingAuditEvent {
+            api_key_id: Some(key_id.to_string()),
+            ..PendingAuditEvent::new(Some(app_id.0), row)
+        });
     }
 
     /// The key from the cache when fresh, else from Postgres. With Postgres

@@ -123,6 +123,7 @@ impl MintLimits {
         CallLimits {
             limits: self,
             failed_auth,
+            address,
         }
     }
 }
@@ -134,9 +135,16 @@ pub struct CallLimits<'a> {
     /// The client address's failed-credential limit; `None` when off or
     /// when the call has no address.
     failed_auth: Option<Limit>,
+    /// The client address, as audit events record it.
+    address: Option<std::net::IpAddr>,
 }
 
 impl CallLimits<'_> {
+    /// The client address (behind trusted proxies), if known.
+    pub fn client_address(&self) -> Option<std::net::IpAddr> {
+        self.address
+    }
+
     /// Refuses a call from an address blocked by its failures, counting
     /// nothing: asked before a key is looked up in Postgres.
     pub async fn admit(&self) -> Result<(), AuthCodeError> {

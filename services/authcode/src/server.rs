@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use devicelink_shared::audit_writer::{AuditWriter, AuditWriterTask};
 use devicelink_shared::config::LISTEN_ADDR;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeServiceServer;
 pub use devicelink_shared::serve::StartupError;
@@ -41,6 +42,8 @@ pub struct Application {
     server: Server,
     listener: BoundListener,
     handler: AuthCodeHandler,
+    /// Writes the handler's audit events once the service runs.
+    audit_task: AuditWriterTask,
     postgres: Postgres,
     redis: RedisConnection,
     shutdown_grace: Duration,
@@ -67,20 +70,26 @@ impl Application {
         // replica. It also stores the codes: a mint's limits and its code
         // are one script.
         let limits = MintLimits::new(redis.clone(), &common.redis_key_prefix, common.limits);
+        // Mints and refusals are audited through a buffer, written to
+        // Postgres in batches once the service runs.
+        let (audit, audit_task) = AuditWriter::new();
         let handler = AuthCodeHandler::new(
-            ApiKeyVerifier::new(postgres.clone()),
+            ApiKeyVerifier::new(postgres.clone()).with_audit(audit.clone()),
             CodeMinter::new(
                 limits.limiter().clone(),
                 common.redis_key_prefix,
                 config.code_ttl,
-                common.record_keys,
+                common.record_keys.clone(),
             ),
             limits,
+            audit,
+            common.record_keys,
         );
         Ok(Self {
             server,
             listener,
             handler,
+            audit_task,
             postgres,
             redis,
             shutdown_grace: common.shutdown_grace,
@@ -101,6 +110,8 @@ impl Application {
     ) -> Result<(), StartupError> {
         let mut servers = ServerGroup::new();
         let (health_reporter, health) = tonic_health::server::health_reporter();
+        self.audit_task
+            .spawn(self.postgres.clone(), servers.drain_signal());
         let (postgres, redis) = (self.postgres, self.redis);
         start_health_watch(
             health_reporter,

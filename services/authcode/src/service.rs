@@ -6,8 +6,14 @@
 //! request field.
 
 use devicelink_shared::api_key::SCOPE_USER_LINK;
+use devicelink_shared::audit::{self, Actor, CallContext};
+use devicelink_shared::audit_writer::{AuditWriter, PendingAuditEvent};
 use devicelink_shared::code_challenge::CodeChallenge;
+use devicelink_shared::code_record_seal::RecordKeys;
 use devicelink_shared::contract::rules;
+use devicelink_shared::limits::Scope;
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
 use devicelink_shared::pb::{MintAuthCodeRequest, MintAuthCodeResponse};
 use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
@@ -95,16 +101,40 @@ pub struct AuthCodeHandler {
     verifier: ApiKeyVerifier,
     minter: CodeMinter,
     limits: MintLimits,
+    /// Where mints and rate-limit refusals are audited, off the call's
+    /// path (a buffer written in batches: no Postgres round trip per mint).
+    audit: AuditWriter,
+    /// The key of the external id's audit hash.
+    record_keys: RecordKeys,
 }
 
 impl AuthCodeHandler {
     /// A handler checking keys with `verifier`, storing codes with `minter`
-    /// and limiting callers with `limits`.
-    pub fn new(verifier: ApiKeyVerifier, minter: CodeMinter, limits: MintLimits) -> Self {
+    /// and limiting callers with `limits`, auditing to `audit` with the
+    /// external id hashed under `record_keys`.
+    pub fn new(
+        verifier: ApiKeyVerifier,
+        minter: CodeMinter,
+        limits: MintLimits,
+        audit: AuditWriter,
+        record_keys: RecordKeys,
+    ) -> Self {
         Self {
             verifier,
             minter,
             limits,
+            audit,
+            record_keys,
+        }
+    }
+
+    /// Counts a rate-limit refusal for the audit log, with the app when the
+    /// refusing scope names one.
+    fn audit_limited(&self, error: &AuthCodeError, app_id: Option<AppId>) {
+        if let AuthCodeError::RateLimited(refusal) = error {
+            let app_id = app_id.filter(|_| refusal.scope != Scope::FailedAuthPerAddress);
+            self.audit
+                .rate_limited(refusal.scope.name(), app_id.map(|app| app.0));
         }
     }
 
@@ -120,8 +150,12 @@ impl AuthCodeHandler {
             .for_call(request.remote_addr(), request.metadata());
         let key = match self.verifier.verify(request.metadata(), &limits).await {
             Ok(key) => key,
-            Err(error) => return Err(limits.failed(error).await),
+            Err(error) => {
+                self.audit_limited(&error, None);
+                return Err(limits.failed(error).await);
+            }
         };
+        let context = CallContext::new(limits.client_address(), request.metadata());
         key.require_scope(SCOPE_USER_LINK)?;
         let request = MintRequest::parse(request.into_inner())?;
         if request.app_id.is_some_and(|app_id| app_id != key.app_id) {
@@ -139,7 +173,23 @@ impl AuthCodeHandler {
                 &key.app_limits,
                 &limits,
             )
-            .await?;
+            .await
+            .inspect_err(|error| self.audit_limited(error, Some(key.app_id)))?;
+        let minted_event = audit::change(
+            &context,
+            &Actor::ApiKey(key.key_id.to_string()),
+            Payload::CodeMinted(pb::CodeMinted {
+                expires_at: Some(minted.expires_at.into()),
+            }),
+        );
+        self.audit.append(PendingAuditEvent {
+            api_key_id: Some(key.key_id.to_string()),
+            external_id_hash: Some(
+                self.record_keys
+                    .audit_subject_hash(&key.app_id.to_string(), request.external_id.as_str()),
+            ),
+            ..PendingAuditEvent::new(Some(key.app_id.0), minted_event)
+        });
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.
         // Per-call detail is debug: minting is the hot path, and

@@ -55,6 +55,13 @@ impl CodeStore {
         }
     }
 
+    /// The external id's keyed hash that audit events hold (under the
+    /// record key, see [`RecordKeys::audit_subject_hash`]).
+    pub fn audit_subject_hash(&self, app_id: AppId, external_id: &str) -> [u8; 32] {
+        self.record_keys
+            .audit_subject_hash(&app_id.to_string(), external_id)
+    }
+
     /// The record of a live code minted for `app_id`, `None` when unknown,
     /// expired, minted for another app (its key carries the app's hash tag,
     /// see [`redis_key`]), or not sealed by authcode for this code (forged,

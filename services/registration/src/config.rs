@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use devicelink_shared::config::{CommonConfig, ConfigError, optional, parsed_or};
 use devicelink_shared::secret::SecretHash;
@@ -52,6 +53,8 @@ pub struct RegistrationConfig {
     pub operators: OperatorSource,
     /// How many `WatchInstallStatus` streams may be open.
     pub watch_caps: WatchCaps,
+    /// How long audit events are kept ([`AUDIT_RETENTION_DAYS`]).
+    pub audit_retention: Duration,
 }
 
 impl RegistrationConfig {
@@ -70,6 +73,7 @@ impl RegistrationConfig {
             admin_listen_addr: parsed_or(ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR)?,
             operators,
             watch_caps: WatchCaps::from_env()?,
+            audit_retention: audit_retention_from_env()?,
         })
     }
 }
@@ -120,6 +124,34 @@ pub fn admin_token_hash(admin_token: &str) -> Result<SecretHash, ConfigError> {
         ));
     }
     Ok(SecretHash::of(&[admin_token.trim().as_bytes()]))
+}
+
+// ---- Audit events ---------------------------------------------------------
+
+/// How many days audit events are kept (default
+/// [`DEFAULT_AUDIT_RETENTION_DAYS`]); the janitor deletes older ones.
+pub const AUDIT_RETENTION_DAYS: &str = "AUDIT_RETENTION_DAYS";
+/// [`AUDIT_RETENTION_DAYS`] unless set.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
+/// The longest retention accepted: ten years, past which a typo is likelier
+/// than a policy.
+const MAX_AUDIT_RETENTION_DAYS: u32 = 3650;
+
+fn audit_retention_from_env() -> Result<Duration, ConfigError> {
+    audit_retention(parsed_or(
+        AUDIT_RETENTION_DAYS,
+        DEFAULT_AUDIT_RETENTION_DAYS,
+    )?)
+}
+
+fn audit_retention(days: u32) -> Result<Duration, ConfigError> {
+    if !(1..=MAX_AUDIT_RETENTION_DAYS).contains(&days) {
+        return Err(ConfigError::new(
+            AUDIT_RETENTION_DAYS,
+            format!("must be 1 to {MAX_AUDIT_RETENTION_DAYS} days, got {days}"),
+        ));
+    }
+    Ok(Duration::from_secs(u64::from(days) * 24 * 3600))
 }
 
 // ---- Watch stream caps ----------------------------------------------------
@@ -229,6 +261,16 @@ mod tests {
         assert_eq!(error.variable, DEVICELINK_ADMIN_TOKENS_FILE);
         assert!(error.message.starts_with("line 2:"), "{error}");
         assert!(!error.message.contains("not-a-hash-secret"), "{error}");
+    }
+
+    #[test]
+    fn audit_retention_is_one_day_to_ten_years() {
+        assert_eq!(
+            audit_retention(90).unwrap(),
+            Duration::from_secs(90 * 24 * 3600)
+        );
+        assert!(audit_retention(0).is_err());
+        assert!(audit_retention(3651).is_err());
     }
 
     #[test]

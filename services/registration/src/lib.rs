@@ -32,6 +32,15 @@
 //!    a retry from the same device gets the same answer, for as long as
 //!    the code would have lived.
 //!
+//! Every change also writes its audit events ([`audit`]) in the same
+//! statement or transaction (the redemption's is a CTE of its one
+//! statement, no extra round trip); refusals go through a buffered writer
+//! (`devicelink_shared::audit_writer`). Operators read them with
+//! `AdminService.ListAuditEvents` and `WatchAuditEvents`
+//! ([`service::audit_events`]; why a watch waits before sending an event is
+//! in `store/audit.rs`), and the [`janitor`] purges them after
+//! `AUDIT_RETENTION_DAYS`.
+//!
 //! Devices then ask for their status with that token. [`notify`] listens
 //! for the announcements on every replica: each one evicts the install
 //! from the [`status_cache`] that answers `GetInstallStatus`, and wakes the
@@ -57,6 +66,7 @@
 //! NOT_SERVING while the listener is not alive.
 
 pub mod arbitration;
+pub mod audit;
 pub mod codes;
 pub mod config;
 pub mod domain;

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "device_bound_codes",
         include_str!("../migrations/0004_device_bound_codes.sql"),
     ),
+    (
+        5,
+        "audit_events",
+        include_str!("../migrations/0005_audit_events.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming devicelink's migration lock. Public so a

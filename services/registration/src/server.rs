@@ -44,6 +44,7 @@ use crate::service::registration::RegistrationHandler;
 use crate::service::watch::WatchSlots;
 use crate::status_cache::StatusCache;
 use crate::store::Store;
+use devicelink_shared::audit_writer::AuditWriter;
 
 /// The gRPC services whose health is reported.
 const HEALTH_SERVICES: &[&str] = &[PUBLIC_SERVICES[0], ADMIN_SERVICES[0]];
@@ -142,7 +143,11 @@ impl Application {
             drain.clone(),
         );
         await_listener(&statuses).await;
-        spawn_janitor(self.store.clone(), drain.clone());
+        spawn_janitor(
+            self.store.clone(),
+            self.config.audit_retention,
+            drain.clone(),
+        );
         self.operators
             .spawn_reload(self.config.operators.clone(), drain.clone());
         let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -172,13 +177,14 @@ impl Application {
             &self.config.common.redis_key_prefix,
             self.config.common.limits.clone(),
             self.store.clone(),
+            AuditWriter::spawn(self.store.postgres().clone(), drain.clone()),
         );
         let registration = RegistrationHandler::new(
             self.store.clone(),
             self.codes,
             statuses,
             notifier,
-            drain,
+            drain.clone(),
             limits,
             WatchSlots::new(self.config.watch_caps),
         );
@@ -199,7 +205,7 @@ impl Application {
             trusted_proxies: common.limits.trusted_proxies.clone(),
         };
         let admin = AdminGuard::new(
-            AdminServiceServer::new(AdminHandler::new(self.store, common.limits.clone()))
+            AdminServiceServer::new(AdminHandler::new(self.store, common.limits.clone(), drain))
                 .max_decoding_message_size(MAX_ADMIN_REQUEST_BYTES),
             guard,
         );

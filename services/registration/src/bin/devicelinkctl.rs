@@ -11,6 +11,8 @@
 // beside it in `devicelinkctl/`, where `src/bin/*.rs` discovery leaves them be.
 #[path = "devicelinkctl/args.rs"]
 mod args;
+#[path = "devicelinkctl/audit.rs"]
+mod audit;
 #[path = "devicelinkctl/output.rs"]
 mod output;
 #[path = "devicelinkctl/sdk_config.rs"]
@@ -72,6 +74,15 @@ commands:
                                       code_challenge (device-bound codes)
   get-user APP_ID EXTERNAL_ID         show a user and its installs
   delete-user APP_ID EXTERNAL_ID      erase a user, its installs and its links
+  audit list [FILTER] [--limit N] [--cursor C]
+                                      audit events, newest first, one a line
+                                      (the id last); then `next_cursor: C`
+                                      when older ones remain
+  audit tail [FILTER] [--cursor C]    stream audit events as they settle
+                                      (about 11 s after they happen), oldest
+                                      first; resume with the last id seen
+     FILTER: [--app APP_ID] [--user USER_ID] [--type T]... [--since TIME]
+             [--until TIME], T a type such as code_redeemed, TIME RFC 3339
   help                                show this text
 
 exit status: 0 done, 1 the call failed, 64 usage error
@@ -174,6 +185,36 @@ async fn run() -> Result<(), Failure> {
             }
             other => other,
         })
+}
+
+impl Admin {
+    /// Prints events as the watch sends them, until it ends: an error (the
+    /// service drained, Postgres failed) says where to resume.
+    async fn tail_audit(
+        &mut self,
+        filter: Option<pb::AuditEventFilter>,
+        cursor: String,
+    ) -> Result<(), Failure> {
+        let request = self.request(pb::WatchAuditEventsRequest { filter, cursor });
+        let mut stream = self.client.watch_audit_events(request).await?.into_inner();
+        let mut last = String::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(response)) => {
+                    if let Some(event) = &response.event {
+                        println!("{}", audit::event_line(event));
+                    }
+                    last = response.cursor;
+                }
+                Ok(None) => return Ok(()),
+                Err(status) if !last.is_empty() => {
+                    let message = format!("{} (resume with --cursor {last})", status.message());
+                    return Err(Failure::Call(Status::new(status.code(), message)));
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
 }
 
 /// The client and the credential every request carries.
@@ -292,6 +333,27 @@ impl Admin {
                 });
                 self.client.delete_user(request).await?;
                 println!("erased");
+            }
+            Command::Audit { tail, options } => {
+                let filter = Some(audit::filter(&options).map_err(Failure::Usage)?);
+                let cursor = options.cursor.clone().unwrap_or_default();
+                if tail {
+                    self.tail_audit(filter, cursor).await?;
+                } else {
+                    let page_size = audit::limit(&options).map_err(Failure::Usage)?;
+                    let request = self.request(pb::ListAuditEventsRequest {
+                        filter,
+                        page_size,
+                        cursor,
+                    });
+                    let page = self.client.list_audit_events(request).await?.into_inner();
+                    for event in &page.events {
+                        println!("{}", audit::event_line(event));
+                    }
+                    if !page.next_cursor.is_empty() {
+                        println!("next_cursor: {}", page.next_cursor);
+                    }
+                }
             }
         }
         Ok(())

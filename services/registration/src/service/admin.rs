@@ -9,17 +9,20 @@ use devicelink_shared::contract::{FieldRule, rules};
 use devicelink_shared::limits::Scope;
 use devicelink_shared::pb;
 use devicelink_shared::pb::admin_service_server::AdminService;
+use devicelink_shared::serving::DrainSignal;
 use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
 use tonic::{Request, Response, Status};
 
+use super::audit_events;
 use super::convert::{form_factor, install_status, platform, timestamp};
 use super::sdk_config::{json_to_struct, struct_to_json};
+use crate::audit::{Actor, CallContext};
 use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
 use crate::operators::OperatorName;
 use crate::store::{
-    ApiKeyRecord, AppLimits, AppRecord, CreateKeyOutcome, LimitOverride, NewApiKeyRecord, Store,
-    UserRecord,
+    ApiKeyRecord, AppLimits, AppRecord, Attribution, CreateKeyOutcome, LimitOverride,
+    NewApiKeyRecord, Store, UserRecord,
 };
 
 /// How long a key lives unless its creator says otherwise.
@@ -39,15 +42,18 @@ pub struct AdminHandler {
     /// The deployment's limits, which `GetApp` shows where an app keeps
     /// them.
     default_limits: LimitsConfig,
+    /// Fires when the server drains: open audit watches end.
+    drain: DrainSignal,
 }
 
 impl AdminHandler {
     /// A handler over the store; `default_limits` are the deployment's
     /// (`RATE_LIMIT_*`).
-    pub fn new(store: Store, default_limits: LimitsConfig) -> Self {
+    pub fn new(store: Store, default_limits: LimitsConfig, drain: DrainSignal) -> Self {
         Self {
             store,
             default_limits,
+            drain,
         }
     }
 }
@@ -63,6 +69,18 @@ pub fn operator<T>(request: &Request<T>) -> Result<OperatorName, Status> {
         .ok_or_else(|| {
             Status::unauthenticated("AdminService is served only behind its operator guard")
         })
+}
+
+/// The operator and the call, as the events of an admin change record
+/// them.
+fn attribution<T>(request: &Request<T>) -> Result<Attribution, Status> {
+    Ok(Attribution {
+        context: CallContext::new(
+            request.remote_addr().map(|peer| peer.ip()),
+            request.metadata(),
+        ),
+        actor: Actor::Operator(operator(request)?.as_str().to_owned()),
+    })
 }
 
 fn invalid(violation: FieldViolation) -> RegistrationError {
@@ -277,6 +295,7 @@ impl AdminHandler {
     async fn create_api_key(
         &self,
         operator: &OperatorName,
+        by: &Attribution,
         request: &pb::CreateApiKeyRequest,
     ) -> Result<pb::CreateApiKeyResponse, RegistrationError> {
         let app_id = app_id(&rules::CREATE_API_KEY_REQUEST_APP_ID, &request.app_id)?;
@@ -290,7 +309,7 @@ impl AdminHandler {
             scopes,
             ttl,
         };
-        let expires_at = match self.store.create_api_key(&record).await? {
+        let expires_at = match self.store.create_api_key(&record, by).await? {
             CreateKeyOutcome::Created { expires_at } => expires_at,
             CreateKeyOutcome::TooManyActiveKeys => {
                 return Err(RegistrationError::FailedPrecondition(format!(
@@ -325,6 +344,7 @@ impl AdminHandler {
     async fn revoke_api_key(
         &self,
         operator: &OperatorName,
+        by: &Attribution,
         request: &pb::RevokeApiKeyRequest,
     ) -> Result<pb::RevokeApiKeyResponse, RegistrationError> {
         // The declared bounds, then the id's form; either failure reads as
@@ -341,7 +361,7 @@ impl AdminHandler {
                 }
             })?;
         let key_id = KeyId::parse(&key_id).ok_or_else(bad_form)?;
-        let Some(revoked_at) = self.store.revoke_api_key(&key_id).await? else {
+        let Some(revoked_at) = self.store.revoke_api_key(&key_id, by).await? else {
             return Err(RegistrationError::NotFound(format!(
                 "API key {key_id} does not exist"
             )));
@@ -355,6 +375,7 @@ impl AdminHandler {
     async fn set_sdk_config(
         &self,
         operator: &OperatorName,
+        by: &Attribution,
         request: &pb::SetSdkConfigRequest,
     ) -> Result<pb::SetSdkConfigResponse, RegistrationError> {
         let app_id = app_id(&rules::SET_SDK_CONFIG_REQUEST_APP_ID, &request.app_id)?;
@@ -363,7 +384,11 @@ impl AdminHandler {
         let encoded_len = serde_json::to_vec(&config).map_or(usize::MAX, |bytes| bytes.len());
         rule.json_size("sdk_config", encoded_len).map_err(invalid)?;
         rule.storable_json("sdk_config", &config).map_err(invalid)?;
-        if !self.store.set_sdk_config(app_id, &config).await? {
+        if !self
+            .store
+            .set_sdk_config(app_id, &config, encoded_len, by)
+            .await?
+        {
             return Err(app_not_found(app_id));
         }
         tracing::info!(%operator, %app_id, "SDK configuration set");
@@ -455,6 +480,7 @@ impl AdminHandler {
     async fn delete_user(
         &self,
         operator: &OperatorName,
+        by: &Attribution,
         request: &pb::DeleteUserRequest,
     ) -> Result<pb::DeleteUserResponse, RegistrationError> {
         let app_id = app_id(&rules::DELETE_USER_REQUEST_APP_ID, &request.app_id)?;
@@ -462,7 +488,7 @@ impl AdminHandler {
             &rules::DELETE_USER_REQUEST_EXTERNAL_ID,
             &request.external_id,
         )?;
-        if !self.store.delete_user(app_id, &external_id).await? {
+        if !self.store.delete_user(app_id, &external_id, by).await? {
             return Err(user_not_found());
         }
         tracing::info!(%operator, %app_id, "user erased");
@@ -473,6 +499,28 @@ impl AdminHandler {
 
 #[tonic::async_trait]
 impl AdminService for AdminHandler {
+    type WatchAuditEventsStream = audit_events::AuditEventStream;
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        operator(&request)?;
+        Ok(Response::new(
+            audit_events::list(&self.store, request.get_ref()).await?,
+        ))
+    }
+
+    async fn watch_audit_events(
+        &self,
+        request: Request<pb::WatchAuditEventsRequest>,
+    ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
+        operator(&request)?;
+        Ok(Response::new(
+            audit_events::watch(&self.store, request.get_ref(), self.drain.clone()).await?,
+        ))
+    }
+
     async fn create_app(
         &self,
         request: Request<pb::CreateAppRequest>,
@@ -487,7 +535,13 @@ impl AdminService for AdminHandler {
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::create_api_key(self, &operator(&request)?, request.get_ref()).await?,
+            AdminHandler::create_api_key(
+                self,
+                &operator(&request)?,
+                &attribution(&request)?,
+                request.get_ref(),
+            )
+            .await?,
         ))
     }
 
@@ -506,7 +560,13 @@ impl AdminService for AdminHandler {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::revoke_api_key(self, &operator(&request)?, request.get_ref()).await?,
+            AdminHandler::revoke_api_key(
+                self,
+                &operator(&request)?,
+                &attribution(&request)?,
+                request.get_ref(),
+            )
+            .await?,
         ))
     }
 
@@ -515,7 +575,13 @@ impl AdminService for AdminHandler {
         request: Request<pb::SetSdkConfigRequest>,
     ) -> Result<Response<pb::SetSdkConfigResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::set_sdk_config(self, &operator(&request)?, request.get_ref()).await?,
+            AdminHandler::set_sdk_config(
+                self,
+                &operator(&request)?,
+                &attribution(&request)?,
+                request.get_ref(),
+            )
+            .await?,
         ))
     }
 
@@ -562,7 +628,13 @@ impl AdminService for AdminHandler {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         Ok(Response::new(
-            AdminHandler::delete_user(self, &operator(&request)?, request.get_ref()).await?,
+            AdminHandler::delete_user(
+                self,
+                &operator(&request)?,
+                &attribution(&request)?,
+                request.get_ref(),
+            )
+            .await?,
         ))
     }
 }

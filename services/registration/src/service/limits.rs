@@ -32,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use devicelink_shared::audit_writer::AuditWriter;
 use devicelink_shared::config::LimitsConfig;
 use devicelink_shared::limits::{Decision, Limit, LimitKey, RateLimiter, Scope};
 use devicelink_shared::secret::SecretHash;
@@ -57,6 +58,10 @@ pub struct RequestLimits {
     limiter: RateLimiter<RedisConnection>,
     config: LimitsConfig,
     apps: Arc<AppLimitsCache>,
+    /// Where refusals are counted for the audit log (one `rate_limited`
+    /// event per scope, app and minute), and where the service's other
+    /// refusals are appended.
+    audit: AuditWriter,
 }
 
 /// Who a call comes from, as far as limits are concerned.
@@ -64,6 +69,13 @@ pub struct RequestLimits {
 pub struct Caller {
     /// The client address (behind trusted proxies); `None` without a peer.
     address: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The client address, as audit events record it.
+    pub fn address(self) -> Option<IpAddr> {
+        self.address
+    }
 }
 
 impl RequestLimits {
@@ -74,11 +86,13 @@ impl RequestLimits {
         key_prefix: &str,
         config: LimitsConfig,
         store: Store,
+        audit: AuditWriter,
     ) -> Self {
         Self {
             limiter: RateLimiter::new(redis, key_prefix),
             config,
             apps: Arc::new(AppLimitsCache::new(store)),
+            audit,
         }
     }
 
@@ -111,7 +125,7 @@ impl RequestLimits {
             .limiter
             .check_unless_blocked(device.as_slice(), self.blockers(caller).as_slice())
             .await;
-        allowed(decision)
+        self.allowed(decision, Some(app_id))
     }
 
     /// Counts a call made with an install token (by its hash) against that
@@ -132,7 +146,7 @@ impl RequestLimits {
             .limiter
             .check_in_memory_first(token.as_slice(), self.blockers(caller).as_slice())
             .await;
-        allowed(decision)
+        self.allowed(decision, None)
     }
 
     /// Refuses a caller whose address is blocked by its failed credentials,
@@ -141,7 +155,8 @@ impl RequestLimits {
     /// limit was decided in memory and looked at the address only in the
     /// refusals this replica knows.
     pub async fn admit(&self, caller: Caller) -> Result<(), RegistrationError> {
-        allowed(self.limiter.blocked(self.blockers(caller).as_slice()).await)
+        let decision = self.limiter.blocked(self.blockers(caller).as_slice()).await;
+        self.allowed(decision, None)
     }
 
     /// Counts a failed credential against the caller's address. The call
@@ -216,9 +231,23 @@ impl AppLimitsCache {
     }
 }
 
-fn allowed(decision: Decision) -> Result<(), RegistrationError> {
-    match decision {
-        Decision::Allowed => Ok(()),
-        Decision::Limited(refusal) => Err(RegistrationError::RateLimited(refusal)),
+impl RequestLimits {
+    /// The writer of the audit events of refusals.
+    pub fn audit(&self) -> &AuditWriter {
+        &self.audit
+    }
+
+    /// The call goes ahead, or is refused and counted for the audit log
+    /// against its scope (and `app_id`, when the scope names an app).
+    fn allowed(&self, decision: Decision, app_id: Option<AppId>) -> Result<(), RegistrationError> {
+        match decision {
+            Decision::Allowed => Ok(()),
+            Decision::Limited(refusal) => {
+                let app_id = app_id.filter(|_| refusal.scope == Scope::RedeemPerDevice);
+                self.audit
+                    .rate_limited(refusal.scope.name(), app_id.map(|app| app.0));
+                Err(RegistrationError::RateLimited(refusal))
+            }
+        }
     }
 }

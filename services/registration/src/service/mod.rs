@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_guard;
+pub mod audit_events;
 pub mod convert;
 pub mod limits;
 pub mod parse;

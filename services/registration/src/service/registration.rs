@@ -23,6 +23,7 @@ use super::limits::{Caller, RequestLimits};
 use super::parse;
 use super::sdk_config::json_to_struct;
 use super::watch::{WatchSlots, Watcher};
+use crate::audit::{self, Actor, CallContext};
 use crate::codes::CodeStore;
 use crate::domain::{CreateUserInput, InstallState, InstallStatus, StateReason};
 use crate::error::{RegistrationError, StoreError};
@@ -30,6 +31,9 @@ use crate::install_token::{InstallToken, new_nonce};
 use crate::notify::StatusNotifier;
 use crate::status_cache::StatusCache;
 use crate::store::{NewRedemption, RedeemOutcome, Redeemed, Store};
+use devicelink_shared::audit_writer::PendingAuditEvent;
+use devicelink_shared::pb::RedemptionRefusal as Refusal;
+use devicelink_shared::pb::audit_event::Payload;
 
 /// Handles `RegistrationService`.
 #[derive(Clone)]
@@ -76,6 +80,7 @@ impl RegistrationHandler {
         &self,
         input: CreateUserInput,
         caller: Caller,
+        context: &CallContext,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         // The limit and the code's read go out together (one round trip on
@@ -89,6 +94,7 @@ impl RegistrationHandler {
         if let Some(record) = record? {
             if record.app_id != input.app_id.to_string() {
                 count_redemption(outcome::OTHER_APP);
+                self.refused(context, input.app_id, Refusal::OtherApp, None);
                 return Err(RegistrationError::PermissionDenied(
                     "the auth code was minted for another app",
                 ));
@@ -99,7 +105,7 @@ impl RegistrationHandler {
                 CodeChallenge::from_stored(&record.code_challenge).map_err(|error| {
                     StoreError::internal(format!("stored auth code record: {error}"))
                 })?;
-            self.prove_possession(code_challenge.as_ref(), &input, caller)
+            self.prove_possession(code_challenge.as_ref(), &input, caller, context)
                 .await?;
             let external_id =
                 ExternalId::parse("external_id", &record.external_id).map_err(|violation| {
@@ -107,6 +113,9 @@ impl RegistrationHandler {
                 })?;
             let token_nonce = new_nonce();
             let token = InstallToken::derive(&input.auth_code, &token_nonce);
+            let external_id_hash = self
+                .codes
+                .audit_subject_hash(input.app_id, external_id.as_str());
             let redemption = NewRedemption {
                 code_hash,
                 app_id: input.app_id,
@@ -117,14 +126,22 @@ impl RegistrationHandler {
                 token_hash: token.hash(),
                 code_expires_at: record.expires_at(),
                 code_challenge,
+                external_id_hash,
+                context,
             };
             let redeemed = match self.store.redeem(&redemption).await? {
                 RedeemOutcome::Redeemed(redeemed) => redeemed,
                 RedeemOutcome::AlreadyRedeemed => {
-                    return self.answer_used_code(&input, caller).await;
+                    return self.answer_used_code(&input, caller, context).await;
                 }
                 RedeemOutcome::DeviceHeldByAnotherUser => {
                     count_redemption(outcome::DEVICE_HELD);
+                    self.refused(
+                        context,
+                        input.app_id,
+                        Refusal::DeviceHoldsAnotherUser,
+                        Some(external_id_hash),
+                    );
                     return Err(device_held());
                 }
                 RedeemOutcome::AppNotFound => {
@@ -149,7 +166,29 @@ impl RegistrationHandler {
             );
             return Ok(response(redeemed, &token));
         }
-        self.answer_used_code(&input, caller).await
+        self.answer_used_code(&input, caller, context).await
+    }
+
+    /// Appends the event of a refused redemption (off the call's path).
+    fn refused(
+        &self,
+        context: &CallContext,
+        app_id: AppId,
+        refusal: Refusal,
+        external_id_hash: Option<[u8; 32]>,
+    ) {
+        let reason = refusal
+            .as_str_name()
+            .trim_start_matches("REDEMPTION_REFUSAL_")
+            .to_ascii_lowercase();
+        let payload = Payload::RedemptionRefused(pb::RedemptionRefused {
+            refusal: refusal as i32,
+        });
+        let row = audit::refusal(context, &Actor::Device, &reason, payload);
+        self.limits.audit().append(PendingAuditEvent {
+            external_id_hash,
+            ..PendingAuditEvent::new(Some(app_id.0), row)
+        });
     }
 
     /// The code is not live: a retry from the device that redeemed it gets
@@ -158,10 +197,12 @@ impl RegistrationHandler {
         &self,
         input: &CreateUserInput,
         caller: Caller,
+        context: &CallContext,
     ) -> Result<pb::CreateUserResponse, RegistrationError> {
         let code_hash = input.auth_code.hash();
         let Some(past) = self.store.find_redemption(&code_hash).await? else {
             count_redemption(outcome::UNKNOWN_CODE);
+            self.refused(context, input.app_id, Refusal::UnknownOrExpired, None);
             self.limits.failed(caller).await;
             return Err(RegistrationError::NotFound(
                 "auth code is unknown or expired".into(),
@@ -170,13 +211,19 @@ impl RegistrationHandler {
         // A device-bound code tells nothing more, not even that it was
         // used, to a caller without its verifier: the same rule as for a
         // live code, checked first.
-        self.prove_possession(past.code_challenge.as_ref(), input, caller)
+        self.prove_possession(past.code_challenge.as_ref(), input, caller, context)
             .await?;
         let same_device = past.app_id == input.app_id && past.device_id == input.device.device_id;
         if !same_device {
             self.limits.failed(caller).await;
+            let replay = audit::refusal(
+                context,
+                &Actor::Device,
+                "replay",
+                Payload::ReplayRefused(pb::ReplayRefused {}),
+            );
             self.store
-                .record_replay(&code_hash, input.app_id, &input.device.device_id)
+                .record_replay(&code_hash, input.app_id, &input.device.device_id, &replay)
                 .await?;
             tracing::warn!(app_id = %input.app_id, "used auth code presented by another device; recorded as a replay");
             count_redemption(outcome::REPLAY);
@@ -200,20 +247,21 @@ impl RegistrationHandler {
     /// [`check_possession`]) and answered, for a live code and for a
     /// retry alike. A mismatch is a failed credential of the caller's
     /// address, is logged without the verifier, and writes nothing: the
-    /// code stays redeemable by the device that holds the verifier. An
-    /// audit event for a verifier mismatch belongs here, with
-    /// `mismatch.as_str()` as its reason.
+    /// code stays redeemable by the device that holds the verifier. It is
+    /// audited as a refused redemption (`verifier_mismatch`).
     async fn prove_possession(
         &self,
         code_challenge: Option<&CodeChallenge>,
         input: &CreateUserInput,
         caller: Caller,
+        context: &CallContext,
     ) -> Result<(), RegistrationError> {
         let Err(mismatch) = check_possession(code_challenge, input.code_verifier.as_ref()) else {
             return Ok(());
         };
         self.limits.failed(caller).await;
         count_redemption(outcome::VERIFIER_MISMATCH);
+        self.refused(context, input.app_id, Refusal::VerifierMismatch, None);
         tracing::warn!(
             app_id = %input.app_id,
             verifier = mismatch.as_str(),
@@ -256,7 +304,8 @@ impl RegistrationHandler {
         let token_hash = token.hash();
         self.limits.install(caller, &token_hash).await?;
         self.limits.admit(caller).await?;
-        let Some(install_id) = self.store.reset_by_token(&token_hash).await? else {
+        let context = CallContext::new(caller.address(), request.metadata());
+        let Some(install_id) = self.store.reset_by_token(&token_hash, &context).await? else {
             self.limits.failed(caller).await;
             return Err(RegistrationError::Unauthenticated(
                 "install token is unknown or its install was reset",
@@ -327,8 +376,10 @@ impl RegistrationService for RegistrationHandler {
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = self.caller(&request);
         let input = parse::create_user(request.get_ref())?;
+        let context = CallContext::new(caller.address(), request.metadata())
+            .with_sdk_version(&input.app.sdk_version);
         Ok(Response::new(
-            RegistrationHandler::create_user(self, input, caller).await?,
+            RegistrationHandler::create_user(self, input, caller, &context).await?,
         ))
     }
 

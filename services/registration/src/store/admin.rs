@@ -14,8 +14,11 @@ use uuid::Uuid;
 use super::connection::Connection;
 use super::pipelined_tx::PipelinedTransaction;
 use super::{STATUS_CHANNEL, Store, epoch, status_from_row};
-use crate::domain::{FormFactor, InstallStatus, MAX_ACTIVE_KEYS_PER_APP, Platform};
+use crate::audit::{self, Actor, AuditRow, CallContext};
+use crate::domain::{FormFactor, InstallStatus, MAX_ACTIVE_KEYS_PER_APP, Platform, StateReason};
 use crate::error::StoreError;
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
 
 /// An API key to store.
 #[derive(Debug)]
@@ -30,6 +33,21 @@ pub struct NewApiKeyRecord {
     pub scopes: Vec<String>,
     /// How long it lives.
     pub ttl: Duration,
+}
+
+/// Who makes an admin change, and from where: what its event records.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    /// The call.
+    pub context: CallContext,
+    /// The operator, as an actor.
+    pub actor: Actor,
+}
+
+impl Attribution {
+    fn change(&self, payload: Payload) -> AuditRow {
+        audit::change(&self.context, &self.actor, payload)
+    }
 }
 
 /// A stored API key and its history.
@@ -249,11 +267,12 @@ impl Store {
     pub async fn create_api_key(
         &self,
         key: &NewApiKeyRecord,
+        by: &Attribution,
     ) -> Result<CreateKeyOutcome, StoreError> {
         let mut tx =
             PipelinedTransaction::begin(self.connection().await?, PipelinedTransaction::BEGIN)
                 .await?;
-        match insert_key(&mut tx, key).await {
+        match insert_key(&mut tx, key, by).await {
             Ok(CreateKeyOutcome::Created { expires_at }) => {
                 tx.commit().await?;
                 Ok(CreateKeyOutcome::Created { expires_at })
@@ -305,11 +324,27 @@ impl Store {
     /// Revokes a key, keeping the first revocation time; `None` when the key
     /// is unknown.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.revoke_api_key", skip_all, fields(db.system = "postgresql"))]
-    pub async fn revoke_api_key(&self, key_id: &KeyId) -> Result<Option<SystemTime>, StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        key_id: &KeyId,
+        by: &Attribution,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        // Only the first revocation is a change, and has an event.
+        let revoked = by.change(Payload::ApiKeyRevoked(pb::ApiKeyRevoked {}));
         let row = self
             .query_opt_call(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 RETURNING revoked_at",
-                &[(&key_id.as_str(), Type::TEXT)],
+                "WITH before AS (SELECT key_id, revoked_at FROM api_keys WHERE key_id = $1 FOR UPDATE),
+                 revoked AS (UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
+                     FROM before WHERE k.key_id = before.key_id
+                     RETURNING k.key_id, k.app_id, k.revoked_at, before.revoked_at IS NULL AS first),
+                 event AS (INSERT INTO audit_events (app_id, type, api_key_id, event)
+                     SELECT app_id, $2, key_id, $3 FROM revoked WHERE first)
+                 SELECT revoked_at FROM revoked",
+                &[
+                    (&key_id.as_str(), Type::TEXT),
+                    (&revoked.type_name, Type::TEXT),
+                    (&revoked.event, Type::BYTEA),
+                ],
             )
             .await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
@@ -321,11 +356,23 @@ impl Store {
         &self,
         app_id: AppId,
         sdk_config: &serde_json::Value,
+        encoded_size: usize,
+        by: &Attribution,
     ) -> Result<bool, StoreError> {
+        let changed = by.change(Payload::SdkConfigChanged(pb::SdkConfigChanged {
+            encoded_size: u64::try_from(encoded_size).unwrap_or(u64::MAX),
+        }));
         let updated = self
             .execute_call(
-                "UPDATE apps SET sdk_config = $2 WHERE id = $1",
-                &[(&app_id.0, Type::UUID), (sdk_config, Type::JSONB)],
+                "WITH app AS (UPDATE apps SET sdk_config = $2 WHERE id = $1 RETURNING id),
+                 event AS (INSERT INTO audit_events (app_id, type, event) SELECT id, $3, $4 FROM app)
+                 SELECT 1 FROM app",
+                &[
+                    (&app_id.0, Type::UUID),
+                    (sdk_config, Type::JSONB),
+                    (&changed.type_name, Type::TEXT),
+                    (&changed.event, Type::BYTEA),
+                ],
             )
             .await?;
         Ok(updated == 1)
@@ -474,11 +521,12 @@ impl Store {
         &self,
         app_id: AppId,
         external_id: &ExternalId,
+        by: &Attribution,
     ) -> Result<bool, StoreError> {
         let mut tx =
             PipelinedTransaction::begin(self.connection().await?, PipelinedTransaction::BEGIN)
                 .await?;
-        match erase_user(&mut tx, app_id, external_id).await {
+        match erase_user(&mut tx, app_id, external_id, by).await {
             Ok(true) => {
                 tx.commit().await?;
                 Ok(true)
@@ -497,6 +545,7 @@ impl Store {
 async fn insert_key(
     tx: &mut PipelinedTransaction,
     key: &NewApiKeyRecord,
+    by: &Attribution,
 ) -> Result<CreateKeyOutcome, StoreError> {
     let app = tx
         .call(async |client| {
@@ -526,16 +575,25 @@ async fn insert_key(
         return Ok(CreateKeyOutcome::TooManyActiveKeys);
     }
     let expires_at = SystemTime::now() + key.ttl;
+    let created = by.change(Payload::ApiKeyCreated(pb::ApiKeyCreated {
+        scopes: key.scopes.clone(),
+        expires_at: Some(expires_at.into()),
+    }));
     tx.call(async |client| {
         execute_typed(
             client,
-            "INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "WITH key AS (INSERT INTO api_keys (key_id, app_id, secret_hash, scopes, expires_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING key_id, app_id)
+             INSERT INTO audit_events (app_id, type, api_key_id, event)
+             SELECT app_id, $6, key_id, $7 FROM key",
             &[
                 (&key.key_id.as_str(), Type::TEXT),
                 (&key.app_id.0, Type::UUID),
                 (&key.secret_hash.as_bytes().as_slice(), Type::BYTEA),
                 (&key.scopes, Type::TEXT_ARRAY),
                 (&expires_at, Type::TIMESTAMPTZ),
+                (&created.type_name, Type::TEXT),
+                (&created.event, Type::BYTEA),
             ],
         )
         .await
@@ -543,6 +601,26 @@ async fn insert_key(
     .await??;
     Ok(CreateKeyOutcome::Created { expires_at })
 }
+
+/// Deletes a user (its installs and redemptions go by cascade) with its
+/// events: `$3`/`$4` the erasure's, `$5`/`$6` the deactivation of its
+/// active install, if it had one. The events the user left behind stay,
+/// as the record of what happened, but no longer name the person: the
+/// external id's hash is cleared from every event that holds it (the
+/// user's, and those of codes minted for the same external id). The last
+/// statement before `COMMIT`, so its events commit within the bound the
+/// audit watch relies on.
+const ERASE_USER: &str = "WITH erased AS (DELETE FROM users WHERE id = $1 RETURNING id, app_id),
+     active AS (SELECT i.id, i.app_id, i.user_id FROM installs i
+         WHERE i.user_id = $1 AND i.state = 'active'),
+     unlinked AS (UPDATE audit_events SET external_id_hash = NULL
+         WHERE app_id = $2 AND external_id_hash IN
+             (SELECT external_id_hash FROM audit_events WHERE user_id = $1 AND external_id_hash IS NOT NULL)),
+     erased_event AS (INSERT INTO audit_events (app_id, type, user_id, event)
+         SELECT app_id, $3, id, $4 FROM erased),
+     deactivated_event AS (INSERT INTO audit_events (app_id, type, user_id, install_id, event)
+         SELECT active.app_id, $5, active.user_id, active.id, $6 FROM active, erased)
+     SELECT 1 FROM erased";
 
 /// The statements of [`Store::delete_user`] inside its transaction, a
 /// round trip each; false (and nothing to commit) when there is no such
@@ -553,12 +631,14 @@ async fn erase_user(
     tx: &mut PipelinedTransaction,
     app_id: AppId,
     external_id: &ExternalId,
+    by: &Attribution,
 ) -> Result<bool, StoreError> {
     let user = tx
         .call(async |client| {
             client
                 .query_typed_opt(
-                    "SELECT id FROM users WHERE app_id = $1 AND external_id = $2 FOR UPDATE",
+                    "SELECT id, (SELECT count(*) FROM installs WHERE user_id = users.id)
+                     FROM users WHERE app_id = $1 AND external_id = $2 FOR UPDATE",
                     &[(&app_id.0, Type::UUID), (&external_id.as_str(), Type::TEXT)],
                 )
                 .await
@@ -568,6 +648,11 @@ async fn erase_user(
         return Ok(false);
     };
     let user_id: Uuid = user.try_get(0)?;
+    let installs_erased: i64 = user.try_get(1)?;
+    let erased = by.change(Payload::UserErased(pb::UserErased {
+        installs_erased: u64::try_from(installs_erased).unwrap_or_default(),
+    }));
+    let deactivated = audit::deactivation(&by.context, &by.actor, StateReason::Erased, None);
     tx.call(async |client| {
         execute_typed(
             client,
@@ -580,8 +665,15 @@ async fn erase_user(
     tx.call(async |client| {
         execute_typed(
             client,
-            "DELETE FROM users WHERE id = $1",
-            &[(&user_id, Type::UUID)],
+            ERASE_USER,
+            &[
+                (&user_id, Type::UUID),
+                (&app_id.0, Type::UUID),
+                (&erased.type_name, Type::TEXT),
+                (&erased.event, Type::BYTEA),
+                (&deactivated.type_name, Type::TEXT),
+                (&deactivated.event, Type::BYTEA),
+            ],
         )
         .await
     })

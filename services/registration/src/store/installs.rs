@@ -5,19 +5,38 @@ use devicelink_shared::stores::Sql;
 use tokio_postgres::types::Type;
 
 use super::{STATUS_BY_ID, STATUS_BY_TOKEN_SQL, STATUS_CHANNEL, Store, status_from_row};
-use crate::domain::{InstallId, InstallStatus};
+use crate::audit::{self, Actor, CallContext};
+use crate::domain::{InstallId, InstallStatus, StateReason};
 use crate::error::StoreError;
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
 
 /// Ends the install holding a token: the token hash is cleared so the token
-/// stops working, and watchers are told in the same transaction.
+/// stops working, and watchers are told in the same transaction, which
+/// also writes its events: `$3`/`$4` the reset's, `$5`/`$6` the
+/// deactivation's, written only when the install was active.
 const RESET: Sql = Sql::new(
-    "WITH ended AS (
-         UPDATE installs SET state = 'reset', reason = 'reset', token_hash = NULL, changed_at = now()
-         WHERE token_hash = $1
-         RETURNING id
-     )
+    "WITH before AS (
+         SELECT id, state FROM installs WHERE token_hash = $1 FOR UPDATE
+     ),
+     ended AS (
+         UPDATE installs i SET state = 'reset', reason = 'reset', token_hash = NULL, changed_at = now()
+         FROM before WHERE i.id = before.id
+         RETURNING i.id, i.app_id, i.user_id, before.state = 'active' AS was_active
+     ),
+     reset_events AS (INSERT INTO audit_events (app_id, type, user_id, install_id, event)
+         SELECT ended.app_id, $3, ended.user_id, ended.id, $4 FROM ended),
+     deactivation_events AS (INSERT INTO audit_events (app_id, type, user_id, install_id, event)
+         SELECT ended.app_id, $5, ended.user_id, ended.id, $6 FROM ended WHERE was_active)
      SELECT id, pg_notify($2, id::text) FROM ended",
-    &[Type::BYTEA, Type::TEXT],
+    &[
+        Type::BYTEA,
+        Type::TEXT,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::TEXT,
+        Type::BYTEA,
+    ],
 );
 
 impl Store {
@@ -60,7 +79,15 @@ impl Store {
     pub async fn reset_by_token(
         &self,
         token_hash: &SecretHash,
+        context: &CallContext,
     ) -> Result<Option<InstallId>, StoreError> {
+        let reset = audit::change(
+            context,
+            &Actor::EventInstall,
+            Payload::InstallReset(pb::InstallReset {}),
+        );
+        let deactivated =
+            audit::deactivation(context, &Actor::EventInstall, StateReason::Reset, None);
         let row = self
             .connection()
             .await?
@@ -68,7 +95,14 @@ impl Store {
                 RESET
                     .query_opt(
                         client,
-                        &[&token_hash.as_bytes().as_slice(), &STATUS_CHANNEL],
+                        &[
+                            &token_hash.as_bytes().as_slice(),
+                            &STATUS_CHANNEL,
+                            &reset.type_name,
+                            &reset.event,
+                            &deactivated.type_name,
+                            &deactivated.event,
+                        ],
                     )
                     .await
             })

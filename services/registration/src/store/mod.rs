@@ -24,6 +24,7 @@ macro_rules! status_columns {
 }
 
 mod admin;
+mod audit;
 mod connection;
 mod installs;
 mod pipelined_tx;
@@ -36,9 +37,10 @@ use devicelink_shared::stores::{Postgres, Sql, TypedParams, execute_typed};
 use tokio_postgres::types::Type;
 
 pub use admin::{
-    ApiKeyRecord, AppLimits, AppRecord, CreateKeyOutcome, InstallSummaryRecord, LimitOverride,
-    NewApiKeyRecord, UserRecord,
+    ApiKeyRecord, AppLimits, AppRecord, Attribution, CreateKeyOutcome, InstallSummaryRecord,
+    LimitOverride, NewApiKeyRecord, UserRecord,
 };
+pub use audit::{AuditFilter, AuditPage, StoredAuditEvent, watch_settle};
 pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
 pub use redemptions::PastRedemption;
 

@@ -38,11 +38,14 @@ use super::pipelined_tx::PipelinedTransaction;
 use super::redeem_sql::{self as sql, CODE_ALREADY_CLAIMED, NEW_USER_EPOCH};
 use super::{STATUS_CHANNEL, Store, epoch};
 use crate::arbitration::{DeviceHeldByAnotherUser, InstallInPlay, Resolution, resolve};
+use crate::audit::{self, AuditRows, CallContext};
 use crate::domain::{
     AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, InstallStatus, StateReason, UserId,
 };
 use crate::error::StoreError;
 use crate::install_token::TokenNonce;
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
 
 /// How often a redemption is tried when it collides with a concurrent one
 /// (a deadlock, or a device bound concurrently by the same user).
@@ -71,6 +74,10 @@ pub struct NewRedemption<'a> {
     /// The challenge the code was minted with, if it is device-bound: kept
     /// with the claim, so that a retry must prove possession too.
     pub code_challenge: Option<CodeChallenge>,
+    /// The external id's keyed hash, the only form of it events hold.
+    pub external_id_hash: [u8; 32],
+    /// The call, as its events record it.
+    pub context: &'a CallContext,
 }
 
 /// The result of a redemption.
@@ -144,7 +151,20 @@ macro_rules! binding_types {
 }
 
 /// [`sql::CREATE_USER`]: the binding's parameters, then the external id.
-const CREATE_USER: Sql = Sql::new(sql::CREATE_USER, &binding_types!(Type::TEXT));
+/// The parameters that follow the binding's in the statements that write
+/// a redemption's events: the external id's keyed hash, then the events.
+macro_rules! audit_types {
+    () => {
+        binding_types!(Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY)
+    };
+    ($first:expr) => {
+        binding_types!($first, Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY)
+    };
+}
+
+/// [`sql::CREATE_USER`]: the binding's parameters, the external id, then
+/// its hash and the events.
+const CREATE_USER: Sql = Sql::new(sql::CREATE_USER, &audit_types!(Type::TEXT));
 /// The statements of the transaction that arbitrates.
 const UPSERT_USER: Sql = Sql::new(
     sql::UPSERT_USER,
@@ -152,9 +172,12 @@ const UPSERT_USER: Sql = Sql::new(
 );
 const INSTALLS_IN_PLAY: Sql =
     Sql::new(sql::INSTALLS_IN_PLAY, &[Type::UUID, Type::TEXT, Type::TEXT]);
-const SUPERSEDE: Sql = Sql::new(sql::SUPERSEDE, &[Type::UUID]);
-const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &binding_types!());
-const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &binding_types!());
+const SUPERSEDE: Sql = Sql::new(
+    sql::SUPERSEDE_AUDITED,
+    &[Type::UUID, Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+);
+const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &audit_types!());
+const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &audit_types!());
 const NOTIFY: Sql = Sql::new(sql::NOTIFY, &[Type::TEXT, Type::UUID_ARRAY]);
 /// Every statement of the transaction that arbitrates.
 const TRANSACTION_STATEMENTS: [Sql; 6] = [
@@ -227,12 +250,24 @@ async fn redeem_for_new_user(
     let user_id = UserId(Uuid::now_v7());
     // A new user has no installs: arbitration activates this one.
     let resolution = Resolution::first_install();
-    let binding = Binding::new(new, &resolution, InstallId(Uuid::now_v7()), user_id, false);
+    let binding = Binding::new(
+        new,
+        &resolution,
+        InstallId(Uuid::now_v7()),
+        user_id,
+        false,
+        false,
+    );
     let bound = binding.params();
     let external_id = new.external_id.as_str();
-    // The binding's twenty-one parameters, then the external id as `$22`.
-    let params: [&(dyn ToSql + Sync); 22] =
-        std::array::from_fn(|index| bound.get(index).copied().unwrap_or(&external_id));
+    let audited = binding.audit_params();
+    // The binding's twenty-one parameters, the external id as `$22`, then
+    // its hash and the events.
+    let params: [&(dyn ToSql + Sync); 25] = std::array::from_fn(|index| match index {
+        0..21 => bound[index],
+        21 => &external_id,
+        _ => audited[index - 22],
+    });
     let row = match CREATE_USER.query_opt(client, &params).await {
         Ok(Some(row)) => row,
         Ok(None) => return Ok(None),
@@ -264,6 +299,9 @@ struct Binding<'a> {
     code_hash: &'a [u8],
     token_nonce: &'a [u8],
     code_challenge: Option<&'a [u8]>,
+    external_id_hash: &'a [u8],
+    /// The events of the redemption, written by the statement that binds.
+    events: AuditRows,
 }
 
 impl<'a> Binding<'a> {
@@ -273,8 +311,11 @@ impl<'a> Binding<'a> {
         install_id: InstallId,
         user_id: UserId,
         restored: bool,
+        was_active: bool,
     ) -> Self {
         Self {
+            events: redemption_events(new, resolution, install_id, restored, was_active),
+            external_id_hash: new.external_id_hash.as_slice(),
             new,
             resolution,
             install_id,
@@ -317,6 +358,16 @@ impl<'a> Binding<'a> {
             &self.resolution.user_epoch,
             &self.new.code_expires_at,
             &self.code_challenge,
+        ]
+    }
+
+    /// `$22`–`$24` of the statements that bind: the external id's hash and
+    /// the events.
+    fn audit_params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [
+            &self.external_id_hash,
+            &self.events.types,
+            &self.events.events,
         ]
     }
 
@@ -379,7 +430,10 @@ async fn redeem_in(
     let install_id = resolution
         .existing
         .unwrap_or_else(|| InstallId(Uuid::now_v7()));
-    let binding = Binding::new(new, &resolution, install_id, user_id, restored);
+    let was_active = installs
+        .iter()
+        .any(|install| Some(install.id) == resolution.existing && install.active);
+    let binding = Binding::new(new, &resolution, install_id, user_id, restored, was_active);
     let written = tx
         .call(async |client| write_resolution(client, &binding).await)
         .await?;
@@ -433,7 +487,12 @@ async fn write_resolution(
     binding: &Binding<'_>,
 ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
     let resolution = binding.resolution;
-    let bind_params = binding.params();
+    let bound = binding.params();
+    let audited = binding.audit_params();
+    let bind_params: [&(dyn ToSql + Sync); 24] = std::array::from_fn(|index| match index {
+        0..21 => bound[index],
+        _ => audited[index - 21],
+    });
     let bind = if resolution.existing.is_some() {
         REBIND_INSTALL
     } else {
@@ -449,7 +508,19 @@ async fn write_resolution(
         .superseded
         .map(|install| install.0)
         .unwrap_or_default();
-    let supersede_params: [&(dyn ToSql + Sync); 1] = [&superseded_id];
+    let superseded_events: AuditRows = std::iter::once(audit::deactivation(
+        binding.new.context,
+        &audit::install_actor(binding.install_id),
+        StateReason::Superseded,
+        Some(binding.install_id),
+    ))
+    .collect();
+    let supersede_params: [&(dyn ToSql + Sync); 4] = [
+        &superseded_id,
+        &binding.external_id_hash,
+        &superseded_events.types,
+        &superseded_events.events,
+    ];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
     let mut before_bind = Vec::new();
     if resolution.superseded.is_some() {
@@ -511,4 +582,31 @@ fn app_missing_or(error: tokio_postgres::Error) -> Result<RedeemOutcome, StoreEr
         return Ok(RedeemOutcome::AppNotFound);
     }
     Err(error.into())
+}
+
+/// The events a redemption writes with the install it binds: the code's
+/// redemption, and the install's activation or deactivation when its state
+/// changes (an install active before and after is not activated again).
+fn redemption_events(
+    new: &NewRedemption<'_>,
+    resolution: &Resolution,
+    install_id: InstallId,
+    restored: bool,
+    was_active: bool,
+) -> AuditRows {
+    let actor = audit::install_actor(install_id);
+    let redeemed = Payload::CodeRedeemed(pb::CodeRedeemed { restored });
+    let mut events: AuditRows =
+        std::iter::once(audit::change(new.context, &actor, redeemed)).collect();
+    let active = resolution.state == InstallState::Active;
+    if active && !was_active {
+        let activated = Payload::InstallActivated(pb::InstallActivated {
+            epoch: epoch(resolution.install_epoch),
+        });
+        events.push(audit::change(new.context, &actor, activated));
+    }
+    if let (false, true, Some(reason)) = (active, was_active, resolution.reason) {
+        events.push(audit::deactivation(new.context, &actor, reason, None));
+    }
+    events
 }

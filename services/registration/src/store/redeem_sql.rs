@@ -79,15 +79,50 @@ macro_rules! claim {
 
 /// The tail of [`INSERT_INSTALL`] and [`REBIND_INSTALL`], behind their
 /// `install` CTE: claims the code and sets the user's epoch (when it moved)
-/// for the install written, and answers the install's `changed_at`.
+/// for the install written, writes the redemption's events (`$22` the
+/// external id's keyed hash, `$23` and `$24` the events), and answers the
+/// install's `changed_at`.
 macro_rules! claim_and_set_epoch {
     () => {
         concat!(
             claim!(),
             ",
      user_epoch AS (UPDATE users SET epoch = $19
-         WHERE id = (SELECT user_id FROM install) AND epoch <> $19)
+         WHERE id = (SELECT user_id FROM install) AND epoch <> $19),
+     audit AS (",
+            audit_install_events!("install", "$22", "$23", "$24"),
+            ")
      SELECT changed_at FROM install"
+        )
+    };
+}
+
+/// Writes the events of a change with the change (the audit outbox):
+/// one `audit_events` row per element of the arrays `$types` and
+/// `$events` (see [`crate::audit::AuditRows`]) for each row of the CTE
+/// `$from`, which names the changed install as `id`, with its `app_id` and
+/// `user_id`; `$hash` is the external id's keyed hash. A CTE that wrote
+/// nothing writes no event.
+macro_rules! audit_install_events {
+    ($from:literal, $hash:literal, $types:literal, $events:literal) => {
+        concat!(
+            "INSERT INTO audit_events (app_id, type, user_id, install_id, external_id_hash, event)
+         SELECT ",
+            $from,
+            ".app_id, e.type, ",
+            $from,
+            ".user_id, ",
+            $from,
+            ".id, ",
+            $hash,
+            ", e.event
+         FROM ",
+            $from,
+            ", unnest(",
+            $types,
+            "::text[], ",
+            $events,
+            "::bytea[]) AS e(type, event)"
         )
     };
 }
@@ -112,7 +147,8 @@ pub const NEW_USER_EPOCH: i64 = 1;
 /// redemption then runs as a transaction that arbitrates. (A concurrent
 /// first redemption of the same user makes this one wait for its commit,
 /// then find the user.) Parameters: those of [`INSERT_INSTALL`], then `$22`
-/// the external id.
+/// the external id, `$23` its keyed hash, `$24` and `$25` the events of
+/// the redemption (their types and encodings), written only with it.
 pub const CREATE_USER: &str = concat!(
     "WITH new_user AS (INSERT INTO users (id, app_id, external_id, epoch) VALUES ($3, $2, $22, $19)
      ON CONFLICT (app_id, external_id) DO NOTHING
@@ -123,7 +159,10 @@ pub const CREATE_USER: &str = concat!(
      SELECT $1, $2, id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM new_user",
     install_written!(),
     claim!(),
-    "
+    ",
+     audit AS (",
+    audit_install_events!("install", "$23", "$24", "$25"),
+    ")
      SELECT changed_at, (SELECT sdk_config FROM apps WHERE id = $2) FROM install"
 );
 
@@ -155,12 +194,22 @@ pub const SUPERSEDE: &str =
     "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1";
 
+/// [`SUPERSEDE`] with its event (`install_deactivated`): `$2` the external
+/// id's keyed hash, `$3` and `$4` the event. The benchmark's floor keeps
+/// [`SUPERSEDE`] without it.
+pub const SUPERSEDE_AUDITED: &str = concat!(
+    "WITH superseded AS (UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
+     WHERE id = $1 RETURNING id, app_id, user_id) ",
+    audit_install_events!("superseded", "$2", "$3", "$4")
+);
+
 /// Binds a new install, claims the code and sets the user's epoch.
 /// Parameters: `$1` install id, `$2` app id, `$3` user id, `$4` device id,
 /// `$5`–`$15` what the device and arbitration set (in `INSERT INTO
 /// installs` order), `$16` code hash, `$17` token nonce, `$18` restored,
 /// `$19` the user's epoch, `$20` when the code expires, `$21` the code's
-/// challenge.
+/// challenge, `$22` the external id's keyed hash, `$23` and `$24` the events
+/// of the redemption.
 ///
 /// The claim has no `ON CONFLICT`: a code redeemed already fails the
 /// statement ([`CODE_ALREADY_CLAIMED`]), so the `COMMIT` behind it rolls the

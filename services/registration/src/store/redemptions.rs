@@ -7,6 +7,7 @@
 //! a count, and go with their redemption record (`ON DELETE CASCADE`),
 //! whether the janitor purges it or the user is erased.
 
+use crate::audit::AuditRow;
 use devicelink_shared::code_challenge::CodeChallenge;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::stores::Sql;
@@ -50,13 +51,18 @@ const FIND_REDEMPTION: Sql = Sql::new(
 );
 
 /// Counts a replay on the (code, device) row. Selected from the redemption
-/// so that a record purged or erased meanwhile leaves nothing behind.
+/// so that a record purged or erased meanwhile leaves nothing behind. The
+/// replay's audit event (`$4` its type, `$5` its encoding) is written with
+/// it, naming the user the code was redeemed for.
 const RECORD_REPLAY: Sql = Sql::new(
-    "INSERT INTO code_replays (code_hash, device_id, app_id)
-     SELECT code_hash, $3, $2 FROM redeemed_codes WHERE code_hash = $1
-     ON CONFLICT (code_hash, device_id) DO UPDATE
-         SET count = code_replays.count + 1, last_seen_at = now(), app_id = EXCLUDED.app_id",
-    &[Type::BYTEA, Type::UUID, Type::TEXT],
+    "WITH replay AS (INSERT INTO code_replays (code_hash, device_id, app_id)
+         SELECT code_hash, $3, $2 FROM redeemed_codes WHERE code_hash = $1
+         ON CONFLICT (code_hash, device_id) DO UPDATE
+             SET count = code_replays.count + 1, last_seen_at = now(), app_id = EXCLUDED.app_id
+         RETURNING code_hash)
+     INSERT INTO audit_events (app_id, type, user_id, event)
+     SELECT $2, $4, redeemed.user_id, $5 FROM replay JOIN redeemed_codes redeemed USING (code_hash)",
+    &[Type::BYTEA, Type::UUID, Type::TEXT, Type::TEXT, Type::BYTEA],
 );
 
 /// [`SDK_CONFIG`]: `$1` the app id.
@@ -106,6 +112,7 @@ impl Store {
         code_hash: &SecretHash,
         app_id: AppId,
         device_id: &str,
+        event: &AuditRow,
     ) -> Result<(), StoreError> {
         self.connection()
             .await?
@@ -113,7 +120,13 @@ impl Store {
                 RECORD_REPLAY
                     .execute(
                         client,
-                        &[&code_hash.as_bytes().as_slice(), &app_id.0, &device_id],
+                        &[
+                            &code_hash.as_bytes().as_slice(),
+                            &app_id.0,
+                            &device_id,
+                            &event.type_name,
+                            &event.event,
+                        ],
                     )
                     .await
             })

@@ -50,6 +50,33 @@ pub(crate) enum Command {
         app_id: String,
         require_code_challenge: bool,
     },
+    /// `audit list` or `audit tail`.
+    Audit {
+        tail: bool,
+        options: AuditOptions,
+    },
+}
+
+/// `audit`'s options: the filter and where to start, checked by the
+/// service (which names the field it refuses), but for the numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AuditOptions {
+    pub(crate) app_id: Option<String>,
+    pub(crate) user_id: Option<String>,
+    /// Type names as the proto spells them without their prefix
+    /// (`code_redeemed`), or whole.
+    pub(crate) types: Vec<String>,
+    /// RFC 3339 times.
+    pub(crate) since: Option<String>,
+    pub(crate) until: Option<String>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) limit: Option<String>,
+}
+
+impl AuditOptions {
+    fn any(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 /// `set-app-limits`' options, each a rate as `RATE_LIMIT_*` writes it or
@@ -73,6 +100,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let (mut addr, mut token, mut scopes, mut ttl_days) = (None, None, Vec::new(), None);
     let mut limits = LimitOptions::default();
     let mut require_code_challenge = None;
+    let mut audit = AuditOptions::default();
     let (mut help, mut operands) = (false, Vec::new());
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -104,6 +132,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "mint-per-external-id" => limits.mint_per_external_id = Some(value),
             "redeem-per-device" => limits.redeem_per_device = Some(value),
             "require-code-challenge" => require_code_challenge = Some(value),
+            "app" => audit.app_id = Some(value),
+            "user" => audit.user_id = Some(value),
+            "type" => audit.types.push(value),
+            "since" => audit.since = Some(value),
+            "until" => audit.until = Some(value),
+            "cursor" => audit.cursor = Some(value),
+            "limit" => audit.limit = Some(value),
             _ => return Err(format!("unknown option --{name}")),
         }
     }
@@ -120,10 +155,19 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Invocation, String> {
                         .into(),
                 );
             }
+            if name != "audit" && audit.any() {
+                return Err(
+                    "--app, --user, --type, --since, --until, --cursor and --limit belong to audit"
+                        .into(),
+                );
+            }
+            if name != "set-app-security" && require_code_challenge.is_some() {
+                return Err("--require-code-challenge belongs to set-app-security".into());
+            }
             if name == "set-app-security" {
                 set_app_security(rest, require_code_challenge.as_deref())?
-            } else if require_code_challenge.is_some() {
-                return Err("--require-code-challenge belongs to set-app-security".into());
+            } else if name == "audit" {
+                parse_audit(rest, audit)?
             } else {
                 parse_command(name, rest, scopes, ttl_days.as_deref(), limits)?
             }
@@ -227,6 +271,22 @@ fn parse_command(
         }
         other => return Err(format!("unknown command {other:?}")),
     })
+}
+
+fn parse_audit(rest: &[String], options: AuditOptions) -> Result<Command, String> {
+    let [subcommand] = operands(
+        rest,
+        "audit list|tail [--app APP_ID] [--user USER_ID] [--type T]... [--since TIME] [--until TIME] [--cursor C] [--limit N]",
+    )?;
+    let tail = match subcommand.as_str() {
+        "list" => false,
+        "tail" => true,
+        other => return Err(format!("unknown audit command {other:?}: list or tail")),
+    };
+    if tail && options.limit.is_some() {
+        return Err("--limit belongs to audit list".into());
+    }
+    Ok(Command::Audit { tail, options })
 }
 
 /// Exactly `N` operands, or the command's synopsis as the complaint.
@@ -386,6 +446,45 @@ mod tests {
         assert!(parse(&["set-app-security", "app"]).is_err());
         assert!(parse(&["set-app-security", "app", "--require-code-challenge", "yes"]).is_err());
         assert!(parse(&["get-app", "app", "--require-code-challenge", "on"]).is_err());
+    }
+
+    #[test]
+    fn audit_takes_list_or_tail_and_its_filter() {
+        assert_eq!(
+            command(&[
+                "audit",
+                "list",
+                "--app",
+                "a",
+                "--type",
+                "code_redeemed",
+                "--type=user_erased",
+                "--limit",
+                "5"
+            ]),
+            Command::Audit {
+                tail: false,
+                options: AuditOptions {
+                    app_id: Some("a".into()),
+                    types: vec!["code_redeemed".into(), "user_erased".into()],
+                    limit: Some("5".into()),
+                    ..Default::default()
+                },
+            }
+        );
+        assert_eq!(
+            command(&["audit", "tail", "--cursor", "c"]),
+            Command::Audit {
+                tail: true,
+                options: AuditOptions {
+                    cursor: Some("c".into()),
+                    ..Default::default()
+                },
+            }
+        );
+        assert!(parse(&["audit", "tail", "--limit", "5"]).is_err());
+        assert!(parse(&["audit", "follow"]).is_err());
+        assert!(parse(&["list-keys", "a", "--app", "a"]).is_err());
     }
 
     #[test]

@@ -1,0 +1,334 @@
+//! The audit events of work that changes nothing in Postgres (a refusal, a
+//! mint, which lives in Redis), appended off the call's path: a bounded
+//! in-process buffer that a background task writes to `audit_events` in
+//! batches, one `INSERT` of many rows at a time.
+//!
+//! Delivery is at least once, not exactly once: a batch whose `INSERT`
+//! fails is tried again (so one that committed but whose answer was lost is
+//! written twice), and a batch still failing after [`WRITE_ATTEMPTS`] is
+//! dropped. What a crash loses: the events still in the buffer (at most
+//! [`BUFFER`], normally those of the last [`FLUSH_INTERVAL`]), and the
+//! current minute's rate-limit counts. A buffer that is full (Postgres
+//! down for long) drops new events. Every drop is counted
+//! ([`crate::metrics_catalog::AUDIT_EVENTS_DROPPED`]) and logged. During
+//! a drain the task goes on writing (calls finishing in the grace period
+//! still append) until the service's handlers are gone; what was appended
+//! in the last [`FLUSH_INTERVAL`] before the process exits may be lost.
+//!
+//! Rate-limit refusals are not an event each: they are counted per scope,
+//! app and minute in memory, and each ended minute becomes one
+//! `rate_limited` event per replica with the count.
+//!
+//! The event id is given by Postgres when the batch is written (the audit
+//! watch relies on ids following the insert's clock); the time the event
+//! happened is the service's, kept as the event's `time`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_postgres::types::{ToSql, Type};
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, AuditRow, CallContext};
+use crate::metrics_catalog::AUDIT_EVENTS_DROPPED;
+use crate::pb;
+use crate::pb::audit_event::Payload;
+use crate::serving::DrainSignal;
+use crate::stores::{BoundedConnection, Postgres, execute_typed};
+
+/// The most events waiting to be written.
+pub const BUFFER: usize = 10_000;
+/// The most events one `INSERT` writes.
+const BATCH: usize = 1000;
+/// The pause after each write: at most this many writes a second per
+/// replica, however busy, so a busy mint path costs Postgres a batch
+/// insert per interval rather than a statement per call.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a failing batch is tried, with a doubling pause between.
+pub const WRITE_ATTEMPTS: u32 = 4;
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Writes a batch; each parameter an array with one element per event.
+const INSERT_BATCH: &str = "INSERT INTO audit_events
+     (occurred_at, app_id, type, user_id, install_id, api_key_id, external_id_hash, event)
+     SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[],
+                          $6::text[], $7::bytea[], $8::bytea[])";
+
+/// An event to append.
+#[derive(Debug, Clone)]
+pub struct PendingAuditEvent {
+    /// When it happened.
+    pub occurred_at: SystemTime,
+    /// The app it concerns.
+    pub app_id: Option<Uuid>,
+    /// The user it concerns.
+    pub user_id: Option<Uuid>,
+    /// The install it concerns.
+    pub install_id: Option<Uuid>,
+    /// The API key it concerns (public id).
+    pub api_key_id: Option<String>,
+    /// The external id's keyed hash.
+    pub external_id_hash: Option<[u8; 32]>,
+    /// The event's type and encoding.
+    pub row: AuditRow,
+}
+
+impl PendingAuditEvent {
+    /// An event of `app_id` happening now, concerning nothing else yet.
+    pub fn new(app_id: Option<Uuid>, row: AuditRow) -> Self {
+        Self {
+            occurred_at: SystemTime::now(),
+            app_id,
+            user_id: None,
+            install_id: None,
+            api_key_id: None,
+            external_id_hash: None,
+            row,
+        }
+    }
+}
+
+/// Rate-limit refusals counted per (scope, app, minute since the epoch).
+type RefusalCounts = HashMap<(&'static str, Option<Uuid>, u64), u64>;
+
+/// Appends audit events; cheap to clone. Appending never waits.
+#[derive(Clone, Debug)]
+pub struct AuditWriter {
+    sender: mpsc::Sender<PendingAuditEvent>,
+    refusals: Arc<Mutex<RefusalCounts>>,
+}
+
+/// The task that writes what an [`AuditWriter`] appends, until it is
+/// spawned ([`AuditWriterTask::spawn`]) holding the buffer.
+#[derive(Debug)]
+pub struct AuditWriterTask {
+    receiver: mpsc::Receiver<PendingAuditEvent>,
+    refusals: Arc<Mutex<RefusalCounts>>,
+}
+
+impl AuditWriterTask {
+    /// Writes to `postgres` until `drain` fires, then writes what is left
+    /// and ends.
+    pub fn spawn(self, postgres: Postgres, drain: DrainSignal) {
+        tokio::spawn(write_events(postgres, self.receiver, self.refusals, drain));
+    }
+}
+
+impl AuditWriter {
+    /// A writer, and the task that will write what it appends once
+    /// spawned (a service builds its handlers before it serves).
+    pub fn new() -> (Self, AuditWriterTask) {
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        let refusals = Arc::new(Mutex::new(RefusalCounts::new()));
+        let task = AuditWriterTask {
+            receiver,
+            refusals: refusals.clone(),
+        };
+        (Self { sender, refusals }, task)
+    }
+
+    /// A writer whose task writes to `postgres` until `drain` fires, then
+    /// writes what is left and ends.
+    pub fn spawn(postgres: Postgres, drain: DrainSignal) -> Self {
+        let (writer, task) = Self::new();
+        task.spawn(postgres, drain);
+        writer
+    }
+
+    /// Queues `event`; drops it (counted and logged) when the buffer is
+    /// full.
+    pub fn append(&self, event: PendingAuditEvent) {
+        if self.sender.try_send(event).is_err() {
+            dropped(1, "the audit buffer is full, or closed by a drain");
+        }
+    }
+
+    /// Counts a call refused by the rate limit of `scope` (its
+    /// `RATE_LIMIT_*` name, lower case), for `app_id` when the scope names
+    /// an app.
+    pub fn rate_limited(&self, scope: &'static str, app_id: Option<Uuid>) {
+        let minute = minute_of(SystemTime::now());
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *refusals.entry((scope, app_id, minute)).or_default() += 1;
+    }
+}
+
+fn minute_of(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 60
+}
+
+fn dropped(count: usize, why: &str) {
+    metrics::counter!(AUDIT_EVENTS_DROPPED).increment(count as u64);
+    tracing::warn!(count, why, "audit events dropped");
+}
+
+/// The `rate_limited` events of every minute before `before_minute` (all
+/// of them when `None`), taken out of `refusals`.
+fn ended_minutes(
+    refusals: &Mutex<RefusalCounts>,
+    before_minute: Option<u64>,
+) -> Vec<PendingAuditEvent> {
+    let mut refusals = refusals
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ended: Vec<_> = refusals
+        .keys()
+        .filter(|(_, _, minute)| before_minute.is_none_or(|current| *minute < current))
+        .copied()
+        .collect();
+    ended
+        .into_iter()
+        .filter_map(|key| refusals.remove(&key).map(|count| (key, count)))
+        .map(|((scope, app_id, minute), count)| {
+            let start = UNIX_EPOCH + Duration::from_secs(minute * 60);
+            let payload = Payload::RateLimited(pb::RateLimited {
+                scope: scope.to_owned(),
+                minute: Some(start.into()),
+                refused_calls: count,
+            });
+            let row = audit::refusal(&CallContext::default(), &Actor::System, scope, payload);
+            PendingAuditEvent {
+                occurred_at: start + Duration::from_secs(60),
+                ..PendingAuditEvent::new(app_id, row)
+            }
+        })
+        .collect()
+}
+
+async fn write_events(
+    postgres: Postgres,
+    mut receiver: mpsc::Receiver<PendingAuditEvent>,
+    refusals: Arc<Mutex<RefusalCounts>>,
+    mut drain: DrainSignal,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut draining = false;
+    loop {
+        // Calls finishing during a drain still append: the task goes on
+        // until every writer is gone (the servers have stopped), and from
+        // the drain on it writes the current minute's refusals too.
+        let closed = tokio::select! {
+            received = receiver.recv_many(&mut batch, BATCH) => received == 0,
+            () = tokio::time::sleep(FLUSH_INTERVAL) => false,
+            () = drain.requested(), if !draining => {
+                draining = true;
+                false
+            }
+        };
+        let ended_before = (!draining && !closed).then(|| minute_of(SystemTime::now()));
+        batch.extend(ended_minutes(&refusals, ended_before));
+        for chunk in batch.chunks(BATCH) {
+            write_with_retries(&postgres, chunk).await;
+        }
+        batch.clear();
+        if closed {
+            return;
+        }
+        tokio::time::sleep(FLUSH_INTERVAL).await;
+    }
+}
+
+async fn write_with_retries(postgres: &Postgres, batch: &[PendingAuditEvent]) {
+    let mut pause = FIRST_RETRY_PAUSE;
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match write_batch(postgres, batch).await {
+            Ok(()) => return,
+            Err(error) if attempt < WRITE_ATTEMPTS => {
+                tracing::debug!(attempt, error = %error, "audit batch not written; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "audit batch not written");
+            }
+        }
+    }
+    dropped(batch.len(), "Postgres did not take the batch");
+}
+
+async fn write_batch(
+    postgres: &Postgres,
+    batch: &[PendingAuditEvent],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let occurred_at: Vec<SystemTime> = batch.iter().map(|event| event.occurred_at).collect();
+    let app_ids: Vec<Option<Uuid>> = batch.iter().map(|event| event.app_id).collect();
+    let types: Vec<&str> = batch
+        .iter()
+        .map(|event| event.row.type_name.as_str())
+        .collect();
+    let user_ids: Vec<Option<Uuid>> = batch.iter().map(|event| event.user_id).collect();
+    let install_ids: Vec<Option<Uuid>> = batch.iter().map(|event| event.install_id).collect();
+    let api_key_ids: Vec<Option<&str>> = batch
+        .iter()
+        .map(|event| event.api_key_id.as_deref())
+        .collect();
+    let hashes: Vec<Option<&[u8]>> = batch
+        .iter()
+        .map(|event| event.external_id_hash.as_ref().map(<[u8; 32]>::as_slice))
+        .collect();
+    let events: Vec<&[u8]> = batch
+        .iter()
+        .map(|event| event.row.event.as_slice())
+        .collect();
+    let params: [(&(dyn ToSql + Sync), Type); 8] = [
+        (&occurred_at, Type::TIMESTAMPTZ_ARRAY),
+        (&app_ids, Type::UUID_ARRAY),
+        (&types, Type::TEXT_ARRAY),
+        (&user_ids, Type::UUID_ARRAY),
+        (&install_ids, Type::UUID_ARRAY),
+        (&api_key_ids, Type::TEXT_ARRAY),
+        (&hashes, Type::BYTEA_ARRAY),
+        (&events, Type::BYTEA_ARRAY),
+    ];
+    let mut connection = BoundedConnection::get(postgres).await?;
+    connection
+        .call(async |client| execute_typed(client, INSERT_BATCH, &params).await)
+        .await??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_become_one_event_per_scope_app_and_ended_minute() {
+        let refusals = Mutex::new(RefusalCounts::new());
+        let app = Some(Uuid::now_v7());
+        {
+            let mut counts = refusals.lock().unwrap();
+            counts.insert(("mint_per_key", app, 10), 3);
+            counts.insert(("mint_per_key", app, 11), 1);
+            counts.insert(("redeem_per_device", None, 10), 2);
+        }
+        let mut ended = ended_minutes(&refusals, Some(11));
+        ended.sort_by_key(|event| event.row.type_name.clone() + &format!("{:?}", event.app_id));
+        assert_eq!(ended.len(), 2, "minute 11 has not ended");
+        let counted: u64 = ended
+            .iter()
+            .map(|event| {
+                match prost::Message::decode(event.row.event.as_slice())
+                    .map(|event: pb::AuditEvent| event.payload)
+                {
+                    Ok(Some(Payload::RateLimited(limited))) => limited.refused_calls,
+                    other => panic!("not a rate_limited event: {other:?}"),
+                }
+            })
+            .sum();
+        assert_eq!(counted, 5);
+        assert_eq!(
+            ended_minutes(&refusals, None).len(),
+            1,
+            "the rest on a drain"
+        );
+        assert!(ended_minutes(&refusals, None).is_empty());
+    }
+}

@@ -1,0 +1,278 @@
+//! Audit events of what changes nothing in Postgres (refused redemptions,
+//! mints, refused keys, rate limits), appended through the buffered
+//! writer: each appears once for its call, within a flush; and replays,
+//! written with their Postgres record.
+
+use std::time::{Duration, Instant};
+
+use devicelink_e2e::*;
+use devicelink_shared::pb;
+use devicelink_shared::pb::audit_event::Payload;
+use pb::AuditEventType as T;
+use tonic::Code;
+
+/// How long a buffered event may take to be written: a flush interval and
+/// a write, with room for a slow machine.
+const FLUSHED_WITHIN: Duration = Duration::from_secs(10);
+
+async fn events_of(
+    env: &TestEnv,
+    admin_replica: usize,
+    app_id: &str,
+    types: &[T],
+) -> Vec<pb::AuditEvent> {
+    pb::admin_service_client::AdminServiceClient::new(
+        connect(env.registration_admin_addrs[admin_replica]).await,
+    )
+    .list_audit_events(authorized(
+        pb::ListAuditEventsRequest {
+            filter: Some(pb::AuditEventFilter {
+                app_id: app_id.into(),
+                types: types.iter().map(|event_type| *event_type as i32).collect(),
+                ..Default::default()
+            }),
+            page_size: 1000,
+            cursor: String::new(),
+        },
+        ADMIN_TOKEN,
+    ))
+    .await
+    .expect("list")
+    .into_inner()
+    .events
+}
+
+/// The events of `types` once there are `count` of them, and a moment
+/// later still no more.
+async fn await_events(
+    env: &TestEnv,
+    app_id: &str,
+    types: &[T],
+    count: usize,
+) -> Vec<pb::AuditEvent> {
+    let deadline = Instant::now() + FLUSHED_WITHIN;
+    loop {
+        let events = events_of(env, 0, app_id, types).await;
+        if events.len() >= count || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let settled = events_of(env, 0, app_id, types).await;
+            assert_eq!(settled.len(), count, "{types:?}: {settled:#?}");
+            return settled;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn refusal_of(event: &pb::AuditEvent) -> pb::RedemptionRefusal {
+    match &event.payload {
+        Some(Payload::RedemptionRefused(refused)) => {
+            pb::RedemptionRefusal::try_from(refused.refusal).expect("a known refusal")
+        }
+        other => panic!("not a refused redemption: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_redemptions_replays_and_mints_each_write_one_event() {
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let (other_app, _) = env.app_with_key().await;
+    let mut registration = env.registration().await;
+
+    let linked = env.link(&app_id, &api_key, "hanna", phone("one")).await;
+    // The code of a device that holds another user.
+    let held = env.mint(&api_key, "ivan").await;
+    registration
+        .create_user(create_user_request(&held, &app_id, phone("one")))
+        .await
+        .expect_err("the device holds hanna");
+    // A code presented for another app: codes are looked up under the app
+    // named, so to that app it is unknown.
+    let elsewhere = env.mint(&api_key, "jana").await;
+    let status = registration
+        .create_user(create_user_request(&elsewhere, &other_app, phone("two")))
+        .await
+        .expect_err("another app's code");
+    assert_eq!(status.code(), Code::NotFound);
+    // A well-formed code that was never minted.
+    let made_up = devicelink_shared::auth_code::AuthCode::generate();
+    let status = registration
+        .create_user(create_user_request(
+            made_up.expose(),
+            &app_id,
+            phone("three"),
+        ))
+        .await
+        .expect_err("an unknown code");
+    assert_eq!(status.code(), Code::NotFound);
+    // A replay, twice: a used code from another device.
+    let used = env.mint(&api_key, "lena").await;
+    registration
+        .create_user(create_user_request(&used, &app_id, phone("four")))
+        .await
+        .expect("redeem");
+    for _ in 0..2 {
+        registration
+            .create_user(create_user_request(&used, &app_id, phone("five")))
+            .await
+            .expect_err("a replay");
+    }
+
+    // Minted: hanna's, ivan's, jana's and lena's codes.
+    let minted = await_events(&env, &app_id, &[T::CodeMinted], 4).await;
+    assert!(minted.iter().all(|event| event.api_key_id.len() > 4
+        && event.external_id_hash.len() == 64
+        && matches!(event.payload, Some(Payload::CodeMinted(_)))));
+    let hanna_redeemed = events_of(&env, 0, &app_id, &[T::CodeRedeemed])
+        .await
+        .into_iter()
+        .find(|event| event.user_id == linked.user_id)
+        .expect("hanna's redemption");
+    assert!(
+        minted
+            .iter()
+            .any(|event| event.external_id_hash == hanna_redeemed.external_id_hash),
+        "a mint and its redemption carry the same subject hash"
+    );
+
+    // The other-app refusal is recorded under the app the caller named.
+    let refused = await_events(&env, &app_id, &[T::RedemptionRefused], 2).await;
+    let other = await_events(&env, &other_app, &[T::RedemptionRefused], 1).await;
+    let mut refusals: Vec<_> = refused.iter().map(refusal_of).collect();
+    let mut expected = vec![
+        pb::RedemptionRefusal::UnknownOrExpired,
+        pb::RedemptionRefusal::DeviceHoldsAnotherUser,
+        pb::RedemptionRefusal::UnknownOrExpired,
+    ];
+    expected.sort();
+    refusals.extend(other.iter().map(refusal_of));
+    refusals.sort();
+    assert_eq!(refusals, expected, "{refused:#?} {other:#?}");
+    assert!(
+        refused
+            .iter()
+            .chain(&other)
+            .all(|event| event.outcome == pb::AuditOutcome::Refused as i32)
+    );
+
+    let replays = await_events(&env, &app_id, &[T::ReplayRefused], 2).await;
+    assert!(replays.iter().all(|event| !event.user_id.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_refused_writes_one_event_per_refusal() {
+    let env = TestEnv::start().await;
+    let (app_id, api_key) = env.app_with_key().await;
+    let mut admin = env.admin().await;
+    let key_id = admin
+        .list_api_keys(authorized(
+            pb::ListApiKeysRequest {
+                app_id: app_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("keys")
+        .into_inner()
+        .api_keys[0]
+        .key_id
+        .clone();
+    admin
+        .revoke_api_key(authorized(
+            pb::RevokeApiKeyRequest {
+                key_id: key_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("revoke");
+    let mut authcode = env.authcode().await;
+    let mut refusals = 0;
+    for _ in 0..3 {
+        let status = authcode
+            .mint_auth_code(authorized(
+                pb::MintAuthCodeRequest {
+                    external_id: "mona".into(),
+                    ..Default::default()
+                },
+                &api_key,
+            ))
+            .await
+            .expect_err("a revoked key");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        refusals += 1;
+    }
+    let refused = await_events(&env, &app_id, &[T::ApiKeyRefused], refusals).await;
+    assert!(refused.iter().all(|event| event.api_key_id == key_id
+        && event.reason == "revoked"
+        && event.payload == Some(Payload::ApiKeyRefused(pb::ApiKeyRefused { revoked: true }))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_refusals_are_one_event_per_scope_and_minute() {
+    let mut env = TestEnv::start_with(TestOptions {
+        registration_replicas: 2,
+        ..Default::default()
+    })
+    .await;
+    let (app_id, api_key) = env.app_with_key().await;
+    env.admin()
+        .await
+        .set_app_limits(authorized(
+            pb::SetAppLimitsRequest {
+                app_id: app_id.clone(),
+                limits: Some(pb::AppLimits {
+                    redeem_per_device: Some("1/min".into()),
+                    ..Default::default()
+                }),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("limit redemptions per device");
+    // The limit applies within its cache's few seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut registration = env.registration_replica(0).await;
+    let mut limited = 0;
+    for n in 0..5 {
+        let code = env.mint(&api_key, &format!("nils-{n}")).await;
+        match registration
+            .create_user(create_user_request(&code, &app_id, phone("busy")))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::ResourceExhausted => limited += 1,
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert!(limited >= 3, "the limit refused most calls: {limited}");
+    // A replica writes a minute's count once the minute ends, or when it
+    // drains: shut replica 0 down and read through replica 1.
+    env.shut_down_registration(0)
+        .await
+        .expect("the task ran")
+        .expect("a clean drain");
+    let deadline = Instant::now() + FLUSHED_WITHIN;
+    let events = loop {
+        let events = events_of(&env, 1, &app_id, &[T::RateLimited]).await;
+        if !events.is_empty() || Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let counted: u64 = events
+        .iter()
+        .map(|event| match &event.payload {
+            Some(Payload::RateLimited(rate_limited)) => {
+                assert_eq!(rate_limited.scope, "redeem_per_device");
+                rate_limited.refused_calls
+            }
+            other => panic!("not a rate_limited event: {other:?}"),
+        })
+        .sum();
+    assert_eq!(counted, limited, "every refusal counted once: {events:#?}");
+    assert!(
+        events.len() <= 2,
+        "one event per minute (the calls may straddle two): {events:#?}"
+    );
+}
