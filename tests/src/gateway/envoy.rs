@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use serde_json::Value;
 
-use super::http::{Response, http};
+use super::http::{Response, http, http_raw};
 use crate::TestEnv;
 
 /// The Envoy binary to run, or a failure that says how to get one.
@@ -251,6 +251,32 @@ impl Gateway {
         body: Option<Value>,
     ) -> Response {
         http(self.admin_addr, method, path, token, body.as_ref())
+            .await
+            .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
+    }
+
+    /// [`Self::call`] with a body sent as given, JSON or not.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        http_raw(self.addr, method, path, token, body)
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+    }
+
+    /// [`Self::call_admin`] with a body sent as given, JSON or not.
+    pub async fn call_admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        http_raw(self.admin_addr, method, path, token, body)
             .await
             .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
     }
