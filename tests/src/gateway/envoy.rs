@@ -129,7 +129,7 @@ pub struct Gateway {
     /// The private listener (`admin`): AdminService, REST and gRPC.
     pub admin_addr: SocketAddr,
     dir: PathBuf,
-    _envoy: Child,
+    envoy: Child,
 }
 
 impl Drop for Gateway {
@@ -225,7 +225,17 @@ impl Gateway {
             addr,
             admin_addr,
             dir,
-            _envoy: envoy,
+            envoy,
+        }
+    }
+
+    /// What Envoy has logged so far (warnings and worse), and how it exited
+    /// if it did: for a failing test's message.
+    pub fn log(&mut self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
+        match self.envoy.try_wait() {
+            Ok(Some(status)) => format!("{log}\n(Envoy exited: {status})"),
+            _ => log,
         }
     }
 

@@ -12,7 +12,7 @@ use devicelink_shared::validate::{AppId, Charset, ExternalId, FieldViolation, te
 use tonic::{Request, Response, Status};
 
 use super::convert::{form_factor, install_status, platform, timestamp};
-use super::sdk_config::{MAX_SDK_CONFIG_BYTES, json_to_struct, struct_to_json};
+use super::sdk_config::{MAX_SDK_CONFIG_BYTES, json_to_struct, struct_to_json, unservable_reason};
 use crate::domain::MAX_ACTIVE_KEYS_PER_APP;
 use crate::error::RegistrationError;
 use crate::operators::OperatorName;
@@ -324,6 +324,9 @@ impl AdminHandler {
                 "sdk_config",
                 "must be at most 64 KiB once encoded as JSON",
             ));
+        }
+        if let Some(reason) = unservable_reason(&config) {
+            return Err(RegistrationError::invalid("sdk_config", reason));
         }
         if !self.store.set_sdk_config(app_id, &config).await? {
             return Err(app_not_found(app_id));

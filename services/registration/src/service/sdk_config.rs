@@ -7,6 +7,31 @@ use prost_types::{ListValue, Struct, Value};
 /// The largest configuration accepted, once encoded as JSON.
 pub const MAX_SDK_CONFIG_BYTES: usize = 64 * 1024;
 
+/// Why `config` (a configuration as JSON) cannot be stored and served, if
+/// it cannot: an empty key anywhere (Envoy's gRPC-JSON transcoder, as of
+/// 1.40, crashes printing a `Struct` with one: every `CreateUser` of the
+/// app through the REST gateway would take the gateway down), or a NUL
+/// character in a key or a string (Postgres' `jsonb` refuses `\u0000`).
+pub fn unservable_reason(config: &serde_json::Value) -> Option<&'static str> {
+    const NUL: char = '\0';
+    match config {
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, value)| {
+            if name.is_empty() {
+                Some("keys must not be empty")
+            } else if name.contains(NUL) {
+                Some("keys must not contain NUL characters")
+            } else {
+                unservable_reason(value)
+            }
+        }),
+        serde_json::Value::Array(items) => items.iter().find_map(unservable_reason),
+        serde_json::Value::String(text) if text.contains(NUL) => {
+            Some("strings must not contain NUL characters")
+        }
+        _ => None,
+    }
+}
+
 /// A `Struct` as a JSON object.
 pub fn struct_to_json(config: &Struct) -> serde_json::Value {
     serde_json::Value::Object(
@@ -74,6 +99,17 @@ mod tests {
             "note": null,
         });
         assert_eq!(struct_to_json(&json_to_struct(&json)), json);
+    }
+
+    #[test]
+    fn empty_keys_and_nul_characters_are_unservable_at_any_depth() {
+        use serde_json::json;
+        assert_eq!(unservable_reason(&json!({"a": [{"b": "c"}], "d": 1})), None);
+        for config in [json!({"": 1}), json!({"a": [{"": true}]})] {
+            assert_eq!(unservable_reason(&config), Some("keys must not be empty"));
+        }
+        assert!(unservable_reason(&json!({"a\0": 1})).is_some());
+        assert!(unservable_reason(&json!({"a": {"b": ["x\0"]}})).is_some());
     }
 
     #[test]

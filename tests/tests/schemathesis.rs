@@ -1,0 +1,142 @@
+//! The REST contract, fuzzed: schemathesis (pinned 4.x, with every check)
+//! against the real Envoy of deploy/envoy/envoy.yaml in front of the real
+//! services, with deploy/openapi/devicelink.openapi.json as the contract.
+//! One run per credential kind, each with real credentials and real
+//! resources to aim at:
+//!
+//! - an API key, for minting (`POST /v1/auth-codes`);
+//! - none, for redemption (`POST /v1/users`), with a freshly minted code;
+//! - an install token, for the status (`GET /v1/install/status`), and
+//!   another for reset (`POST /v1/install:reset`), which ends its install;
+//! - the admin token, for every admin operation, on the admin listener.
+//!
+//! `GET /v1/install/status:watch` is left out: it is a stream that stays
+//! open until the install is reset, which schemathesis can only time out
+//! on; tests/tests/rest_gateway.rs covers it.
+//!
+//! schemathesis comes from `DEVICELINK_SCHEMATHESIS_BIN`
+//! (`deploy/gateway/install-tools.sh` installs it); without it the test
+//! fails, saying how to install it.
+
+use std::path::Path;
+
+use devicelink_e2e::gateway::schemathesis::{MAX_EXAMPLES, Run, SEED};
+use devicelink_e2e::gateway::*;
+use devicelink_e2e::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_contract_holds_under_schemathesis() {
+    let env = TestEnv::start().await;
+    let mut gateway = Gateway::start(&env).await;
+    let document = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/openapi/devicelink.openapi.json")
+        .canonicalize()
+        .expect("the OpenAPI document");
+    let work_dir = std::env::temp_dir().join(format!(
+        "devicelink-schemathesis-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+
+    let (app_id, api_key) = env.app_with_key().await;
+    let fresh_code = env.mint(&api_key, "st-redeemer").await;
+    let status_token = env
+        .link(&app_id, &api_key, "st-status", phone("st-status-phone"))
+        .await
+        .install_token;
+    let reset_token = env
+        .link(&app_id, &api_key, "st-reset", phone("st-reset-phone"))
+        .await
+        .install_token;
+    // The admin run revokes a key of its own, and looks up a real user.
+    let admin_key = env
+        .admin()
+        .await
+        .create_api_key(authorized(
+            devicelink_shared::pb::CreateApiKeyRequest {
+                app_id: app_id.clone(),
+                scopes: vec![],
+                ttl_seconds: 0,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("an API key for the admin run")
+        .into_inner()
+        .key_id;
+
+    let runs = [
+        Run {
+            name: "API key (minting)",
+            listener: gateway.addr,
+            operation_ids: &["AuthCodeService_MintAuthCode"],
+            credential: Some(("apiKey", &api_key)),
+            parameters: vec![],
+        },
+        Run {
+            name: "no credential (redemption, a freshly minted code)",
+            listener: gateway.addr,
+            operation_ids: &["RegistrationService_CreateUser"],
+            credential: None,
+            parameters: vec![
+                ("body.auth_code", fresh_code.clone()),
+                ("body.app_id", app_id.clone()),
+            ],
+        },
+        Run {
+            name: "install token (status)",
+            listener: gateway.addr,
+            operation_ids: &["RegistrationService_GetInstallStatus"],
+            credential: Some(("installToken", &status_token)),
+            parameters: vec![],
+        },
+        Run {
+            name: "install token (reset)",
+            listener: gateway.addr,
+            operation_ids: &["RegistrationService_ResetInstall"],
+            credential: Some(("installToken", &reset_token)),
+            parameters: vec![],
+        },
+        Run {
+            name: "admin token (admin listener)",
+            listener: gateway.admin_addr,
+            operation_ids: &[
+                "AdminService_CreateApp",
+                "AdminService_CreateApiKey",
+                "AdminService_ListApiKeys",
+                "AdminService_RevokeApiKey",
+                "AdminService_SetSdkConfig",
+                "AdminService_GetApp",
+                "AdminService_SetAppLimits",
+                "AdminService_GetUser",
+                "AdminService_DeleteUser",
+            ],
+            credential: Some(("adminToken", ADMIN_TOKEN)),
+            parameters: vec![
+                ("path.app_id", app_id.clone()),
+                ("path.key_id", admin_key.clone()),
+                ("path.external_id", "st-status".to_owned()),
+            ],
+        },
+    ];
+
+    let mut failed = Vec::new();
+    for (index, run) in runs.iter().enumerate() {
+        let outcome = run
+            .run(&document, &work_dir.join(format!("run-{index}")))
+            .await;
+        println!(
+            "=== schemathesis, {} (seed {SEED}, {MAX_EXAMPLES} examples) ===\n{}",
+            run.name, outcome.output
+        );
+        if !outcome.passed {
+            failed.push(format!("--- {} ---\n{}", run.name, outcome.output));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work_dir);
+    assert!(
+        failed.is_empty(),
+        "schemathesis found failures:\n{}\n--- Envoy's log ---\n{}",
+        failed.join("\n"),
+        gateway.log()
+    );
+}
