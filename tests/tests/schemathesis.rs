@@ -8,7 +8,10 @@
 //! - none, for redemption (`POST /v1/users`), with a freshly minted code;
 //! - an install token, for the status (`GET /v1/install/status`), and
 //!   another for reset (`POST /v1/install:reset`), which ends its install;
-//! - the admin token, for every admin operation, on the admin listener.
+//! - the admin token, for every admin operation, on the admin listener;
+//! - and, stateful only, the API key with minting and none with
+//!   redemption, following the document's links from a minted code to
+//!   `POST /v1/users` (it fails while the document declares none).
 //!
 //! `GET /v1/install/status:watch` is left out: it is a stream that stays
 //! open until the install is reset, which schemathesis can only time out
@@ -21,6 +24,11 @@
 use std::path::Path;
 
 use devicelink_e2e::gateway::schemathesis::{MAX_EXAMPLES, Run, SEED};
+
+/// The phases of a run with one credential. `stateful` follows the links
+/// between its operations where the document declares (or schemathesis
+/// infers) them.
+const EVERY_PHASE: &str = "examples,coverage,fuzzing,stateful";
 use devicelink_e2e::gateway::*;
 use devicelink_e2e::*;
 
@@ -70,6 +78,7 @@ async fn the_rest_contract_holds_under_schemathesis() {
             listener: gateway.addr,
             operation_ids: &["AuthCodeService_MintAuthCode"],
             credential: Some(("apiKey", &api_key)),
+            phases: EVERY_PHASE,
             parameters: vec![],
         },
         Run {
@@ -77,16 +86,32 @@ async fn the_rest_contract_holds_under_schemathesis() {
             listener: gateway.addr,
             operation_ids: &["RegistrationService_CreateUser"],
             credential: None,
+            phases: EVERY_PHASE,
             parameters: vec![
                 ("body.auth_code", fresh_code.clone()),
                 ("body.app_id", app_id.clone()),
             ],
+        },
+        // The document's links from a minted code to its redemption: the
+        // API key goes with minting only (its security scheme's), the
+        // redemption has no credential.
+        Run {
+            name: "API key, then none (stateful: minting, then redeeming)",
+            listener: gateway.addr,
+            operation_ids: &[
+                "AuthCodeService_MintAuthCode",
+                "RegistrationService_CreateUser",
+            ],
+            credential: Some(("apiKey", &api_key)),
+            phases: "stateful",
+            parameters: vec![("body.app_id", app_id.clone())],
         },
         Run {
             name: "install token (status)",
             listener: gateway.addr,
             operation_ids: &["RegistrationService_GetInstallStatus"],
             credential: Some(("installToken", &status_token)),
+            phases: EVERY_PHASE,
             parameters: vec![],
         },
         Run {
@@ -94,6 +119,7 @@ async fn the_rest_contract_holds_under_schemathesis() {
             listener: gateway.addr,
             operation_ids: &["RegistrationService_ResetInstall"],
             credential: Some(("installToken", &reset_token)),
+            phases: EVERY_PHASE,
             parameters: vec![],
         },
         Run {
@@ -111,6 +137,7 @@ async fn the_rest_contract_holds_under_schemathesis() {
                 "AdminService_DeleteUser",
             ],
             credential: Some(("adminToken", ADMIN_TOKEN)),
+            phases: EVERY_PHASE,
             parameters: vec![
                 ("path.app_id", app_id.clone()),
                 ("path.key_id", admin_key.clone()),
@@ -121,18 +148,25 @@ async fn the_rest_contract_holds_under_schemathesis() {
 
     let mut failed = Vec::new();
     for (index, run) in runs.iter().enumerate() {
-        let outcome = run
-            .run(&document, &work_dir.join(format!("run-{index}")))
-            .await;
+        let run_dir = work_dir.join(format!("run-{index}"));
+        let outcome = run.run(&document, &run_dir).await;
         println!(
             "=== schemathesis, {} (seed {SEED}, {MAX_EXAMPLES} examples) ===\n{}",
             run.name, outcome.output
         );
         if !outcome.passed {
-            failed.push(format!("--- {} ---\n{}", run.name, outcome.output));
+            failed.push(format!(
+                "--- {} (every request in {}) ---\n{}",
+                run.name,
+                run_dir.join("requests.har").display(),
+                outcome.output
+            ));
         }
     }
-    let _ = std::fs::remove_dir_all(&work_dir);
+    // Kept when something failed: the HAR files say what was sent.
+    if failed.is_empty() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
     assert!(
         failed.is_empty(),
         "schemathesis found failures:\n{}\n--- Envoy's log ---\n{}",

@@ -14,7 +14,7 @@ use tokio::process::Command;
 pub const SEED: u64 = 20261130;
 /// Test cases per operation and phase (the coverage phase adds its own
 /// boundary cases): about 3 minutes for every run on 2 cores.
-pub const MAX_EXAMPLES: u32 = 40;
+pub const MAX_EXAMPLES: u32 = 100;
 
 /// The `st` binary, or a failure that says how to install it.
 fn schemathesis_binary() -> PathBuf {
@@ -47,9 +47,12 @@ pub struct Run<'a> {
     /// schemathesis sends it, and also leaves it out or spoils it to check
     /// that it is required.
     pub credential: Option<(&'a str, &'a str)>,
-    /// `[parameters]` of the run's configuration: values used for a
-    /// parameter (`"path.app_id"`) in place of generated ones, so that
-    /// requests reach real resources.
+    /// The phases to run: `examples,coverage,fuzzing,stateful` for the
+    /// runs of one credential, `stateful` for a run that follows the
+    /// document's links across credentials.
+    pub phases: &'a str,
+    /// Real values for parameters (`"path.app_id"`) and body fields
+    /// (`"body.auth_code"`), so that requests reach real resources.
     pub parameters: Vec<(&'a str, String)>,
 }
 
@@ -60,9 +63,8 @@ pub struct Outcome {
 }
 
 impl Run<'_> {
-    /// Runs schemathesis against `document` with every check and the phases
-    /// examples, coverage, fuzzing and stateful (which runs where the
-    /// document's links allow).
+    /// Runs schemathesis against `document` with every check, writing its
+    /// configuration and a HAR of every request into `work_dir`.
     pub async fn run(&self, document: &Path, work_dir: &Path) -> Outcome {
         let binary = schemathesis_binary();
         std::fs::create_dir_all(work_dir).expect("create schemathesis's directory");
@@ -77,14 +79,18 @@ impl Run<'_> {
             .arg(document)
             .args(["--url", &format!("http://{}", self.listener)])
             .args(["--checks", "all"])
-            .args(["--phases", "examples,coverage,fuzzing,stateful"])
+            .args(["--phases", self.phases])
             .args(["--max-examples", &MAX_EXAMPLES.to_string()])
             .args(["--seed", &SEED.to_string()])
             // No example database between runs: the same seed, the same
             // cases.
             .args(["--generation-database", "none"])
             .args(["--workers", "2"])
-            .args(["--request-timeout", "10"]);
+            .args(["--request-timeout", "10"])
+            // Every request and answer, for a failure's investigation.
+            .args(["--report", "har"])
+            .arg("--report-har-path")
+            .arg(work_dir.join("requests.har"));
         for operation_id in self.operation_ids {
             command.args(["--include-operation-id", operation_id]);
         }
@@ -119,10 +125,27 @@ impl Run<'_> {
             "[phases.coverage]\nunexpected-methods = \
              [\"get\", \"put\", \"post\", \"delete\", \"options\", \"patch\", \"trace\"]\n\n",
         );
+        // A path parameter is always the real value; a body field is the
+        // real value in most cases (a dictionary of one), so that other
+        // cases still try what the document allows there.
+        let mut dictionaries = String::new();
         config.push_str("[parameters]\n");
         for (name, value) in &self.parameters {
-            config.push_str(&format!("{name:?} = {value:?}\n"));
+            match name.strip_prefix("body.") {
+                Some(field) => {
+                    let dictionary = format!("body_{}", field.replace('.', "_"));
+                    config.push_str(&format!(
+                        "{name:?} = {{ dictionary = {dictionary:?}, probability = 0.8 }}\n"
+                    ));
+                    dictionaries.push_str(&format!(
+                        "[dictionaries.{dictionary}]\nvalues = [{value:?}]\n\n"
+                    ));
+                }
+                None => config.push_str(&format!("{name:?} = {value:?}\n")),
+            }
         }
+        config.push('\n');
+        config.push_str(&dictionaries);
         if let Some((scheme, token)) = self.credential {
             config.push_str(&format!("\n[auth.openapi.{scheme}]\nbearer = {token:?}\n"));
         }
