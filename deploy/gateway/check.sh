@@ -3,15 +3,16 @@
 # install-tools.sh (installed first when missing):
 #   1. `buf lint` of proto/ (proto/buf.yaml: STANDARD, vendored google/ aside),
 #      and `buf breaking` against the last release tag, or else the previous
-#      commit: a renamed or renumbered field fails here
+#      commit (deploy/gateway/buf-breaking.sh): a renamed or renumbered field
+#      fails here
 #   2. Envoy's own validation of deploy/envoy/envoy.yaml, with the real
 #      descriptor set
 #   3. the committed OpenAPI document is what the protos give, byte for byte
 #      (the same check runs in `cargo test --workspace` as a unit test of
 #      devicelink-openapi)
 #   4. the committed OpenAPI document is valid OpenAPI 3.0
-# The end-to-end test through Envoy is tests/tests/rest_gateway.rs, run by
-# `cargo test --workspace`.
+# The end-to-end tests through Envoy are tests/tests/rest_gateway.rs and
+# tests/tests/schemathesis.rs, run by `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,29 +31,8 @@ trap 'rm -rf "$tmp"' EXIT
 log "check: buf lint proto/"
 (cd proto && "$DEVICELINK_BUF_BIN" lint) || fail "buf lint found problems in proto/ (see above)"
 
-# The contract as it was: the last release tag, else the previous commit
-# (on CI's checkout of main, main before the change being merged).
-against=$(git describe --tags --abbrev=0 2>/dev/null || true)
-against=${against:-HEAD~1}
-if ! git rev-parse --verify --quiet "$against^{commit}" >/dev/null &&
-  [[ $(git rev-parse --is-shallow-repository) == true ]]; then
-  log "check: a shallow clone: fetching the commit before HEAD for buf breaking"
-  git fetch --quiet --deepen=1 ||
-    fail "this is a shallow clone and 'git fetch --deepen=1' failed: buf breaking needs the previous commit (clone with a depth of 2 or more)"
-fi
-if git rev-parse --verify --quiet "$against^{commit}" >/dev/null; then
-  log "check: buf breaking proto/ against $against ($(git rev-parse --short "$against^{commit}"))"
-  mkdir -p "$tmp/against"
-  git archive "$against" proto | tar -x -C "$tmp/against"
-  if [[ -f $tmp/against/proto/buf.yaml ]]; then
-    (cd proto && "$DEVICELINK_BUF_BIN" breaking --against "$tmp/against/proto") ||
-      fail "proto/ breaks the contract of $against (see above): a field renamed, renumbered or removed, a type changed. Keep the old field (reserve its number and name) and add a new one"
-  else
-    log "check: $against has no proto/buf.yaml: nothing to compare with"
-  fi
-else
-  log "check: no release tag and no commit before HEAD: nothing for buf breaking to compare with"
-fi
+# A renamed, renumbered or removed field fails here.
+deploy/gateway/buf-breaking.sh
 
 log "check: envoy --mode validate deploy/envoy/envoy.yaml"
 cargo run --quiet -p devicelink-shared --bin devicelink-descriptor -- "$tmp/devicelink.pb"
