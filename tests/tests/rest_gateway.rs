@@ -737,6 +737,20 @@ async fn gateway_answers_are_json_with_the_right_status() {
         );
     }
 
+    // An SDK configuration with an empty key is refused: Envoy 1.40's
+    // transcoder crashes printing one, so storing it would take the gateway
+    // down at the app's next GetApp or CreateUser.
+    let sdk_path = format!("/v1/admin/apps/{app_id}/sdk-config");
+    let empty_key = gateway
+        .call_admin_raw("PUT", &sdk_path, Some(ADMIN_TOKEN), "{\"a\": {\"\": 1}}")
+        .await;
+    let body = assert_error(&empty_key, &[400], 3);
+    assert!(body.to_string().contains("sdk_config"), "{body}");
+    gateway
+        .call_admin("GET", &app_path, Some(ADMIN_TOKEN), None)
+        .await
+        .ok();
+
     // The probe's `ok` stays as it was.
     let health = gateway.call("GET", "/healthz", None, None).await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
