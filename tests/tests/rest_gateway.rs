@@ -428,12 +428,26 @@ async fn a_rate_limited_call_is_429_with_retry_after_through_envoy() {
     assert!(details.contains("redeem_per_device"), "{details}");
 }
 
-/// Where a request of [`gateway_answers_are_json`] goes.
+/// Where a request of [`gateway_answers_are_json_with_the_right_status`] goes.
 #[derive(Clone, Copy, Debug)]
 enum Listener {
     Public,
     Admin,
 }
+
+/// A request of [`gateway_answers_are_json_with_the_right_status`] and its
+/// answer: (listener, method, path, credential, raw body, HTTP status, gRPC
+/// code, the `Allow` header of a 405).
+type Case<'a> = (
+    Listener,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    u16,
+    i64,
+    Option<&'a str>,
+);
 
 /// Envoy's own answers (no route, an undeclared method, a missing
 /// credential, a body the transcoder cannot read) are `google.rpc.Status`
@@ -464,18 +478,7 @@ async fn gateway_answers_are_json_with_the_right_status() {
     let app_path = format!("/v1/admin/apps/{app_id}");
     let keys_path = format!("/v1/admin/apps/{app_id}/api-keys");
 
-    // (listener, method, path, credential, raw body, HTTP status, gRPC code,
-    // the `Allow` header of a 405)
-    let cases: Vec<(
-        Listener,
-        &str,
-        &str,
-        Option<&str>,
-        &str,
-        u16,
-        i64,
-        Option<&str>,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         // A missing credential is 401 before the body is read.
         (
             Public,
