@@ -17,11 +17,14 @@
 //! open until the install is reset, which schemathesis can only time out
 //! on; tests/tests/rest_gateway.rs covers it.
 //!
+//! `DEVICELINK_SCHEMATHESIS_DOCUMENT` names another document to test the
+//! gateway with (a draft of the contract, say).
+//!
 //! schemathesis comes from `DEVICELINK_SCHEMATHESIS_BIN`
 //! (`deploy/gateway/install-tools.sh` installs it); without it the test
 //! fails, saying how to install it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use devicelink_e2e::gateway::schemathesis::{MAX_EXAMPLES, Run, SEED};
 
@@ -36,8 +39,12 @@ use devicelink_e2e::*;
 async fn the_rest_contract_holds_under_schemathesis() {
     let env = TestEnv::start().await;
     let mut gateway = Gateway::start(&env).await;
-    let document = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../deploy/openapi/devicelink.openapi.json")
+    // Another document (a draft, say) by DEVICELINK_SCHEMATHESIS_DOCUMENT.
+    let document = std::env::var_os("DEVICELINK_SCHEMATHESIS_DOCUMENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/openapi/devicelink.openapi.json")
+        })
         .canonicalize()
         .expect("the OpenAPI document");
     let work_dir = std::env::temp_dir().join(format!(
