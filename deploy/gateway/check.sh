@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The REST gateway's static checks, with the pinned tools of
 # install-tools.sh (installed first when missing):
-#   1. `buf lint` of proto/ (proto/buf.yaml: STANDARD, vendored google/ aside)
+#   1. `buf lint` of proto/ (proto/buf.yaml: STANDARD, vendored google/ aside),
+#      and `buf breaking` against the last release tag, or else the previous
+#      commit (deploy/gateway/buf-breaking.sh): a renamed or renumbered field
+#      fails here
 #   2. Envoy's own validation of deploy/envoy/envoy.yaml, with the real
 #      descriptor set
 #   3. the committed OpenAPI document is what the protos give, byte for byte
 #      (the same check runs in `cargo test --workspace` as a unit test of
 #      devicelink-openapi)
 #   4. the committed OpenAPI document is valid OpenAPI 3.0
-# The end-to-end test through Envoy is tests/tests/rest_gateway.rs, run by
-# `cargo test --workspace`.
+# The end-to-end tests through Envoy are tests/tests/rest_gateway.rs and
+# tests/tests/schemathesis.rs, run by `cargo test --workspace`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,6 +30,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 log "check: buf lint proto/"
 (cd proto && "$DEVICELINK_BUF_BIN" lint) || fail "buf lint found problems in proto/ (see above)"
+
+# A renamed, renumbered or removed field fails here.
+deploy/gateway/buf-breaking.sh
 
 log "check: envoy --mode validate deploy/envoy/envoy.yaml"
 cargo run --quiet -p devicelink-shared --bin devicelink-descriptor -- "$tmp/devicelink.pb"

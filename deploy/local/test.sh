@@ -19,7 +19,8 @@ source deploy/local/ensure-pgbouncer.sh
 # The tests create one database per test: the role must be allowed to.
 export DEVICELINK_TEST_DATABASE_URL="$DATABASE_URL"
 export DEVICELINK_TEST_REDIS_URL="$REDIS_URL"
-# Pinned Envoy for tests/tests/rest_gateway.rs (and buf, for deploy/gateway/check.sh).
+# Pinned Envoy and schemathesis for tests/tests/rest_gateway.rs and
+# schemathesis.rs (and buf, for deploy/gateway/check.sh).
 # shellcheck source=deploy/gateway/install-tools.sh
 source deploy/gateway/install-tools.sh
 exec cargo test --workspace "$@"

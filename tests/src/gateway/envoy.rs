@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 
 use serde_json::Value;
 
-use super::http::{Response, http};
+use super::http::{Response, http, http_raw};
 use crate::TestEnv;
 
 /// The Envoy binary to run, or a failure that says how to get one.
@@ -129,7 +129,7 @@ pub struct Gateway {
     /// The private listener (`admin`): AdminService, REST and gRPC.
     pub admin_addr: SocketAddr,
     dir: PathBuf,
-    _envoy: Child,
+    envoy: Child,
 }
 
 impl Drop for Gateway {
@@ -225,7 +225,17 @@ impl Gateway {
             addr,
             admin_addr,
             dir,
-            _envoy: envoy,
+            envoy,
+        }
+    }
+
+    /// What Envoy has logged so far (warnings and worse), and how it exited
+    /// if it did: for a failing test's message.
+    pub fn log(&mut self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default();
+        match self.envoy.try_wait() {
+            Ok(Some(status)) => format!("{log}\n(Envoy exited: {status})"),
+            _ => log,
         }
     }
 
@@ -251,6 +261,32 @@ impl Gateway {
         body: Option<Value>,
     ) -> Response {
         http(self.admin_addr, method, path, token, body.as_ref())
+            .await
+            .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
+    }
+
+    /// [`Self::call`] with a body sent as given, JSON or not.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        http_raw(self.addr, method, path, token, body)
+            .await
+            .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
+    }
+
+    /// [`Self::call_admin`] with a body sent as given, JSON or not.
+    pub async fn call_admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> Response {
+        http_raw(self.admin_addr, method, path, token, body)
             .await
             .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
     }

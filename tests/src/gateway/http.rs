@@ -51,6 +51,18 @@ pub async fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Response, String> {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    http_raw(addr, method, path, token, &body).await
+}
+
+/// [`http`] with the body sent as given, JSON or not (`""` sends none).
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<Response, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -61,7 +73,6 @@ pub async fn http(
         if let Some(token) = token {
             request.push_str(&format!("authorization: Bearer {token}\r\n"));
         }
-        let body = body.map(Value::to_string).unwrap_or_default();
         if !body.is_empty() || method == "POST" || method == "PUT" {
             request.push_str(&format!(
                 "content-type: application/json\r\ncontent-length: {}\r\n",
@@ -69,7 +80,7 @@ pub async fn http(
             ));
         }
         request.push_str("\r\n");
-        request.push_str(&body);
+        request.push_str(body);
         stream
             .write_all(request.as_bytes())
             .await

@@ -2,6 +2,7 @@
 
 mod envoy;
 mod http;
+pub mod schemathesis;
 
 pub use envoy::Gateway;
-pub use http::{Response, assert_error, create_user_body, http, parse_response};
+pub use http::{Response, assert_error, create_user_body, http, http_raw, parse_response};
