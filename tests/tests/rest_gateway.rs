@@ -242,8 +242,9 @@ async fn the_whole_flow_works_over_rest_through_envoy() {
             )),
         )
         .await;
-    // FAILED_PRECONDITION is HTTP 400 in Envoy's (and Google's) mapping.
-    let body = assert_error(&taken, &[400], 9);
+    // FAILED_PRECONDITION is HTTP 409: the request is well formed, the
+    // state it meets is not (the transcoder alone would say 400).
+    let body = assert_error(&taken, &[409], 9);
     assert!(
         body["message"]
             .as_str()

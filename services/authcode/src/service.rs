@@ -58,12 +58,12 @@ impl MintRequest {
             request.code_challenge.as_str(),
             request.code_challenge_method.as_str(),
         ) {
-            ("", "") => None,
-            ("", _) => {
-                violations.push(FieldViolation::new(
-                    "code_challenge_method",
-                    "is set but code_challenge is empty",
-                ));
+            // A method alone describes no challenge: checked, then moot.
+            ("", method) => {
+                let rule = &rules::MINT_AUTH_CODE_REQUEST_CODE_CHALLENGE_METHOD;
+                if let Err(violation) = rule.text("code_challenge_method", method) {
+                    violations.push(violation);
+                }
                 None
             }
             (challenge, method) => CodeChallenge::parse("code_challenge", challenge, method)

@@ -85,7 +85,7 @@ impl Run<'_> {
             // No example database between runs: the same seed, the same
             // cases.
             .args(["--generation-database", "none"])
-            .args(["--workers", "2"])
+            .args(["--workers", "1"])
             .args(["--request-timeout", "10"])
             // Every request and answer, for a failure's investigation.
             .args(["--report", "har"])

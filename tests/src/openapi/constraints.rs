@@ -164,14 +164,14 @@ pub(super) fn output_only(field: &FieldDescriptor) -> bool {
 }
 
 /// The failures an operation can answer, each with the HTTP status the
-/// transcoder gives its gRPC code (Envoy's mapping, Google's: a
-/// FAILED_PRECONDITION is 400) and a `google.rpc.Status` body.
+/// gateway gives its gRPC code (the transcoder's mapping, but for
+/// FAILED_PRECONDITION, which deploy/envoy/envoy.yaml answers as 409) and a
+/// `google.rpc.Status` body.
 pub(super) fn error_responses(credential: Option<&str>) -> Vec<(&'static str, String)> {
     let mut responses = vec![(
         "400",
         "INVALID_ARGUMENT: a field breaks its declared bounds (a `google.rpc.BadRequest` \
-         detail names each), or the body is no JSON of the request; FAILED_PRECONDITION: \
-         the request conflicts with the current state."
+         detail names each), or the body is no JSON of the request."
             .to_owned(),
     )];
     if let Some(credential) = credential {
@@ -193,7 +193,10 @@ pub(super) fn error_responses(credential: Option<&str>) -> Vec<(&'static str, St
         ),
         (
             "409",
-            "ABORTED: the request collided with a concurrent one; retry it.".to_owned(),
+            "FAILED_PRECONDITION: the request conflicts with the current state (say, the \
+             device holds another user's install); change that state first. ABORTED: the \
+             request collided with a concurrent one; retry it."
+                .to_owned(),
         ),
         (
             "429",

@@ -64,17 +64,10 @@ const LINKS: &[Link] = &[
     },
     Link {
         from: "AdminService_CreateApp",
-        to: "AdminService_GetUser",
+        to: "AdminService_SetAppSecurity",
         parameters: APP_ID,
         body: &[],
-        description: "A user of the new app.",
-    },
-    Link {
-        from: "AdminService_CreateApp",
-        to: "AdminService_DeleteUser",
-        parameters: APP_ID,
-        body: &[],
-        description: "A user of the new app.",
+        description: "The new app's security settings.",
     },
     Link {
         from: "AdminService_CreateApiKey",

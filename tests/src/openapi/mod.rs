@@ -128,9 +128,9 @@ Every field is present in responses, defaults included.
 
 A failure is a `google.rpc.Status` body (`code`, `message`, `details`) with \
 the HTTP status of its gRPC code: INVALID_ARGUMENT 400 (a \
-`google.rpc.BadRequest` detail names each bad field), FAILED_PRECONDITION \
-400 (Google's mapping, which the transcoder keeps), UNAUTHENTICATED 401, \
-PERMISSION_DENIED 403, NOT_FOUND 404, ABORTED 409 (retry), \
+`google.rpc.BadRequest` detail names each bad field), UNAUTHENTICATED 401, \
+PERMISSION_DENIED 403, NOT_FOUND 404, FAILED_PRECONDITION 409 (change the \
+state the request conflicts with first), ABORTED 409 (retry), \
 RESOURCE_EXHAUSTED 429, INTERNAL 500, UNAVAILABLE 503 (nothing was written: \
 retry).
 
