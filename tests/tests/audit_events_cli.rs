@@ -103,3 +103,21 @@ async fn audit_list_pages_and_audit_tail_resumes_from_a_cursor() {
         .expect("devicelinkctl runs");
     assert_eq!(bad.status.code(), Some(64), "a usage error");
 }
+
+/// A reader that goes away early (`devicelinkctl ... | head -1`) ends the
+/// command quietly, with success, not with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let env = TestEnv::start().await;
+    let mut child = devicelinkctl(&env, &["help"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("devicelinkctl starts");
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().await.expect("devicelinkctl ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -272,8 +272,11 @@ mod tests {
             fields(MintRequest::parse(bound(CHALLENGE, "plain"))),
             ["code_challenge_method"]
         );
+        // A method alone binds nothing, but is still checked.
+        let unbound = MintRequest::parse(bound("", "S256")).expect("valid");
+        assert!(unbound.code_challenge.is_none());
         assert_eq!(
-            fields(MintRequest::parse(bound("", "S256"))),
+            fields(MintRequest::parse(bound("", "plain"))),
             ["code_challenge_method"]
         );
         assert_eq!(

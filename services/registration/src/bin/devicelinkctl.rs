@@ -88,6 +88,36 @@ commands:
 exit status: 0 done, 1 the call failed, 64 usage error
 ";
 
+/// Writes the command's output. A reader that went away (`devicelinkctl
+/// ... | head`) ends the command quietly with success, as it would any Unix
+/// tool, instead of the panic `print!` gives; another write failure is an
+/// error on standard error.
+fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let Err(error) = std::io::stdout().lock().write_fmt(text) else {
+        return;
+    };
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {error}");
+    std::process::exit(1);
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Why the command did not complete.
 enum Failure {
     /// The invocation was wrong; nothing was sent.
@@ -125,7 +155,7 @@ async fn run() -> Result<(), Failure> {
         .map_err(|_| Failure::Usage("arguments must be UTF-8".into()))?;
     let invocation = parse_args(&args).map_err(Failure::Usage)?;
     if invocation.command == Command::Help {
-        print!("{USAGE}");
+        out!("{USAGE}");
         return Ok(());
     }
     let token = invocation
@@ -202,7 +232,7 @@ impl Admin {
             match stream.message().await {
                 Ok(Some(response)) => {
                     if let Some(event) = &response.event {
-                        println!("{}", audit::event_line(event));
+                        outln!("{}", audit::event_line(event));
                     }
                     last = response.cursor;
                 }
@@ -234,10 +264,10 @@ impl Admin {
 
     async fn execute(&mut self, command: Command) -> Result<(), Failure> {
         match command {
-            Command::Help => print!("{USAGE}"),
+            Command::Help => out!("{USAGE}"),
             Command::CreateApp { name } => {
                 let request = self.request(pb::CreateAppRequest { name });
-                println!(
+                outln!(
                     "{}",
                     self.client.create_app(request).await?.into_inner().app_id
                 );
@@ -253,9 +283,9 @@ impl Admin {
                     ttl_seconds,
                 });
                 let created = self.client.create_api_key(request).await?.into_inner();
-                println!("{}", created.api_key);
-                println!("key_id: {}", created.key_id);
-                println!("expires_at: {}", rfc3339(created.expires_at.as_ref()));
+                outln!("{}", created.api_key);
+                outln!("key_id: {}", created.key_id);
+                outln!("expires_at: {}", rfc3339(created.expires_at.as_ref()));
                 if std::io::stdout().is_terminal() {
                     eprintln!("(store the key now: it cannot be shown again)");
                 }
@@ -263,18 +293,18 @@ impl Admin {
             Command::ListKeys { app_id } => {
                 let request = self.request(pb::ListApiKeysRequest { app_id });
                 let listed = self.client.list_api_keys(request).await?.into_inner();
-                print!("{}", key_table(&listed.api_keys));
+                out!("{}", key_table(&listed.api_keys));
             }
             Command::RevokeKey { key_id } => {
                 let request = self.request(pb::RevokeApiKeyRequest { key_id });
                 let revoked = self.client.revoke_api_key(request).await?.into_inner();
-                println!("revoked_at: {}", rfc3339(revoked.revoked_at.as_ref()));
+                outln!("revoked_at: {}", rfc3339(revoked.revoked_at.as_ref()));
             }
             Command::SetSdkConfig { app_id, config } => {
                 let sdk_config = Some(read_sdk_config(&config).map_err(Failure::Usage)?);
                 let request = self.request(pb::SetSdkConfigRequest { app_id, sdk_config });
                 self.client.set_sdk_config(request).await?;
-                println!("stored");
+                outln!("stored");
             }
             Command::GetApp { app_id } => {
                 let request = self.request(pb::GetAppRequest { app_id });
@@ -282,7 +312,7 @@ impl Admin {
                 let app = found
                     .app
                     .ok_or_else(|| Status::internal("the response holds no app"))?;
-                print!("{}", app_report(&app));
+                out!("{}", app_report(&app));
             }
             Command::SetAppLimits { app_id, limits } => {
                 let request = self.request(pb::SetAppLimitsRequest {
@@ -294,7 +324,7 @@ impl Admin {
                     }),
                 });
                 let stored = self.client.set_app_limits(request).await?.into_inner();
-                print!("{}", limits_report(&stored.limits.unwrap_or_default()));
+                out!("{}", limits_report(&stored.limits.unwrap_or_default()));
             }
             Command::SetAppSecurity {
                 app_id,
@@ -307,7 +337,7 @@ impl Admin {
                     }),
                 });
                 let stored = self.client.set_app_security(request).await?.into_inner();
-                print!("{}", security_report(&stored.security.unwrap_or_default()));
+                out!("{}", security_report(&stored.security.unwrap_or_default()));
             }
             Command::GetUser {
                 app_id,
@@ -321,7 +351,7 @@ impl Admin {
                 let user = found
                     .user
                     .ok_or_else(|| Status::internal("the response holds no user"))?;
-                print!("{}", user_report(&user));
+                out!("{}", user_report(&user));
             }
             Command::DeleteUser {
                 app_id,
@@ -332,7 +362,7 @@ impl Admin {
                     external_id,
                 });
                 self.client.delete_user(request).await?;
-                println!("erased");
+                outln!("erased");
             }
             Command::Audit { tail, options } => {
                 let filter = Some(audit::filter(&options).map_err(Failure::Usage)?);
@@ -348,10 +378,10 @@ impl Admin {
                     });
                     let page = self.client.list_audit_events(request).await?.into_inner();
                     for event in &page.events {
-                        println!("{}", audit::event_line(event));
+                        outln!("{}", audit::event_line(event));
                     }
                     if !page.next_cursor.is_empty() {
-                        println!("next_cursor: {}", page.next_cursor);
+                        outln!("next_cursor: {}", page.next_cursor);
                     }
                 }
             }
