@@ -42,9 +42,11 @@ use crate::stores::{BoundedConnection, Postgres, execute_typed};
 pub const BUFFER: usize = 10_000;
 /// The most events one `INSERT` writes.
 const BATCH: usize = 1000;
-/// The pause after each write: at most this many writes a second per
-/// replica, however busy, so a busy mint path costs Postgres a batch
-/// insert per interval rather than a statement per call.
+/// The pause after a write of less than a full batch: a replica with few
+/// events writes them at most this often, a batch insert per interval
+/// rather than a statement per call. A full batch is followed by the next
+/// at once, so a busy replica (tens of thousands of mints a second) writes
+/// as fast as events come rather than dropping them.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a failing batch is tried, with a doubling pause between.
 pub const WRITE_ATTEMPTS: u32 = 4;
@@ -225,6 +227,7 @@ async fn write_events(
         };
         let ended_before = (!draining && !closed).then(|| minute_of(SystemTime::now()));
         batch.extend(ended_minutes(&refusals, ended_before));
+        let full = batch.len() >= BATCH;
         for chunk in batch.chunks(BATCH) {
             write_with_retries(&postgres, chunk).await;
         }
@@ -232,7 +235,9 @@ async fn write_events(
         if closed {
             return;
         }
-        tokio::time::sleep(FLUSH_INTERVAL).await;
+        if !full {
+            tokio::time::sleep(FLUSH_INTERVAL).await;
+        }
     }
 }
 
