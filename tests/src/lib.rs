@@ -6,6 +6,7 @@
 //! that may `CREATE DATABASE`) and `DEVICELINK_TEST_REDIS_URL`;
 //! `deploy/local/test.sh` sets both after making sure the stores run.
 
+pub mod audit_events;
 pub mod bench;
 pub mod binaries;
 pub mod client;

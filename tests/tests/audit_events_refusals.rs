@@ -5,63 +5,14 @@
 
 use std::time::{Duration, Instant};
 
+use devicelink_e2e::audit_events::{
+    FLUSHED_WITHIN, audit_events, audit_events_on_replica, await_audit_events,
+};
 use devicelink_e2e::*;
 use devicelink_shared::pb;
 use devicelink_shared::pb::audit_event::Payload;
 use pb::AuditEventType as T;
 use tonic::Code;
-
-/// How long a buffered event may take to be written: a flush interval and
-/// a write, with room for a slow machine.
-const FLUSHED_WITHIN: Duration = Duration::from_secs(10);
-
-async fn events_of(
-    env: &TestEnv,
-    admin_replica: usize,
-    app_id: &str,
-    types: &[T],
-) -> Vec<pb::AuditEvent> {
-    pb::admin_service_client::AdminServiceClient::new(
-        connect(env.registration_admin_addrs[admin_replica]).await,
-    )
-    .list_audit_events(authorized(
-        pb::ListAuditEventsRequest {
-            filter: Some(pb::AuditEventFilter {
-                app_id: app_id.into(),
-                types: types.iter().map(|event_type| *event_type as i32).collect(),
-                ..Default::default()
-            }),
-            page_size: 1000,
-            cursor: String::new(),
-        },
-        ADMIN_TOKEN,
-    ))
-    .await
-    .expect("list")
-    .into_inner()
-    .events
-}
-
-/// The events of `types` once there are `count` of them, and a moment
-/// later still no more.
-async fn await_events(
-    env: &TestEnv,
-    app_id: &str,
-    types: &[T],
-    count: usize,
-) -> Vec<pb::AuditEvent> {
-    let deadline = Instant::now() + FLUSHED_WITHIN;
-    loop {
-        let events = events_of(env, 0, app_id, types).await;
-        if events.len() >= count || Instant::now() > deadline {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let settled = events_of(env, 0, app_id, types).await;
-            assert_eq!(settled.len(), count, "{types:?}: {settled:#?}");
-            return settled;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn refusal_of(event: &pb::AuditEvent) -> pb::RedemptionRefusal {
     match &event.payload {
@@ -119,11 +70,11 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
     }
 
     // Minted: hanna's, ivan's, jana's and lena's codes.
-    let minted = await_events(&env, &app_id, &[T::CodeMinted], 4).await;
+    let minted = await_audit_events(&env, &app_id, &[T::CodeMinted], 4).await;
     assert!(minted.iter().all(|event| event.api_key_id.len() > 4
         && event.external_id_hash.len() == 64
         && matches!(event.payload, Some(Payload::CodeMinted(_)))));
-    let hanna_redeemed = events_of(&env, 0, &app_id, &[T::CodeRedeemed])
+    let hanna_redeemed = audit_events(&env, &app_id, &[T::CodeRedeemed])
         .await
         .into_iter()
         .find(|event| event.user_id == linked.user_id)
@@ -136,8 +87,8 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
     );
 
     // The other-app refusal is recorded under the app the caller named.
-    let refused = await_events(&env, &app_id, &[T::RedemptionRefused], 2).await;
-    let other = await_events(&env, &other_app, &[T::RedemptionRefused], 1).await;
+    let refused = await_audit_events(&env, &app_id, &[T::RedemptionRefused], 2).await;
+    let other = await_audit_events(&env, &other_app, &[T::RedemptionRefused], 1).await;
     let mut refusals: Vec<_> = refused.iter().map(refusal_of).collect();
     let mut expected = vec![
         pb::RedemptionRefusal::UnknownOrExpired,
@@ -155,7 +106,7 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
             .all(|event| event.outcome == pb::AuditOutcome::Refused as i32)
     );
 
-    let replays = await_events(&env, &app_id, &[T::ReplayRefused], 2).await;
+    let replays = await_audit_events(&env, &app_id, &[T::ReplayRefused], 2).await;
     assert!(replays.iter().all(|event| !event.user_id.is_empty()));
 }
 
@@ -202,7 +153,7 @@ async fn a_revoked_key_refused_writes_one_event_per_refusal() {
         assert_eq!(status.code(), Code::Unauthenticated);
         refusals += 1;
     }
-    let refused = await_events(&env, &app_id, &[T::ApiKeyRefused], refusals).await;
+    let refused = await_audit_events(&env, &app_id, &[T::ApiKeyRefused], refusals).await;
     assert!(refused.iter().all(|event| event.api_key_id == key_id
         && event.reason == "revoked"
         && event.payload == Some(Payload::ApiKeyRefused(pb::ApiKeyRefused { revoked: true }))));
@@ -254,7 +205,7 @@ async fn rate_limit_refusals_are_one_event_per_scope_and_minute() {
         .expect("a clean drain");
     let deadline = Instant::now() + FLUSHED_WITHIN;
     let events = loop {
-        let events = events_of(&env, 1, &app_id, &[T::RateLimited]).await;
+        let events = audit_events_on_replica(&env, 1, &app_id, &[T::RateLimited]).await;
         if !events.is_empty() || Instant::now() > deadline {
             break events;
         }

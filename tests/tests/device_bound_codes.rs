@@ -10,6 +10,7 @@ mod rate_limits_support;
 
 use std::time::{Duration, Instant};
 
+use devicelink_e2e::audit_events::await_audit_events;
 use devicelink_e2e::logs::recorded_logs;
 use devicelink_e2e::rows::{RedemptionCounts, redemption_counts};
 use devicelink_e2e::*;
@@ -521,41 +522,6 @@ async fn rest_carries_the_challenge_the_verifier_and_the_setting() {
     assert_eq!(created["restored"], false, "{created}");
 }
 
-/// The refused redemptions audited for `app_id` once there are `count`,
-/// and a moment later still no more.
-async fn refused_redemptions(env: &TestEnv, app_id: &str, count: usize) -> Vec<pb::AuditEvent> {
-    let list = async || {
-        pb::admin_service_client::AdminServiceClient::new(
-            connect(env.registration_admin_addrs[0]).await,
-        )
-        .list_audit_events(authorized(
-            pb::ListAuditEventsRequest {
-                filter: Some(pb::AuditEventFilter {
-                    app_id: app_id.into(),
-                    types: vec![pb::AuditEventType::RedemptionRefused as i32],
-                    ..Default::default()
-                }),
-                page_size: 100,
-                cursor: String::new(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("list")
-        .into_inner()
-        .events
-    };
-    // Refusals are buffered, written within a flush.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while list().await.len() < count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let events = list().await;
-    assert_eq!(events.len(), count, "{events:#?}");
-    events
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_refused_proof_is_audited_once_without_the_verifier() {
     let _logs = record_logs();
@@ -574,7 +540,8 @@ async fn each_refused_proof_is_audited_once_without_the_verifier() {
         .await
         .expect("the device redeems its code");
 
-    let events = refused_redemptions(&env, &app_id, 2).await;
+    let events =
+        await_audit_events(&env, &app_id, &[pb::AuditEventType::RedemptionRefused], 2).await;
     for event in &events {
         let Some(pb::audit_event::Payload::RedemptionRefused(refused)) = &event.payload else {
             panic!("not a refused redemption: {event:?}");
