@@ -20,9 +20,17 @@ use tonic::metadata::MetadataMap;
 use crate::pb;
 use crate::pb::audit_actor::Actor as PbActor;
 use crate::pb::audit_event::Payload;
+use crate::secret::{SecretHash, lower_hex};
 
 /// The prefix of every `AuditEventType` name, dropped in the `type` column.
 const TYPE_PREFIX: &str = "AUDIT_EVENT_TYPE_";
+
+/// Separates a code's public id from its hash (the key it is stored and
+/// claimed under).
+const CODE_ID_DOMAIN: &[u8] = b"devicelink/audit-code-id/v1\0";
+
+/// The bytes of a code's public id (32 hex digits).
+const CODE_ID_BYTES: usize = 16;
 
 /// The longest trace id kept (a W3C trace id is 32 hex digits).
 const TRACE_ID_CHARS: usize = 32;
@@ -96,6 +104,15 @@ fn trace_id(metadata: &MetadataMap) -> Option<String> {
     let well_formed =
         trace_id.len() == TRACE_ID_CHARS && trace_id.bytes().all(|b| b.is_ascii_hexdigit());
     well_formed.then(|| trace_id.to_ascii_lowercase())
+}
+
+/// A code's public id, which its `CODE_MINTED` and `CODE_REDEEMED` events
+/// both carry: a hash of the code's hash, so that it names the code (tying
+/// a mint to its redemption) without being the key the code is stored and
+/// claimed under, and without naming the person it was minted for.
+pub fn code_id(code_hash: &SecretHash) -> String {
+    let id = SecretHash::of(&[CODE_ID_DOMAIN, code_hash.as_bytes()]);
+    lower_hex(&id.as_bytes()[..CODE_ID_BYTES])
 }
 
 /// One event to write: its `type` column and its encoded message.

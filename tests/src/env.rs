@@ -45,6 +45,9 @@ pub struct TestOptions {
     pub registration_replicas: usize,
     /// How long minted codes live.
     pub code_ttl: Duration,
+    /// Whether authcode records each mint as an audit event
+    /// (`AUDIT_MINT_EVENTS`).
+    pub audit_mint_events: bool,
     /// Route each service's Postgres and Redis traffic through proxies the
     /// test can cut, to simulate outages.
     pub through_proxies: bool,
@@ -90,6 +93,7 @@ impl Default for TestOptions {
         Self {
             registration_replicas: 1,
             code_ttl: Duration::from_secs(600),
+            audit_mint_events: true,
             through_proxies: false,
             direct_replicas: 0,
             shutdown_grace: Duration::from_secs(5),
@@ -407,6 +411,7 @@ impl TestEnv {
                 ..common
             },
             code_ttl: options.code_ttl,
+            audit_mint_events: options.audit_mint_events,
         };
         let application = AuthCodeApplication::build(config)
             .await

@@ -174,9 +174,13 @@ async fn each_change_writes_its_events_once_and_a_failed_call_none() {
         pb::DeactivationReason::Erased as i32
     );
     let restored = of(T::CodeRedeemed, &third.install_id);
-    assert_eq!(
-        restored.payload,
-        Some(Payload::CodeRedeemed(pb::CodeRedeemed { restored: true }))
+    assert!(
+        matches!(
+            &restored.payload,
+            Some(Payload::CodeRedeemed(pb::CodeRedeemed { restored: true, code_id }))
+                if code_id.len() == 32
+        ),
+        "{restored:#?}"
     );
     assert_eq!(restored.user_id, first.user_id);
     assert_eq!(restored.sdk_version, "2.0.1");
@@ -369,6 +373,16 @@ async fn pages_are_stable_while_events_arrive() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
 
+/// SQL giving an event the id it would have had if written `age` ago: an
+/// event's age is its id's (a UUIDv7 of the time it was written), so the
+/// test ages one by moving its time bits, keeping its random ones.
+fn aged_id(age: &str) -> String {
+    format!(
+        "encode(substring(uuid_send(audit_uuidv7_floor(now() - ({age}))) FROM 1 FOR 8)
+                || substring(uuid_send(event_id) FROM 9), 'hex')::uuid"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_only_older_events_in_batches() {
     let env = TestEnv::start().await;
@@ -387,15 +401,22 @@ async fn retention_deletes_only_older_events_in_batches() {
     // retention; the others are a minute younger than it. (Mints are
     // written by a buffer, whenever it flushes: left out.)
     db.execute(
-        "UPDATE audit_events SET occurred_at = now() - interval '91 days'
-         WHERE type = 'api_key_created' OR user_id = (SELECT id FROM users WHERE external_id = 'user-0')",
+        &format!(
+            "UPDATE audit_events SET event_id = {}
+             WHERE type = 'api_key_created'
+                OR user_id = (SELECT id FROM users WHERE external_id = 'user-0')",
+            aged_id("interval '91 days'")
+        ),
         &[],
     )
     .await
     .expect("age some events");
     db.execute(
-        "UPDATE audit_events SET occurred_at = now() - interval '90 days' + interval '1 minute'
-         WHERE user_id = (SELECT id FROM users WHERE external_id = 'user-1')",
+        &format!(
+            "UPDATE audit_events SET event_id = {}
+             WHERE user_id = (SELECT id FROM users WHERE external_id = 'user-1')",
+            aged_id("interval '90 days' - interval '1 minute'")
+        ),
         &[],
     )
     .await

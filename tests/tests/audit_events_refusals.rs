@@ -23,6 +23,34 @@ fn refusal_of(event: &pb::AuditEvent) -> pb::RedemptionRefusal {
     }
 }
 
+/// Revokes the one API key of `app_id`; its public id.
+async fn revoke_only_key(env: &TestEnv, app_id: &str) -> String {
+    let mut admin = env.admin().await;
+    let key_id = admin
+        .list_api_keys(authorized(
+            pb::ListApiKeysRequest {
+                app_id: app_id.into(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("keys")
+        .into_inner()
+        .api_keys[0]
+        .key_id
+        .clone();
+    admin
+        .revoke_api_key(authorized(
+            pb::RevokeApiKeyRequest {
+                key_id: key_id.clone(),
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .expect("revoke");
+    key_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_redemptions_replays_and_mints_each_write_one_event() {
     let env = TestEnv::start().await;
@@ -69,22 +97,37 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
             .expect_err("a replay");
     }
 
-    // Minted: hanna's, ivan's, jana's and lena's codes.
+    // Minted: hanna's, ivan's, jana's and lena's codes, each named by its
+    // code id, none naming the person.
     let minted = await_audit_events(&env, &app_id, &[T::CodeMinted], 4).await;
+    let minted_code_ids: Vec<&str> = minted
+        .iter()
+        .map(|event| match &event.payload {
+            Some(Payload::CodeMinted(code)) => code.code_id.as_str(),
+            other => panic!("not a mint: {other:?}"),
+        })
+        .collect();
     assert!(minted.iter().all(|event| event.api_key_id.len() > 4
-        && event.external_id_hash.len() == 64
-        && matches!(event.payload, Some(Payload::CodeMinted(_)))));
+        && event.external_id_hash.is_empty()
+        && event.user_id.is_empty()));
+    assert!(minted_code_ids.iter().all(|code_id| code_id.len() == 32));
     let hanna_redeemed = audit_events(&env, &app_id, &[T::CodeRedeemed])
         .await
         .into_iter()
         .find(|event| event.user_id == linked.user_id)
         .expect("hanna's redemption");
-    assert!(
-        minted
+    let Some(Payload::CodeRedeemed(redeemed)) = &hanna_redeemed.payload else {
+        panic!("not a redemption: {hanna_redeemed:?}");
+    };
+    assert_eq!(
+        minted_code_ids
             .iter()
-            .any(|event| event.external_id_hash == hanna_redeemed.external_id_hash),
-        "a mint and its redemption carry the same subject hash"
+            .filter(|code_id| **code_id == redeemed.code_id)
+            .count(),
+        1,
+        "exactly one mint carries the code id of hanna's redemption"
     );
+    assert_eq!(hanna_redeemed.external_id_hash.len(), 64);
 
     // The other-app refusal is recorded under the app the caller named.
     let refused = await_audit_events(&env, &app_id, &[T::RedemptionRefused], 2).await;
@@ -114,29 +157,7 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
 async fn a_revoked_key_refused_writes_one_event_per_refusal() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
-    let mut admin = env.admin().await;
-    let key_id = admin
-        .list_api_keys(authorized(
-            pb::ListApiKeysRequest {
-                app_id: app_id.clone(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("keys")
-        .into_inner()
-        .api_keys[0]
-        .key_id
-        .clone();
-    admin
-        .revoke_api_key(authorized(
-            pb::RevokeApiKeyRequest {
-                key_id: key_id.clone(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("revoke");
+    let key_id = revoke_only_key(&env, &app_id).await;
     let mut authcode = env.authcode().await;
     let mut refusals = 0;
     for _ in 0..3 {
@@ -225,5 +246,43 @@ async fn rate_limit_refusals_are_one_event_per_scope_and_minute() {
     assert!(
         events.len() <= 2,
         "one event per minute (the calls may straddle two): {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mint_events_off_mints_write_none_and_refusals_still_do() {
+    let env = TestEnv::start_with(TestOptions {
+        audit_mint_events: false,
+        ..Default::default()
+    })
+    .await;
+    let (app_id, api_key) = env.app_with_key().await;
+    for n in 0..3 {
+        env.mint(&api_key, &format!("otto-{n}")).await;
+    }
+    // A refusal after the mints, with another app's key, revoked before
+    // its first use (a key in use is cached for a few seconds).
+    let (other_app, other_key) = env.app_with_key().await;
+    revoke_only_key(&env, &other_app).await;
+    let status = env
+        .authcode()
+        .await
+        .mint_auth_code(authorized(
+            pb::MintAuthCodeRequest {
+                external_id: "otto-3".into(),
+                ..Default::default()
+            },
+            &other_key,
+        ))
+        .await
+        .expect_err("a revoked key");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    // The buffer is written in order: once the refusal, appended after the
+    // mints, is in, any event of theirs would be too.
+    await_audit_events(&env, &other_app, &[T::ApiKeyRefused], 1).await;
+    assert_eq!(
+        audit_events(&env, &app_id, &[T::CodeMinted]).await,
+        Vec::new(),
+        "no mint was recorded"
     );
 }

@@ -36,6 +36,9 @@ const MINT_ATTEMPTS: usize = 3;
 pub struct MintedCode {
     /// The code; its text goes into the response and nowhere else.
     pub code: AuthCode,
+    /// The code's hash, the key it is stored under (its audit event names
+    /// the code by a hash of it).
+    pub code_hash: SecretHash,
     /// When the code stops being redeemable, as promised to the client.
     /// Redis forgets it a little later, never sooner.
     pub expires_at: SystemTime,
@@ -110,7 +113,13 @@ impl CodeMinter {
                 .store(app_id, &code_hash, &sealed, &consumed, limits.blockers())
                 .await?
             {
-                SetOutcome::Stored => return Ok(MintedCode { code, expires_at }),
+                SetOutcome::Stored => {
+                    return Ok(MintedCode {
+                        code,
+                        code_hash,
+                        expires_at,
+                    });
+                }
                 SetOutcome::Limited(refusal) => return Err(AuthCodeError::RateLimited(refusal)),
                 SetOutcome::Taken => {}
             }

@@ -79,12 +79,12 @@ impl Application {
                 limits.limiter().clone(),
                 common.redis_key_prefix,
                 config.code_ttl,
-                common.record_keys.clone(),
+                common.record_keys,
             ),
             limits,
             audit,
-            common.record_keys,
-        );
+        )
+        .auditing_mints(config.audit_mint_events);
         Ok(Self {
             server,
             listener,

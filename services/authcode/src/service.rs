@@ -5,22 +5,21 @@
 //! limits ([`crate::limits`]), and answers. Nothing below it sees a raw
 //! request field.
 
+use std::time::SystemTime;
+
 use devicelink_shared::api_key::SCOPE_USER_LINK;
-use devicelink_shared::audit::{self, Actor, CallContext};
-use devicelink_shared::audit_writer::{AuditWriter, PendingAuditEvent};
+use devicelink_shared::audit::CallContext;
+use devicelink_shared::audit_writer::{AuditWriter, MintedEvent};
 use devicelink_shared::code_challenge::CodeChallenge;
-use devicelink_shared::code_record_seal::RecordKeys;
 use devicelink_shared::contract::rules;
 use devicelink_shared::limits::Scope;
-use devicelink_shared::pb;
-use devicelink_shared::pb::audit_event::Payload;
 use devicelink_shared::pb::auth_code_service_server::AuthCodeService;
 use devicelink_shared::pb::{MintAuthCodeRequest, MintAuthCodeResponse};
 use devicelink_shared::validate::{AppId, ExternalId, FieldViolation};
 use tonic::{Request, Response, Status};
 
 use crate::api_keys::{ApiKeyVerifier, VerifiedKey};
-use crate::codes::CodeMinter;
+use crate::codes::{CodeMinter, MintedCode};
 use crate::error::AuthCodeError;
 use crate::limits::MintLimits;
 
@@ -104,28 +103,33 @@ pub struct AuthCodeHandler {
     /// Where mints and rate-limit refusals are audited, off the call's
     /// path (a buffer written in batches: no Postgres round trip per mint).
     audit: AuditWriter,
-    /// The key of the external id's audit hash.
-    record_keys: RecordKeys,
+    /// Whether each mint is a `code_minted` event (`AUDIT_MINT_EVENTS`).
+    audit_mints: bool,
 }
 
 impl AuthCodeHandler {
     /// A handler checking keys with `verifier`, storing codes with `minter`
-    /// and limiting callers with `limits`, auditing to `audit` with the
-    /// external id hashed under `record_keys`.
+    /// and limiting callers with `limits`, auditing to `audit`.
     pub fn new(
         verifier: ApiKeyVerifier,
         minter: CodeMinter,
         limits: MintLimits,
         audit: AuditWriter,
-        record_keys: RecordKeys,
     ) -> Self {
         Self {
             verifier,
             minter,
             limits,
             audit,
-            record_keys,
+            audit_mints: true,
         }
+    }
+
+    /// The same, recording mints as audit events only when `audit_mints`
+    /// (refusals are recorded either way).
+    pub fn auditing_mints(mut self, audit_mints: bool) -> Self {
+        self.audit_mints = audit_mints;
+        self
     }
 
     /// Counts a rate-limit refusal for the audit log, with the app when the
@@ -136,6 +140,20 @@ impl AuthCodeHandler {
             self.audit
                 .rate_limited(refusal.scope.name(), app_id.map(|app| app.0));
         }
+    }
+
+    /// Appends the `code_minted` event of `minted`, naming the code by its
+    /// public id and the person not at all: the event ties to the code's
+    /// redemption, which names the user.
+    fn audit_mint(&self, context: CallContext, key: &VerifiedKey, minted: &MintedCode) {
+        self.audit.minted(MintedEvent {
+            occurred_at: SystemTime::now(),
+            app_id: key.app_id.0,
+            api_key_id: key.key_id.to_string(),
+            expires_at: minted.expires_at,
+            code_hash: minted.code_hash,
+            context,
+        });
     }
 
     async fn mint(
@@ -175,21 +193,9 @@ impl AuthCodeHandler {
             )
             .await
             .inspect_err(|error| self.audit_limited(error, Some(key.app_id)))?;
-        let minted_event = audit::change(
-            &context,
-            &Actor::ApiKey(key.key_id.to_string()),
-            Payload::CodeMinted(pb::CodeMinted {
-                expires_at: Some(minted.expires_at.into()),
-            }),
-        );
-        self.audit.append(PendingAuditEvent {
-            api_key_id: Some(key.key_id.to_string()),
-            external_id_hash: Some(
-                self.record_keys
-                    .audit_subject_hash(&key.app_id.to_string(), request.external_id.as_str()),
-            ),
-            ..PendingAuditEvent::new(Some(key.app_id.0), minted_event)
-        });
+        if self.audit_mints {
+            self.audit_mint(context, &key, &minted);
+        }
         // The external id is the customer's identifier of a person and the
         // code is a secret: neither is logged.
         // Per-call detail is debug: minting is the hot path, and

@@ -3,7 +3,7 @@
 //! domain terms.
 
 pub use devicelink_shared::audit::{
-    Actor, AuditRow, AuditRows, CallContext, change, refusal, type_from_name, type_name,
+    Actor, AuditRow, AuditRows, CallContext, change, code_id, refusal, type_from_name, type_name,
 };
 use devicelink_shared::pb;
 

@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "audit_events",
         include_str!("../migrations/0005_audit_events.sql"),
     ),
+    (
+        6,
+        "cheaper_audit_rows",
+        include_str!("../migrations/0006_cheaper_audit_rows.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming devicelink's migration lock. Public so a

@@ -39,6 +39,7 @@ pub mod floor_server;
 pub mod grpc_load;
 pub mod h2load;
 pub mod load;
+pub mod mint_events;
 pub mod output;
 pub mod prepare;
 pub mod procs;

@@ -219,16 +219,17 @@ pub async fn channel(addr: SocketAddr) -> BenchResult<Channel> {
         .context(format!("connecting to {addr}"))
 }
 
-/// Starts the service binary `name` from `bin_dir` on a free port with
-/// `vars`, and waits until its health check says SERVING.
+/// Starts the service binary `binary` from `bin_dir` as the process the
+/// run calls `name` (its log is `<name>.log`), on a free port with `vars`,
+/// and waits until its health check says SERVING.
 pub async fn start_service(
     bin_dir: &Path,
-    name: &str,
+    (binary, name): (&str, &str),
     vars: &[(&str, String)],
     threads: Option<usize>,
     log_dir: &Path,
 ) -> BenchResult<ChildProcess> {
-    let binary = bin_dir.join(name);
+    let binary = bin_dir.join(binary);
     if !binary.is_file() {
         return Err(BenchError::new(format!(
             "{} not found: build it (cargo build --release --bins -p devicelink-authcode -p devicelink-registration) or give --bin-dir",

@@ -15,6 +15,17 @@ pub const FLOOD_P99_RATIO_TARGET: f64 = 2.0;
 pub const CLIENT_HEADROOM_TARGET: f64 = 0.9;
 /// A service's CPU per call over its floor's must stay at or below this.
 pub const CPU_RATIO_TARGET: f64 = 1.3;
+/// `MintAuthCode` must reach at least this share of floor (b)'s req/s...
+pub const MINT_RPS_TARGET: f64 = 0.9;
+/// ...with a p99 at most this multiple of floor (b)'s.
+pub const MINT_P99_TARGET: f64 = 1.3;
+/// A new user's `CreateUser` must beat floor (c) by at least this (it sends
+/// one statement where the floor sends seven)...
+pub const CREATE_USER_NEW_TARGET: f64 = 1.3;
+/// ...and a restoration at least match it, at every concurrency.
+pub const CREATE_USER_RESTORE_TARGET: f64 = 1.0;
+/// Postgres CPU per new user's redemption, in µs (all its processes).
+pub const CREATE_USER_NEW_POSTGRES_CPU_TARGET_US: f64 = 600.0;
 
 /// Whether a target was met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +68,12 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(description: String, measured: Option<f64>, limit: f64, at_least: bool) -> Self {
+    pub(super) fn new(
+        description: String,
+        measured: Option<f64>,
+        limit: f64,
+        at_least: bool,
+    ) -> Self {
         let verdict = match measured {
             None => Verdict::NotMeasured,
             Some(value) if (at_least && value >= limit) || (!at_least && value <= limit) => {
@@ -76,7 +92,7 @@ impl Target {
     }
 
     /// A measurement with errors fails its target whatever its figure.
-    fn failed_by_errors(mut self, measurements: &[Option<&Measurement>]) -> Self {
+    pub(super) fn failed_by_errors(mut self, measurements: &[Option<&Measurement>]) -> Self {
         if measurements.iter().flatten().any(|m| m.had_errors()) {
             self.verdict = Verdict::Fail;
             self.note = Some("requests failed".into());
@@ -94,7 +110,7 @@ fn pair(results: &Results, call: Call, concurrency: usize) -> Option<(&Measureme
     ))
 }
 
-fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+pub(super) fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator > 0.0).then(|| numerator / denominator)
 }
 
@@ -106,35 +122,30 @@ pub fn targets(results: &Results) -> Vec<Target> {
         let both = [mint.map(|m| m.0), mint.map(|m| m.1)];
         targets.push(
             Target::new(
-                format!("MintAuthCode c={concurrency} (limits on) req/s >= 0.85 x floor (b)"),
+                format!(
+                    "MintAuthCode c={concurrency} (limits on) req/s >= {MINT_RPS_TARGET} x floor (b)"
+                ),
                 mint.and_then(|(s, f)| ratio(s.outcome.throughput(), f.outcome.throughput())),
-                0.85,
+                MINT_RPS_TARGET,
                 true,
             )
             .failed_by_errors(&both),
         );
         targets.push(
             Target::new(
-                format!("MintAuthCode c={concurrency} (limits on) p99 <= 1.5 x floor (b)"),
+                format!(
+                    "MintAuthCode c={concurrency} (limits on) p99 <= {MINT_P99_TARGET} x floor (b)"
+                ),
                 mint.and_then(|(s, f)| {
                     ratio(s.outcome.latency_ms(0.99), f.outcome.latency_ms(0.99))
                 }),
-                1.5,
+                MINT_P99_TARGET,
                 false,
             )
             .failed_by_errors(&both),
         );
     }
-    let create = pair(results, Call::CreateUserNew, 16);
-    targets.push(
-        Target::new(
-            "CreateUser new c=16 req/s >= 1.0 x floor (c)".into(),
-            create.and_then(|(s, f)| ratio(s.outcome.throughput(), f.outcome.throughput())),
-            1.0,
-            true,
-        )
-        .failed_by_errors(&[create.map(|c| c.0), create.map(|c| c.1)]),
-    );
+    targets.extend(create_user_targets(results));
     for concurrency in [16, 64] {
         let status = pair(results, Call::GetInstallStatus, concurrency);
         targets.push(
@@ -147,6 +158,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
             .failed_by_errors(&[status.map(|s| s.0), status.map(|s| s.1)]),
         );
     }
+    targets.extend(super::mint_events::targets(results));
     for concurrency in [16, 64] {
         targets.push(cpu_target(
             results,
@@ -203,6 +215,48 @@ pub fn targets(results: &Results) -> Vec<Target> {
             target.verdict = Verdict::Fail;
         }
         targets.push(target);
+    }
+    targets
+}
+
+/// `CreateUser` against floor (c): new users at c=16 (req/s, and Postgres
+/// CPU per call), restorations at every concurrency.
+fn create_user_targets(results: &Results) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let rps_target = |call: Call, concurrency: usize, limit: f64| {
+        let pair = pair(results, call, concurrency);
+        Target::new(
+            format!(
+                "{} c={concurrency} req/s >= {limit} x floor (c)",
+                call.label()
+            ),
+            pair.and_then(|(s, f)| ratio(s.outcome.throughput(), f.outcome.throughput())),
+            limit,
+            true,
+        )
+        .failed_by_errors(&[pair.map(|p| p.0), pair.map(|p| p.1)])
+    };
+    targets.push(rps_target(Call::CreateUserNew, 16, CREATE_USER_NEW_TARGET));
+    let new_user = results.find(Call::CreateUserNew, Subject::Service, 16);
+    targets.push(
+        Target::new(
+            format!(
+                "CreateUser new c=16 Postgres CPU/call <= {CREATE_USER_NEW_POSTGRES_CPU_TARGET_US} µs"
+            ),
+            new_user
+                .and_then(|m| m.outcome.cpu)
+                .and_then(|cpu| cpu.postgres),
+            CREATE_USER_NEW_POSTGRES_CPU_TARGET_US,
+            false,
+        )
+        .failed_by_errors(&[new_user]),
+    );
+    for concurrency in [1, 16, 64] {
+        targets.push(rps_target(
+            Call::CreateUserRestore,
+            concurrency,
+            CREATE_USER_RESTORE_TARGET,
+        ));
     }
     targets
 }
@@ -357,7 +411,7 @@ pub fn growth_pair(results: &Results) -> (Option<&Measurement>, Option<&Measurem
     }
 }
 
-fn figures(m: &Measurement) -> String {
+pub(super) fn figures(m: &Measurement) -> String {
     let o = &m.outcome;
     format!(
         "{:>6} {:>4} {:>8.0} {:>8.2} {:>8.2} {:>8.2}",
@@ -446,6 +500,7 @@ fn render_calls(out: &mut String, results: &Results) {
             figures(echo)
         );
     }
+    super::mint_events::render(out, results, &header);
 }
 
 /// CPU figures of one measurement: server, Redis, Postgres, client.
@@ -505,17 +560,19 @@ fn render_cpu(out: &mut String, results: &Results) {
             versus(echo),
         );
     }
-    for echo in results
-        .measurements
-        .iter()
-        .filter(|m| m.client == Client::Bench && m.subject == Subject::FloorEcho)
-    {
+    for other in results.measurements.iter().filter(|m| {
+        m.client == Client::Bench
+            && matches!(
+                m.subject,
+                Subject::FloorEcho | Subject::ServiceWithoutMintEvents
+            )
+    }) {
         let _ = writeln!(
             out,
             "{:<24} {:>3} {}",
-            echo.subject.label(),
-            echo.concurrency,
-            cpu_figures(echo)
+            other.subject.label(),
+            other.concurrency,
+            cpu_figures(other)
         );
     }
 }

@@ -68,6 +68,9 @@ impl Call {
 pub enum Subject {
     /// The devicelink service.
     Service,
+    /// authcode recording no mint as an audit event (`AUDIT_MINT_EVENTS`
+    /// false): what the events cost a mint.
+    ServiceWithoutMintEvents,
     /// Floor (a): tonic doing nothing.
     FloorEcho,
     /// Floor (b): tonic doing one Redis `SET .. EX`.
@@ -83,6 +86,7 @@ impl Subject {
     pub fn label(self) -> &'static str {
         match self {
             Self::Service => "service",
+            Self::ServiceWithoutMintEvents => "no mint events",
             Self::FloorEcho => "(a) tonic echo",
             Self::FloorRedisSet => "(b) redis SET",
             Self::FloorSql => "(c) SQL sequence",
@@ -94,6 +98,7 @@ impl Subject {
     pub fn key(self) -> &'static str {
         match self {
             Self::Service => "service",
+            Self::ServiceWithoutMintEvents => "service_without_mint_events",
             Self::FloorEcho => "floor_a_echo",
             Self::FloorRedisSet => "floor_b_redis_set",
             Self::FloorSql => "floor_c_sql_sequence",

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use devicelink_authcode::config::AUDIT_MINT_EVENTS;
 use devicelink_registration::config::{
     ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR, DEVICELINK_ADMIN_TOKEN,
 };
@@ -163,6 +164,7 @@ async fn set_up_and_run(
     leftovers.redis = Some((redis_url.clone(), key_prefix.clone()));
 
     let admin_database_url = database_url.clone();
+    let mut authcode_without_mint_events = None;
     let (authcode, registration, admin, database_url, admin_token) = match options.running {
         Some(running) => {
             let token = std::env::var(DEVICELINK_ADMIN_TOKEN)
@@ -194,7 +196,7 @@ async fn set_up_and_run(
                 stores::plaintext_unless_set(&stores::create_database(&database_url, &name).await?);
             leftovers.database = Some((database_url, name));
             let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-            let (registration, admin, authcode) = start_services(
+            let started = start_services(
                 options,
                 fleet,
                 &bench_url,
@@ -204,7 +206,14 @@ async fn set_up_and_run(
                 &log_dir,
             )
             .await?;
-            (authcode, registration, admin, bench_url, token)
+            authcode_without_mint_events = Some(started.authcode_without_mint_events);
+            (
+                started.authcode,
+                started.registration,
+                started.admin,
+                bench_url,
+                token,
+            )
         }
     };
     let floor_vars = [
@@ -230,6 +239,7 @@ async fn set_up_and_run(
     };
     let pids = SubjectPids {
         authcode: pid_of("authcode-service"),
+        authcode_without_mint_events: pid_of(AUTHCODE_WITHOUT_MINT_EVENTS),
         registration: pid_of("registration-service"),
         echo: pid_of(&format!("floor-{}", FloorKind::Echo.as_arg())),
         redis_set: pid_of(&format!("floor-{}", FloorKind::RedisSet.as_arg())),
@@ -241,6 +251,7 @@ async fn set_up_and_run(
     let setup = Setup {
         options: options.clone(),
         authcode,
+        authcode_without_mint_events,
         registration,
         echo,
         redis_set,
@@ -256,8 +267,50 @@ async fn set_up_and_run(
     run_all(&setup, results).await
 }
 
-/// Starts registration (which migrates the fresh database), then authcode;
-/// returns registration's public and admin addresses, then authcode's.
+/// A service process a run starts.
+struct ServiceProcess {
+    /// The binary.
+    binary: &'static str,
+    /// The name it runs as (its log's name).
+    name: &'static str,
+    /// The variables it adds to the shared ones.
+    vars: &'static [(&'static str, &'static str)],
+}
+
+/// The service processes a run starts, in order. The second authcode
+/// records no mint as an audit event, for the benchmark to weigh what the
+/// events cost a mint.
+const SERVICES: [ServiceProcess; 3] = [
+    ServiceProcess {
+        binary: "registration-service",
+        name: "registration-service",
+        vars: &[],
+    },
+    ServiceProcess {
+        binary: "authcode-service",
+        name: "authcode-service",
+        vars: &[],
+    },
+    ServiceProcess {
+        binary: "authcode-service",
+        name: AUTHCODE_WITHOUT_MINT_EVENTS,
+        vars: &[(AUDIT_MINT_EVENTS, "false")],
+    },
+];
+
+/// The process name of the authcode that records no mint events.
+pub(super) const AUTHCODE_WITHOUT_MINT_EVENTS: &str = "authcode-service-no-mint-events";
+
+/// The addresses of the services a run started.
+pub(super) struct ServiceAddrs {
+    pub registration: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub authcode: std::net::SocketAddr,
+    pub authcode_without_mint_events: std::net::SocketAddr,
+}
+
+/// Starts registration (which migrates the fresh database), then the two
+/// authcodes ([`SERVICES`]).
 async fn start_services(
     options: &Options,
     fleet: &mut Fleet,
@@ -266,13 +319,9 @@ async fn start_services(
     key_prefix: &str,
     admin_token: &str,
     log_dir: &Path,
-) -> BenchResult<(
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-)> {
+) -> BenchResult<ServiceAddrs> {
     let admin = free_port()?;
-    let vars = [
+    let shared = [
         (ADMIN_LISTEN_ADDR, admin.to_string()),
         (DATABASE_URL, database_url.to_owned()),
         (REDIS_URL, redis_url.to_owned()),
@@ -285,11 +334,21 @@ async fn start_services(
         (SHUTDOWN_GRACE_SECS, "2".to_owned()),
     ];
     let mut addrs = Vec::new();
-    for name in ["registration-service", "authcode-service"] {
-        eprintln!("devicelink-bench: starting {name}");
+    for service in SERVICES {
+        eprintln!("devicelink-bench: starting {}", service.name);
+        let vars: Vec<(&str, String)> = shared
+            .iter()
+            .cloned()
+            .chain(
+                service
+                    .vars
+                    .iter()
+                    .map(|(var, value)| (*var, (*value).to_owned())),
+            )
+            .collect();
         let process = start_service(
             &options.bin_dir,
-            name,
+            (service.binary, service.name),
             &vars,
             options.service_threads,
             log_dir,
@@ -299,8 +358,13 @@ async fn start_services(
         fleet.processes.push(process);
     }
     match addrs[..] {
-        [registration, authcode] => Ok((registration, admin, authcode)),
-        _ => Err(BenchError::new("two services were started")),
+        [registration, authcode, authcode_without_mint_events] => Ok(ServiceAddrs {
+            registration,
+            admin,
+            authcode,
+            authcode_without_mint_events,
+        }),
+        _ => Err(BenchError::new("three services were started")),
     }
 }
 

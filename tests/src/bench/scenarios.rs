@@ -32,6 +32,9 @@ pub struct Setup {
     pub options: Options,
     /// authcode.
     pub authcode: SocketAddr,
+    /// A second authcode that records no mint as an audit event, when the
+    /// run started the services.
+    pub authcode_without_mint_events: Option<SocketAddr>,
     /// registration.
     pub registration: SocketAddr,
     /// Floor (a).
@@ -62,6 +65,8 @@ pub struct Setup {
 pub struct SubjectPids {
     /// authcode-service.
     pub authcode: Option<u32>,
+    /// The authcode-service that records no mint events.
+    pub authcode_without_mint_events: Option<u32>,
     /// registration-service.
     pub registration: Option<u32>,
     /// Floor (a).
@@ -75,6 +80,7 @@ impl Setup {
     pub(super) fn watch_for(&self, call: Call, subject: Subject) -> CpuWatch {
         let pid = match (call, subject) {
             (Call::MintAuthCode, Subject::Service) => self.pids.authcode,
+            (_, Subject::ServiceWithoutMintEvents) => self.pids.authcode_without_mint_events,
             (_, Subject::Service) => self.pids.registration,
             (_, Subject::FloorEcho) => self.pids.echo,
             (_, Subject::FloorRedisSet) => self.pids.redis_set,
@@ -148,15 +154,24 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
             "devicelink-bench: h2load not found (apt-get install nghttp2-client): no reference rows"
         );
     }
-    let subjects = [
-        (Subject::Service, setup.authcode),
-        (Subject::FloorRedisSet, setup.redis_set),
-        (Subject::FloorEcho, setup.echo),
-    ];
+    // The authcode without mint events is measured like the others but
+    // not driven by h2load: it is compared with the service, not the
+    // client with h2load.
+    let subjects: Vec<(Subject, SocketAddr)> = [
+        Some((Subject::Service, setup.authcode)),
+        setup
+            .authcode_without_mint_events
+            .map(|addr| (Subject::ServiceWithoutMintEvents, addr)),
+        Some((Subject::FloorRedisSet, setup.redis_set)),
+        Some((Subject::FloorEcho, setup.echo)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     for &concurrency in &setup.options.mint_concurrencies() {
         let spec = setup.spec(concurrency, setup.options.mint_requests(concurrency));
-        let mut runs: [Vec<load::LoadOutcome>; 3] = Default::default();
-        let mut reference_runs: [Vec<load::LoadOutcome>; 3] = Default::default();
+        let mut runs: Vec<Vec<load::LoadOutcome>> = vec![Vec::new(); subjects.len()];
+        let mut reference_runs: Vec<Vec<load::LoadOutcome>> = vec![Vec::new(); subjects.len()];
         for _ in 0..setup.options.rounds {
             // Each h2load run right after the same subject's: on a shared
             // machine, the pair compared for the headroom should see the
@@ -165,7 +180,7 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
                 subjects.iter().zip(&mut runs).zip(&mut reference_runs)
             {
                 runs.push(mint(setup, *subject, *addr, spec).await?);
-                if h2load {
+                if h2load && *subject != Subject::ServiceWithoutMintEvents {
                     reference_runs.push(mint_h2load(setup, *subject, *addr, spec).await?);
                 }
             }
@@ -192,7 +207,11 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
             record_median(results, Call::MintAuthCode, *subject, spec, runs)?;
         }
         if h2load {
-            for ((subject, _), runs) in subjects.iter().zip(reference_runs) {
+            for ((subject, _), runs) in subjects
+                .iter()
+                .zip(reference_runs)
+                .filter(|(_, runs)| !runs.is_empty())
+            {
                 record_median_by(
                     results,
                     Client::H2load,

@@ -283,7 +283,7 @@ async fn soak(
         eprintln!("devicelink-bench: starting {binary}");
         let process = start_service(
             &options.bin_dir,
-            binary,
+            (binary, binary),
             &vars,
             options.service_threads,
             &log_dir,

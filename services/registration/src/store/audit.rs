@@ -212,7 +212,9 @@ impl Store {
         rows.iter().map(StoredAuditEvent::from_row).collect()
     }
 
-    /// Deletes up to `batch` events older than `retention`; how many went.
+    /// Deletes up to `batch` events written longer than `retention` ago
+    /// (by event id, whose first bits are the time it was written: the
+    /// primary key finds them); how many went.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.purge_audit_events", skip_all, fields(db.system = "postgresql"))]
     pub async fn purge_audit_events(
         &self,
@@ -223,7 +225,7 @@ impl Store {
         self.execute_call(
             "DELETE FROM audit_events WHERE event_id IN (
                  SELECT event_id FROM audit_events
-                 WHERE occurred_at < now() - make_interval(secs => $1)
+                 WHERE event_id < audit_uuidv7_floor(now() - make_interval(secs => $1))
                  LIMIT $2)",
             &[(&retention_seconds, Type::FLOAT8), (&batch, Type::INT8)],
         )

@@ -595,7 +595,10 @@ fn redemption_events(
     was_active: bool,
 ) -> AuditRows {
     let actor = audit::install_actor(install_id);
-    let redeemed = Payload::CodeRedeemed(pb::CodeRedeemed { restored });
+    let redeemed = Payload::CodeRedeemed(pb::CodeRedeemed {
+        restored,
+        code_id: audit::code_id(&new.code_hash),
+    });
     let mut events: AuditRows =
         std::iter::once(audit::change(new.context, &actor, redeemed)).collect();
     let active = resolution.state == InstallState::Active;
