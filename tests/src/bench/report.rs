@@ -588,7 +588,8 @@ fn render_reference(out: &mut String, results: &Results) {
     if references.is_empty() {
         let _ = writeln!(
             out,
-            "\nclient headroom: unknown (h2load is not installed: apt-get install nghttp2-client)"
+            "\nclient headroom: unknown (no h2load reference rows: h2load runs with the \
+             MintAuthCode scenarios, when installed: apt-get install nghttp2-client)"
         );
         return;
     }
