@@ -254,7 +254,7 @@ async fn replicas_starting_at_once_migrate_once() {
     applied.sort();
     assert_eq!(
         applied,
-        [vec![], vec![], vec![1, 2, 3, 4, 5]],
+        [vec![], vec![], migrate::versions()],
         "one replica applied every migration; the others found nothing to do"
     );
     let recorded: i64 = holder
@@ -262,5 +262,5 @@ async fn replicas_starting_at_once_migrate_once() {
         .await
         .expect("count")
         .get(0);
-    assert_eq!(recorded, 5);
+    assert_eq!(recorded, migrate::versions().len() as i64);
 }

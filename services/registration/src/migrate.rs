@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
+/// Every migration's version, in the order they are applied.
+pub fn versions() -> Vec<i32> {
+    MIGRATIONS.iter().map(|(version, _, _)| *version).collect()
+}
+
 /// An arbitrary constant naming devicelink's migration lock. Public so a
 /// test can hold it and see replicas queue behind it.
 pub const MIGRATION_LOCK_ID: i64 = 0x6465_7669_6365_6c6b; // "devicelk"
