@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cheaper_audit_rows",
         include_str!("../migrations/0006_cheaper_audit_rows.sql"),
     ),
+    (
+        7,
+        "sdk_configs_without_empty_keys",
+        include_str!("../migrations/0007_sdk_configs_without_empty_keys.sql"),
+    ),
 ];
 
 /// Every migration's version, in the order they are applied.
