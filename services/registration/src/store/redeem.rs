@@ -174,7 +174,7 @@ const INSTALLS_IN_PLAY: Sql =
     Sql::new(sql::INSTALLS_IN_PLAY, &[Type::UUID, Type::TEXT, Type::TEXT]);
 const SUPERSEDE: Sql = Sql::new(
     sql::SUPERSEDE_AUDITED,
-    &[Type::UUID, Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+    &[Type::UUID, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
 );
 const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &audit_types!());
 const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &audit_types!());
@@ -515,9 +515,8 @@ async fn write_resolution(
         Some(binding.install_id),
     ))
     .collect();
-    let supersede_params: [&(dyn ToSql + Sync); 4] = [
+    let supersede_params: [&(dyn ToSql + Sync); 3] = [
         &superseded_id,
-        &binding.external_id_hash,
         &superseded_events.types,
         &superseded_events.events,
     ];

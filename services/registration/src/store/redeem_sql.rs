@@ -101,8 +101,10 @@ macro_rules! claim_and_set_epoch {
 /// one `audit_events` row per element of the arrays `$types` and
 /// `$events` (see [`crate::audit::AuditRows`]) for each row of the CTE
 /// `$from`, which names the changed install as `id`, with its `app_id` and
-/// `user_id`; `$hash` is the external id's keyed hash. A CTE that wrote
-/// nothing writes no event.
+/// `user_id`; `$hash` is the external id's keyed hash, kept on the
+/// `code_redeemed` event only (an install's events name the user by id,
+/// as a reset's do, and need no hash of the person: less to erase, and an
+/// index entry less per event). A CTE that wrote nothing writes no event.
 macro_rules! audit_install_events {
     ($from:literal, $hash:literal, $types:literal, $events:literal) => {
         concat!(
@@ -113,9 +115,9 @@ macro_rules! audit_install_events {
             $from,
             ".user_id, ",
             $from,
-            ".id, ",
+            ".id, CASE WHEN e.type = 'code_redeemed' THEN ",
             $hash,
-            ", e.event
+            "::bytea END, e.event
          FROM ",
             $from,
             ", unnest(",
@@ -194,13 +196,13 @@ pub const SUPERSEDE: &str =
     "UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1";
 
-/// [`SUPERSEDE`] with its event (`install_deactivated`): `$2` the external
-/// id's keyed hash, `$3` and `$4` the event. The benchmark's floor keeps
+/// [`SUPERSEDE`] with its event (`install_deactivated`, which carries no
+/// external id hash): `$2` and `$3` the event. The benchmark's floor keeps
 /// [`SUPERSEDE`] without it.
 pub const SUPERSEDE_AUDITED: &str = concat!(
     "WITH superseded AS (UPDATE installs SET state = 'inactive', reason = 'superseded', changed_at = now()
      WHERE id = $1 RETURNING id, app_id, user_id) ",
-    audit_install_events!("superseded", "$2", "$3", "$4")
+    audit_install_events!("superseded", "NULL", "$2", "$3")
 );
 
 /// Binds a new install, claims the code and sets the user's epoch.
