@@ -497,6 +497,35 @@ impl TestEnv {
             .expect("create an app and its key")
     }
 
+    /// Revokes the one API key of `app_id` (as [`Self::app_with_key`] made
+    /// it); its public id.
+    pub async fn revoke_only_key(&self, app_id: &str) -> String {
+        let mut admin = self.admin().await;
+        let key_id = admin
+            .list_api_keys(authorized(
+                pb::ListApiKeysRequest {
+                    app_id: app_id.into(),
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .expect("list the app's keys")
+            .into_inner()
+            .api_keys[0]
+            .key_id
+            .clone();
+        admin
+            .revoke_api_key(authorized(
+                pb::RevokeApiKeyRequest {
+                    key_id: key_id.clone(),
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .expect("revoke the key");
+        key_id
+    }
+
     /// Mints a code for `external_id` with `api_key`.
     pub async fn mint(&self, api_key: &str, external_id: &str) -> String {
         self.authcode()

@@ -26,28 +26,7 @@ async fn a_revoked_key_is_refused_within_five_seconds() {
         .await
         .expect("the key works and is now cached");
 
-    let mut admin = env.admin().await;
-    let keys = admin
-        .list_api_keys(authorized(
-            pb::ListApiKeysRequest {
-                app_id: app_id.clone(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("list")
-        .into_inner()
-        .api_keys;
-    let key_id = keys[0].key_id.clone();
-    admin
-        .revoke_api_key(authorized(
-            pb::RevokeApiKeyRequest {
-                key_id: key_id.clone(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("revoke");
+    env.revoke_only_key(&app_id).await;
     let revoked_at = Instant::now();
 
     loop {
@@ -69,7 +48,9 @@ async fn a_revoked_key_is_refused_within_five_seconds() {
     }
     assert!(revoked_at.elapsed() < Duration::from_secs(5));
 
-    let keys = admin
+    let keys = env
+        .admin()
+        .await
         .list_api_keys(authorized(pb::ListApiKeysRequest { app_id }, ADMIN_TOKEN))
         .await
         .expect("list")

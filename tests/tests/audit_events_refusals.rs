@@ -23,34 +23,6 @@ fn refusal_of(event: &pb::AuditEvent) -> pb::RedemptionRefusal {
     }
 }
 
-/// Revokes the one API key of `app_id`; its public id.
-async fn revoke_only_key(env: &TestEnv, app_id: &str) -> String {
-    let mut admin = env.admin().await;
-    let key_id = admin
-        .list_api_keys(authorized(
-            pb::ListApiKeysRequest {
-                app_id: app_id.into(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("keys")
-        .into_inner()
-        .api_keys[0]
-        .key_id
-        .clone();
-    admin
-        .revoke_api_key(authorized(
-            pb::RevokeApiKeyRequest {
-                key_id: key_id.clone(),
-            },
-            ADMIN_TOKEN,
-        ))
-        .await
-        .expect("revoke");
-    key_id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_redemptions_replays_and_mints_each_write_one_event() {
     let env = TestEnv::start().await;
@@ -157,7 +129,7 @@ async fn refused_redemptions_replays_and_mints_each_write_one_event() {
 async fn a_revoked_key_refused_writes_one_event_per_refusal() {
     let env = TestEnv::start().await;
     let (app_id, api_key) = env.app_with_key().await;
-    let key_id = revoke_only_key(&env, &app_id).await;
+    let key_id = env.revoke_only_key(&app_id).await;
     let mut authcode = env.authcode().await;
     let mut refusals = 0;
     for _ in 0..3 {
@@ -263,7 +235,7 @@ async fn with_mint_events_off_mints_write_none_and_refusals_still_do() {
     // A refusal after the mints, with another app's key, revoked before
     // its first use (a key in use is cached for a few seconds).
     let (other_app, other_key) = env.app_with_key().await;
-    revoke_only_key(&env, &other_app).await;
+    env.revoke_only_key(&other_app).await;
     let status = env
         .authcode()
         .await
