@@ -354,15 +354,7 @@ async fn app_limits_are_set_and_shown_over_rest_through_envoy() {
         .ok();
     assert_eq!(stored["limits"], json!({"mint_per_key": "off"}));
 
-    let app = gateway
-        .call_admin(
-            "GET",
-            &format!("/v1/admin/apps/{app_id}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await
-        .ok();
+    let app = gateway.admin_get_app(&app_id).await;
     assert_eq!(app["app"]["app_id"], app_id.as_str());
     assert_eq!(app["app"]["limits"], json!({"mint_per_key": "off"}));
     assert_eq!(

@@ -458,15 +458,7 @@ async fn rest_carries_the_challenge_the_verifier_and_the_setting() {
         .await
         .ok();
     assert_eq!(stored["security"]["require_code_challenge"], true);
-    let app = gateway
-        .call_admin(
-            "GET",
-            &format!("/v1/admin/apps/{app_id}"),
-            Some(ADMIN_TOKEN),
-            None,
-        )
-        .await
-        .ok();
+    let app = gateway.admin_get_app(&app_id).await;
     assert_eq!(app["app"]["security"]["require_code_challenge"], true);
 
     // The setting was stored before the key's first use: no cache to wait

@@ -265,6 +265,19 @@ impl Gateway {
             .unwrap_or_else(|error| panic!("admin listener: {method} {path}: {error}"))
     }
 
+    /// `GET /v1/admin/apps/{app_id}` as the quickstart's operator: the
+    /// app, as the gateway shows it.
+    pub async fn admin_get_app(&self, app_id: &str) -> Value {
+        self.call_admin(
+            "GET",
+            &format!("/v1/admin/apps/{app_id}"),
+            Some(crate::ADMIN_TOKEN),
+            None,
+        )
+        .await
+        .ok()
+    }
+
     /// [`Self::call`] with a body sent as given, JSON or not.
     pub async fn call_raw(
         &self,
