@@ -99,6 +99,9 @@ pub struct KindStats {
     pub p50_ms: f64,
     /// The 99th percentile, in milliseconds (0 without calls).
     pub p99_ms: f64,
+    /// The interval's latencies, in microseconds, so that the verdict can
+    /// pool many intervals into one percentile.
+    pub latencies: Histogram<u64>,
     /// The last error seen, for the log.
     pub last_error: Option<String>,
 }
@@ -172,6 +175,7 @@ impl Recorder {
                     errors: window.errors,
                     p50_ms: quantile(0.5),
                     p99_ms: quantile(0.99),
+                    latencies: histogram.clone(),
                     last_error: window.last_error.take(),
                 };
                 window.histogram.reset();
