@@ -8,11 +8,12 @@ mod support;
 
 use std::time::Duration;
 
-use devicelink_shared::limits::Limit;
-use devicelink_shared::limits::write_behind::FLUSH_INTERVAL;
+use devicelink_shared::limits::write_behind::{FLUSH_INTERVAL, SUBJECTS_PER_SCRIPT};
 use devicelink_shared::limits::{Decision, RateLimiter, Scope, SetIfAllowed, SetOutcome};
+use devicelink_shared::limits::{Limit, LimitKey};
 use devicelink_shared::stores::RedisConnection;
-use support::{CountingConnection, keys_under, limiter, per_token, unique_prefix};
+use devicelink_shared::validate::{AppId, ExternalId};
+use support::{CountingConnection, keys_under, limiter, parse, per_token, unique_prefix};
 
 /// Long enough for the queued calls to be counted in Redis.
 const AFTER_A_FLUSH: Duration = Duration::from_millis(FLUSH_INTERVAL.as_millis() as u64 * 3);
@@ -43,6 +44,43 @@ async fn calls_far_below_their_limit_cost_no_round_trip_and_are_counted_behind()
         assert!(allowed < 20, "the calls made in memory were never counted");
     }
     assert!((10..=11).contains(&allowed), "{allowed} allowed");
+}
+
+#[tokio::test]
+async fn an_app_with_many_subjects_is_counted_in_short_scripts_not_one_long_one() {
+    // Every external id of an app shares the app's hash tag. Counted in one
+    // script, a busy app's thousands of subjects would hold Redis (and
+    // every mint behind them) for tens of milliseconds.
+    let prefix = unique_prefix();
+    let redis = CountingConnection::new();
+    let replica = RateLimiter::new(redis.clone(), prefix.clone());
+    let app = AppId(uuid::Uuid::new_v4());
+    let subjects = 1000;
+    for n in 0..subjects {
+        let external_id = ExternalId::parse("external_id", &format!("user-{n}")).expect("valid");
+        let limit = Limit::new(
+            LimitKey::mint_per_external_id(app, &external_id),
+            parse("10/min,burst=5"),
+        )
+        .expect("not off");
+        let decision = replica
+            .check_in_memory_first(std::slice::from_ref(&limit), &[])
+            .await;
+        assert!(decision.is_allowed());
+    }
+    assert_eq!(redis.count(), 0, "a call asked Redis");
+
+    tokio::time::sleep(AFTER_A_FLUSH).await;
+    assert_eq!(
+        keys_under(&prefix).await.len(),
+        subjects,
+        "every subject was counted"
+    );
+    let scripts = redis.count();
+    assert!(
+        scripts >= subjects.div_ceil(SUBJECTS_PER_SCRIPT),
+        "{subjects} subjects of one app counted in {scripts} script calls"
+    );
 }
 
 #[tokio::test]

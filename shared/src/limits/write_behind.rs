@@ -7,8 +7,8 @@
 //! decides in memory (this replica's GCRA at the full rate, and the
 //! refusals it already knows) and queues the call; every
 //! [`FLUSH_INTERVAL`] the queue is added to the subjects' shared state in
-//! Redis: one script call per hash tag (per app, or per one of 256 buckets
-//! of install tokens), each with all its subjects' calls of the interval,
+//! Redis: script calls of at most [`SUBJECTS_PER_SCRIPT`] subjects of one
+//! hash tag each (per app, or per one of 256 buckets of install tokens),
 //! concurrently on the multiplexed connection. Redis answers each with the
 //! wait its next call would face; a subject over its limit across all
 //! replicas is then refused by this replica until that wait has passed
@@ -43,6 +43,13 @@ use crate::status::error_chain;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// The most subjects queued between two flushes.
 pub const MAX_PENDING: usize = 50_000;
+/// The most subjects one script call counts. A script holds Redis for its
+/// whole run: every subject of an app shares one hash tag, and an app
+/// minting for thousands of external ids a second once sent them all in
+/// one script that held Redis for tens of milliseconds, so every mint
+/// behind it waited (the benchmark's p99.9 at 30,000 mints a second was 35
+/// to 60 ms). In calls of 64 the other clients' commands run between them.
+pub const SUBJECTS_PER_SCRIPT: usize = 64;
 
 /// Adds calls already made to subjects' TATs, whatever they come to (they
 /// were answered), with the same keys and units as [`super::GCRA_SCRIPT`],
@@ -153,9 +160,9 @@ pub(super) async fn flush_until_dropped<C>(
     }
 }
 
-/// One script call per hash tag (every subject of an app shares one), all
-/// in flight together; the first error is returned after every answer is
-/// used.
+/// Script calls of at most [`SUBJECTS_PER_SCRIPT`] subjects of one hash
+/// tag each (every subject of an app shares one), all in flight together;
+/// the first error is returned after every answer is used.
 async fn flush<C>(
     batch: &HashMap<LimitKey, (Rate, u32)>,
     redis: &C,
@@ -172,7 +179,13 @@ where
             .or_default()
             .push((key, *rate, *calls));
     }
-    let scripts = by_tag.into_values().map(|subjects| {
+    let chunks = by_tag.into_values().flat_map(|subjects| {
+        subjects
+            .chunks(SUBJECTS_PER_SCRIPT)
+            .map(<[_]>::to_vec)
+            .collect::<Vec<_>>()
+    });
+    let scripts = chunks.map(|subjects| {
         let mut redis = redis.clone();
         let mut invocation = ADD.prepare_invoke();
         for (key, rate, calls) in &subjects {
