@@ -9,7 +9,7 @@
 //! [`FLUSH_INTERVAL`] the queue is added to the subjects' shared state in
 //! Redis: script calls of at most [`SUBJECTS_PER_SCRIPT`] subjects of one
 //! hash tag each (per app, or per one of 256 buckets of install tokens),
-//! concurrently on the multiplexed connection. Redis answers each with the
+//! one after another. Redis answers each with the
 //! wait its next call would face; a subject over its limit across all
 //! replicas is then refused by this replica until that wait has passed
 //! ([`super::KnownRefusals`]).
@@ -48,7 +48,8 @@ pub const MAX_PENDING: usize = 50_000;
 /// minting for thousands of external ids a second once sent them all in
 /// one script that held Redis for tens of milliseconds, so every mint
 /// behind it waited (the benchmark's p99.9 at 30,000 mints a second was 35
-/// to 60 ms). In calls of 64 the other clients' commands run between them.
+/// to 60 ms). In calls of 64, sent one after another, the calls' own
+/// commands run between them.
 pub const SUBJECTS_PER_SCRIPT: usize = 64;
 
 /// Adds calls already made to subjects' TATs, whatever they come to (they
@@ -161,8 +162,10 @@ pub(super) async fn flush_until_dropped<C>(
 }
 
 /// Script calls of at most [`SUBJECTS_PER_SCRIPT`] subjects of one hash
-/// tag each (every subject of an app shares one), all in flight together;
-/// the first error is returned after every answer is used.
+/// tag each (every subject of an app shares one), one after another: the
+/// connection is the one the calls use, and Redis runs one connection's
+/// commands in order, so scripts sent all at once would queue every call
+/// behind all of them. One at a time, a call waits for at most one.
 async fn flush<C>(
     batch: &HashMap<LimitKey, (Rate, u32)>,
     redis: &C,
@@ -179,49 +182,32 @@ where
             .or_default()
             .push((key, *rate, *calls));
     }
-    let chunks = by_tag.into_values().flat_map(|subjects| {
-        subjects
-            .chunks(SUBJECTS_PER_SCRIPT)
-            .map(<[_]>::to_vec)
-            .collect::<Vec<_>>()
-    });
-    let scripts = chunks.map(|subjects| {
-        let mut redis = redis.clone();
-        let mut invocation = ADD.prepare_invoke();
-        for (key, rate, calls) in &subjects {
-            invocation
-                .key(key.redis_key(key_prefix))
-                .arg(micros(rate.emission_interval()))
-                .arg(micros(rate.burst_window()))
-                .arg(*calls);
-        }
-        async move {
-            let waits: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut redis).await;
-            (subjects, waits)
-        }
-    });
-    let mut first_error = None;
-    for (subjects, waits) in futures_util::future::join_all(scripts).await {
-        match waits {
-            Ok(waits) => {
-                for ((key, _, _), wait) in subjects.iter().zip(waits) {
-                    if wait > 0 {
-                        refusals.remember(
-                            key,
-                            Refusal {
-                                scope: key.scope(),
-                                retry_after: Duration::from_micros(wait.unsigned_abs()),
-                            },
-                        );
-                    }
-                }
+    let mut redis = redis.clone();
+    for subjects in by_tag.values() {
+        for chunk in subjects.chunks(SUBJECTS_PER_SCRIPT) {
+            let mut invocation = ADD.prepare_invoke();
+            for (key, rate, calls) in chunk {
+                invocation
+                    .key(key.redis_key(key_prefix))
+                    .arg(micros(rate.emission_interval()))
+                    .arg(micros(rate.burst_window()))
+                    .arg(*calls);
             }
-            Err(error) => {
-                first_error.get_or_insert(error);
+            let waits: Vec<i64> = invocation.invoke_async(&mut redis).await?;
+            for ((key, _, _), wait) in chunk.iter().zip(waits) {
+                if wait > 0 {
+                    refusals.remember(
+                        key,
+                        Refusal {
+                            scope: key.scope(),
+                            retry_after: Duration::from_micros(wait.unsigned_abs()),
+                        },
+                    );
+                }
             }
         }
     }
-    first_error.map_or(Ok(()), Err)
+    Ok(())
 }
 
 fn micros(duration: Duration) -> u64 {
