@@ -10,7 +10,7 @@
 //! [`BUFFER`], normally those of the last [`FLUSH_INTERVAL`]), and the
 //! current minute's rate-limit counts. A buffer that is full (Postgres
 //! down for long) drops new events. Every drop is counted
-//! ([`crate::metrics_catalog::AUDIT_EVENTS_DROPPED`]) and logged. During
+//! ([`crate::metrics_catalog::AUDIT_EVENTS_DROPPED`]) and logged, a line a second at most. During
 //! a drain the task goes on writing (calls finishing in the grace period
 //! still append) until the service's handlers are gone; what was appended
 //! in the last [`FLUSH_INTERVAL`] before the process exits may be lost.
@@ -25,8 +25,9 @@
 //! as the event's `time`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_postgres::types::{ToSql, Type};
@@ -283,9 +284,28 @@ fn minute_of(time: SystemTime) -> u64 {
         / 60
 }
 
+/// Counts dropped events, and warns at most once a second with how many
+/// went since the last warning: a full buffer drops tens of thousands of
+/// events a second, and a line for each would bury the log (and cost the
+/// CPU the buffer lacked). The metric counts every one at once; drops of a
+/// last second that no later drop follows are only in the metric.
 fn dropped(count: usize, why: &str) {
+    static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    static LOGGED_IN_SECOND: AtomicU64 = AtomicU64::new(0);
     metrics::counter!(AUDIT_EVENTS_DROPPED).increment(count as u64);
-    tracing::warn!(count, why, "audit events dropped");
+    UNLOGGED.fetch_add(count as u64, Ordering::Relaxed);
+    // Seconds from 1, so that the first drop is always logged.
+    let second = STARTED.elapsed().as_secs() + 1;
+    let logged = LOGGED_IN_SECOND.load(Ordering::Relaxed);
+    if second > logged
+        && LOGGED_IN_SECOND
+            .compare_exchange(logged, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let count = UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::warn!(count, why, "audit events dropped");
+    }
 }
 
 /// The `rate_limited` events of every minute before `before_minute` (all
