@@ -10,10 +10,11 @@
 //! [`BUFFER`], normally those of the last [`FLUSH_INTERVAL`]), and the
 //! current minute's rate-limit counts. A buffer that is full (Postgres
 //! down for long) drops new events. Every drop is counted
-//! ([`crate::metrics_catalog::AUDIT_EVENTS_DROPPED`]) and logged, a line a second at most. During
-//! a drain the task goes on writing (calls finishing in the grace period
-//! still append) until the service's handlers are gone; what was appended
-//! in the last [`FLUSH_INTERVAL`] before the process exits may be lost.
+//! ([`crate::metrics_catalog::AUDIT_EVENTS_DROPPED`]) and logged, in a line
+//! a second at most. During a drain the task goes on writing (calls
+//! finishing in the grace period still append) until the service's
+//! handlers are gone; what was appended in the last [`FLUSH_INTERVAL`]
+//! before the process exits may be lost.
 //!
 //! Rate-limit refusals are not an event each: they are counted per scope,
 //! app and minute in memory, and each ended minute becomes one

@@ -361,7 +361,6 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::soak_load::KindStats;
 
     /// An interval's latencies: `fast` calls of 1 ms and `slow` of `slow_ms`.
     fn latencies(fast: u64, slow: u64, slow_ms: f64) -> Histogram<u64> {
