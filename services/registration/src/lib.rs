@@ -79,6 +79,7 @@ pub mod operators;
 pub mod server;
 pub mod service;
 pub mod status_cache;
+pub mod status_fanout;
 pub mod store;
 
 pub use config::RegistrationConfig;

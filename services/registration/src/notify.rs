@@ -3,11 +3,11 @@
 //! Every change to an install's status is announced with `pg_notify` inside
 //! the transaction that makes it, so Postgres delivers it when, and only
 //! when, the change commits, to every replica. Each replica keeps one
-//! dedicated connection that `LISTEN`s and republishes the install ids on a
-//! broadcast channel; each watch stream filters for its own install. After
-//! (re)connecting, the listener publishes [`StatusEvent::Resync`] so that
-//! streams re-read their status and nothing that happened while the
-//! connection was down is missed.
+//! dedicated connection that `LISTEN`s and wakes the watch streams of the
+//! install each announcement names ([`StatusFanout`]). After (re)connecting,
+//! the listener wakes every stream (a resync) so that streams re-read their
+//! status and nothing that happened while the connection was down is
+//! missed.
 //!
 //! A connection can also go silent without breaking (a partition): the
 //! listener then proves it is alive with a heartbeat query that must be
@@ -23,15 +23,13 @@ use devicelink_shared::metrics_catalog::{STATUS_LISTENER_CONNECTED, STATUS_LISTE
 use devicelink_shared::serving::DrainSignal;
 use devicelink_shared::stores::Postgres;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::broadcast;
 use tokio_postgres::AsyncMessage;
 use uuid::Uuid;
 
 use crate::status_cache::StatusCache;
+use crate::status_fanout::{StatusFanout, StatusSubscription};
 use crate::store::STATUS_CHANNEL;
 
-/// How many events a slow watcher may fall behind before it resyncs.
-const CHANNEL_CAPACITY: usize = 4096;
 /// How often the listener proves its connection is alive. A partition
 /// keeps the socket open and silent, which neither TCP keepalive nor an
 /// idle LISTEN can tell from a quiet night; an unanswered query can.
@@ -62,25 +60,16 @@ enum ListenerLost {
     Silent(Duration),
 }
 
-/// What a watch stream is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusEvent {
-    /// The status of this install changed.
-    Changed(Uuid),
-    /// Changes may have been missed: every stream re-reads its status.
-    Resync,
-}
-
 /// The fan-out of status changes on this replica.
 #[derive(Clone)]
 pub struct StatusNotifier {
-    events: broadcast::Sender<StatusEvent>,
+    fanout: StatusFanout,
 }
 
 impl StatusNotifier {
-    /// Subscribes to every status change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
-        self.events.subscribe()
+    /// Subscribes to the changes of `install_id` from now on.
+    pub fn subscribe(&self, install_id: Uuid) -> StatusSubscription {
+        self.fanout.subscribe(install_id)
     }
 }
 
@@ -92,16 +81,16 @@ pub fn spawn_listener(
     cache: Arc<StatusCache>,
     mut drain: DrainSignal,
 ) -> StatusNotifier {
-    let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
+    let fanout = StatusFanout::default();
     let notifier = StatusNotifier {
-        events: events.clone(),
+        fanout: fanout.clone(),
     };
     metrics::gauge!(STATUS_LISTENER_CONNECTED).set(0.0);
     tokio::spawn(async move {
         let mut reconnect_delay = RECONNECT_DELAY_MIN;
         loop {
             tokio::select! {
-                lost = listen_once(&postgres, &events, &cache) => {
+                lost = listen_once(&postgres, &fanout, &cache) => {
                     if cache.is_listening() {
                         // It had come back: a new outage starts the backoff over.
                         reconnect_delay = RECONNECT_DELAY_MIN;
@@ -127,7 +116,7 @@ pub fn spawn_listener(
 /// [`HEARTBEAT_DEADLINE`].
 async fn listen_once(
     postgres: &Postgres,
-    events: &broadcast::Sender<StatusEvent>,
+    fanout: &StatusFanout,
     cache: &StatusCache,
 ) -> ListenerLost {
     let connected = tokio::time::timeout(CONNECT_DEADLINE, postgres.connect_session()).await;
@@ -143,7 +132,7 @@ async fn listen_once(
         client.batch_execute(&listen),
         CONNECT_DEADLINE,
         &mut messages,
-        events,
+        fanout,
         cache,
     );
     if let Err(lost) = listened.await {
@@ -151,7 +140,7 @@ async fn listen_once(
     }
     cache.set_listening(true);
     metrics::gauge!(STATUS_LISTENER_CONNECTED).set(1.0);
-    let _ = events.send(StatusEvent::Resync);
+    fanout.resync();
     tracing::debug!("listening for install status changes");
     loop {
         let heartbeat = async {
@@ -165,7 +154,7 @@ async fn listen_once(
             heartbeat,
             HEARTBEAT_EVERY + HEARTBEAT_DEADLINE,
             &mut messages,
-            events,
+            fanout,
             cache,
         );
         if let Err(lost) = answer.await {
@@ -182,7 +171,7 @@ async fn answered<T>(
     query: impl Future<Output = Result<T, tokio_postgres::Error>>,
     deadline: Duration,
     messages: &mut (impl Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Unpin),
-    events: &broadcast::Sender<StatusEvent>,
+    fanout: &StatusFanout,
     cache: &StatusCache,
 ) -> Result<T, ListenerLost> {
     let work = async {
@@ -192,7 +181,7 @@ async fn answered<T>(
                 answer = &mut query => return Ok(answer?),
                 message = messages.next() => match message {
                     Some(Ok(AsyncMessage::Notification(notification))) => {
-                        publish(notification.payload(), events, cache);
+                        publish(notification.payload(), fanout, cache);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(error)) => return Err(error.into()),
@@ -207,12 +196,12 @@ async fn answered<T>(
 }
 
 /// Evicts and announces the install a notification names.
-fn publish(payload: &str, events: &broadcast::Sender<StatusEvent>, cache: &StatusCache) {
+fn publish(payload: &str, fanout: &StatusFanout, cache: &StatusCache) {
     match Uuid::try_parse(payload) {
         Ok(install_id) => {
             cache.evict(install_id);
             cache.mark_alive();
-            let _ = events.send(StatusEvent::Changed(install_id));
+            fanout.changed(install_id);
         }
         Err(_) => tracing::warn!(payload, "ignoring a malformed status notification"),
     }

@@ -7,10 +7,15 @@
 //! app, later), and it bounds memory only when told to shrink.
 //!
 //! Memory is bounded: at most [`MAX_ENTRIES`] subjects. An entry whose TAT
-//! has passed means nothing (a fresh subject behaves the same), so a full
-//! table first drops those; if callers flood it with live subjects faster
-//! than they expire, the half closest to expiring is dropped, which at
-//! worst forgets some limits early rather than growing without end.
+//! has passed means nothing (a fresh subject behaves the same), so the
+//! table drops those whenever it has doubled since it last did: it stays
+//! within about twice the subjects seen within a limit's window, rather
+//! than filling up with every device and token that ever called (which
+//! made a 30-minute soak's RSS climb until the table was full, and then a
+//! sweep of all of it pause calls for milliseconds). If callers flood it
+//! with live subjects faster than they expire, a full table drops the half
+//! closest to expiring, which at worst forgets some limits early rather
+//! than growing without end.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +26,8 @@ use super::script::{Decision, Refusal};
 
 /// The most subjects one replica remembers while Redis is away.
 pub const MAX_ENTRIES: usize = 100_000;
+/// The table is not swept below this size: too small to matter.
+const SWEEP_FLOOR: usize = 1024;
 
 /// What [`MemoryLimiter::first_look`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +47,36 @@ pub struct MemoryLimiter {
     /// Instants are kept as offsets from this one, in a `Duration`.
     epoch: Instant,
     max_entries: usize,
-    tats: Mutex<HashMap<LimitKey, Duration>>,
+    tats: Mutex<Table>,
+}
+
+/// The subjects' TATs, and when expired ones are next dropped.
+#[derive(Debug)]
+struct Table {
+    tats: HashMap<LimitKey, Duration>,
+    /// The size at which the next new subject first drops the expired
+    /// ones: twice what was left by the last sweep.
+    sweep_at: usize,
+}
+
+impl Table {
+    /// Makes room for one more subject, as the module says.
+    fn make_room(&mut self, max_entries: usize, now: Duration) {
+        let full = self.tats.len();
+        if full >= max_entries {
+            make_room(&mut self.tats, now);
+        } else if full >= self.sweep_at {
+            self.tats.retain(|_, tat| *tat > now);
+        } else {
+            return;
+        }
+        let left = self.tats.len();
+        self.sweep_at = (2 * left).max(SWEEP_FLOOR);
+        // A table that was large once gives its memory back.
+        if self.tats.capacity() > 4 * self.sweep_at {
+            self.tats.shrink_to(self.sweep_at);
+        }
+    }
 }
 
 impl Default for MemoryLimiter {
@@ -55,7 +91,10 @@ impl MemoryLimiter {
         Self {
             epoch: Instant::now(),
             max_entries: max_entries.max(2),
-            tats: Mutex::new(HashMap::new()),
+            tats: Mutex::new(Table {
+                tats: HashMap::new(),
+                sweep_at: SWEEP_FLOOR,
+            }),
         }
     }
 
@@ -66,14 +105,14 @@ impl MemoryLimiter {
         let now = self.epoch.elapsed();
         // A poisoned lock only means another call panicked mid-update of a
         // number; the map itself is still sound.
-        let mut tats = self
+        let mut table = self
             .tats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut refusal: Option<Refusal> = None;
         let mut new_tats = Vec::with_capacity(consumed.len());
         for limit in consumed.iter().chain(peeked) {
-            let tat = tats.get(&limit.key).copied().unwrap_or(now).max(now);
+            let tat = table.tats.get(&limit.key).copied().unwrap_or(now).max(now);
             let new_tat = tat + limit.rate.emission_interval();
             let wait = (new_tat - now).saturating_sub(limit.rate.burst_window());
             if !wait.is_zero() && refusal.is_none_or(|worst| wait > worst.retry_after) {
@@ -88,10 +127,10 @@ impl MemoryLimiter {
             return Decision::Limited(refusal);
         }
         for (limit, new_tat) in consumed.iter().zip(new_tats) {
-            if tats.len() >= self.max_entries && !tats.contains_key(&limit.key) {
-                make_room(&mut tats, now);
+            if !table.tats.contains_key(&limit.key) {
+                table.make_room(self.max_entries, now);
             }
-            tats.insert(limit.key.clone(), new_tat);
+            table.tats.insert(limit.key.clone(), new_tat);
         }
         Decision::Allowed
     }
@@ -106,12 +145,14 @@ impl MemoryLimiter {
             return FirstLook::Refused(refusal);
         }
         let now = self.epoch.elapsed();
-        let tats = self
+        let table = self
             .tats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let far_below = consumed.iter().all(|limit| {
-            tats.get(&limit.key)
+            table
+                .tats
+                .get(&limit.key)
                 .is_some_and(|tat| tat.saturating_sub(now) <= limit.rate.burst_window() / 2)
         });
         if far_below {
@@ -126,6 +167,7 @@ impl MemoryLimiter {
         self.tats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tats
             .len()
     }
 
@@ -135,9 +177,10 @@ impl MemoryLimiter {
     }
 }
 
-/// Drops every entry whose TAT has passed; if that frees less than a
-/// quarter of the table, keeps only the half furthest from expiring. Either
-/// way the next quarter of inserts need no sweep, so the cost is amortised.
+/// Drops every entry of a full table whose TAT has passed; if that frees
+/// less than a quarter of the table, keeps only the half furthest from
+/// expiring. Either way the next quarter of inserts need no sweep, so the
+/// cost is amortised.
 fn make_room(tats: &mut HashMap<LimitKey, Duration>, now: Duration) {
     let full = tats.len();
     tats.retain(|_, tat| *tat > now);
@@ -235,5 +278,44 @@ mod tests {
                 .decide(&[limit("9999", "1/h,burst=1")], &[])
                 .is_allowed()
         );
+    }
+
+    #[test]
+    fn expired_subjects_are_dropped_long_before_the_table_is_full() {
+        let limiter = MemoryLimiter::default();
+        // Every subject calls once and expires at once (a window of a
+        // millisecond), as devices and tokens seen once do after theirs.
+        for n in 0..20_000 {
+            let subject = limit(&n.to_string(), "1000/s,burst=1");
+            assert!(limiter.decide(&[subject], &[]).is_allowed());
+            if n % 1000 == 999 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        assert!(
+            limiter.len() <= 2 * SWEEP_FLOOR,
+            "{} subjects remembered of 20,000 long expired",
+            limiter.len()
+        );
+    }
+
+    #[test]
+    fn live_subjects_survive_the_sweeps() {
+        let limiter = MemoryLimiter::default();
+        for n in 0..5_000 {
+            assert!(
+                limiter
+                    .decide(&[limit(&n.to_string(), "1/h,burst=1")], &[])
+                    .is_allowed()
+            );
+        }
+        for n in 0..5_000 {
+            assert!(
+                !limiter
+                    .decide(&[limit(&n.to_string(), "1/h,burst=1")], &[])
+                    .is_allowed(),
+                "subject {n} was forgotten while still limited"
+            );
+        }
     }
 }

@@ -109,11 +109,11 @@ pub async fn pool_use(service: &Watched) -> PoolUse {
 }
 
 /// `service`'s figures now, with the pool at its busiest over the interval.
-pub fn sample_service(service: &Watched, pool: PoolUse) -> ServiceSample {
+pub async fn sample_service(service: &Watched, pool: PoolUse) -> ServiceSample {
     ServiceSample {
         name: service.name,
         rss_kib: rss_kib(service.pid),
-        fds: open_fds(service.pid),
+        fds: held_fds(service.pid).await,
         pool_in_use: pool.in_use,
         pool_idle: pool.idle,
         pool_waiting: pool.waiting,
@@ -127,6 +127,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// How many reads [`held_fds`] takes, and how far apart.
+const FD_READS: usize = 5;
+const FD_READ_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The descriptors process `pid` holds, rather than has open in passing:
+/// the fewest of a few reads over 80 ms. A connection that comes and goes
+/// (the soak's own scrape of the metrics endpoint, every second) is not
+/// counted, and a descriptor that leaked is in every read.
+async fn held_fds(pid: u32) -> Option<u64> {
+    let mut fewest = open_fds(pid)?;
+    for _ in 1..FD_READS {
+        tokio::time::sleep(FD_READ_GAP).await;
+        fewest = fewest.min(open_fds(pid)?);
+    }
+    Some(fewest)
 }
 
 /// How many file descriptors process `pid` holds open.

@@ -399,11 +399,11 @@ impl RegistrationService for RegistrationHandler {
         &self,
         request: Request<pb::WatchInstallStatusRequest>,
     ) -> Result<Response<Self::WatchInstallStatusStream>, Status> {
-        // Subscribe before reading, so no change between the read and the
-        // subscription can be missed.
-        let events = self.notifier.subscribe();
         let status = self.authenticated_status(&request).await?;
         let slot = self.watch_slots.claim(status.install_id)?;
+        // The install is known only now: the watcher reads its status once
+        // more before it waits, so a change since the read is not missed.
+        let subscription = self.notifier.subscribe(status.install_id.0);
         let (sender, receiver) = mpsc::channel(8);
         let watcher = Watcher::new(
             self.store.clone(),
@@ -412,7 +412,7 @@ impl RegistrationService for RegistrationHandler {
             self.drain.clone(),
             slot,
         );
-        tokio::spawn(watcher.run(status, events));
+        tokio::spawn(watcher.run(status, subscription));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 

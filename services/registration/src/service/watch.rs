@@ -2,10 +2,11 @@
 //! change announced for its install, until the install ends, the client
 //! goes away or the server drains.
 //!
-//! Announcements only say which install changed ([`crate::notify`]); the
+//! Announcements only say which install changed ([`crate::notify`]), and
+//! wake only that install's streams ([`crate::status_fanout`]); the
 //! watcher re-reads the status from Postgres and sends it when it differs
-//! from what the client last saw. A resync (the listener reconnected, or
-//! this watcher fell behind) re-reads it too, so nothing is missed.
+//! from what the client last saw. A resync (the listener reconnected)
+//! re-reads it too, so nothing is missed.
 //!
 //! Open streams are capped per install and per replica ([`WatchSlots`]):
 //! each holds a task, a channel and an HTTP/2 stream, and a client could
@@ -20,7 +21,7 @@ use std::time::SystemTime;
 
 use devicelink_shared::pb;
 use devicelink_shared::serving::DrainSignal;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tonic::Status;
 use uuid::Uuid;
 
@@ -28,7 +29,7 @@ use super::convert::install_status;
 use crate::config::{WATCH_STREAMS_PER_INSTALL, WATCH_STREAMS_PER_REPLICA, WatchCaps};
 use crate::domain::{InstallId, InstallState, InstallStatus};
 use crate::error::RegistrationError;
-use crate::notify::StatusEvent;
+use crate::status_fanout::StatusSubscription;
 use crate::store::Store;
 
 /// Where a watch stream's messages go.
@@ -153,31 +154,15 @@ impl Watcher {
     }
 
     /// Sends `last` (the status just read), then each change, until the
-    /// install ends, the client goes away or the server drains. `events`
-    /// must be subscribed before `last` was read, so no change between the
-    /// read and the subscription can be missed.
-    pub async fn run(
-        mut self,
-        mut last: InstallStatus,
-        mut events: broadcast::Receiver<StatusEvent>,
-    ) {
+    /// install ends, the client goes away or the server drains.
+    /// `subscription` was made after `last` was read (the install is known
+    /// only then), so the status is read once more before the first wait:
+    /// a change in between is not missed.
+    pub async fn run(mut self, mut last: InstallStatus, mut subscription: StatusSubscription) {
         if !self.send(&last).await {
             return;
         }
         loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                () = self.drain.requested() => return,
-                () = self.sender.closed() => return,
-            };
-            let relevant = match event {
-                Ok(StatusEvent::Changed(install_id)) => install_id == self.install_id.0,
-                Ok(StatusEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => true,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if !relevant {
-                continue;
-            }
             let current = match self.store.status_by_id(self.install_id).await {
                 Ok(Some(status)) => status,
                 Ok(None) => InstallStatus::erased(self.install_id, SystemTime::now()),
@@ -197,6 +182,11 @@ impl Watcher {
             }
             if last.state == InstallState::Reset {
                 return;
+            }
+            tokio::select! {
+                () = subscription.changed() => {}
+                () = self.drain.requested() => return,
+                () = self.sender.closed() => return,
             }
         }
     }
