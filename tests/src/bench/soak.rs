@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::cpu::{self, CpuPerCall, CpuSample, CpuWatch};
 use super::procs::{ChildProcess, free_port, start_service};
 use super::run::interrupted;
 use super::soak_load::{Flow, FlowShape};
@@ -319,7 +320,8 @@ async fn soak(
     .await?;
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(flow.clone().run(options.shape, stopped));
-    let sampled = sample_every_interval(options, &flow, &watched, samples).await;
+    let stores_cpu = cpu::stores_watch(&soak_url, &redis_url).await;
+    let sampled = sample_every_interval(options, &flow, &watched, stores_cpu, samples).await;
     stop.send_replace(true);
     let _ = running.await;
     sampled
@@ -331,9 +333,15 @@ async fn sample_every_interval(
     options: &SoakOptions,
     flow: &Arc<Flow>,
     watched: &[Watched],
+    stores: CpuWatch,
     samples: &mut Vec<Sample>,
 ) -> BenchResult<()> {
     let started = Instant::now();
+    let cpu_watches: Vec<CpuWatch> = watched
+        .iter()
+        .map(|service| stores.with_subject(Some(service.pid)))
+        .collect();
+    let mut cpu_before: Vec<CpuSample> = cpu_watches.iter().map(CpuWatch::sample).collect();
     let mut next = tokio::time::Instant::now() + options.interval;
     let end = tokio::time::Instant::now() + options.duration;
     let mut interrupted = std::pin::pin!(interrupted());
@@ -350,16 +358,29 @@ async fn sample_every_interval(
             }
         }
         next += options.interval;
+        let calls = flow.recorder.take();
+        let count: u64 = calls.iter().map(|stats| stats.count).sum();
+        let now: Vec<CpuSample> = cpu_watches.iter().map(CpuWatch::sample).collect();
+        let cpu: Vec<CpuPerCall> = cpu_before
+            .iter()
+            .zip(&now)
+            .map(|(before, after)| CpuPerCall::between(before, after, count).unwrap_or_default())
+            .collect();
+        cpu_before = now;
         let mut services = Vec::with_capacity(watched.len());
-        for (service, pool) in watched.iter().zip(pools) {
-            services.push(sample_service(service, pool).await);
+        for ((service, pool), cpu) in watched.iter().zip(pools).zip(&cpu) {
+            services.push(sample_service(service, pool, cpu.subject).await);
         }
         let sample = Sample {
             elapsed_s: started.elapsed().as_secs(),
             services,
-            calls: flow.recorder.take(),
+            calls,
             skipped: flow.take_skipped(),
             open_watches: flow.open_watches(),
+            cpu: CpuPerCall {
+                subject: None,
+                ..cpu.first().copied().unwrap_or_default()
+            },
         };
         for stats in &sample.calls {
             if let Some(error) = &stats.last_error {

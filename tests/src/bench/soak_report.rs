@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use super::cpu::CpuPerCall;
 use super::soak_load::{CallKind, KindStats};
 use super::soak_sample::{Sample, ServiceSample};
 use super::{BenchResult, Context};
@@ -49,6 +50,11 @@ pub struct Verdict {
     pub too_short: Option<String>,
     /// The checks.
     pub checks: Vec<Check>,
+    /// Figures beside the checks, not judged: the CPU each process spent
+    /// per call in each half. The load generator's work per call is fixed,
+    /// so a change in its figure is the machine's own speed changing, which
+    /// moves every latency with it.
+    pub context: Vec<String>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -129,6 +135,7 @@ pub fn verdict(samples: &[Sample]) -> Verdict {
                 STEADY_FROM_SAMPLE + 3
             )),
             checks: Vec::new(),
+            context: Vec::new(),
         };
     }
     let mut checks = Vec::new();
@@ -177,13 +184,51 @@ pub fn verdict(samples: &[Sample]) -> Verdict {
         held: checks.iter().all(|check| check.held),
         too_short: None,
         checks,
+        context: cpu_context(steady),
     }
+}
+
+/// The median CPU per call of each process in each half of `steady`.
+fn cpu_context(steady: &[Sample]) -> Vec<String> {
+    let mut figures: Vec<(String, Vec<f64>)> = Vec::new();
+    for (index, service) in steady[0].services.iter().enumerate() {
+        let per_call = steady
+            .iter()
+            .filter_map(|s| s.services.get(index)?.cpu_us_per_call)
+            .collect();
+        figures.push((service.name.to_owned(), per_call));
+    }
+    for (name, figure) in [
+        (
+            "Postgres",
+            (|cpu: &CpuPerCall| cpu.postgres) as fn(&CpuPerCall) -> Option<f64>,
+        ),
+        ("Redis", |cpu| cpu.redis),
+        ("the load generator", |cpu| cpu.client),
+    ] {
+        figures.push((
+            name.to_owned(),
+            steady.iter().filter_map(|s| figure(&s.cpu)).collect(),
+        ));
+    }
+    figures
+        .into_iter()
+        .filter(|(_, per_call)| per_call.len() >= 2)
+        .map(|(name, per_call)| {
+            let check = flat_check(format!("{name} CPU per call"), &per_call, "µs");
+            format!("{}: {}", check.what, check.detail)
+        })
+        .collect()
 }
 
 fn mib(service: &ServiceSample) -> String {
     service
         .rss_kib
         .map_or("?".into(), |kib| format!("{:.1}", kib as f64 / 1024.0))
+}
+
+fn micros(value: Option<f64>) -> String {
+    value.map_or("?".into(), |micros| format!("{micros:.0}"))
 }
 
 fn optional<T: std::fmt::Display>(value: Option<T>) -> String {
@@ -201,11 +246,13 @@ pub fn render(samples: &[Sample], verdict: &Verdict) -> String {
     for service in &first.services {
         let _ = write!(
             header,
-            " {0} RSS MiB | {0} fds | {0} pool max in use / waiting |",
+            " {0} RSS MiB | {0} fds | {0} pool max in use / waiting | {0} CPU µs/call |",
             service.name
         );
-        rule.push_str("---:|---:|---:|");
+        rule.push_str("---:|---:|---:|---:|");
     }
+    header.push_str(" Postgres / Redis / load generator CPU µs/call |");
+    rule.push_str("---:|");
     for kind in CallKind::ALL {
         let _ = write!(header, " {} p50 / p99 ms |", kind.name());
         rule.push_str("---:|");
@@ -218,13 +265,21 @@ pub fn render(samples: &[Sample], verdict: &Verdict) -> String {
         for service in &sample.services {
             let _ = write!(
                 text,
-                " {} | {} | {} / {} |",
+                " {} | {} | {} / {} | {} |",
                 mib(service),
                 optional(service.fds),
                 optional(service.pool_in_use),
                 optional(service.pool_waiting),
+                micros(service.cpu_us_per_call),
             );
         }
+        let _ = write!(
+            text,
+            " {} / {} / {} |",
+            micros(sample.cpu.postgres),
+            micros(sample.cpu.redis),
+            micros(sample.cpu.client),
+        );
         for stats in &sample.calls {
             if stats.count == 0 {
                 text.push_str(" - |");
@@ -253,6 +308,9 @@ pub fn render(samples: &[Sample], verdict: &Verdict) -> String {
                 let mark = if check.held { "ok  " } else { "FAIL" };
                 let _ = writeln!(text, "- {mark} {}: {}", check.what, check.detail);
             }
+            for figure in &verdict.context {
+                let _ = writeln!(text, "- info {figure} (not judged)");
+            }
         }
     }
     text
@@ -263,11 +321,19 @@ pub fn to_csv(samples: &[Sample]) -> String {
     let mut text = String::from("elapsed_s");
     if let Some(first) = samples.first() {
         for service in &first.services {
-            for column in ["rss_kib", "fds", "pool_in_use", "pool_idle", "pool_waiting"] {
+            for column in [
+                "rss_kib",
+                "fds",
+                "pool_in_use",
+                "pool_idle",
+                "pool_waiting",
+                "cpu_us_per_call",
+            ] {
                 let _ = write!(text, ",{}_{column}", service.name);
             }
         }
     }
+    text.push_str(",postgres_cpu_us_per_call,redis_cpu_us_per_call,client_cpu_us_per_call");
     for kind in CallKind::ALL {
         for column in ["count", "errors", "p50_ms", "p99_ms"] {
             let _ = write!(text, ",{}_{column}", kind.name());
@@ -279,14 +345,22 @@ pub fn to_csv(samples: &[Sample]) -> String {
         for service in &sample.services {
             let _ = write!(
                 text,
-                ",{},{},{},{},{}",
+                ",{},{},{},{},{},{}",
                 optional(service.rss_kib),
                 optional(service.fds),
                 optional(service.pool_in_use),
                 optional(service.pool_idle),
-                optional(service.pool_waiting)
+                optional(service.pool_waiting),
+                micros(service.cpu_us_per_call),
             );
         }
+        let _ = write!(
+            text,
+            ",{},{},{}",
+            micros(sample.cpu.postgres),
+            micros(sample.cpu.redis),
+            micros(sample.cpu.client)
+        );
         for stats in &sample.calls {
             let _ = write!(
                 text,
@@ -315,7 +389,13 @@ pub fn to_json(samples: &[Sample], verdict: &Verdict, settings: Value) -> Value 
                     "pool_in_use": s.pool_in_use,
                     "pool_idle": s.pool_idle,
                     "pool_waiting": s.pool_waiting,
+                    "cpu_us_per_call": s.cpu_us_per_call,
                 })).collect::<Vec<_>>(),
+                "cpu_us_per_call": {
+                    "postgres": sample.cpu.postgres,
+                    "redis": sample.cpu.redis,
+                    "client": sample.cpu.client,
+                },
                 "calls": sample.calls.iter().map(|c| json!({
                     "kind": c.kind.name(),
                     "count": c.count,
@@ -336,6 +416,7 @@ pub fn to_json(samples: &[Sample], verdict: &Verdict, settings: Value) -> Value 
             "checks": verdict.checks.iter().map(|c| json!({
                 "what": c.what, "held": c.held, "detail": c.detail,
             })).collect::<Vec<_>>(),
+            "context": verdict.context,
         },
     })
 }
@@ -393,10 +474,12 @@ mod tests {
                 pool_in_use: Some(1.0),
                 pool_idle: Some(3.0),
                 pool_waiting: Some(0.0),
+                cpu_us_per_call: Some(50.0),
             }],
             calls: vec![interval(latencies(98, 2, p99_ms))],
             skipped: 0,
             open_watches: 10,
+            cpu: CpuPerCall::default(),
         }
     }
 
@@ -459,6 +542,35 @@ mod tests {
         assert_eq!(ms(pooled_p99(&both)), Some(1.0));
         assert_eq!(ms(pooled_p99(&both[1..])), Some(9.0));
         assert_eq!(pooled_p99(&[]), None);
+    }
+
+    #[test]
+    fn cpu_per_call_is_shown_beside_the_checks_and_not_judged() {
+        let slower_machine: Vec<Sample> = (1..=12)
+            .map(|minute| Sample {
+                cpu: CpuPerCall {
+                    client: Some(if minute <= 8 { 10.0 } else { 12.0 }),
+                    ..CpuPerCall::default()
+                },
+                ..sample(minute, 40, 30, 5.0)
+            })
+            .collect();
+        let verdict = verdict(&slower_machine);
+        assert!(verdict.held, "{:?}", verdict.checks);
+        assert!(
+            verdict.context.iter().any(|figure| figure
+                == "the load generator CPU per call: median 10.0 µs then 12.0 µs (+20.0%)"),
+            "{:?}",
+            verdict.context
+        );
+        assert!(
+            verdict
+                .context
+                .iter()
+                .any(|figure| figure.starts_with("registration CPU per call: median 50.0 µs")),
+            "{:?}",
+            verdict.context
+        );
     }
 
     #[test]

@@ -1,12 +1,13 @@
-//! What the soak records of each service every interval: resident memory
-//! and open file descriptors from `/proc`, and the Postgres pool's use from
-//! the service's own metrics endpoint.
+//! What the soak records of each service every interval: resident memory,
+//! descriptors held and CPU used from `/proc`, and the Postgres pool's use
+//! from the service's own metrics endpoint.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::cpu::CpuPerCall;
 use super::soak_load::KindStats;
 use super::{BenchError, BenchResult, Context};
 
@@ -41,6 +42,9 @@ pub struct ServiceSample {
     pub pool_idle: Option<f64>,
     /// The most `devicelink_db_pool_waiting` read in the interval.
     pub pool_waiting: Option<f64>,
+    /// CPU the service used in the interval, µs per call of the interval
+    /// (of every kind: the mix is the same in every interval).
+    pub cpu_us_per_call: Option<f64>,
 }
 
 /// Everything recorded at the end of one interval.
@@ -56,6 +60,12 @@ pub struct Sample {
     pub skipped: u64,
     /// Watch streams open at the sample.
     pub open_watches: usize,
+    /// CPU Postgres, Redis and the load generator (this process) used in
+    /// the interval, µs per call; `subject` is not used (each service's
+    /// is in its [`ServiceSample`]). The load generator's work per call
+    /// is fixed, so its figure moves only with the machine's own speed:
+    /// the yardstick for latency that moved with it.
+    pub cpu: CpuPerCall,
 }
 
 /// The pool's gauges as one scrape read them.
@@ -108,8 +118,13 @@ pub async fn pool_use(service: &Watched) -> PoolUse {
     }
 }
 
-/// `service`'s figures now, with the pool at its busiest over the interval.
-pub async fn sample_service(service: &Watched, pool: PoolUse) -> ServiceSample {
+/// `service`'s figures now, with the pool at its busiest over the interval
+/// and the CPU it used per call.
+pub async fn sample_service(
+    service: &Watched,
+    pool: PoolUse,
+    cpu_us_per_call: Option<f64>,
+) -> ServiceSample {
     ServiceSample {
         name: service.name,
         rss_kib: rss_kib(service.pid),
@@ -117,6 +132,7 @@ pub async fn sample_service(service: &Watched, pool: PoolUse) -> ServiceSample {
         pool_in_use: pool.in_use,
         pool_idle: pool.idle,
         pool_waiting: pool.waiting,
+        cpu_us_per_call,
     }
 }
 
