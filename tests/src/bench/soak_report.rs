@@ -227,6 +227,12 @@ fn mib(service: &ServiceSample) -> String {
         .map_or("?".into(), |kib| format!("{:.1}", kib as f64 / 1024.0))
 }
 
+/// Postgres's, Redis's and the load generator's CPU per call in `sample`,
+/// in that order: the order of the table's and the CSV's columns.
+fn shared_cpu(sample: &Sample) -> [String; 3] {
+    [sample.cpu.postgres, sample.cpu.redis, sample.cpu.client].map(micros)
+}
+
 fn micros(value: Option<f64>) -> String {
     value.map_or("?".into(), |micros| format!("{micros:.0}"))
 }
@@ -273,13 +279,7 @@ pub fn render(samples: &[Sample], verdict: &Verdict) -> String {
                 micros(service.cpu_us_per_call),
             );
         }
-        let _ = write!(
-            text,
-            " {} / {} / {} |",
-            micros(sample.cpu.postgres),
-            micros(sample.cpu.redis),
-            micros(sample.cpu.client),
-        );
+        let _ = write!(text, " {} |", shared_cpu(sample).join(" / "));
         for stats in &sample.calls {
             if stats.count == 0 {
                 text.push_str(" - |");
@@ -354,13 +354,7 @@ pub fn to_csv(samples: &[Sample]) -> String {
                 micros(service.cpu_us_per_call),
             );
         }
-        let _ = write!(
-            text,
-            ",{},{},{}",
-            micros(sample.cpu.postgres),
-            micros(sample.cpu.redis),
-            micros(sample.cpu.client)
-        );
+        let _ = write!(text, ",{}", shared_cpu(sample).join(","));
         for stats in &sample.calls {
             let _ = write!(
                 text,
