@@ -42,6 +42,8 @@ const MAX_AGE: Duration = Duration::from_secs(30);
 pub const TRUSTED_FOR: Duration = Duration::from_millis(1500);
 /// The most entries kept; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
+/// The fewest entries at which entries past [`MAX_AGE`] are dropped.
+const SWEEP_FLOOR: usize = 1024;
 
 /// A token's hash, as stored.
 type TokenHash = [u8; 32];
@@ -52,7 +54,7 @@ pub struct StatusCache {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     /// Whether change notifications are being received.
     listening: bool,
@@ -62,6 +64,25 @@ struct Inner {
     generation: u64,
     by_token: HashMap<TokenHash, (InstallStatus, Instant)>,
     token_of_install: HashMap<Uuid, TokenHash>,
+    /// The size at which the next insert first drops the entries past
+    /// [`MAX_AGE`]: twice what the last sweep left. Without it, statuses
+    /// read once and never changed again (a superseded install an SDK
+    /// still polls) stayed until the cache was full, and a replica's
+    /// memory grew for as long as its traffic brought new tokens.
+    sweep_at: usize,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            listening: false,
+            alive_at: None,
+            generation: 0,
+            by_token: HashMap::new(),
+            token_of_install: HashMap::new(),
+            sweep_at: SWEEP_FLOOR,
+        }
+    }
 }
 
 /// Where a read started, to cache its result only if nothing changed since.
@@ -98,10 +119,7 @@ impl StatusCache {
         if !inner.trusted() || inner.generation != ticket.0 {
             return;
         }
-        if inner.by_token.len() >= MAX_ENTRIES {
-            inner.by_token.clear();
-            inner.token_of_install.clear();
-        }
+        inner.make_room();
         inner
             .token_of_install
             .insert(status.install_id.0, token_hash);
@@ -154,6 +172,35 @@ impl StatusCache {
 }
 
 impl Inner {
+    /// Drops the entries no read would use any more once the cache has
+    /// doubled since the last sweep, and starts over when it is full.
+    fn make_room(&mut self) {
+        let size = self.by_token.len();
+        if size >= MAX_ENTRIES {
+            self.by_token.clear();
+            self.token_of_install.clear();
+        } else if size >= self.sweep_at {
+            let now = Instant::now();
+            let token_of_install = &mut self.token_of_install;
+            self.by_token.retain(|_, (status, cached_at)| {
+                let fresh = now.duration_since(*cached_at) < MAX_AGE;
+                if !fresh {
+                    token_of_install.remove(&status.install_id.0);
+                }
+                fresh
+            });
+        } else {
+            return;
+        }
+        let left = self.by_token.len();
+        self.sweep_at = (2 * left).max(SWEEP_FLOOR);
+        // A cache that was large once gives its memory back.
+        if self.by_token.capacity() > 4 * self.sweep_at {
+            self.by_token.shrink_to(self.sweep_at);
+            self.token_of_install.shrink_to(self.sweep_at);
+        }
+    }
+
     /// Whether what is cached can be believed now.
     fn trusted(&self) -> bool {
         self.listening
@@ -179,6 +226,15 @@ mod tests {
             current_epoch: 1,
             changed_at: SystemTime::now(),
         }
+    }
+
+    /// A distinct token hash for each number.
+    fn token(n: u128) -> TokenHash {
+        let half = n.to_be_bytes();
+        let mut token = [0; 32];
+        token[..16].copy_from_slice(&half);
+        token[16..].copy_from_slice(&half);
+        token
     }
 
     #[test]
@@ -242,5 +298,49 @@ mod tests {
         assert!(cache.get(&[3; 32]).is_ok());
         cache.evict(Uuid::from_u128(9));
         assert!(cache.get(&[3; 32]).is_err());
+    }
+
+    #[test]
+    fn statuses_too_old_to_answer_are_dropped_long_before_the_cache_is_full() {
+        let cache = StatusCache::default();
+        cache.set_listening(true);
+        let long_ago = Instant::now()
+            .checked_sub(MAX_AGE + Duration::from_secs(1))
+            .expect("the clock is past its first minute");
+        {
+            let mut inner = cache.lock();
+            for install in 0..SWEEP_FLOOR as u128 {
+                inner
+                    .token_of_install
+                    .insert(Uuid::from_u128(install), token(install));
+                inner
+                    .by_token
+                    .insert(token(install), (status(install), long_ago));
+            }
+        }
+        let fresh_token = [0xff; 32];
+        let Err(Some(ticket)) = cache.get(&fresh_token) else {
+            panic!("a ticket")
+        };
+        cache.insert(ticket, fresh_token, &status(u128::MAX));
+
+        let inner = cache.lock();
+        assert_eq!(inner.by_token.len(), 1, "only the fresh status is left");
+        assert_eq!(inner.token_of_install.len(), 1);
+        assert!(inner.by_token.contains_key(&fresh_token));
+    }
+
+    #[test]
+    fn fresh_statuses_survive_the_sweeps() {
+        let cache = StatusCache::default();
+        cache.set_listening(true);
+        for install in 0..(3 * SWEEP_FLOOR) as u128 {
+            let Err(Some(ticket)) = cache.get(&token(install)) else {
+                panic!("a ticket")
+            };
+            cache.insert(ticket, token(install), &status(install));
+        }
+        assert_eq!(cache.lock().by_token.len(), 3 * SWEEP_FLOOR);
+        assert!(cache.get(&token(0)).is_ok(), "still answered from the cache");
     }
 }
