@@ -341,6 +341,9 @@ mod tests {
             cache.insert(ticket, token(install), &status(install));
         }
         assert_eq!(cache.lock().by_token.len(), 3 * SWEEP_FLOOR);
-        assert!(cache.get(&token(0)).is_ok(), "still answered from the cache");
+        assert!(
+            cache.get(&token(0)).is_ok(),
+            "still answered from the cache"
+        );
     }
 }
