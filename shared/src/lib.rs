@@ -45,6 +45,7 @@ pub mod serving;
 pub mod shutdown;
 pub mod status;
 pub mod stores;
+pub mod sweep;
 pub mod telemetry;
 pub mod tls_incoming;
 pub mod tls_reload;

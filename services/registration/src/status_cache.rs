@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use devicelink_shared::sweep::SweepSchedule;
 use uuid::Uuid;
 
 use crate::domain::InstallStatus;
@@ -42,8 +43,6 @@ const MAX_AGE: Duration = Duration::from_secs(30);
 pub const TRUSTED_FOR: Duration = Duration::from_millis(1500);
 /// The most entries kept; past that the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
-/// The fewest entries at which entries past [`MAX_AGE`] are dropped.
-const SWEEP_FLOOR: usize = 1024;
 
 /// A token's hash, as stored.
 type TokenHash = [u8; 32];
@@ -54,7 +53,7 @@ pub struct StatusCache {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Inner {
     /// Whether change notifications are being received.
     listening: bool,
@@ -64,25 +63,12 @@ struct Inner {
     generation: u64,
     by_token: HashMap<TokenHash, (InstallStatus, Instant)>,
     token_of_install: HashMap<Uuid, TokenHash>,
-    /// The size at which the next insert first drops the entries past
-    /// [`MAX_AGE`]: twice what the last sweep left. Without it, statuses
+    /// When the next insert first drops the entries past [`MAX_AGE`].
+    /// Without it, statuses
     /// read once and never changed again (a superseded install an SDK
     /// still polls) stayed until the cache was full, and a replica's
     /// memory grew for as long as its traffic brought new tokens.
-    sweep_at: usize,
-}
-
-impl Default for Inner {
-    fn default() -> Self {
-        Self {
-            listening: false,
-            alive_at: None,
-            generation: 0,
-            by_token: HashMap::new(),
-            token_of_install: HashMap::new(),
-            sweep_at: SWEEP_FLOOR,
-        }
-    }
+    sweeps: SweepSchedule,
 }
 
 /// Where a read started, to cache its result only if nothing changed since.
@@ -179,7 +165,7 @@ impl Inner {
         if size >= MAX_ENTRIES {
             self.by_token.clear();
             self.token_of_install.clear();
-        } else if size >= self.sweep_at {
+        } else if self.sweeps.due(size) {
             let now = Instant::now();
             let token_of_install = &mut self.token_of_install;
             self.by_token.retain(|_, (status, cached_at)| {
@@ -192,12 +178,12 @@ impl Inner {
         } else {
             return;
         }
-        let left = self.by_token.len();
-        self.sweep_at = (2 * left).max(SWEEP_FLOOR);
-        // A cache that was large once gives its memory back.
-        if self.by_token.capacity() > 4 * self.sweep_at {
-            self.by_token.shrink_to(self.sweep_at);
-            self.token_of_install.shrink_to(self.sweep_at);
+        if let Some(capacity) = self
+            .sweeps
+            .swept(self.by_token.len(), self.by_token.capacity())
+        {
+            self.by_token.shrink_to(capacity);
+            self.token_of_install.shrink_to(capacity);
         }
     }
 
@@ -213,6 +199,8 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;
+
+    use devicelink_shared::sweep::SWEEP_FLOOR;
 
     use super::*;
     use crate::domain::{InstallId, InstallState};

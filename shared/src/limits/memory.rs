@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use super::keys::{Limit, LimitKey};
 use super::script::{Decision, Refusal};
+use crate::sweep::SweepSchedule;
 
 /// The most subjects one replica remembers while Redis is away.
 pub const MAX_ENTRIES: usize = 100_000;
-/// The table is not swept below this size: too small to matter.
-const SWEEP_FLOOR: usize = 1024;
 
 /// What [`MemoryLimiter::first_look`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +53,8 @@ pub struct MemoryLimiter {
 #[derive(Debug)]
 struct Table {
     tats: HashMap<LimitKey, Duration>,
-    /// The size at which the next new subject first drops the expired
-    /// ones: twice what was left by the last sweep.
-    sweep_at: usize,
+    /// When the next new subject first drops the expired ones.
+    sweeps: SweepSchedule,
 }
 
 impl Table {
@@ -65,16 +63,13 @@ impl Table {
         let full = self.tats.len();
         if full >= max_entries {
             make_room(&mut self.tats, now);
-        } else if full >= self.sweep_at {
+        } else if self.sweeps.due(full) {
             self.tats.retain(|_, tat| *tat > now);
         } else {
             return;
         }
-        let left = self.tats.len();
-        self.sweep_at = (2 * left).max(SWEEP_FLOOR);
-        // A table that was large once gives its memory back.
-        if self.tats.capacity() > 4 * self.sweep_at {
-            self.tats.shrink_to(self.sweep_at);
+        if let Some(capacity) = self.sweeps.swept(self.tats.len(), self.tats.capacity()) {
+            self.tats.shrink_to(capacity);
         }
     }
 }
@@ -93,7 +88,7 @@ impl MemoryLimiter {
             max_entries: max_entries.max(2),
             tats: Mutex::new(Table {
                 tats: HashMap::new(),
-                sweep_at: SWEEP_FLOOR,
+                sweeps: SweepSchedule::default(),
             }),
         }
     }
@@ -197,6 +192,7 @@ fn make_room(tats: &mut HashMap<LimitKey, Duration>, now: Duration) {
 mod tests {
     use super::*;
     use crate::limits::{Rate, Scope};
+    use crate::sweep::SWEEP_FLOOR;
 
     fn limit(token: &str, rate: &str) -> Limit {
         Limit::new(
