@@ -28,6 +28,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod audit_pack;
 pub mod audit_writer;
 pub mod auth_code;
 pub mod code_challenge;

@@ -302,7 +302,7 @@ pub async fn create_database_on(admin_url: &str) -> String {
 
 /// A connection to `url`, made as the services make theirs (TLS settings
 /// included), without their timeouts.
-async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, String> {
+pub async fn connect_postgres(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, connection) = devicelink_shared::stores::connect_once(url)
         .await
         .map_err(|error| devicelink_shared::status::error_chain(&*error))?;

@@ -146,15 +146,20 @@ async fn no_event_holds_a_secret_or_an_external_id_in_clear() {
     secrets.push(devicelink_e2e::credentials::api_key_secret(&created.api_key).to_owned());
 
     // Every byte of every stored event, the row as text and the encoded
-    // event both; the mints' too, once written.
+    // event both, packs included; the mints' too, once written.
     await_mints(&env, 4).await;
+    let stored = env.count(&stored_events("true")).await;
+    assert!(stored >= 17, "the run wrote its events: {stored}");
     let rows = env
         .database()
         .await
-        .query("SELECT audit_events::text, event FROM audit_events", &[])
+        .query(
+            "SELECT audit_events::text, event FROM audit_events
+             UNION ALL SELECT audit_event_packs::text, pack FROM audit_event_packs",
+            &[],
+        )
         .await
         .expect("read every event");
-    assert!(rows.len() >= 17, "the run wrote its events: {}", rows.len());
     for row in rows {
         let text: String = row.get(0);
         let encoded: Vec<u8> = row.get(1);

@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sdk_configs_without_empty_keys",
         include_str!("../migrations/0007_sdk_configs_without_empty_keys.sql"),
     ),
+    (
+        8,
+        "audit_event_packs",
+        include_str!("../migrations/0008_audit_event_packs.sql"),
+    ),
 ];
 
 /// Every migration's version, in the order they are applied.

@@ -13,9 +13,10 @@
 //! pipelined with its `COMMIT` (redemptions), and Postgres ends a
 //! statement past `statement_timeout` and a transaction left idle past
 //! `idle_in_transaction_session_timeout` (both set on every connection,
-//! see `devicelink_shared::stores`). `statement_timestamp()` is taken
-//! before the query's snapshot, so everything settled by that time is in
-//! it. Below the cursor nothing new can then appear: a client that resumes
+//! see `devicelink_shared::stores`). A first statement reads that bound;
+//! the reads of rows and of packs ([`super::audit_packs`]) that follow it
+//! take their snapshots later, so everything settled by then is in them,
+//! and both stop at the same bound. Below the cursor nothing new can then appear: a client that resumes
 //! from the last cursor it saw misses nothing and gets nothing twice,
 //! whichever replica serves it. The cost is latency: an event reaches a
 //! watch [`watch_settle`] after it was written (11 s with the default
@@ -30,6 +31,7 @@ use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::Store;
+use super::audit_packs::PackRead;
 use crate::error::StoreError;
 
 /// How old an event must be before a watch sends it, for connections whose
@@ -136,10 +138,15 @@ impl Store {
                AND ($6::uuid IS NULL OR event_id < $6)
              ORDER BY event_id DESC LIMIT $7"
         );
-        let limit_plus_one = i64::from(limit) + 1;
+        let wanted = limit as usize + 1;
         let mut events = self
-            .read_events(&sql, filter, before, limit_plus_one, None)
+            .read_events(&sql, filter, before, wanted as i64, None)
             .await?;
+        events.extend(
+            self.packed_audit_events(filter, PackRead::NewestBelow(before), wanted)
+                .await?,
+        );
+        events.sort_unstable_by_key(|event| std::cmp::Reverse(event.event_id));
         let more = events.len() > limit as usize;
         events.truncate(limit as usize);
         let next_cursor = more
@@ -160,20 +167,36 @@ impl Store {
         after: Uuid,
         limit: u32,
     ) -> Result<Vec<StoredAuditEvent>, StoreError> {
+        // One bound for both reads: rows and packs settled by the same
+        // time, so that neither runs ahead of the other's next poll.
+        let settle_seconds = watch_settle(self.postgres.call_timeout()).as_secs_f64();
+        let bound: Uuid = self
+            .query_opt_call(
+                "SELECT audit_uuidv7_floor(statement_timestamp() - make_interval(secs => $1))",
+                &[(&settle_seconds, Type::FLOAT8)],
+            )
+            .await?
+            .ok_or_else(|| StoreError::internal("no row for the settled bound"))?
+            .try_get(0)?;
         let sql = format!(
             "SELECT {COLUMNS} FROM audit_events WHERE {FILTERS}
-               AND event_id > $6
-               AND event_id < audit_uuidv7_floor(statement_timestamp() - make_interval(secs => $8))
+               AND event_id > $6 AND event_id < $8
              ORDER BY event_id LIMIT $7"
         );
-        self.read_events(
-            &sql,
-            filter,
-            Some(after),
-            i64::from(limit),
-            Some(watch_settle(self.postgres.call_timeout()).as_secs_f64()),
-        )
-        .await
+        let mut events = self
+            .read_events(&sql, filter, Some(after), i64::from(limit), Some(bound))
+            .await?;
+        events.extend(
+            self.packed_audit_events(
+                filter,
+                PackRead::OldestAbove { after, bound },
+                limit as usize,
+            )
+            .await?,
+        );
+        events.sort_unstable_by_key(|event| event.event_id);
+        events.truncate(limit as usize);
+        Ok(events)
     }
 
     /// The cursor of "now": events written from now on come after it.
@@ -191,7 +214,7 @@ impl Store {
         filter: &AuditFilter,
         cursor: Option<Uuid>,
         limit: i64,
-        settle_seconds: Option<f64>,
+        bound: Option<Uuid>,
     ) -> Result<Vec<StoredAuditEvent>, StoreError> {
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
             (&filter.app_id, Type::UUID),
@@ -202,8 +225,8 @@ impl Store {
             (&cursor, Type::UUID),
             (&limit, Type::INT8),
         ];
-        if let Some(settle_seconds) = &settle_seconds {
-            params.push((settle_seconds, Type::FLOAT8));
+        if let Some(bound) = &bound {
+            params.push((bound, Type::UUID));
         }
         let mut connection = self.connection().await?;
         let rows = connection
@@ -212,9 +235,10 @@ impl Store {
         rows.iter().map(StoredAuditEvent::from_row).collect()
     }
 
-    /// Deletes up to `batch` events written longer than `retention` ago
-    /// (by event id, whose first bits are the time it was written: the
-    /// primary key finds them); how many went.
+    /// Deletes up to `batch` event rows and `batch` packs written longer
+    /// than `retention` ago (by their ids, whose first bits are the time
+    /// they were written: the primary keys find them); how many events
+    /// went.
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.purge_audit_events", skip_all, fields(db.system = "postgresql"))]
     pub async fn purge_audit_events(
         &self,
@@ -222,13 +246,31 @@ impl Store {
         batch: i64,
     ) -> Result<u64, StoreError> {
         let retention_seconds = retention.as_secs_f64();
-        self.execute_call(
-            "DELETE FROM audit_events WHERE event_id IN (
-                 SELECT event_id FROM audit_events
-                 WHERE event_id < audit_uuidv7_floor(now() - make_interval(secs => $1))
-                 LIMIT $2)",
-            &[(&retention_seconds, Type::FLOAT8), (&batch, Type::INT8)],
-        )
-        .await
+        let params: &[(&(dyn ToSql + Sync), Type)] =
+            &[(&retention_seconds, Type::FLOAT8), (&batch, Type::INT8)];
+        let rows = self
+            .execute_call(
+                "DELETE FROM audit_events WHERE event_id IN (
+                     SELECT event_id FROM audit_events
+                     WHERE event_id < audit_uuidv7_floor(now() - make_interval(secs => $1))
+                     LIMIT $2)",
+                params,
+            )
+            .await?;
+        let packed: i64 = self
+            .query_opt_call(
+                "WITH purged AS (
+                     DELETE FROM audit_event_packs WHERE first_event_id IN (
+                         SELECT first_event_id FROM audit_event_packs
+                         WHERE first_event_id < audit_uuidv7_floor(now() - make_interval(secs => $1))
+                         LIMIT $2)
+                     RETURNING event_count)
+                 SELECT coalesce(sum(event_count), 0)::int8 FROM purged",
+                params,
+            )
+            .await?
+            .ok_or_else(|| StoreError::internal("no row for the purged packs"))?
+            .try_get(0)?;
+        Ok(rows + packed.unsigned_abs())
     }
 }

@@ -25,6 +25,7 @@ macro_rules! status_columns {
 
 mod admin;
 mod audit;
+mod audit_packs;
 mod connection;
 mod installs;
 mod pipelined_tx;
