@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 
+use crate::audit_pack::{AuditPack, PackedEvent};
 use crate::pb;
 use crate::pb::audit_actor::Actor as PbActor;
 use crate::pb::audit_event::Payload;
@@ -140,6 +141,50 @@ impl AuditRows {
         self.types.push(row.type_name);
         self.events.push(row.event);
     }
+}
+
+impl AuditRows {
+    /// The events as one pack ([`crate::audit_pack`]), to write with the
+    /// change they record. Only `code_redeemed` carries the external id
+    /// hash of the pack: an install's events name the user by id, as a
+    /// reset's do, and need no hash of the person (less to erase).
+    pub fn pack(&self) -> ChangePack {
+        let redeemed = type_name(pb::AuditEventType::CodeRedeemed);
+        let mut types: Vec<String> = Vec::new();
+        let events = self
+            .types
+            .iter()
+            .zip(&self.events)
+            .map(|(type_name, event)| {
+                if !types.contains(type_name) {
+                    types.push(type_name.clone());
+                }
+                PackedEvent {
+                    event: event.clone(),
+                    type_name: type_name.clone(),
+                    names_person: *type_name == redeemed,
+                    ..PackedEvent::default()
+                }
+            })
+            .collect::<Vec<_>>();
+        ChangePack {
+            types,
+            count: i32::try_from(events.len()).unwrap_or(i32::MAX),
+            pack: AuditPack { events }.encode_to_vec(),
+        }
+    }
+}
+
+/// The events of one change as the statement that makes the change writes
+/// them: one `audit_event_packs` row.
+#[derive(Debug, Clone, Default)]
+pub struct ChangePack {
+    /// Its events' types, each once.
+    pub types: Vec<String>,
+    /// How many events it holds.
+    pub count: i32,
+    /// The encoded [`AuditPack`].
+    pub pack: Vec<u8>,
 }
 
 impl FromIterator<AuditRow> for AuditRows {

@@ -1,26 +1,31 @@
-//! Packs: how the audit events of a batch that name no person, user or
-//! install are stored, one `audit_event_packs` row per batch, app and type
-//! instead of an `audit_events` row each (migration 0008 says why).
+//! Packs: audit events stored several to an `audit_event_packs` row
+//! (migration 0008 says which and why), and how their ids are made.
 //!
-//! A pack's events have consecutive ids. The pack's first id is the first
-//! of an aligned block: the first 8 bytes of a UUIDv7 made by Postgres's
-//! clock when the batch is written, then one byte with the variant bits
-//! and the pack's place in its statement ([`block_byte`]), then 7 zero
-//! bytes. Event `n` of the pack adds `n` to the last 7 bytes
-//! ([`event_id`]). No two packs share a block (the table's primary key),
-//! so packs never interleave and a reader orders their events by ordering
-//! the packs.
+//! A pack's first id is a UUIDv7 made by Postgres's clock when it is
+//! written, whose last byte is zero ([`audit_pack_first_id_tail`]); event `n` of
+//! the pack adds `n` ([`event_id`]), so a pack's ids fill an aligned block
+//! of [`MAX_EVENTS`] that no other pack shares: packs never interleave,
+//! and a reader orders their events by ordering the packs.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
 
-/// The most packs one statement writes: the block byte has 6 bits for the
-/// pack's place after the variant's 2.
-pub const PACKS_PER_STATEMENT: usize = 64;
+/// The most events in a pack: the ids of its block.
+pub const MAX_EVENTS: usize = 256;
+
+/// SQL for the second half of a pack's first id: the variant and random
+/// bits of a fresh UUIDv4, with the last byte zeroed. A macro, so that a
+/// statement can `concat!` it.
+#[macro_export]
+macro_rules! audit_pack_first_id_tail {
+    () => {
+        "overlay(substring(uuid_send(gen_random_uuid()) FROM 9) PLACING '\\x00'::bytea FROM 8)"
+    };
+}
 
 /// A pack's events, in the order of their ids. What the row's columns hold
-/// (app, type, the pack's ids) is not repeated.
+/// (app, user, install, the hash, the ids) is not repeated.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AuditPack {
     /// The events.
@@ -31,7 +36,8 @@ pub struct AuditPack {
 /// One event of a pack.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PackedEvent {
-    /// When it happened, in microseconds since the Unix epoch.
+    /// When it happened, in microseconds since the Unix epoch; 0 for the
+    /// time the pack was written (events written with their change).
     #[prost(int64, tag = "1")]
     pub occurred_at_micros: i64,
     /// The public id of the API key it concerns; empty for none.
@@ -41,13 +47,22 @@ pub struct PackedEvent {
     /// hold, as `audit_events.event`.
     #[prost(bytes = "vec", tag = "3")]
     pub event: Vec<u8>,
+    /// Its type (as `audit_events.type`); empty when the pack has one
+    /// type only.
+    #[prost(string, tag = "4")]
+    pub type_name: String,
+    /// Whether it carries the pack's external id hash.
+    #[prost(bool, tag = "5")]
+    pub names_person: bool,
 }
 
 impl PackedEvent {
-    /// When it happened.
-    pub fn occurred_at(&self) -> SystemTime {
-        let micros = u64::try_from(self.occurred_at_micros).unwrap_or_default();
-        UNIX_EPOCH + Duration::from_micros(micros)
+    /// When it happened; `written` when the pack's time is its time.
+    pub fn occurred_at(&self, written: SystemTime) -> SystemTime {
+        match u64::try_from(self.occurred_at_micros) {
+            Ok(micros) if micros > 0 => UNIX_EPOCH + Duration::from_micros(micros),
+            _ => written,
+        }
     }
 }
 
@@ -55,13 +70,6 @@ impl PackedEvent {
 pub fn micros(time: SystemTime) -> i64 {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// The 9th byte of the ids of the `place`th pack of a statement: the
-/// variant bits `10`, then `place` (below [`PACKS_PER_STATEMENT`]).
-pub fn block_byte(place: usize) -> u8 {
-    debug_assert!(place < PACKS_PER_STATEMENT);
-    0x80 | (place as u8 & 0x3f)
 }
 
 /// The id of the `index`th event of the pack whose first id is `first`.
@@ -72,8 +80,12 @@ pub fn event_id(first: Uuid, index: usize) -> Uuid {
 /// The first id of the block `id` falls in: the first id of the pack that
 /// holds an event of id `id`, if a pack does.
 pub fn block_of(id: Uuid) -> Uuid {
-    const WITHIN_BLOCK: u128 = (1 << 56) - 1;
-    Uuid::from_u128(id.as_u128() & !WITHIN_BLOCK)
+    Uuid::from_u128(id.as_u128() & !(MAX_EVENTS as u128 - 1))
+}
+
+/// The first id of the block after `first`'s.
+pub fn next_block(first: Uuid) -> Uuid {
+    Uuid::from_u128(block_of(first).as_u128().saturating_add(MAX_EVENTS as u128))
 }
 
 #[cfg(test)]
@@ -82,38 +94,41 @@ mod tests {
 
     #[test]
     fn events_of_a_pack_stay_in_its_block_and_in_order() {
-        let first = Uuid::from_u128(0x0192_3456_789a_7bcd_8000_0000_0000_0000);
-        let ids: Vec<Uuid> = (0..300).map(|index| event_id(first, index)).collect();
+        let first = Uuid::from_u128(0x0192_3456_789a_7bcd_8123_4567_89ab_cd00);
+        let ids: Vec<Uuid> = (0..MAX_EVENTS)
+            .map(|index| event_id(first, index))
+            .collect();
         assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
         assert!(ids.iter().all(|id| block_of(*id) == first));
         assert_eq!(ids[0], first);
-        let next_block = Uuid::from_u128(0x0192_3456_789a_7bcd_8100_0000_0000_0000);
-        assert!(ids.iter().all(|id| *id < next_block));
-        assert_eq!(ids[299].get_version_num(), 7);
+        assert!(ids.iter().all(|id| *id < next_block(first)));
+        assert_eq!(block_of(next_block(first)), next_block(first));
+        assert_eq!(ids[MAX_EVENTS - 1].get_version_num(), 7);
     }
 
     #[test]
-    fn block_bytes_carry_the_variant() {
-        assert_eq!(block_byte(0), 0x80);
-        assert_eq!(block_byte(PACKS_PER_STATEMENT - 1), 0xbf);
-        let id = Uuid::from_u128(0x0192_3456_789a_7bcd_bf00_0000_0000_0005);
-        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-    }
-
-    #[test]
-    fn a_pack_survives_encoding() {
+    fn a_pack_survives_encoding_and_an_unset_time_is_the_packs() {
         let time = UNIX_EPOCH + Duration::from_micros(1_764_000_000_123_456);
         let pack = AuditPack {
-            events: vec![PackedEvent {
-                occurred_at_micros: micros(time),
-                api_key_id: "key".into(),
-                event: vec![1, 2, 3],
-            }],
+            events: vec![
+                PackedEvent {
+                    occurred_at_micros: micros(time),
+                    api_key_id: "key".into(),
+                    event: vec![1, 2, 3],
+                    ..Default::default()
+                },
+                PackedEvent {
+                    type_name: "code_redeemed".into(),
+                    names_person: true,
+                    ..Default::default()
+                },
+            ],
         };
         let decoded =
             <AuditPack as prost::Message>::decode(prost::Message::encode_to_vec(&pack).as_slice())
                 .expect("decodes");
         assert_eq!(decoded, pack);
-        assert_eq!(decoded.events[0].occurred_at(), time);
+        assert_eq!(decoded.events[0].occurred_at(UNIX_EPOCH), time);
+        assert_eq!(decoded.events[1].occurred_at(time), time);
     }
 }

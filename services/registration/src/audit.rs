@@ -3,7 +3,8 @@
 //! domain terms.
 
 pub use devicelink_shared::audit::{
-    Actor, AuditRow, AuditRows, CallContext, change, code_id, refusal, type_from_name, type_name,
+    Actor, AuditRow, AuditRows, CallContext, ChangePack, change, code_id, refusal, type_from_name,
+    type_name,
 };
 use devicelink_shared::pb;
 

@@ -58,19 +58,27 @@ pub fn event_type(event: &pb::AuditEvent) -> T {
     T::try_from(event.r#type).expect("a known type")
 }
 
-/// A query counting the stored events whose `type` matches `condition`
-/// (a condition on `type` only), those stored as rows and those in packs.
-pub fn stored_events(condition: &str) -> String {
+/// A query counting the stored events: the rows of `audit_events` that
+/// match `rows`, and the events of the `audit_event_packs` rows that match
+/// `packs` (conditions on each table's columns).
+pub fn stored_events(rows: &str, packs: &str) -> String {
     format!(
-        "SELECT (SELECT count(*) FROM audit_events WHERE {condition})
-              + (SELECT coalesce(sum(event_count), 0) FROM audit_event_packs WHERE {condition})::int8"
+        "SELECT (SELECT count(*) FROM audit_events WHERE {rows})
+              + (SELECT coalesce(sum(event_count), 0) FROM audit_event_packs WHERE {packs})::int8"
     )
 }
 
 /// Waits until the buffered writer has written `count` mint events.
 pub async fn await_mints(env: &TestEnv, count: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while env.count(&stored_events("type = 'code_minted'")).await < count {
+    while env
+        .count(&stored_events(
+            "type = 'code_minted'",
+            "types = ARRAY['code_minted']",
+        ))
+        .await
+        < count
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "{count} mints written"

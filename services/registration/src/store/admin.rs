@@ -607,15 +607,21 @@ async fn insert_key(
 /// active install, if it had one. The events the user left behind stay,
 /// as the record of what happened, but no longer name the person: the
 /// external id's hash is cleared from every event that holds it (the
-/// user's, and those of codes minted for the same external id). The last
+/// user's redemptions, stored in packs with the user's id, and the rows of
+/// refused redemptions that name the same person). The last
 /// statement before `COMMIT`, so its events commit within the bound the
 /// audit watch relies on.
 const ERASE_USER: &str = "WITH erased AS (DELETE FROM users WHERE id = $1 RETURNING id, app_id),
      active AS (SELECT i.id, i.app_id, i.user_id FROM installs i
          WHERE i.user_id = $1 AND i.state = 'active'),
+     person AS (SELECT external_id_hash FROM audit_event_packs
+             WHERE user_id = $1 AND external_id_hash IS NOT NULL
+         UNION SELECT external_id_hash FROM audit_events
+             WHERE user_id = $1 AND external_id_hash IS NOT NULL),
      unlinked AS (UPDATE audit_events SET external_id_hash = NULL
-         WHERE app_id = $2 AND external_id_hash IN
-             (SELECT external_id_hash FROM audit_events WHERE user_id = $1 AND external_id_hash IS NOT NULL)),
+         WHERE app_id = $2 AND external_id_hash IN (SELECT external_id_hash FROM person)),
+     unlinked_packs AS (UPDATE audit_event_packs SET external_id_hash = NULL
+         WHERE user_id = $1 AND external_id_hash IS NOT NULL),
      erased_event AS (INSERT INTO audit_events (app_id, type, user_id, event)
          SELECT app_id, $3, id, $4 FROM erased),
      deactivated_event AS (INSERT INTO audit_events (app_id, type, user_id, install_id, event)

@@ -6,6 +6,8 @@
 //! keeps its events that pass the filters, until it has as many as it
 //! wants or no pack is left.
 
+use std::time::SystemTime;
+
 use devicelink_shared::audit_pack::{self, AuditPack};
 use prost::Message;
 use tokio_postgres::types::{ToSql, Type};
@@ -20,12 +22,16 @@ use crate::error::StoreError;
 /// more.
 const PACKS_PER_QUERY: i64 = 8;
 
+/// The columns of a pack, as [`unpack`] reads them.
+const PACK_COLUMNS: &str = "first_event_id, types, app_id, user_id, install_id, external_id_hash,
+     first_occurred_at, pack";
+
 /// The filters packs can be skipped by without being opened: `$1` app,
-/// `$2` types (empty: all), `$3` user (packs name no user, so a filter by
-/// user skips them all), `$4` since, `$5` until.
+/// `$2` types (empty: all; a pack may hold other types beside them), `$3`
+/// user, `$4` since, `$5` until.
 const PACK_FILTERS: &str = "($1::uuid IS NULL OR app_id = $1)
-      AND (cardinality($2::text[]) = 0 OR type = ANY($2::text[]))
-      AND $3::uuid IS NULL
+      AND (cardinality($2::text[]) = 0 OR types && $2::text[])
+      AND ($3::uuid IS NULL OR user_id = $3)
       AND ($4::timestamptz IS NULL OR last_occurred_at >= $4)
       AND ($5::timestamptz IS NULL OR first_occurred_at < $5)";
 
@@ -51,12 +57,12 @@ impl Store {
     ) -> Result<Vec<StoredAuditEvent>, StoreError> {
         let sql = match read {
             PackRead::NewestBelow(_) => format!(
-                "SELECT first_event_id, type, app_id, pack FROM audit_event_packs
+                "SELECT {PACK_COLUMNS} FROM audit_event_packs
                  WHERE {PACK_FILTERS} AND ($6::uuid IS NULL OR first_event_id < $6)
                  ORDER BY first_event_id DESC LIMIT $7"
             ),
             PackRead::OldestAbove { .. } => format!(
-                "SELECT first_event_id, type, app_id, pack FROM audit_event_packs
+                "SELECT {PACK_COLUMNS} FROM audit_event_packs
                  WHERE {PACK_FILTERS} AND first_event_id >= $6 AND first_event_id < $8
                  ORDER BY first_event_id LIMIT $7"
             ),
@@ -96,7 +102,7 @@ impl Store {
                 let unpacked = unpack(row, first_event_id)?;
                 let kept = unpacked
                     .into_iter()
-                    .filter(|event| read.passes(event.event_id) && filter.passes_time(event));
+                    .filter(|event| read.passes(event.event_id) && filter.passes_unpacked(event));
                 match read {
                     PackRead::NewestBelow(_) => events.extend(kept.rev()),
                     PackRead::OldestAbove { .. } => events.extend(kept),
@@ -133,11 +139,13 @@ impl PackRead {
 }
 
 impl AuditFilter {
-    /// Whether `event`'s time is in the filter's range (the pack's columns
-    /// only tell whether some of its events may be).
-    fn passes_time(&self, event: &StoredAuditEvent) -> bool {
+    /// Whether an event of a pack that passed the pack-level filters
+    /// passes: its time and type (the pack's columns tell only whether
+    /// some of its events may).
+    fn passes_unpacked(&self, event: &StoredAuditEvent) -> bool {
         self.since.is_none_or(|since| event.occurred_at >= since)
             && self.until.is_none_or(|until| event.occurred_at < until)
+            && (self.types.is_empty() || self.types.contains(&event.type_name))
     }
 }
 
@@ -146,25 +154,43 @@ fn unpack(
     row: &tokio_postgres::Row,
     first_event_id: Uuid,
 ) -> Result<Vec<StoredAuditEvent>, StoreError> {
-    let type_name: String = row.try_get(1)?;
+    let types: Vec<String> = row.try_get(1)?;
     let app_id: Option<Uuid> = row.try_get(2)?;
-    let pack: &[u8] = row.try_get(3)?;
+    let user_id: Option<Uuid> = row.try_get(3)?;
+    let install_id: Option<Uuid> = row.try_get(4)?;
+    let external_id_hash: Option<Vec<u8>> = row.try_get(5)?;
+    let written: SystemTime = row.try_get(6)?;
+    let pack: &[u8] = row.try_get(7)?;
     let pack = AuditPack::decode(pack)
         .map_err(|error| StoreError::internal(format!("unreadable audit pack: {error}")))?;
-    Ok(pack
-        .events
+    let only_type = match types.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    };
+    pack.events
         .into_iter()
         .enumerate()
-        .map(|(index, event)| StoredAuditEvent {
-            event_id: audit_pack::event_id(first_event_id, index),
-            occurred_at: event.occurred_at(),
-            type_name: type_name.clone(),
-            app_id,
-            user_id: None,
-            install_id: None,
-            api_key_id: (!event.api_key_id.is_empty()).then_some(event.api_key_id),
-            external_id_hash: None,
-            event: event.event,
+        .map(|(index, event)| {
+            let type_name = match (event.type_name.is_empty(), only_type) {
+                (false, _) => event.type_name.clone(),
+                (true, Some(only)) => only.clone(),
+                (true, None) => {
+                    return Err(StoreError::internal(
+                        "an audit pack of several types has an event without one",
+                    ));
+                }
+            };
+            Ok(StoredAuditEvent {
+                event_id: audit_pack::event_id(first_event_id, index),
+                occurred_at: event.occurred_at(written),
+                type_name,
+                app_id,
+                user_id,
+                install_id,
+                api_key_id: (!event.api_key_id.is_empty()).then_some(event.api_key_id),
+                external_id_hash: external_id_hash.clone().filter(|_| event.names_person),
+                event: event.event,
+            })
         })
-        .collect())
+        .collect()
 }

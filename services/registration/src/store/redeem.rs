@@ -38,7 +38,7 @@ use super::pipelined_tx::PipelinedTransaction;
 use super::redeem_sql::{self as sql, CODE_ALREADY_CLAIMED, NEW_USER_EPOCH};
 use super::{STATUS_CHANNEL, Store, epoch};
 use crate::arbitration::{DeviceHeldByAnotherUser, InstallInPlay, Resolution, resolve};
-use crate::audit::{self, AuditRows, CallContext};
+use crate::audit::{self, AuditRows, CallContext, ChangePack};
 use crate::domain::{
     AppInfo, DeviceInfo, FormFactor, InstallId, InstallState, InstallStatus, StateReason, UserId,
 };
@@ -155,15 +155,21 @@ macro_rules! binding_types {
 /// a redemption's events: the external id's keyed hash, then the events.
 macro_rules! audit_types {
     () => {
-        binding_types!(Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY)
+        binding_types!(Type::BYTEA, Type::TEXT_ARRAY, Type::INT4, Type::BYTEA)
     };
     ($first:expr) => {
-        binding_types!($first, Type::BYTEA, Type::TEXT_ARRAY, Type::BYTEA_ARRAY)
+        binding_types!(
+            $first,
+            Type::BYTEA,
+            Type::TEXT_ARRAY,
+            Type::INT4,
+            Type::BYTEA
+        )
     };
 }
 
 /// [`sql::CREATE_USER`]: the binding's parameters, the external id, then
-/// its hash and the events.
+/// its hash and the events' pack.
 const CREATE_USER: Sql = Sql::new(sql::CREATE_USER, &audit_types!(Type::TEXT));
 /// The statements of the transaction that arbitrates.
 const UPSERT_USER: Sql = Sql::new(
@@ -174,7 +180,7 @@ const INSTALLS_IN_PLAY: Sql =
     Sql::new(sql::INSTALLS_IN_PLAY, &[Type::UUID, Type::TEXT, Type::TEXT]);
 const SUPERSEDE: Sql = Sql::new(
     sql::SUPERSEDE_AUDITED,
-    &[Type::UUID, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+    &[Type::UUID, Type::TEXT_ARRAY, Type::INT4, Type::BYTEA],
 );
 const INSERT_INSTALL: Sql = Sql::new(sql::INSERT_INSTALL, &audit_types!());
 const REBIND_INSTALL: Sql = Sql::new(sql::REBIND_INSTALL, &audit_types!());
@@ -263,7 +269,7 @@ async fn redeem_for_new_user(
     let audited = binding.audit_params();
     // The binding's twenty-one parameters, the external id as `$22`, then
     // its hash and the events.
-    let params: [&(dyn ToSql + Sync); 25] = std::array::from_fn(|index| match index {
+    let params: [&(dyn ToSql + Sync); 26] = std::array::from_fn(|index| match index {
         0..21 => bound[index],
         21 => &external_id,
         _ => audited[index - 22],
@@ -301,7 +307,7 @@ struct Binding<'a> {
     code_challenge: Option<&'a [u8]>,
     external_id_hash: &'a [u8],
     /// The events of the redemption, written by the statement that binds.
-    events: AuditRows,
+    events: ChangePack,
 }
 
 impl<'a> Binding<'a> {
@@ -314,7 +320,7 @@ impl<'a> Binding<'a> {
         was_active: bool,
     ) -> Self {
         Self {
-            events: redemption_events(new, resolution, install_id, restored, was_active),
+            events: redemption_events(new, resolution, install_id, restored, was_active).pack(),
             external_id_hash: new.external_id_hash.as_slice(),
             new,
             resolution,
@@ -361,13 +367,14 @@ impl<'a> Binding<'a> {
         ]
     }
 
-    /// `$22`–`$24` of the statements that bind: the external id's hash and
-    /// the events.
-    fn audit_params(&self) -> [&(dyn ToSql + Sync); 3] {
+    /// `$22`–`$25` of the statements that bind: the external id's hash and
+    /// the events' pack.
+    fn audit_params(&self) -> [&(dyn ToSql + Sync); 4] {
         [
             &self.external_id_hash,
             &self.events.types,
-            &self.events.events,
+            &self.events.count,
+            &self.events.pack,
         ]
     }
 
@@ -489,7 +496,7 @@ async fn write_resolution(
     let resolution = binding.resolution;
     let bound = binding.params();
     let audited = binding.audit_params();
-    let bind_params: [&(dyn ToSql + Sync); 24] = std::array::from_fn(|index| match index {
+    let bind_params: [&(dyn ToSql + Sync); 25] = std::array::from_fn(|index| match index {
         0..21 => bound[index],
         _ => audited[index - 21],
     });
@@ -508,17 +515,19 @@ async fn write_resolution(
         .superseded
         .map(|install| install.0)
         .unwrap_or_default();
-    let superseded_events: AuditRows = std::iter::once(audit::deactivation(
+    let superseded_events = std::iter::once(audit::deactivation(
         binding.new.context,
         &audit::install_actor(binding.install_id),
         StateReason::Superseded,
         Some(binding.install_id),
     ))
-    .collect();
-    let supersede_params: [&(dyn ToSql + Sync); 3] = [
+    .collect::<AuditRows>()
+    .pack();
+    let supersede_params: [&(dyn ToSql + Sync); 4] = [
         &superseded_id,
         &superseded_events.types,
-        &superseded_events.events,
+        &superseded_events.count,
+        &superseded_events.pack,
     ];
     let notify_params: [&(dyn ToSql + Sync); 2] = [&STATUS_CHANNEL, &changed];
     let mut before_bind = Vec::new();
