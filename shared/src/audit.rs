@@ -3,12 +3,12 @@
 //! changes themselves (its `store`); refusals, and authcode's mints, go
 //! through the buffered [`crate::audit_writer`].
 //!
-//! An event is stored as a row of `audit_events` whose columns hold what
-//! the List filters and erasure need (type, app, user, install, key, the
-//! external id's keyed hash) and whose `event` column holds the rest, the
-//! encoded `AuditEvent` without those: Postgres gives the event id (and,
-//! for a change, the time) when the row is written, and registration reads
-//! them back into the message. Nothing here ever holds a secret, and the
+//! An event is stored as a row of `audit_events`, or in a pack of several
+//! ([`crate::audit_pack`]), whose columns hold what the List filters and
+//! erasure need (type, app, user, install, key, the external id's keyed
+//! hash); the rest is the encoded `AuditEvent` without those. Postgres
+//! gives the event id (and, for a change, the time) when the row is
+//! written, and registration reads them back into the message. Nothing here ever holds a secret, and the
 //! external id never appears but as its keyed hash
 //! ([`crate::code_record_seal::RecordKeys::audit_subject_hash`]).
 
