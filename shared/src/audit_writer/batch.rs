@@ -86,6 +86,7 @@ fn id_tails(count: usize) -> Vec<[u8; 8]> {
         .collect()
 }
 
+/// Writes `batch` in one statement: its rows and its packs.
 pub(super) async fn write_batch(
     postgres: &Postgres,
     batch: &[PendingAuditEvent],
@@ -114,7 +115,6 @@ impl PendingAuditEvent {
 }
 
 /// `INSERT_BATCH`'s first nine parameters: events written as rows.
-#[derive(Default)]
 struct EventRows<'a> {
     tails: Vec<Vec<u8>>,
     occurred_at: Vec<SystemTime>,
@@ -212,7 +212,6 @@ fn packs_of<'a>(events: &[&'a PendingAuditEvent]) -> Vec<PendingPack<'a>> {
 }
 
 /// `INSERT_BATCH`'s last six parameters: packs.
-#[derive(Default)]
 struct PackColumns<'a> {
     types: Vec<&'a str>,
     app_ids: Vec<Option<Uuid>>,

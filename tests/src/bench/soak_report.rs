@@ -323,6 +323,8 @@ pub fn to_csv(samples: &[Sample]) -> String {
         for service in &first.services {
             for column in [
                 "rss_kib",
+                "rss_anon_kib",
+                "rss_file_kib",
                 "fds",
                 "pool_in_use",
                 "pool_idle",
@@ -345,8 +347,10 @@ pub fn to_csv(samples: &[Sample]) -> String {
         for service in &sample.services {
             let _ = write!(
                 text,
-                ",{},{},{},{},{},{}",
+                ",{},{},{},{},{},{},{},{}",
                 optional(service.rss_kib),
+                optional(service.rss_anon_kib),
+                optional(service.rss_file_kib),
                 optional(service.fds),
                 optional(service.pool_in_use),
                 optional(service.pool_idle),
@@ -379,6 +383,8 @@ pub fn to_json(samples: &[Sample], verdict: &Verdict, settings: Value) -> Value 
                 "services": sample.services.iter().map(|s| json!({
                     "name": s.name,
                     "rss_kib": s.rss_kib,
+                    "rss_anon_kib": s.rss_anon_kib,
+                    "rss_file_kib": s.rss_file_kib,
                     "fds": s.fds,
                     "pool_in_use": s.pool_in_use,
                     "pool_idle": s.pool_idle,
@@ -464,6 +470,8 @@ mod tests {
             services: vec![ServiceSample {
                 name: "registration",
                 rss_kib: Some(rss_mib * 1024),
+                rss_anon_kib: None,
+                rss_file_kib: None,
                 fds: Some(fds),
                 pool_in_use: Some(1.0),
                 pool_idle: Some(3.0),

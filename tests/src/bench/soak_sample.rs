@@ -33,6 +33,12 @@ pub struct ServiceSample {
     pub name: &'static str,
     /// Resident memory (`VmRSS`), in KiB.
     pub rss_kib: Option<u64>,
+    /// Of it, anonymous memory (`RssAnon`: the heap and stacks) and mapped
+    /// files (`RssFile`: the binary and libraries), in KiB: which of the
+    /// two a step in RSS is.
+    pub rss_anon_kib: Option<u64>,
+    /// See [`Self::rss_anon_kib`].
+    pub rss_file_kib: Option<u64>,
     /// Entries of `/proc/<pid>/fd`.
     pub fds: Option<u64>,
     /// The most `devicelink_db_pool_connections{state="in_use"}` read
@@ -125,9 +131,14 @@ pub async fn sample_service(
     pool: PoolUse,
     cpu_us_per_call: Option<f64>,
 ) -> ServiceSample {
+    // One read, so that the figures add up.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", service.pid));
+    let status = status.as_deref().unwrap_or_default();
     ServiceSample {
         name: service.name,
-        rss_kib: rss_kib(service.pid),
+        rss_kib: kib(status, "VmRSS:"),
+        rss_anon_kib: kib(status, "RssAnon:"),
+        rss_file_kib: kib(status, "RssFile:"),
         fds: held_fds(service.pid).await,
         pool_in_use: pool.in_use,
         pool_idle: pool.idle,
@@ -136,12 +147,12 @@ pub async fn sample_service(
     }
 }
 
-/// `VmRSS` of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// The figure `field` (`VmRSS:`, `RssAnon:`, ...) of a process's
+/// `/proc/<pid>/status`, in KiB.
+fn kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -237,7 +248,12 @@ mod tests {
     #[test]
     fn this_process_has_memory_and_descriptors() {
         let pid = std::process::id();
-        assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let rss = kib(&status, "VmRSS:").expect("VmRSS");
+        let anon = kib(&status, "RssAnon:").expect("RssAnon");
+        let file = kib(&status, "RssFile:").expect("RssFile");
+        assert!(rss > 0 && anon > 0 && file > 0);
+        assert!(anon + file <= rss, "RssShmem makes up the rest");
         assert!(open_fds(pid).is_some_and(|fds| fds >= 3));
     }
 }
