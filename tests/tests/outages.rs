@@ -218,3 +218,48 @@ async fn postgres_down_means_unavailable_then_recovery() {
         .status;
     assert_eq!(state_of(&first_status), SUPERSEDED);
 }
+
+/// The errors an outage gives are told from those a bug gives: a
+/// statement whose parameters or columns disagree with the code fails the
+/// same way on every retry, so it is INTERNAL, not UNAVAILABLE (which asks
+/// clients to retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_at_odds_with_its_code_is_a_bug_and_a_lost_connection_an_outage() {
+    use devicelink_e2e::env::{connect_postgres, create_database};
+    use devicelink_shared::stores::is_unreachable;
+    let url = create_database().await;
+    let client = connect_postgres(&url).await.expect("connect");
+    let wrong_count = client
+        .query("SELECT $1::int", &[])
+        .await
+        .expect_err("one parameter short");
+    assert!(!is_unreachable(&wrong_count), "{wrong_count}");
+    let wrong_type = client
+        .query_one("SELECT 1::int8", &[])
+        .await
+        .expect("a row")
+        .try_get::<_, String>(0)
+        .expect_err("an int8 read as text");
+    assert!(!is_unreachable(&wrong_type), "{wrong_type}");
+    let no_row = client
+        .query_one("SELECT 1 WHERE false", &[])
+        .await
+        .expect_err("no row");
+    assert!(!is_unreachable(&no_row), "{no_row}");
+
+    let other = connect_postgres(&url).await.expect("connect");
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("a pid")
+        .get(0);
+    other
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
+    let gone = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("its connection is gone");
+    assert!(is_unreachable(&gone), "{gone}");
+}

@@ -77,8 +77,10 @@ pub fn server_timeout(call_timeout: Duration) -> Duration {
 pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     let Some(code) = error.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return true;
+        // No SQLSTATE: the connection broke or could not be made, unless
+        // the statement and its Rust types disagree, which is a bug that a
+        // retry would only repeat.
+        return !is_mistake(error);
     };
     code.code().starts_with("08")
         || *code == SqlState::ADMIN_SHUTDOWN
@@ -86,6 +88,23 @@ pub fn is_unreachable(error: &tokio_postgres::Error) -> bool {
         || *code == SqlState::CANNOT_CONNECT_NOW
         || *code == SqlState::TOO_MANY_CONNECTIONS
         || *code == SqlState::QUERY_CANCELED
+}
+
+/// Whether a Postgres error without a SQLSTATE is this program's mistake:
+/// a parameter that does not serialise, a column that does not
+/// deserialise or is missing, a wrong count of parameters, columns or rows.
+/// tokio-postgres tells these apart only in its messages.
+fn is_mistake(error: &tokio_postgres::Error) -> bool {
+    let message = error.to_string();
+    [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number of",
+    ]
+    .iter()
+    .any(|prefix| message.starts_with(prefix))
+        || (message.starts_with("expected ") && message.contains(" parameters but got "))
 }
 
 /// Why a store client could not be set up: a bad URL or setting, never an
