@@ -18,9 +18,10 @@
 //! take their snapshots later, so everything settled by then is in them,
 //! and both stop at the same bound. Below the cursor nothing new can then
 //! appear: a client that resumes from the last cursor it saw misses
-//! nothing and gets nothing twice, whichever replica serves it. The cost is latency: an event reaches a
-//! watch [`watch_settle`] after it was written (11 s with the default
-//! `DATABASE_CALL_TIMEOUT_MS`), plus a poll. The bound holds when every
+//! nothing and gets nothing twice, whichever replica serves it. The cost
+//! is latency: an event reaches a watch [`watch_settle`] after it was
+//! written (11 s with the default `DATABASE_CALL_TIMEOUT_MS`), plus a
+//! poll. The bound holds when every
 //! replica of both services runs with the same call timeout, as one
 //! deployment's shared configuration has it.
 
