@@ -8,9 +8,9 @@
 //! erasure need (type, app, user, install, key, the external id's keyed
 //! hash); the rest is the encoded `AuditEvent` without those. Postgres
 //! gives the event id (and, for a change, the time) when the row is
-//! written, and registration reads them back into the message. Nothing here ever holds a secret, and the
-//! external id never appears but as its keyed hash
-//! ([`crate::code_record_seal::RecordKeys::audit_subject_hash`]).
+//! written, and registration reads them back into the message. Nothing
+//! here ever holds a secret, and the external id never appears but as its
+//! keyed hash ([`crate::code_record_seal::RecordKeys::audit_subject_hash`]).
 
 use std::net::IpAddr;
 
