@@ -98,6 +98,10 @@ trap 'exit 143' TERM
 
 # Starts "$2" with LISTEN_ADDR=$1 and METRICS_ADDR=$3, and waits until it
 # accepts connections.
+# As the container images run the services (deploy/docker): no transparent
+# huge pages for mimalloc's memory, which doubled the services' RSS.
+export MIMALLOC_ALLOW_THP=${MIMALLOC_ALLOW_THP:-0}
+
 start_service() {
   local addr=$1 name=$2 metrics_addr=$3 tries
   log "starting $name on $addr (metrics on $metrics_addr)"

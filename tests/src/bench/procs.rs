@@ -244,6 +244,12 @@ pub async fn start_service(
     command
         .envs(BENCH_RATE_LIMITS.iter().copied())
         .env("LISTEN_ADDR", addr.to_string())
+        // As the container images run them (deploy/docker), unless the
+        // bench's own environment says otherwise.
+        .env(
+            "MIMALLOC_ALLOW_THP",
+            std::env::var("MIMALLOC_ALLOW_THP").unwrap_or_else(|_| "0".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("sharing a log file")?)
         .stderr(log);
