@@ -75,6 +75,20 @@ pub struct AuditFilter {
     pub until: Option<SystemTime>,
 }
 
+impl AuditFilter {
+    /// `$1` to `$5` of the reads of rows ([`FILTERS`]) and of packs
+    /// (`audit_packs::PACK_FILTERS`).
+    pub(super) fn params(&self) -> [(&(dyn ToSql + Sync), Type); 5] {
+        [
+            (&self.app_id, Type::UUID),
+            (&self.types, Type::TEXT_ARRAY),
+            (&self.user_id, Type::UUID),
+            (&self.since, Type::TIMESTAMPTZ),
+            (&self.until, Type::TIMESTAMPTZ),
+        ]
+    }
+}
+
 /// One stored event, as its row holds it.
 #[derive(Debug, Clone)]
 pub struct StoredAuditEvent {
@@ -217,15 +231,11 @@ impl Store {
         limit: i64,
         bound: Option<Uuid>,
     ) -> Result<Vec<StoredAuditEvent>, StoreError> {
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-            (&filter.app_id, Type::UUID),
-            (&filter.types, Type::TEXT_ARRAY),
-            (&filter.user_id, Type::UUID),
-            (&filter.since, Type::TIMESTAMPTZ),
-            (&filter.until, Type::TIMESTAMPTZ),
-            (&cursor, Type::UUID),
+        let mut params = filter.params().to_vec();
+        params.extend([
+            (&cursor as &(dyn ToSql + Sync), Type::UUID),
             (&limit, Type::INT8),
-        ];
+        ]);
         if let Some(bound) = &bound {
             params.push((bound, Type::UUID));
         }

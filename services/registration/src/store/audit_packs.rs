@@ -79,16 +79,12 @@ impl Store {
         let mut events = Vec::new();
         let mut connection = self.connection().await?;
         loop {
-            let params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-                (&filter.app_id, Type::UUID),
-                (&filter.types, Type::TEXT_ARRAY),
-                (&filter.user_id, Type::UUID),
-                (&filter.since, Type::TIMESTAMPTZ),
-                (&filter.until, Type::TIMESTAMPTZ),
-                (&pack_cursor, Type::UUID),
+            let mut params = filter.params().to_vec();
+            params.extend([
+                (&pack_cursor as &(dyn ToSql + Sync), Type::UUID),
                 (&PACKS_PER_QUERY, Type::INT8),
                 (&bound, Type::UUID),
-            ];
+            ]);
             let params = match read {
                 PackRead::NewestBelow(_) => &params[..7],
                 PackRead::OldestAbove { .. } => &params[..],
