@@ -28,6 +28,11 @@ use crate::error::StoreError;
 const RETIRE_QUEUE: usize = 4_096;
 /// Most keys in one `DEL`.
 const RETIRE_BATCH: usize = 256;
+/// The pause after a `DEL` of less than a full batch, so that the codes of
+/// the next calls gather into one command: without it, every redemption
+/// woke the task and cost Redis a command of its own. Codes outlive their
+/// redemption by this much more, refused all the same.
+const RETIRE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The auth codes minted by authcode.
 #[derive(Clone)]
@@ -116,9 +121,10 @@ impl CodeStore {
     }
 }
 
-/// Deletes queued codes, as many per `DEL` as have queued up since the last.
-/// In a Redis Cluster the batch's keys lie in several slots (one per app):
-/// the cluster client splits a multi-key `DEL` by slot itself.
+/// Deletes queued codes, as many per `DEL` as have queued up since the last
+/// (at most [`RETIRE_PAUSE`] apart while few come). In a Redis Cluster the
+/// batch's keys lie in several slots (one per app): the cluster client
+/// splits a multi-key `DEL` by slot itself.
 async fn delete_retired(
     redis: RedisConnection,
     key_prefix: String,
@@ -126,11 +132,15 @@ async fn delete_retired(
 ) {
     let mut batch = Vec::with_capacity(RETIRE_BATCH);
     while queue.recv_many(&mut batch, RETIRE_BATCH).await > 0 {
+        let full = batch.len() == RETIRE_BATCH;
         let keys: Vec<String> = batch
             .drain(..)
             .map(|(app_id, code_hash)| redis_key(&key_prefix, app_id, &code_hash))
             .collect();
         delete_codes(&redis, keys).await;
+        if !full {
+            tokio::time::sleep(RETIRE_PAUSE).await;
+        }
     }
 }
 

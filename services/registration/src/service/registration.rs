@@ -157,7 +157,11 @@ impl RegistrationHandler {
             if let Some(superseded) = redeemed.superseded {
                 self.statuses.evict(superseded.0);
             }
-            tracing::info!(
+            // Per-call detail is debug, as for a mint: redemption is the
+            // hot path, and its `code_redeemed` audit event and
+            // `devicelink_redemptions_total` already record each one. A line
+            // per call cost CreateUser a formatted write to the log.
+            tracing::debug!(
                 app_id = %input.app_id,
                 user_id = %redeemed.user_id.0,
                 install_id = %redeemed.install_id,
