@@ -25,6 +25,7 @@ GROUPS = [
         [
             ("mint_auth_code", "service", "MintAuthCode", "C0", "-"),
             ("mint_auth_code", "service_without_mint_events", "MintAuthCode, no mint events", "C0", "-."),
+            ("mint_auth_code", "service_without_rate_limits", "MintAuthCode, no rate limits", "C3", "-."),
             ("mint_auth_code", "floor_b_redis_set", "floor (b) redis SET", "C0", "--"),
             ("mint_auth_code", "floor_a_echo", "floor (a) tonic echo", "C7", ":"),
         ],

@@ -33,9 +33,9 @@
 //!   with [`LimitKey::mint_per_key`] and [`LimitKey::mint_per_external_id`]
 //!   and the code's record as [`SetIfAllowed`]; `Taken` means draw a fresh
 //!   code and call again.
-//! - `CreateUser`: [`RateLimiter::check`] (or
-//!   [`RateLimiter::check_unless_blocked`], the address as blocker, to save
-//!   the peek's round trip) with [`LimitKey::redeem_per_device`].
+//! - `CreateUser`: [`RateLimiter::blocked`] (the address, one plain read
+//!   alongside the code's), then [`RateLimiter::check_in_memory_first`]
+//!   with [`LimitKey::redeem_per_device`].
 //! - `GetInstallStatus`, `ResetInstall`:
 //!   [`RateLimiter::check_in_memory_first`] with
 //!   [`LimitKey::install_per_token`]: they have no Redis work of their own

@@ -240,9 +240,11 @@ pub async fn start_service(
     let log_path = log_dir.join(format!("{name}.log"));
     let log = File::create(&log_path).context(format!("creating {}", log_path.display()))?;
     let mut command = Command::new(&binary);
+    // The run's limits first, so that a service's own `vars` may override
+    // them (the authcode that runs without limits).
+    command.envs(BENCH_RATE_LIMITS.iter().copied());
     configure(&mut command, vars, threads);
     command
-        .envs(BENCH_RATE_LIMITS.iter().copied())
         .env("LISTEN_ADDR", addr.to_string())
         // As the container images run them (deploy/docker), unless the
         // bench's own environment says otherwise.

@@ -562,10 +562,7 @@ fn render_cpu(out: &mut String, results: &Results) {
     }
     for other in results.measurements.iter().filter(|m| {
         m.client == Client::Bench
-            && matches!(
-                m.subject,
-                Subject::FloorEcho | Subject::ServiceWithoutMintEvents
-            )
+            && (m.subject == Subject::FloorEcho || m.subject.is_service_variant())
     }) {
         let _ = writeln!(
             out,

@@ -71,6 +71,9 @@ pub enum Subject {
     /// authcode recording no mint as an audit event (`AUDIT_MINT_EVENTS`
     /// false): what the events cost a mint.
     ServiceWithoutMintEvents,
+    /// authcode with every rate limit off (`RATE_LIMIT_*=off`): what the
+    /// limiter costs a mint.
+    ServiceWithoutLimits,
     /// Floor (a): tonic doing nothing.
     FloorEcho,
     /// Floor (b): tonic doing one Redis `SET .. EX`.
@@ -82,11 +85,21 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// Whether this is an authcode run with a feature off, measured only
+    /// against the service itself.
+    pub fn is_service_variant(self) -> bool {
+        matches!(
+            self,
+            Self::ServiceWithoutMintEvents | Self::ServiceWithoutLimits
+        )
+    }
+
     /// The name in the table.
     pub fn label(self) -> &'static str {
         match self {
             Self::Service => "service",
             Self::ServiceWithoutMintEvents => "no mint events",
+            Self::ServiceWithoutLimits => "no rate limits",
             Self::FloorEcho => "(a) tonic echo",
             Self::FloorRedisSet => "(b) redis SET",
             Self::FloorSql => "(c) SQL sequence",
@@ -99,6 +112,7 @@ impl Subject {
         match self {
             Self::Service => "service",
             Self::ServiceWithoutMintEvents => "service_without_mint_events",
+            Self::ServiceWithoutLimits => "service_without_rate_limits",
             Self::FloorEcho => "floor_a_echo",
             Self::FloorRedisSet => "floor_b_redis_set",
             Self::FloorSql => "floor_c_sql_sequence",

@@ -8,7 +8,10 @@ use devicelink_authcode::config::AUDIT_MINT_EVENTS;
 use devicelink_registration::config::{
     ADMIN_LISTEN_ADDR, DEFAULT_ADMIN_LISTEN_ADDR, DEVICELINK_ADMIN_TOKEN,
 };
-use devicelink_shared::config::{DATABASE_URL, REDIS_KEY_PREFIX, REDIS_URL, SHUTDOWN_GRACE_SECS};
+use devicelink_shared::config::{
+    DATABASE_URL, RATE_LIMIT_FAILED_AUTH_PER_ADDRESS, RATE_LIMIT_MINT_PER_EXTERNAL_ID,
+    RATE_LIMIT_MINT_PER_KEY, REDIS_KEY_PREFIX, REDIS_URL, SHUTDOWN_GRACE_SECS,
+};
 use uuid::Uuid;
 
 use super::cli::{FloorKind, Options};
@@ -165,6 +168,7 @@ async fn set_up_and_run(
 
     let admin_database_url = database_url.clone();
     let mut authcode_without_mint_events = None;
+    let mut authcode_without_limits = None;
     let (authcode, registration, admin, database_url, admin_token) = match options.running {
         Some(running) => {
             let token = std::env::var(DEVICELINK_ADMIN_TOKEN)
@@ -207,6 +211,7 @@ async fn set_up_and_run(
             )
             .await?;
             authcode_without_mint_events = Some(started.authcode_without_mint_events);
+            authcode_without_limits = Some(started.authcode_without_limits);
             (
                 started.authcode,
                 started.registration,
@@ -240,6 +245,7 @@ async fn set_up_and_run(
     let pids = SubjectPids {
         authcode: pid_of("authcode-service"),
         authcode_without_mint_events: pid_of(AUTHCODE_WITHOUT_MINT_EVENTS),
+        authcode_without_limits: pid_of(AUTHCODE_WITHOUT_LIMITS),
         registration: pid_of("registration-service"),
         echo: pid_of(&format!("floor-{}", FloorKind::Echo.as_arg())),
         redis_set: pid_of(&format!("floor-{}", FloorKind::RedisSet.as_arg())),
@@ -252,6 +258,7 @@ async fn set_up_and_run(
         options: options.clone(),
         authcode,
         authcode_without_mint_events,
+        authcode_without_limits,
         registration,
         echo,
         redis_set,
@@ -278,9 +285,9 @@ struct ServiceProcess {
 }
 
 /// The service processes a run starts, in order. The second authcode
-/// records no mint as an audit event, for the benchmark to weigh what the
-/// events cost a mint.
-const SERVICES: [ServiceProcess; 3] = [
+/// records no mint as an audit event and the third runs without rate
+/// limits, for the benchmark to weigh what each costs a mint.
+const SERVICES: [ServiceProcess; 4] = [
     ServiceProcess {
         binary: "registration-service",
         name: "registration-service",
@@ -296,10 +303,21 @@ const SERVICES: [ServiceProcess; 3] = [
         name: AUTHCODE_WITHOUT_MINT_EVENTS,
         vars: &[(AUDIT_MINT_EVENTS, "false")],
     },
+    ServiceProcess {
+        binary: "authcode-service",
+        name: AUTHCODE_WITHOUT_LIMITS,
+        vars: &[
+            (RATE_LIMIT_MINT_PER_KEY, "off"),
+            (RATE_LIMIT_MINT_PER_EXTERNAL_ID, "off"),
+            (RATE_LIMIT_FAILED_AUTH_PER_ADDRESS, "off"),
+        ],
+    },
 ];
 
 /// The process name of the authcode that records no mint events.
 pub(super) const AUTHCODE_WITHOUT_MINT_EVENTS: &str = "authcode-service-no-mint-events";
+/// The process name of the authcode without rate limits.
+pub(super) const AUTHCODE_WITHOUT_LIMITS: &str = "authcode-service-no-limits";
 
 /// The addresses of the services a run started.
 pub(super) struct ServiceAddrs {
@@ -307,9 +325,10 @@ pub(super) struct ServiceAddrs {
     pub admin: std::net::SocketAddr,
     pub authcode: std::net::SocketAddr,
     pub authcode_without_mint_events: std::net::SocketAddr,
+    pub authcode_without_limits: std::net::SocketAddr,
 }
 
-/// Starts registration (which migrates the fresh database), then the two
+/// Starts registration (which migrates the fresh database), then the three
 /// authcodes ([`SERVICES`]).
 async fn start_services(
     options: &Options,
@@ -358,13 +377,19 @@ async fn start_services(
         fleet.processes.push(process);
     }
     match addrs[..] {
-        [registration, authcode, authcode_without_mint_events] => Ok(ServiceAddrs {
+        [
+            registration,
+            authcode,
+            authcode_without_mint_events,
+            authcode_without_limits,
+        ] => Ok(ServiceAddrs {
             registration,
             admin,
             authcode,
             authcode_without_mint_events,
+            authcode_without_limits,
         }),
-        _ => Err(BenchError::new("three services were started")),
+        _ => Err(BenchError::new("four services were started")),
     }
 }
 

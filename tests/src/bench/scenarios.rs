@@ -35,6 +35,9 @@ pub struct Setup {
     /// A second authcode that records no mint as an audit event, when the
     /// run started the services.
     pub authcode_without_mint_events: Option<SocketAddr>,
+    /// A third authcode with every rate limit off, when the run started
+    /// the services.
+    pub authcode_without_limits: Option<SocketAddr>,
     /// registration.
     pub registration: SocketAddr,
     /// Floor (a).
@@ -67,6 +70,8 @@ pub struct SubjectPids {
     pub authcode: Option<u32>,
     /// The authcode-service that records no mint events.
     pub authcode_without_mint_events: Option<u32>,
+    /// The authcode-service without rate limits.
+    pub authcode_without_limits: Option<u32>,
     /// registration-service.
     pub registration: Option<u32>,
     /// Floor (a).
@@ -81,6 +86,7 @@ impl Setup {
         let pid = match (call, subject) {
             (Call::MintAuthCode, Subject::Service) => self.pids.authcode,
             (_, Subject::ServiceWithoutMintEvents) => self.pids.authcode_without_mint_events,
+            (_, Subject::ServiceWithoutLimits) => self.pids.authcode_without_limits,
             (_, Subject::Service) => self.pids.registration,
             (_, Subject::FloorEcho) => self.pids.echo,
             (_, Subject::FloorRedisSet) => self.pids.redis_set,
@@ -154,14 +160,17 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
             "devicelink-bench: h2load not found (apt-get install nghttp2-client): no reference rows"
         );
     }
-    // The authcode without mint events is measured like the others but
-    // not driven by h2load: it is compared with the service, not the
-    // client with h2load.
+    // The authcodes without mint events and without limits are measured
+    // like the others but not driven by h2load: they are compared with the
+    // service, not the client with h2load.
     let subjects: Vec<(Subject, SocketAddr)> = [
         Some((Subject::Service, setup.authcode)),
         setup
             .authcode_without_mint_events
             .map(|addr| (Subject::ServiceWithoutMintEvents, addr)),
+        setup
+            .authcode_without_limits
+            .map(|addr| (Subject::ServiceWithoutLimits, addr)),
         Some((Subject::FloorRedisSet, setup.redis_set)),
         Some((Subject::FloorEcho, setup.echo)),
     ]
@@ -180,7 +189,7 @@ async fn mints(setup: &Setup, results: &mut Results) -> BenchResult<()> {
                 subjects.iter().zip(&mut runs).zip(&mut reference_runs)
             {
                 runs.push(mint(setup, *subject, *addr, spec).await?);
-                if h2load && *subject != Subject::ServiceWithoutMintEvents {
+                if h2load && !subject.is_service_variant() {
                     reference_runs.push(mint_h2load(setup, *subject, *addr, spec).await?);
                 }
             }
