@@ -157,7 +157,7 @@ async fn without_redis_the_replica_still_limits_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_write_far_below_its_limits_is_a_plain_set_with_the_limits_counted_behind() {
+async fn a_write_far_below_its_limits_is_plain_sets_of_it_and_its_new_subjects() {
     let prefix = unique_prefix();
     let replica = limiter(&prefix);
     let per_key = per_token("api-key", "10/min,burst=200");
@@ -166,18 +166,13 @@ async fn a_write_far_below_its_limits_is_a_plain_set_with_the_limits_counted_beh
     let write = |n: usize| format!("{prefix}authcode:{n}");
     let set = |key: String| store(&replica, &limits, key);
 
-    // Far below both limits: the code alone is written; the limits follow.
+    // Far below both limits, both subjects new: the write and the
+    // subjects' keys, at once.
     assert_eq!(set(write(1)).await, SetOutcome::Stored);
-    assert_eq!(
-        keys_under(&prefix).await,
-        [write(1)],
-        "only the write, at once"
-    );
-    tokio::time::sleep(AFTER_A_FLUSH).await;
     assert_eq!(
         keys_under(&prefix).await.len(),
         3,
-        "the limits were counted behind"
+        "the write and both subjects, at once"
     );
 
     // Near the external id's limit the script decides; past it, refused.
@@ -191,6 +186,45 @@ async fn a_write_far_below_its_limits_is_a_plain_set_with_the_limits_counted_beh
         [write(1), write(2)],
         "a refused write stores nothing"
     );
+}
+
+#[tokio::test]
+async fn subjects_created_with_a_write_count_for_the_scripts_that_follow() {
+    let prefix = unique_prefix();
+    let replica = limiter(&prefix);
+    // An emission interval of a second and a burst of 20.
+    let once = per_token("minted-once", "60/min,burst=20");
+    let thrice = per_token("minted-thrice", "60/min,burst=20");
+    let write = |n: usize| format!("{prefix}authcode:{n}");
+    // `once`: created by the write. `thrice`: created by the first, the
+    // other two counted behind on top of it.
+    assert_eq!(
+        store(&replica, std::slice::from_ref(&once), write(0)).await,
+        SetOutcome::Stored
+    );
+    for n in 1..=3 {
+        assert_eq!(
+            store(&replica, std::slice::from_ref(&thrice), write(n)).await,
+            SetOutcome::Stored
+        );
+    }
+    tokio::time::sleep(AFTER_A_FLUSH).await;
+    // Another replica deciding in Redis finds the calls spent: 20 less
+    // one (19) and 20 less three (17), with less than a second refilled.
+    // Read as fresh, the created keys would give 20 and 18.
+    let other = limiter(&prefix);
+    for (subject, left) in [(&once, 19), (&thrice, 17)] {
+        let mut allowed = 0;
+        while other
+            .check(std::slice::from_ref(subject))
+            .await
+            .is_allowed()
+        {
+            allowed += 1;
+            assert!(allowed <= 20, "the calls were never counted");
+        }
+        assert_eq!(allowed, left, "calls left to {subject:?}");
+    }
 }
 
 /// Writes `key` through `replica` within `limits`.

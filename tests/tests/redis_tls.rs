@@ -32,8 +32,12 @@ async fn the_whole_flow_runs_over_rediss_with_an_acl_user_and_a_client_certifica
     let logs = logs();
     // `yes`: the server refuses a client without a certificate of its CA.
     let redis = TlsRedis::start("yes").await;
+    // With the default rate limits, so that the ACL user is shown to cover
+    // the limiter's commands too (its scripts, the blockers' `PTTL`, the
+    // subjects it creates with the write).
     let env = TestEnv::start_with(TestOptions {
         redis: Some(redis.settings()),
+        limits: devicelink_shared::config::LimitsConfig::defaults(),
         ..Default::default()
     })
     .await;

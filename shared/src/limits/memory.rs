@@ -33,11 +33,36 @@ pub const MAX_ENTRIES: usize = 100_000;
 pub enum FirstLook {
     /// Counted here, and far enough below every limit to be allowed
     /// without asking Redis.
-    FarBelow,
+    FarBelow {
+        /// The limits whose subject this replica had no entry for before
+        /// the call (never seen, or dropped since its TAT passed).
+        fresh: FreshSubjects,
+    },
     /// Counted here, but close enough to a limit that Redis must decide.
     Near,
     /// This replica alone has used up a limit: refused, nothing counted.
     Refused(Refusal),
+}
+
+/// Which of a call's limits (by position) were fresh to this replica: it
+/// had no entry for their subject before the call. A subject it keeps
+/// seeing (an API key) has one, even between calls further apart than its
+/// emission interval, until a sweep drops it. Limits past the 64th are
+/// never marked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FreshSubjects(u64);
+
+impl FreshSubjects {
+    /// Whether the limit at `index` was fresh.
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+
+    fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
 }
 
 /// A bounded map from subject to theoretical arrival time.
@@ -74,6 +99,13 @@ impl Table {
     }
 }
 
+/// An allowed call, as [`MemoryLimiter::count`] saw it.
+struct Counted {
+    /// Every limit within half its burst window after the call.
+    far_below: bool,
+    fresh: FreshSubjects,
+}
+
 impl Default for MemoryLimiter {
     fn default() -> Self {
         Self::with_capacity(MAX_ENTRIES)
@@ -97,37 +129,10 @@ impl MemoryLimiter {
     /// `consumed` and is refused if one more call would exceed `peeked`;
     /// when one limit refuses, none is consumed.
     pub fn decide(&self, consumed: &[Limit], peeked: &[Limit]) -> Decision {
-        let now = self.epoch.elapsed();
-        // A poisoned lock only means another call panicked mid-update of a
-        // number; the map itself is still sound.
-        let mut table = self
-            .tats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut refusal: Option<Refusal> = None;
-        let mut new_tats = Vec::with_capacity(consumed.len());
-        for limit in consumed.iter().chain(peeked) {
-            let tat = table.tats.get(&limit.key).copied().unwrap_or(now).max(now);
-            let new_tat = tat + limit.rate.emission_interval();
-            let wait = (new_tat - now).saturating_sub(limit.rate.burst_window());
-            if !wait.is_zero() && refusal.is_none_or(|worst| wait > worst.retry_after) {
-                refusal = Some(Refusal {
-                    scope: limit.key.scope(),
-                    retry_after: wait,
-                });
-            }
-            new_tats.push(new_tat);
+        match self.count(consumed, peeked) {
+            Ok(_) => Decision::Allowed,
+            Err(refusal) => Decision::Limited(refusal),
         }
-        if let Some(refusal) = refusal {
-            return Decision::Limited(refusal);
-        }
-        for (limit, new_tat) in consumed.iter().zip(new_tats) {
-            if !table.tats.contains_key(&limit.key) {
-                table.make_room(self.max_entries, now);
-            }
-            table.tats.insert(limit.key.clone(), new_tat);
-        }
-        Decision::Allowed
     }
 
     /// The replica's own first look at a call limited in memory first
@@ -136,25 +141,58 @@ impl MemoryLimiter {
     /// counted here, and [`FirstLook::FarBelow`] while every limit stays
     /// within half its burst window, so that the caller may skip Redis.
     pub fn first_look(&self, consumed: &[Limit]) -> FirstLook {
-        if let Decision::Limited(refusal) = self.decide(consumed, &[]) {
-            return FirstLook::Refused(refusal);
+        match self.count(consumed, &[]) {
+            Err(refusal) => FirstLook::Refused(refusal),
+            Ok(counted) if counted.far_below => FirstLook::FarBelow {
+                fresh: counted.fresh,
+            },
+            Ok(_) => FirstLook::Near,
         }
+    }
+
+    /// [`decide`](Self::decide), under one lock, telling an allowed call
+    /// how far below its limits it is and which subjects were fresh.
+    fn count(&self, consumed: &[Limit], peeked: &[Limit]) -> Result<Counted, Refusal> {
         let now = self.epoch.elapsed();
-        let table = self
+        // A poisoned lock only means another call panicked mid-update of a
+        // number; the map itself is still sound.
+        let mut table = self
             .tats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let far_below = consumed.iter().all(|limit| {
-            table
-                .tats
-                .get(&limit.key)
-                .is_some_and(|tat| tat.saturating_sub(now) <= limit.rate.burst_window() / 2)
-        });
-        if far_below {
-            FirstLook::FarBelow
-        } else {
-            FirstLook::Near
+        let mut refusal: Option<Refusal> = None;
+        let mut counted = Counted {
+            far_below: true,
+            fresh: FreshSubjects::default(),
+        };
+        let mut new_tats = Vec::with_capacity(consumed.len());
+        for (index, limit) in consumed.iter().chain(peeked).enumerate() {
+            let known = table.tats.get(&limit.key).copied();
+            if known.is_none() {
+                counted.fresh.insert(index);
+            }
+            let new_tat = known.unwrap_or(now).max(now) + limit.rate.emission_interval();
+            let ahead = new_tat - now;
+            let wait = ahead.saturating_sub(limit.rate.burst_window());
+            if !wait.is_zero() && refusal.is_none_or(|worst| wait > worst.retry_after) {
+                refusal = Some(Refusal {
+                    scope: limit.key.scope(),
+                    retry_after: wait,
+                });
+            }
+            counted.far_below &= ahead <= limit.rate.burst_window() / 2;
+            new_tats.push(new_tat);
         }
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        for (limit, new_tat) in consumed.iter().zip(new_tats) {
+            if !table.tats.contains_key(&limit.key) {
+                table.make_room(self.max_entries, now);
+            }
+            table.tats.insert(limit.key.clone(), new_tat);
+        }
+        Ok(counted)
     }
 
     /// How many subjects are remembered.

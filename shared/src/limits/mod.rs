@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 pub use client_address::{Cidr, TrustedProxies};
 pub use keys::{Limit, LimitKey, Scope, app_hash_tag};
-pub use memory::{FirstLook, MemoryLimiter};
+pub use memory::{FirstLook, FreshSubjects, MemoryLimiter};
 pub use rate::{MAX_COUNT, Period, Rate};
 pub use refusals::KnownRefusals;
 pub use script::{Decision, GCRA_SCRIPT, Refusal, SetIfAllowed, SetOutcome};
@@ -219,7 +219,7 @@ where
         }
         match self.local.first_look(limits) {
             FirstLook::Refused(refusal) => Decision::Limited(counted_refusal(refusal)),
-            FirstLook::FarBelow => {
+            FirstLook::FarBelow { .. } => {
                 self.count_behind(limits);
                 Decision::Allowed
             }
@@ -229,10 +229,14 @@ where
 
     /// [`check_and_set`](Self::check_and_set) decided in memory first, as
     /// [`check_in_memory_first`](Self::check_in_memory_first) decides: far
-    /// below its limits a call's Redis work is the plain `SET NX` alone
-    /// (the limits are counted behind it); near one, the script decides
-    /// and stores in one round trip. A mint's hot path then costs Redis no
-    /// more than the write it needs.
+    /// below its limits a call's Redis work is its plain `SET NX`, with
+    /// the blockers' `PTTL` and, for each subject new to this replica (an
+    /// external id minted for the first time), a plain `SET NX` of the
+    /// subject's key as the script would leave it after one call; the
+    /// other limits are counted behind it. Near a limit, the script decides
+    /// and stores in one round trip. A mint's hot path then costs Redis a
+    /// plain command per new subject, where counting it behind ran the
+    /// write-behind script's Lua for it.
     pub async fn set_in_memory_first(
         &self,
         limits: &[Limit],
@@ -244,33 +248,64 @@ where
         }
         match self.local.first_look(limits) {
             FirstLook::Refused(refusal) => Ok(SetOutcome::Limited(counted_refusal(refusal))),
-            FirstLook::FarBelow => {
-                // The write and the blockers' state, plain commands in one
-                // round trip.
+            FirstLook::FarBelow { fresh } => {
+                // The write, the blockers' state and the subjects new to
+                // this replica, plain commands in one round trip.
+                let create: Vec<&Limit> = limits
+                    .iter()
+                    .enumerate()
+                    .filter(|(index, _)| !self.one_script_per_slot && fresh.contains(*index))
+                    .map(|(_, limit)| limit)
+                    .collect();
                 let write = script::set_nx_reading_blockers(
                     &self.redis,
                     &self.key_prefix,
                     set,
                     blockers,
+                    &create,
                     self.one_script_per_slot,
                 );
-                let (stored, blocked) = tokio::time::timeout(self.store_timeout, write)
+                let written = tokio::time::timeout(self.store_timeout, write)
                     .await
                     .map_err(|_elapsed| LimitStoreError::TimedOut)??;
-                if let Some(refusal) = blocked {
-                    if stored {
-                        script::delete(&mut self.redis.clone(), set.key).await?;
+                let created: Vec<&Limit> = create
+                    .iter()
+                    .zip(&written.created)
+                    .filter(|(_, created)| **created)
+                    .map(|(limit, _)| *limit)
+                    .collect();
+                if written.blocked.is_some() || !written.stored {
+                    // Refused or taken: undo what the round trip wrote.
+                    let mut undone: Vec<String> = created
+                        .iter()
+                        .map(|limit| limit.key.redis_key(&self.key_prefix))
+                        .collect();
+                    if written.stored {
+                        undone.push(set.key.to_owned());
                     }
+                    if !undone.is_empty() {
+                        script::delete(&mut self.redis.clone(), &undone).await?;
+                    }
+                }
+                if let Some(refusal) = written.blocked {
                     self.remember_blocker(blockers, refusal);
                     return Ok(SetOutcome::Limited(counted_refusal(refusal)));
                 }
-                if !stored {
+                if !written.stored {
                     return Ok(SetOutcome::Taken);
                 }
                 if self.one_script_per_slot {
                     slots::wait_for_replica(&self.redis, set.key).await?;
                 }
-                self.count_behind(limits);
+                if created.len() == limits.len() {
+                    return Ok(SetOutcome::Stored);
+                }
+                let behind: Vec<Limit> = limits
+                    .iter()
+                    .filter(|limit| !created.iter().any(|done| done.key == limit.key))
+                    .cloned()
+                    .collect();
+                self.count_behind(&behind);
                 Ok(SetOutcome::Stored)
             }
             FirstLook::Near => self.check_and_set(limits, blockers, set).await,

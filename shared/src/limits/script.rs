@@ -22,6 +22,30 @@ use redis::Script;
 
 use super::keys::{Limit, LimitKey, Scope};
 
+/// How a subject's key holds its TAT: in microseconds since the epoch, or,
+/// for a subject created by a plain write ([`set_nx_reading_blockers`]),
+/// the text [`TAT_AT_EXPIRY`] and an expiry at the TAT, read back as now
+/// plus the key's time to live (to the millisecond, rounded up: never an
+/// allowance more). The scripts read TATs with this function only.
+macro_rules! tat_of_lua {
+    () => {
+        r"
+local function tat_of(key, now)
+  local value = redis.call('GET', key)
+  if not value then return now end
+  local tat = tonumber(value) or now + math.max(redis.call('PTTL', key), 0) * 1000
+  if tat < now then return now end
+  return tat
+end
+"
+    };
+}
+pub(super) use tat_of_lua;
+
+/// The value of a subject's key whose TAT is its expiry (see
+/// [`tat_of_lua`]).
+pub(super) const TAT_AT_EXPIRY: &str = "expiry";
+
 /// The script. Lua numbers are doubles: microseconds since the epoch
 /// (about 2^51) are exact, but Lua 5.1 prints numbers with 14 digits, so
 /// every number written back is formatted with `%.0f`.
@@ -34,7 +58,9 @@ use super::keys::{Limit, LimitKey, Scope};
 /// stored}`. An allowed call that used up a consumed limit (the next call
 /// would be refused) returns that limit and the next call's wait instead
 /// of `0, 0`, so the caller can refuse the next call without asking.
-pub const GCRA_SCRIPT: &str = r"
+pub const GCRA_SCRIPT: &str = concat!(
+    tat_of_lua!(),
+    r"
 local count = tonumber(ARGV[1])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -43,8 +69,7 @@ local refusing, longest_wait = 0, 0
 for i = 1, count do
   local emission = tonumber(ARGV[3 * i - 1])
   local window = tonumber(ARGV[3 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
-  if tat < now then tat = now end
+  local tat = tat_of(KEYS[i], now)
   local new_tat = tat + emission
   local wait = new_tat - now - window
   if wait > longest_wait then refusing, longest_wait = i, wait end
@@ -67,7 +92,8 @@ for i = 1, count do
   end
 end
 return {1, next_wait, exhausted, stored}
-";
+"
+);
 
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_SCRIPT));
 
@@ -237,32 +263,52 @@ where
     Ok(reply.is_some())
 }
 
+/// What [`set_nx_reading_blockers`] found.
+#[derive(Debug)]
+pub(super) struct PlainWrite {
+    /// Whether the value was stored.
+    pub stored: bool,
+    /// The blockers' refusal, if any.
+    pub blocked: Option<Refusal>,
+    /// Per subject asked to be created, whether it was (it had no key).
+    pub created: Vec<bool>,
+}
+
 /// Stores `set` with `SET NX` and reads whether `blockers` refuse the call
 /// ([`blocked`]), both in one round trip: one pipeline against a single
 /// server, or commands in flight together when `across_slots` (a cluster,
-/// where a pipeline must not cross slots). Whether it was stored, and the
-/// blockers' refusal if any.
+/// where a pipeline must not cross slots). On a single server it also
+/// creates the key of each subject of `create` that has none, as the GCRA
+/// script would after the subject's first call (a TAT one emission
+/// interval ahead, here the key's expiry: [`TAT_AT_EXPIRY`]); a subject
+/// that has a key is left alone, for the caller to count behind.
 pub(super) async fn set_nx_reading_blockers<C>(
     redis: &C,
     key_prefix: &str,
     set: &SetIfAllowed<'_>,
     blockers: &[Limit],
+    create: &[&Limit],
     across_slots: bool,
-) -> redis::RedisResult<(bool, Option<Refusal>)>
+) -> redis::RedisResult<PlainWrite>
 where
     C: redis::aio::ConnectionLike + Clone,
 {
-    if blockers.is_empty() {
-        return Ok((set_nx(&mut redis.clone(), set).await?, None));
-    }
     if across_slots {
+        debug_assert!(
+            create.is_empty(),
+            "subjects are created on a single server only"
+        );
         let (mut writer, mut reader) = (redis.clone(), redis.clone());
         let (stored, blocked) = futures_util::future::join(
             set_nx(&mut writer, set),
             blocked(&mut reader, key_prefix, blockers),
         )
         .await;
-        return Ok((stored?, blocked?));
+        return Ok(PlainWrite {
+            stored: stored?,
+            blocked: blocked?,
+            created: Vec::new(),
+        });
     }
     let mut pipeline = redis::pipe();
     pipeline
@@ -275,25 +321,48 @@ where
     for limit in blockers {
         pipeline.cmd("PTTL").arg(limit.key.redis_key(key_prefix));
     }
-    let mut replies: Vec<redis::Value> = pipeline.query_async(&mut redis.clone()).await?;
-    if replies.len() != 1 + blockers.len() {
+    for limit in create {
+        pipeline
+            .cmd("SET")
+            .arg(limit.key.redis_key(key_prefix))
+            .arg(TAT_AT_EXPIRY)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_millis(limit.rate.emission_interval()));
+    }
+    let replies: Vec<redis::Value> = pipeline.query_async(&mut redis.clone()).await?;
+    if replies.len() != 1 + blockers.len() + create.len() {
         return Err(std::io::Error::other(
             "Redis answered a pipeline with the wrong number of replies",
         )
         .into());
     }
-    let ttl_replies = replies.split_off(1);
-    let stored: Option<String> = redis::from_redis_value(replies.remove(0))?;
-    let ttls = ttl_replies
-        .into_iter()
+    let mut replies = replies.into_iter();
+    let stored = was_set(replies.next())?;
+    let ttls = replies
+        .by_ref()
+        .take(blockers.len())
         .map(redis::from_redis_value::<i64>)
         .collect::<Result<Vec<i64>, _>>()?;
+    let created = replies
+        .map(|reply| was_set(Some(reply)))
+        .collect::<redis::RedisResult<Vec<bool>>>()?;
     let refusal = blockers
         .iter()
         .zip(ttls)
         .filter_map(|(limit, ttl_ms)| blocked_by(limit, ttl_ms))
         .max_by_key(|refusal| refusal.retry_after);
-    Ok((stored.is_some(), refusal))
+    Ok(PlainWrite {
+        stored,
+        blocked: refusal,
+        created,
+    })
+}
+
+/// Whether a `SET .. NX` reply says it stored.
+fn was_set(reply: Option<redis::Value>) -> redis::RedisResult<bool> {
+    let reply: Option<String> = redis::from_redis_value(reply.unwrap_or(redis::Value::Nil))?;
+    Ok(reply.is_some())
 }
 
 /// Whether one of `blockers` refuses a call now, read from their keys'
@@ -340,11 +409,11 @@ fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
 }
 
 /// Deletes `key`: a value stored before its call turned out refused.
-pub(super) async fn delete<C>(redis: &mut C, key: &str) -> redis::RedisResult<()>
+pub(super) async fn delete<C>(redis: &mut C, keys: &[String]) -> redis::RedisResult<()>
 where
     C: redis::aio::ConnectionLike,
 {
-    redis::cmd("DEL").arg(key).query_async(redis).await
+    redis::cmd("DEL").arg(keys).query_async(redis).await
 }
 
 fn ttl_millis(ttl: Duration) -> u64 {

@@ -60,21 +60,23 @@ pub const SUBJECTS_PER_SCRIPT: usize = 64;
 /// ARGV: per key its emission interval and burst window in microseconds
 /// and the number of calls. Returns per key the wait in microseconds that
 /// one more call would face (0 or less: none).
-const ADD_SCRIPT: &str = r"
+const ADD_SCRIPT: &str = concat!(
+    super::script::tat_of_lua!(),
+    r"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local waits = {}
 for i = 1, #KEYS do
   local emission = tonumber(ARGV[3 * i - 2])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now) or now
-  if tat < now then tat = now end
+  local tat = tat_of(KEYS[i], now)
   local new_tat = tat + emission * tonumber(ARGV[3 * i])
   local ttl_ms = math.ceil((new_tat - now) / 1000)
   redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
   waits[i] = new_tat + emission - now - tonumber(ARGV[3 * i - 1])
 end
 return waits
-";
+"
+);
 
 static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_SCRIPT));
 

@@ -28,6 +28,7 @@ pub const ACL_COMMANDS: &[&str] = &[
     "+set",
     "+del",
     "+exists",
+    "+pttl",
     "+evalsha",
     "+eval",
     "+script|load",
