@@ -49,15 +49,14 @@ use batch::write_batch;
 
 /// The most events waiting to be written.
 pub const BUFFER: usize = 10_000;
-/// The most events one `INSERT` writes. Small enough that a batch's
-/// message (about 150 bytes an event) stays among the allocator's small
-/// objects: batches of 500 or 1000 grew authcode's peak RSS by 15 to 20
-/// MiB at 30,000 mints a second (60 MiB against 42 with no mint events;
-/// 47 to 50 MiB with 250). The statement is prepared, so the extra
-/// statements cost Postgres little.
-const BATCH: usize = 250;
-// A batch of one app and type is one pack.
-const _: () = assert!(BATCH <= crate::audit_pack::MAX_EVENTS);
+/// The most events one `INSERT` writes: four full packs of mints. Each
+/// statement costs Postgres a commit and the writer a round trip: at
+/// 30,000 to 45,000 mints a second, Postgres spent 0.8 to 1.2 µs of CPU
+/// per mint on its event in batches of 1,024, 1.6 to 1.9 µs in batches of
+/// 250, for 7 MiB more peak RSS in authcode (30.0 MiB against 22.9; the
+/// 15 to 20 MiB that larger batches once cost was transparent huge pages,
+/// which the services now run without: see README, "Soak").
+const BATCH: usize = 1024;
 /// The pause after a write of less than a full batch: a replica with few
 /// events writes them at most this often, a batch insert per interval
 /// rather than a statement per call. A full batch is followed by the next

@@ -181,14 +181,19 @@ struct PendingPack<'a> {
     pack: AuditPack,
 }
 
-/// The packable events of a batch, one pack per app and type, each in the
-/// order the events were appended (their ids follow it).
+/// The packable events of a batch, one pack per app and type (another
+/// once one holds [`audit_pack::MAX_EVENTS`]), each in the order the events
+/// were appended (their ids follow it).
 fn packs_of<'a>(events: &[&'a PendingAuditEvent]) -> Vec<PendingPack<'a>> {
     let mut places: HashMap<(Option<Uuid>, &str), usize> = HashMap::new();
     let mut packs: Vec<PendingPack<'a>> = Vec::new();
     for event in events {
         let key = (event.app_id, event.row.type_name.as_str());
-        let place = *places.entry(key).or_insert_with(|| {
+        let open = places
+            .get(&key)
+            .copied()
+            .filter(|place| packs[*place].pack.events.len() < audit_pack::MAX_EVENTS);
+        let place = open.unwrap_or_else(|| {
             packs.push(PendingPack {
                 type_name: &event.row.type_name,
                 app_id: event.app_id,
@@ -196,6 +201,7 @@ fn packs_of<'a>(events: &[&'a PendingAuditEvent]) -> Vec<PendingPack<'a>> {
                 last_occurred_at: event.occurred_at,
                 pack: AuditPack::default(),
             });
+            places.insert(key, packs.len() - 1);
             packs.len() - 1
         });
         let pack = &mut packs[place];
@@ -262,5 +268,40 @@ mod tests {
         assert!(tails.iter().all(|tail| tail[0] & 0xc0 == 0x80));
         let distinct: std::collections::HashSet<_> = tails.iter().collect();
         assert_eq!(distinct.len(), 64, "random");
+    }
+
+    #[test]
+    fn a_pack_holds_at_most_its_block_and_the_rest_start_another() {
+        let app = Some(Uuid::now_v7());
+        let minted = |_| {
+            let row = crate::audit::AuditRow {
+                type_name: "code_minted".into(),
+                event: vec![1, 2, 3],
+            };
+            PendingAuditEvent::new(app, row)
+        };
+        let events: Vec<PendingAuditEvent> = (0..600).map(minted).collect();
+        let refused = PendingAuditEvent::new(
+            app,
+            crate::audit::AuditRow {
+                type_name: "api_key_refused".into(),
+                event: vec![4],
+            },
+        );
+        let mut all: Vec<&PendingAuditEvent> = events.iter().collect();
+        all.insert(300, &refused);
+        let sizes: Vec<(&str, usize)> = packs_of(&all)
+            .iter()
+            .map(|pack| (pack.type_name, pack.pack.events.len()))
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("code_minted", audit_pack::MAX_EVENTS),
+                ("code_minted", audit_pack::MAX_EVENTS),
+                ("api_key_refused", 1),
+                ("code_minted", 600 - 2 * audit_pack::MAX_EVENTS),
+            ]
+        );
     }
 }

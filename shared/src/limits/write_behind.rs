@@ -14,6 +14,12 @@
 //! replicas is then refused by this replica until that wait has passed
 //! ([`super::KnownRefusals`]).
 //!
+//! A mint's subjects that are new to the replica are not queued: the
+//! mint's own round trip creates their keys with a plain `SET NX`
+//! ([`super::RateLimiter::set_in_memory_first`]), cheaper in Redis than
+//! this script's Lua for a subject, and only a subject that already has a
+//! key is queued.
+//!
 //! The price is a bounded overshoot: with N replicas a subject can exceed
 //! its shared limit by at most what the other replicas allowed before
 //! their next flush reported it, about (N − 1) × (burst + rate ×
