@@ -73,7 +73,7 @@ pub const DEFAULT_CLIENT_THREADS: usize = 1;
 pub enum FloorKind {
     /// (a): `MintAuthCode` answers a constant.
     Echo,
-    /// (b): `MintAuthCode` does one Redis `SET key value EX 600`.
+    /// (b): `MintAuthCode` does one Redis `SET key value EX 3600`.
     RedisSet,
 }
 

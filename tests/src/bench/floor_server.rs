@@ -24,8 +24,9 @@ use super::{BenchResult, Context};
 const CONSTANT_CODE: &str = "floorfloorfloorfloorfloorfloorfloorfloorfloorfloor22";
 /// What floor (b)'s keys start with, after the run's key prefix.
 pub const FLOOR_B_KEYS: &str = "floorb:";
-/// How long floor (b)'s keys live, as a minted code does by default.
-const KEY_TTL_SECS: u64 = 600;
+/// How long floor (b)'s keys live, as the benchmark's codes do
+/// ([`super::run::BENCH_CODE_TTL_SECS`]).
+const KEY_TTL_SECS: u64 = super::run::BENCH_CODE_TTL_SECS;
 /// The size of the value floor (b) writes, about that of a code record
 /// (app id, external id, key id, time).
 const VALUE_LEN: usize = 100;
