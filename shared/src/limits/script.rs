@@ -293,6 +293,13 @@ pub(super) async fn set_nx_reading_blockers<C>(
 where
     C: redis::aio::ConnectionLike + Clone,
 {
+    if blockers.is_empty() && create.is_empty() {
+        return Ok(PlainWrite {
+            stored: set_nx(&mut redis.clone(), set).await?,
+            blocked: None,
+            created: Vec::new(),
+        });
+    }
     if across_slots {
         debug_assert!(
             create.is_empty(),
@@ -408,7 +415,8 @@ fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
     })
 }
 
-/// Deletes `key`: a value stored before its call turned out refused.
+/// Deletes `keys`: what a call's round trip stored before the call turned
+/// out refused or taken.
 pub(super) async fn delete<C>(redis: &mut C, keys: &[String]) -> redis::RedisResult<()>
 where
     C: redis::aio::ConnectionLike,
