@@ -257,6 +257,12 @@ where
                     .filter(|(index, _)| !self.one_script_per_slot && fresh.contains(*index))
                     .map(|(_, limit)| limit)
                     .collect();
+                let is_created = |limit: &Limit, created: &[bool]| {
+                    create
+                        .iter()
+                        .zip(created)
+                        .any(|(done, created)| *created && std::ptr::eq(*done, limit))
+                };
                 let write = script::set_nx_reading_blockers(
                     &self.redis,
                     &self.key_prefix,
@@ -268,16 +274,11 @@ where
                 let written = tokio::time::timeout(self.store_timeout, write)
                     .await
                     .map_err(|_elapsed| LimitStoreError::TimedOut)??;
-                let created: Vec<&Limit> = create
-                    .iter()
-                    .zip(&written.created)
-                    .filter(|(_, created)| **created)
-                    .map(|(limit, _)| *limit)
-                    .collect();
                 if written.blocked.is_some() || !written.stored {
                     // Refused or taken: undo what the round trip wrote.
-                    let mut undone: Vec<String> = created
+                    let mut undone: Vec<String> = limits
                         .iter()
+                        .filter(|limit| is_created(limit, &written.created))
                         .map(|limit| limit.key.redis_key(&self.key_prefix))
                         .collect();
                     if written.stored {
@@ -297,15 +298,11 @@ where
                 if self.one_script_per_slot {
                     slots::wait_for_replica(&self.redis, set.key).await?;
                 }
-                if created.len() == limits.len() {
-                    return Ok(SetOutcome::Stored);
-                }
-                let behind: Vec<Limit> = limits
-                    .iter()
-                    .filter(|limit| !created.iter().any(|done| done.key == limit.key))
-                    .cloned()
-                    .collect();
-                self.count_behind(&behind);
+                self.count_behind(
+                    limits
+                        .iter()
+                        .filter(|limit| !is_created(limit, &written.created)),
+                );
                 Ok(SetOutcome::Stored)
             }
             FirstLook::Near => self.check_and_set(limits, blockers, set).await,
@@ -355,12 +352,10 @@ where
     }
 
     /// Queues a call allowed in memory to be counted in Redis.
-    fn count_behind(&self, limits: &[Limit]) {
-        if limits.is_empty() {
-            return;
+    fn count_behind<'a>(&self, limits: impl IntoIterator<Item = &'a Limit>) {
+        if self.pending.add(limits) {
+            self.start_flusher();
         }
-        self.pending.add(limits);
-        self.start_flusher();
     }
 
     /// Starts the task that counts queued calls in Redis, once, if there

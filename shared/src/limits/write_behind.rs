@@ -94,8 +94,12 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Queues one call against each of `limits`.
-    pub(super) fn add(&self, limits: &[Limit]) {
+    /// Queues one call against each of `limits`; whether there was any.
+    pub(super) fn add<'a>(&self, limits: impl IntoIterator<Item = &'a Limit>) -> bool {
+        let mut limits = limits.into_iter().peekable();
+        if limits.peek().is_none() {
+            return false;
+        }
         let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         for limit in limits {
             if let Some((_, count)) = calls.get_mut(&limit.key) {
@@ -104,6 +108,7 @@ impl Pending {
                 calls.insert(limit.key.clone(), (limit.rate, 1));
             }
         }
+        true
     }
 
     /// Whether the flusher still has to be started (true once).
