@@ -50,12 +50,13 @@ const TRAILER_LEN: usize = TRAILER_HEADER.len() + TAG_LEN;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
-/// The record keys one service holds. Cheap to clone; the keys never
-/// appear in `Debug` output.
+/// The record keys one service holds, each as the HMAC state it keys
+/// (its padded key already hashed: two SHA-256 blocks a seal does not
+/// repeat). Cheap to clone; the keys never appear in `Debug` output.
 #[derive(Clone)]
 pub struct RecordKeys {
-    current: Arc<[u8]>,
-    previous: Option<Arc<[u8]>>,
+    current: Arc<HmacSha256>,
+    previous: Option<Arc<HmacSha256>>,
 }
 
 impl std::fmt::Debug for RecordKeys {
@@ -103,11 +104,12 @@ impl RecordKeys {
     /// The value to store for `record` under the code hashed as
     /// `code_hash`.
     pub fn seal(&self, code_hash: &SecretHash, record: &AuthCodeRecord) -> Vec<u8> {
-        let mut stored = record.to_bytes();
+        // One allocation, the trailer's room included.
+        let mut stored = Vec::with_capacity(prost::Message::encoded_len(record) + TRAILER_LEN);
+        prost::Message::encode(record, &mut stored).expect("a Vec grows to any record's size");
         let tag = tag(&self.current, code_hash, &stored)
             .finalize()
             .into_bytes();
-        stored.reserve(TRAILER_LEN);
         stored.extend_from_slice(&TRAILER_HEADER);
         stored.extend_from_slice(&tag);
         stored
@@ -129,7 +131,7 @@ impl RecordKeys {
         if header != TRAILER_HEADER {
             return Err(UnsealError::Unauthenticated);
         }
-        let verifies = |key: &[u8]| tag(key, code_hash, record).verify_slice(claimed).is_ok();
+        let verifies = |key: &HmacSha256| tag(key, code_hash, record).verify_slice(claimed).is_ok();
         if !(verifies(&self.current) || self.previous.as_deref().is_some_and(verifies)) {
             return Err(UnsealError::Unauthenticated);
         }
@@ -138,9 +140,8 @@ impl RecordKeys {
 }
 
 /// The MAC state over the domain, the code's hash and the record's bytes.
-fn tag(key: &[u8], code_hash: &SecretHash, record: &[u8]) -> HmacSha256 {
-    let mut mac =
-        <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+fn tag(key: &HmacSha256, code_hash: &SecretHash, record: &[u8]) -> HmacSha256 {
+    let mut mac = key.clone();
     mac.update(DOMAIN);
     mac.update(code_hash.as_bytes());
     mac.update(record);
@@ -157,8 +158,7 @@ impl RecordKeys {
     /// and nobody without the key can test a guess. Rotating the key starts
     /// new hashes for the same person.
     pub fn audit_subject_hash(&self, app_id: &str, external_id: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.current)
-            .expect("HMAC takes keys of any length");
+        let mut mac = HmacSha256::clone(&self.current);
         mac.update(AUDIT_SUBJECT_DOMAIN);
         mac.update(app_id.as_bytes());
         mac.update(b"\0");
@@ -167,8 +167,8 @@ impl RecordKeys {
     }
 }
 
-/// A key's bytes, refused when too short to be a secret.
-fn key(variable: &'static str, text: &str) -> Result<Arc<[u8]>, ConfigError> {
+/// A key's HMAC state, refused when too short to be a secret.
+fn key(variable: &'static str, text: &str) -> Result<Arc<HmacSha256>, ConfigError> {
     if text.len() < MIN_KEY_LEN {
         return Err(ConfigError::new(
             variable,
@@ -179,7 +179,9 @@ fn key(variable: &'static str, text: &str) -> Result<Arc<[u8]>, ConfigError> {
             ),
         ));
     }
-    Ok(text.as_bytes().into())
+    let mac = <HmacSha256 as KeyInit>::new_from_slice(text.as_bytes())
+        .expect("HMAC takes keys of any length");
+    Ok(Arc::new(mac))
 }
 
 #[cfg(test)]

@@ -10,12 +10,13 @@
 //! one slot: the app for scopes inside one app, the subject itself
 //! otherwise.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
 use crate::api_key::KeyId;
-use crate::secret::lower_hex;
+use crate::secret::{lower_hex, push_lower_hex};
 use crate::validate::{AppId, ExternalId};
 
 use super::rate::Rate;
@@ -72,17 +73,43 @@ impl Scope {
 /// One subject of one scope: which Redis key (and which in-memory entry)
 /// holds its state. Built by the constructors below only, so that no key
 /// can carry a subject in clear.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitKey {
     scope: Scope,
     slot: [u8; 8],
     subject: [u8; 16],
 }
 
+/// Hashed as one write of its bytes: the in-memory tables hash keys several
+/// times a call, and a write per field cost more than the hashing itself.
+impl std::hash::Hash for LimitKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut bytes = [0u8; 25];
+        bytes[0] = self.scope as u8;
+        bytes[1..9].copy_from_slice(&self.slot);
+        bytes[9..].copy_from_slice(&self.subject);
+        state.write(&bytes);
+    }
+}
+
 impl LimitKey {
     /// `MintAuthCode` per API key (the verified key's public id).
+    /// Remembered per thread for the key last asked about: a backend mints
+    /// with one key call after call.
     pub fn mint_per_key(app_id: AppId, key_id: &KeyId) -> Self {
-        Self::in_app(Scope::MintPerKey, app_id, key_id.as_str().as_bytes())
+        thread_local! {
+            static LAST: RefCell<Option<(AppId, String, LimitKey)>> = const { RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| match last {
+            Some((app, key, limit_key)) if *app == app_id && key == key_id.as_str() => {
+                limit_key.clone()
+            }
+            _ => {
+                let limit_key = Self::in_app(Scope::MintPerKey, app_id, key_id.as_str().as_bytes());
+                *last = Some((app_id, key_id.as_str().to_owned(), limit_key.clone()));
+                limit_key
+            }
+        })
     }
 
     /// `MintAuthCode` per (app, external id).
@@ -107,7 +134,23 @@ impl LimitKey {
 
     /// Failed credentials per client address. An IPv6 address counts by its
     /// /64, which one client usually holds whole.
+    /// Remembered per thread for the address last asked about, as every
+    /// call of a connection comes from one.
     pub fn failed_auth_per_address(address: IpAddr) -> Self {
+        thread_local! {
+            static LAST: RefCell<Option<(IpAddr, LimitKey)>> = const { RefCell::new(None) };
+        }
+        LAST.with_borrow_mut(|last| match last {
+            Some((known, limit_key)) if *known == address => limit_key.clone(),
+            _ => {
+                let limit_key = Self::address_key(address);
+                *last = Some((address, limit_key.clone()));
+                limit_key
+            }
+        })
+    }
+
+    fn address_key(address: IpAddr) -> Self {
         let bytes = match address {
             IpAddr::V4(v4) => v4.octets().to_vec(),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -148,12 +191,16 @@ impl LimitKey {
 
     /// The Redis key under `key_prefix`.
     pub fn redis_key(&self, key_prefix: &str) -> String {
-        format!(
-            "{key_prefix}rl:{{{}}}:{}:{}",
-            lower_hex(&self.slot),
-            self.scope.name(),
-            lower_hex(&self.subject)
-        )
+        let scope = self.scope.name();
+        let mut key = String::with_capacity(key_prefix.len() + scope.len() + 8 + 2 * (8 + 16));
+        key.push_str(key_prefix);
+        key.push_str("rl:{");
+        push_lower_hex(&mut key, &self.slot);
+        key.push_str("}:");
+        key.push_str(scope);
+        key.push(':');
+        push_lower_hex(&mut key, &self.subject);
+        key
     }
 
     /// The hash tag this key's slot follows, `{…}` included: any other key
@@ -170,11 +217,33 @@ impl LimitKey {
 /// share a slot; registration, told the app by `CreateUser`, finds the
 /// code under the same tag.
 pub fn app_hash_tag(app_id: AppId) -> String {
-    format!("{{{}}}", lower_hex(&app_slot(app_id)))
+    let mut tag = String::with_capacity(18);
+    push_app_hash_tag(&mut tag, app_id);
+    tag
 }
 
+/// Appends [`app_hash_tag`] to `text`.
+pub fn push_app_hash_tag(text: &mut String, app_id: AppId) {
+    text.push('{');
+    push_lower_hex(text, &app_slot(app_id));
+    text.push('}');
+}
+
+/// The app's slot, remembered per thread for the app last asked about: a
+/// mint needs it three times (two limits and the code's key), and a
+/// replica serves few apps, so the hash is rarely computed again.
 fn app_slot(app_id: AppId) -> [u8; 8] {
-    truncated(&digest(b"slot", &[app_id.0.as_bytes()]))
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(AppId, [u8; 8])>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((app, slot)) if app == app_id => slot,
+        _ => {
+            let slot = truncated(&digest(b"slot", &[app_id.0.as_bytes()]));
+            last.set(Some((app_id, slot)));
+            slot
+        }
+    })
 }
 
 /// SHA-256 over length-prefixed parts, so that (app, "ab") and
@@ -270,6 +339,47 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
         assert_eq!(key(v4), key(mapped));
         assert_ne!(key(v4), key("192.0.2.8".parse().expect("ip")));
+    }
+
+    #[test]
+    fn remembered_keys_are_the_ones_computed_afresh() {
+        let first = KeyId::parse("abcdefghijklmnop").expect("a key id");
+        let second = KeyId::parse("bcdefghijklmnopq").expect("a key id");
+        let fresh = |app_id: AppId, key_id: &KeyId| {
+            LimitKey::in_app(Scope::MintPerKey, app_id, key_id.as_str().as_bytes())
+        };
+        // Each call changes what is remembered: app, then key, then back.
+        for (app_id, key_id) in [
+            (app(1), &first),
+            (app(1), &first),
+            (app(2), &first),
+            (app(2), &second),
+            (app(1), &first),
+        ] {
+            assert_eq!(
+                LimitKey::mint_per_key(app_id, key_id),
+                fresh(app_id, key_id)
+            );
+        }
+        for text in [
+            "192.0.2.7",
+            "192.0.2.7",
+            "192.0.2.8",
+            "2001:db8::1",
+            "192.0.2.7",
+        ] {
+            let address: IpAddr = text.parse().expect("ip");
+            assert_eq!(
+                LimitKey::failed_auth_per_address(address),
+                LimitKey::address_key(address)
+            );
+        }
+        for n in [1, 1, 2, 1] {
+            assert_eq!(
+                app_slot(app(n)),
+                truncated(&digest(b"slot", &[app(n).0.as_bytes()]))
+            );
+        }
     }
 
     #[test]

@@ -187,10 +187,12 @@ impl MemoryLimiter {
             return Err(refusal);
         }
         for (limit, new_tat) in consumed.iter().zip(new_tats) {
-            if !table.tats.contains_key(&limit.key) {
+            if let Some(tat) = table.tats.get_mut(&limit.key) {
+                *tat = new_tat;
+            } else {
                 table.make_room(self.max_entries, now);
+                table.tats.insert(limit.key.clone(), new_tat);
             }
-            table.tats.insert(limit.key.clone(), new_tat);
         }
         Ok(counted)
     }

@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use client_address::{Cidr, TrustedProxies};
-pub use keys::{Limit, LimitKey, Scope, app_hash_tag};
+pub use keys::{Limit, LimitKey, Scope, app_hash_tag, push_app_hash_tag};
 pub use memory::{FirstLook, FreshSubjects, MemoryLimiter};
 pub use rate::{MAX_COUNT, Period, Rate};
 pub use refusals::KnownRefusals;
@@ -102,6 +102,10 @@ pub struct RateLimiter<C> {
     /// A Redis Cluster is behind `redis`: a decision whose keys lie in
     /// several slots runs one script per slot ([`slots`]).
     one_script_per_slot: bool,
+    /// `redis` bounds each command by `store_timeout` itself (a
+    /// [`RedisConnection`] does): a write of one round trip then needs no
+    /// timer of the limiter's on top, on the hot path of every mint.
+    commands_bounded: bool,
 }
 
 impl<C> std::fmt::Debug for RateLimiter<C> {
@@ -122,11 +126,11 @@ where
     /// split by hash slot ([`slots`]); any other connection is taken for a
     /// single server.
     pub fn new(redis: C, key_prefix: impl Into<String>) -> Self {
-        let one_script_per_slot = (&redis as &dyn std::any::Any)
-            .downcast_ref::<RedisConnection>()
-            .is_some_and(RedisConnection::is_cluster);
+        let connection = (&redis as &dyn std::any::Any).downcast_ref::<RedisConnection>();
+        let one_script_per_slot = connection.is_some_and(RedisConnection::is_cluster);
         Self {
             one_script_per_slot,
+            commands_bounded: connection.is_some(),
             redis,
             key_prefix: key_prefix.into(),
             store_timeout: STORE_TIMEOUT,
@@ -143,6 +147,7 @@ where
     /// short one).
     pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
+        self.commands_bounded = false;
         self
     }
 
@@ -271,9 +276,13 @@ where
                     &create,
                     self.one_script_per_slot,
                 );
-                let written = tokio::time::timeout(self.store_timeout, write)
-                    .await
-                    .map_err(|_elapsed| LimitStoreError::TimedOut)??;
+                let written = if self.commands_bounded {
+                    write.await?
+                } else {
+                    tokio::time::timeout(self.store_timeout, write)
+                        .await
+                        .map_err(|_elapsed| LimitStoreError::TimedOut)??
+                };
                 if written.blocked.is_some() || !written.stored {
                     // Refused or taken: undo what the round trip wrote.
                     let mut undone: Vec<String> = limits

@@ -252,15 +252,26 @@ pub(super) async fn set_nx<C>(redis: &mut C, set: &SetIfAllowed<'_>) -> redis::R
 where
     C: redis::aio::ConnectionLike,
 {
-    let reply: Option<String> = redis::cmd("SET")
-        .arg(set.key)
-        .arg(set.value)
+    let reply = redis
+        .req_packed_command(&set_nx_command(set.key, set.value, set.ttl))
+        .await?;
+    was_set(Some(reply))
+}
+
+/// `SET key value NX PX ttl`, its buffer sized once: built on every mint,
+/// a command grown an argument at a time reallocated several times.
+fn set_nx_command(key: &str, value: &[u8], ttl: Duration) -> redis::Cmd {
+    // Each argument's length prefix and separators, generously.
+    const FRAMING: usize = 16;
+    let mut command = redis::Cmd::with_capacity(6, key.len() + value.len() + 6 * FRAMING);
+    command
+        .arg("SET")
+        .arg(key)
+        .arg(value)
         .arg("NX")
         .arg("PX")
-        .arg(ttl_millis(set.ttl))
-        .query_async(redis)
-        .await?;
-    Ok(reply.is_some())
+        .arg(ttl_millis(ttl));
+    command
 }
 
 /// What [`set_nx_reading_blockers`] found.
@@ -317,25 +328,20 @@ where
             created: Vec::new(),
         });
     }
-    let mut pipeline = redis::pipe();
-    pipeline
-        .cmd("SET")
-        .arg(set.key)
-        .arg(set.value)
-        .arg("NX")
-        .arg("PX")
-        .arg(ttl_millis(set.ttl));
+    let mut pipeline = redis::Pipeline::with_capacity(1 + blockers.len() + create.len());
+    pipeline.add_command(set_nx_command(set.key, set.value, set.ttl));
     for limit in blockers {
-        pipeline.cmd("PTTL").arg(limit.key.redis_key(key_prefix));
+        let key = limit.key.redis_key(key_prefix);
+        let mut command = redis::Cmd::with_capacity(2, key.len() + 32);
+        command.arg("PTTL").arg(key);
+        pipeline.add_command(command);
     }
     for limit in create {
-        pipeline
-            .cmd("SET")
-            .arg(limit.key.redis_key(key_prefix))
-            .arg(TAT_AT_EXPIRY)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_millis(limit.rate.emission_interval()));
+        pipeline.add_command(set_nx_command(
+            &limit.key.redis_key(key_prefix),
+            TAT_AT_EXPIRY.as_bytes(),
+            limit.rate.emission_interval(),
+        ));
     }
     let replies: Vec<redis::Value> = pipeline.query_async(&mut redis.clone()).await?;
     if replies.len() != 1 + blockers.len() + create.len() {
@@ -366,10 +372,18 @@ where
     })
 }
 
-/// Whether a `SET .. NX` reply says it stored.
+/// Whether a `SET .. NX` reply says it stored: `OK`, or nil when the key
+/// was there (read without making a string of the `OK`).
 fn was_set(reply: Option<redis::Value>) -> redis::RedisResult<bool> {
-    let reply: Option<String> = redis::from_redis_value(reply.unwrap_or(redis::Value::Nil))?;
-    Ok(reply.is_some())
+    match reply.unwrap_or(redis::Value::Nil) {
+        redis::Value::Nil => Ok(false),
+        redis::Value::Okay => Ok(true),
+        redis::Value::ServerError(error) => Err(error.into()),
+        other => {
+            let reply: Option<String> = redis::from_redis_value(other)?;
+            Ok(reply.is_some())
+        }
+    }
 }
 
 /// Whether one of `blockers` refuses a call now, read from their keys'
