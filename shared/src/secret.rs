@@ -10,8 +10,10 @@ use subtle::ConstantTimeEq;
 const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 /// How many bytes of the operating system's generator a thread reads at
-/// once: a `getrandom` per code cost a mint about 2% of its CPU.
-const RANDOM_POOL_BYTES: usize = 4096;
+/// once: a `getrandom` per code cost a mint about 2% of its CPU. Small, so
+/// that memory read by an attacker would give away at most 16 codes not
+/// yet minted, the bytes a thread holds for them.
+const RANDOM_POOL_BYTES: usize = 512;
 
 /// Bytes read from the OS generator and not handed out yet; what was
 /// handed out is zeroed, so no secret outlives its draw here.
