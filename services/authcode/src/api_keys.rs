@@ -39,7 +39,7 @@ use devicelink_shared::validate::AppId;
 use tokio_postgres::types::Type;
 use tonic::metadata::MetadataMap;
 
-use crate::error::{AuthCodeError, KeyRejection};
+use crate::error::{AuthCodeError, KeyRejection, StoreKind};
 use crate::limits::{AppMintLimits, CallLimits};
 
 /// How long a looked-up key is trusted without asking Postgres again. With
@@ -310,16 +310,21 @@ impl ApiKeyVerifier {
         Ok(fetched)
     }
 
-    /// Reads a key's row. Waiting for a pooled connection is bounded by the
-    /// pool's own timeouts; the query by the store deadline, for a server
-    /// that accepts and then never answers, and cancelled with its
+    /// Reads a key's row within the store deadline, waiting for a pooled
+    /// connection included: in a partition every pooled connection can be
+    /// stuck, and the pool's own wait (5 s) and then a query's deadline
+    /// once let a mint take 7 s to fail. The query is cancelled with its
     /// connection retired when it runs out of time or the caller goes away
     /// ([`BoundedConnection`]).
     #[tracing::instrument(target = "devicelink::span", level = "debug", name = "postgres.api_key", skip_all, fields(db.system = "postgresql"))]
     async fn fetch(&self, key_id: &KeyId) -> Result<Option<StoredKey>, AuthCodeError> {
-        let mut connection = BoundedConnection::get(&self.postgres)
+        let deadline = self.postgres.call_timeout();
+        let started = Instant::now();
+        let mut connection = tokio::time::timeout(deadline, BoundedConnection::get(&self.postgres))
             .await
+            .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
             .map_err(AuthCodeError::pool)?;
+        let remaining = deadline.saturating_sub(started.elapsed());
         // Unnamed, which works behind PgBouncer too: lookups are cached.
         let query = async |client: &PooledClient<'_>| {
             client
@@ -327,7 +332,7 @@ impl ApiKeyVerifier {
                 .await
         };
         let Some(row) = connection
-            .call(query)
+            .call_within(remaining, query)
             .await
             .map_err(AuthCodeError::postgres_call)?
             .map_err(AuthCodeError::postgres)?
