@@ -58,9 +58,11 @@ pub const MAX_AUTH_CODE_TTL: Duration = Duration::from_secs(3600);
 /// stores its code in one script on one slot. Registration knows the app
 /// from `CreateUser`: a code presented with another app id is not found.
 pub fn redis_key(key_prefix: &str, app_id: AppId, code_hash: &SecretHash) -> String {
-    let mut key = String::with_capacity(key_prefix.len() + 9 + 18 + 1 + 64);
+    const PREFIX: &str = "authcode:";
+    // The hash tag (18 characters), a colon and the hash in hex.
+    let mut key = String::with_capacity(key_prefix.len() + PREFIX.len() + 18 + 1 + 64);
     key.push_str(key_prefix);
-    key.push_str("authcode:");
+    key.push_str(PREFIX);
     crate::limits::push_app_hash_tag(&mut key, app_id);
     key.push(':');
     crate::secret::push_lower_hex(&mut key, code_hash.as_bytes());

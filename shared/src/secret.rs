@@ -37,15 +37,12 @@ thread_local! {
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     if N > RANDOM_POOL_BYTES / 8 {
-        #[allow(clippy::expect_used)]
-        getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+        fill_from_os(&mut bytes);
         return bytes;
     }
     RANDOM_POOL.with_borrow_mut(|pool| {
         if pool.next + N > RANDOM_POOL_BYTES {
-            #[allow(clippy::expect_used)]
-            getrandom::fill(&mut pool.bytes)
-                .expect("the operating system's random generator failed");
+            fill_from_os(&mut pool.bytes);
             pool.next = 0;
         }
         let drawn = &mut pool.bytes[pool.next..pool.next + N];
@@ -54,6 +51,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
         pool.next += N;
     });
     bytes
+}
+
+/// Fills `bytes` from the operating system's generator.
+///
+/// # Panics
+/// When the OS generator fails, which leaves no safe way to mint secrets.
+fn fill_from_os(bytes: &mut [u8]) {
+    #[allow(clippy::expect_used)]
+    getrandom::fill(bytes).expect("the operating system's random generator failed");
 }
 
 /// Encodes bytes as lowercase base32 without padding.

@@ -34,12 +34,14 @@ use devicelink_shared::pb;
 use devicelink_shared::pb::audit_event::Payload;
 use devicelink_shared::secret::SecretHash;
 use devicelink_shared::status::bearer_token;
-use devicelink_shared::stores::{BoundedConnection, PooledClient, Postgres, execute_typed};
+use devicelink_shared::stores::{
+    BoundedConnection, CallError, PooledClient, Postgres, execute_typed,
+};
 use devicelink_shared::validate::AppId;
 use tokio_postgres::types::Type;
 use tonic::metadata::MetadataMap;
 
-use crate::error::{AuthCodeError, KeyRejection, StoreKind};
+use crate::error::{AuthCodeError, KeyRejection};
 use crate::limits::{AppMintLimits, CallLimits};
 
 /// How long a looked-up key is trusted without asking Postgres again. With
@@ -322,7 +324,7 @@ impl ApiKeyVerifier {
         let started = Instant::now();
         let mut connection = tokio::time::timeout(deadline, BoundedConnection::get(&self.postgres))
             .await
-            .map_err(|_elapsed| AuthCodeError::timed_out(StoreKind::Postgres))?
+            .map_err(|_elapsed| AuthCodeError::postgres_call(CallError::TimedOut(deadline)))?
             .map_err(AuthCodeError::pool)?;
         let remaining = deadline.saturating_sub(started.elapsed());
         // Unnamed, which works behind PgBouncer too: lookups are cached.

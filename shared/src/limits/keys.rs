@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::api_key::KeyId;
-use crate::secret::{lower_hex, push_lower_hex};
+use crate::secret::push_lower_hex;
 use crate::validate::{AppId, ExternalId};
 
 use super::rate::Rate;
@@ -192,11 +192,13 @@ impl LimitKey {
     /// The Redis key under `key_prefix`.
     pub fn redis_key(&self, key_prefix: &str) -> String {
         let scope = self.scope.name();
-        let mut key = String::with_capacity(key_prefix.len() + scope.len() + 8 + 2 * (8 + 16));
+        let mut key = String::with_capacity(
+            key_prefix.len() + "rl:".len() + TAG_LEN + 1 + scope.len() + 1 + 2 * 16,
+        );
         key.push_str(key_prefix);
-        key.push_str("rl:{");
-        push_lower_hex(&mut key, &self.slot);
-        key.push_str("}:");
+        key.push_str("rl:");
+        push_tag(&mut key, &self.slot);
+        key.push(':');
         key.push_str(scope);
         key.push(':');
         push_lower_hex(&mut key, &self.subject);
@@ -207,7 +209,9 @@ impl LimitKey {
     /// written in the same script (a minted code) must carry it too for a
     /// Redis Cluster to accept the script.
     pub fn hash_tag(&self) -> String {
-        format!("{{{}}}", lower_hex(&self.slot))
+        let mut tag = String::with_capacity(TAG_LEN);
+        push_tag(&mut tag, &self.slot);
+        tag
     }
 }
 
@@ -217,15 +221,23 @@ impl LimitKey {
 /// share a slot; registration, told the app by `CreateUser`, finds the
 /// code under the same tag.
 pub fn app_hash_tag(app_id: AppId) -> String {
-    let mut tag = String::with_capacity(18);
+    let mut tag = String::with_capacity(TAG_LEN);
     push_app_hash_tag(&mut tag, app_id);
     tag
 }
 
 /// Appends [`app_hash_tag`] to `text`.
 pub fn push_app_hash_tag(text: &mut String, app_id: AppId) {
+    push_tag(text, &app_slot(app_id));
+}
+
+/// The length of a hash tag: a slot in hex between braces.
+const TAG_LEN: usize = 2 + 2 * 8;
+
+/// Appends the hash tag of `slot`, `{…}` included, to `text`.
+fn push_tag(text: &mut String, slot: &[u8; 8]) {
     text.push('{');
-    push_lower_hex(text, &app_slot(app_id));
+    push_lower_hex(text, slot);
     text.push('}');
 }
 
