@@ -4,7 +4,7 @@ use devicelink_shared::limits::{Refusal, rate_limited};
 use devicelink_shared::metrics_catalog::{count_store_error, store as metrics_store};
 use devicelink_shared::status::{internal, invalid_argument, unavailable};
 use devicelink_shared::stores::is_unreachable;
-use devicelink_shared::validate::FieldViolation;
+use devicelink_shared::validate::{AppId, FieldViolation};
 use tokio_postgres::error::SqlState;
 use tonic::Status;
 
@@ -104,6 +104,11 @@ impl RegistrationError {
     /// One invalid field.
     pub fn invalid(field: &str, description: &str) -> Self {
         Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    /// No app with this id: a redemption's or an operator's.
+    pub fn app_not_found(app_id: AppId) -> Self {
+        Self::NotFound(format!("app {app_id} does not exist"))
     }
 }
 

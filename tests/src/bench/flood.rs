@@ -37,9 +37,10 @@ use tonic::transport::Channel;
 
 use super::cli::Options;
 use super::load::{self, LoadOutcome, LoadSpec};
+use super::mint_scenario::mint;
 use super::prepare::{BenchApp, authorized, bearer, create_user_requests, identities};
 use super::results::{Call, FloodMeasurement, FloodTally, Results, Subject};
-use super::scenarios::{Setup, create_user, mint};
+use super::scenarios::{Setup, create_user};
 use super::{BenchError, BenchResult, Context};
 
 /// The address the flood comes from. The legitimate calls keep the

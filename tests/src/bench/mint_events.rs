@@ -11,8 +11,9 @@
 
 use std::fmt::Write;
 
-use super::report::{Target, figures, ratio};
+use super::report::figures;
 use super::results::{Call, Client, Measurement, Results, Subject};
+use super::targets::{Target, ratio};
 
 /// Mints with their events keep at least this share of the requests/s of
 /// mints without.

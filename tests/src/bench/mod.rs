@@ -40,6 +40,7 @@ pub mod grpc_load;
 pub mod h2load;
 pub mod load;
 pub mod mint_events;
+pub mod mint_scenario;
 pub mod output;
 pub mod prepare;
 pub mod procs;
@@ -53,6 +54,7 @@ pub mod soak_report;
 pub mod soak_sample;
 pub mod sql_floor;
 pub mod stores;
+pub mod targets;
 
 use std::fmt::Display;
 

@@ -6,8 +6,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use super::report::{Target, client_headroom, growth_pair};
 use super::results::{FloodMeasurement, Measurement, Results};
+use super::targets::{Target, client_headroom, growth_pair};
 use super::{BenchError, BenchResult, Context};
 
 /// The chart script, next to this crate's sources.

@@ -95,7 +95,7 @@ impl Leftovers {
 /// Runs the benchmark, prints the table, writes the JSON and the chart.
 pub async fn main(options: Options) -> ExitCode {
     let results = bench(&options).await;
-    let targets = report::targets(&results);
+    let targets = super::targets::targets(&results);
     println!("{}", report::render(&results, &targets));
     let mut code = if results.failed() { EXIT_ERRORS } else { 0 };
     match output::write_json(&options.out_dir, &results, &targets) {

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_guard;
+mod admin_messages;
 pub mod audit_events;
 pub mod convert;
 pub mod limits;

@@ -146,7 +146,7 @@ impl RegistrationHandler {
                 }
                 RedeemOutcome::AppNotFound => {
                     count_redemption(outcome::APP_NOT_FOUND);
-                    return Err(app_not_found(input.app_id));
+                    return Err(RegistrationError::app_not_found(input.app_id));
                 }
             };
             self.codes.retire(input.app_id, code_hash);
@@ -334,10 +334,6 @@ fn device_held() -> RegistrationError {
         "this device holds an install of another user; reset that install (ResetInstall) before linking a new user"
             .into(),
     )
-}
-
-fn app_not_found(app_id: AppId) -> RegistrationError {
-    RegistrationError::NotFound(format!("app {app_id} does not exist"))
 }
 
 /// Counts a redemption and the activation changes it made.

@@ -24,6 +24,7 @@ macro_rules! status_columns {
 }
 
 mod admin;
+mod app_limits;
 mod audit;
 mod audit_packs;
 mod connection;
@@ -32,18 +33,18 @@ mod pipelined_tx;
 mod redeem;
 pub mod redeem_sql;
 mod redemptions;
+mod users;
 
 use deadpool_postgres::Pool;
 use devicelink_shared::stores::{Postgres, Sql, TypedParams, execute_typed};
 use tokio_postgres::types::Type;
 
-pub use admin::{
-    ApiKeyRecord, AppLimits, AppRecord, Attribution, CreateKeyOutcome, InstallSummaryRecord,
-    LimitOverride, NewApiKeyRecord, UserRecord,
-};
+pub use admin::{ApiKeyRecord, AppRecord, Attribution, CreateKeyOutcome, NewApiKeyRecord};
+pub use app_limits::{AppLimits, LimitOverride};
 pub use audit::{AuditFilter, AuditPage, StoredAuditEvent, watch_settle};
 pub use redeem::{NewRedemption, RedeemOutcome, Redeemed};
 pub use redemptions::PastRedemption;
+pub use users::{InstallSummaryRecord, UserRecord};
 
 use self::connection::Connection;
 use crate::domain::{InstallId, InstallState, InstallStatus, StateReason};
