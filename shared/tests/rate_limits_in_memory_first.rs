@@ -1,7 +1,8 @@
-//! Limits decided in memory first (`RateLimiter::check_in_memory_first`),
-//! against a real Redis: calls far below their limit cost no round trip
-//! and are still counted in Redis behind them; near the limit Redis
-//! decides; a refusal found by another replica reaches this one within a
+//! Limits decided in memory first (`RateLimiter::check_in_memory_first`,
+//! and `set_in_memory_first` for a write), against a real Redis: calls far
+//! below their limit cost no round trip of their own and are still counted
+//! in Redis behind them; near the limit Redis decides; a refusal found by
+//! another replica, or an address it blocked, reaches this one within a
 //! flush.
 
 mod support;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use devicelink_shared::limits::write_behind::{FLUSH_INTERVAL, SUBJECTS_PER_SCRIPT};
 use devicelink_shared::limits::{Decision, RateLimiter, Scope, SetIfAllowed, SetOutcome};
 use devicelink_shared::limits::{Limit, LimitKey};
-use devicelink_shared::stores::RedisConnection;
 use devicelink_shared::validate::{AppId, ExternalId};
 use support::{CountingConnection, keys_under, limiter, parse, per_token, unique_prefix};
 
@@ -157,22 +157,26 @@ async fn without_redis_the_replica_still_limits_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_write_far_below_its_limits_is_plain_sets_of_it_and_its_new_subjects() {
+async fn a_write_far_below_its_limits_is_its_own_set_and_its_new_subjects_follow() {
     let prefix = unique_prefix();
-    let replica = limiter(&prefix);
+    let redis = CountingConnection::new();
+    let replica = RateLimiter::new(redis.clone(), prefix.clone());
     let per_key = per_token("api-key", "10/min,burst=200");
     let per_user = per_token("external-id", "6/min,burst=2");
     let limits = [per_key, per_user];
     let write = |n: usize| format!("{prefix}authcode:{n}");
-    let set = |key: String| store(&replica, &limits, key);
+    let set = |key: String| store(&replica, &limits, &[], key);
 
-    // Far below both limits, both subjects new: the write and the
-    // subjects' keys, at once.
+    // Far below both limits, both subjects new: the write alone, one
+    // command; the subjects' keys within a flush.
     assert_eq!(set(write(1)).await, SetOutcome::Stored);
+    assert_eq!(redis.count(), 1, "the write is one command");
+    assert_eq!(keys_under(&prefix).await, [write(1)]);
+    tokio::time::sleep(AFTER_A_FLUSH).await;
     assert_eq!(
         keys_under(&prefix).await.len(),
         3,
-        "the write and both subjects, at once"
+        "the subjects were never created"
     );
 
     // Near the external id's limit the script decides; past it, refused.
@@ -189,6 +193,55 @@ async fn a_write_far_below_its_limits_is_plain_sets_of_it_and_its_new_subjects()
 }
 
 #[tokio::test]
+async fn an_address_blocked_on_another_replica_is_refused_here_within_a_flush() {
+    let prefix = unique_prefix();
+    let address = Limit::new(
+        LimitKey::failed_auth_per_address("203.0.113.7".parse().expect("an address")),
+        parse("3/h,burst=2"),
+    )
+    .expect("a limit");
+    let user = per_token("external-id", "60/min,burst=20");
+    let write = |n: usize| format!("{prefix}authcode:{n}");
+
+    // Another replica counts the address's failed credentials past its
+    // burst.
+    let elsewhere = limiter(&prefix);
+    for _ in 0..2 {
+        assert!(
+            elsewhere
+                .record(std::slice::from_ref(&address))
+                .await
+                .is_allowed()
+        );
+    }
+    assert!(
+        !elsewhere
+            .record(std::slice::from_ref(&address))
+            .await
+            .is_allowed()
+    );
+
+    // This replica has not heard yet: a mint far below its own limits
+    // goes on, and the address is watched.
+    let here = limiter(&prefix);
+    let limits = std::slice::from_ref(&user);
+    let blockers = std::slice::from_ref(&address);
+    assert_eq!(
+        store(&here, limits, blockers, write(1)).await,
+        SetOutcome::Stored
+    );
+    tokio::time::sleep(AFTER_A_FLUSH).await;
+    let SetOutcome::Limited(refusal) = store(&here, limits, blockers, write(2)).await else {
+        panic!("the flush did not find the address blocked");
+    };
+    assert_eq!(refusal.scope, Scope::FailedAuthPerAddress);
+    assert!(
+        !keys_under(&prefix).await.contains(&write(2)),
+        "a refused write stored its code"
+    );
+}
+
+#[tokio::test]
 async fn subjects_created_with_a_write_count_for_the_scripts_that_follow() {
     let prefix = unique_prefix();
     let replica = limiter(&prefix);
@@ -199,12 +252,12 @@ async fn subjects_created_with_a_write_count_for_the_scripts_that_follow() {
     // `once`: created by the write. `thrice`: created by the first, the
     // other two counted behind on top of it.
     assert_eq!(
-        store(&replica, std::slice::from_ref(&once), write(0)).await,
+        store(&replica, std::slice::from_ref(&once), &[], write(0)).await,
         SetOutcome::Stored
     );
     for n in 1..=3 {
         assert_eq!(
-            store(&replica, std::slice::from_ref(&thrice), write(n)).await,
+            store(&replica, std::slice::from_ref(&thrice), &[], write(n)).await,
             SetOutcome::Stored
         );
     }
@@ -228,18 +281,22 @@ async fn subjects_created_with_a_write_count_for_the_scripts_that_follow() {
 }
 
 /// Writes `key` through `replica` within `limits`.
-async fn store(
-    replica: &RateLimiter<RedisConnection>,
+async fn store<C>(
+    replica: &RateLimiter<C>,
     limits: &[Limit],
+    blockers: &[Limit],
     key: String,
-) -> SetOutcome {
+) -> SetOutcome
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     let set = SetIfAllowed {
         key: &key,
         value: b"record",
         ttl: Duration::from_secs(60),
     };
     replica
-        .set_in_memory_first(limits, &[], &set)
+        .set_in_memory_first(limits, blockers, &set)
         .await
         .expect("Redis answers")
 }

@@ -9,9 +9,9 @@
 //! The write goes through the rate limiter
 //! ([`RateLimiter::set_in_memory_first`]): far below its limits a mint is
 //! counted in the replica's memory and its code stored with a plain
-//! `SET NX` (the client address's block read alongside, one round trip);
-//! near a limit one script decides the limits and stores the code. A
-//! refused mint stores nothing.
+//! `SET NX`, its one command (its limits counted and the client address's
+//! block read behind it, within 250 ms); near a limit one script decides
+//! the limits and stores the code. A refused mint stores nothing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

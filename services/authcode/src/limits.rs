@@ -23,10 +23,12 @@
 //! the app) has been looked up.
 //!
 //! A blocked address is refused before any store lookup: the verifier asks
-//! [`CallLimits::admit`] before it reads a key from Postgres, and a key
-//! served from its cache meets the address's limit as a blocker read
-//! alongside the mint's write. So the hot path (a cached key) pays no extra
-//! round trip for the address either.
+//! [`CallLimits::admit`] before it reads a key from Postgres. A key served
+//! from its cache meets the address's limit in this replica's memory: the
+//! refusals it has seen, its own failures at once and, since each mint has
+//! the limiter watch its address, another replica's block within a flush
+//! (250 ms). So the hot path (a cached key) pays nothing in Redis for the
+//! address.
 
 use std::net::SocketAddr;
 

@@ -29,10 +29,11 @@
 //!   [`LimitKey::failed_auth_per_address`] limit: before any store lookup,
 //!   [`RateLimiter::peek`] it; after a failed credential,
 //!   [`RateLimiter::record`] it.
-//! - `MintAuthCode`, once the key is verified: [`RateLimiter::check_and_set`]
-//!   with [`LimitKey::mint_per_key`] and [`LimitKey::mint_per_external_id`]
-//!   and the code's record as [`SetIfAllowed`]; `Taken` means draw a fresh
-//!   code and call again.
+//! - `MintAuthCode`, once the key is verified:
+//!   [`RateLimiter::set_in_memory_first`] with [`LimitKey::mint_per_key`]
+//!   and [`LimitKey::mint_per_external_id`], the address's limit as a
+//!   blocker, and the code's record as [`SetIfAllowed`]; `Taken` means
+//!   draw a fresh code and call again.
 //! - `CreateUser`: [`RateLimiter::blocked`] (the address, one plain read
 //!   alongside the code's), then [`RateLimiter::check_in_memory_first`]
 //!   with [`LimitKey::redeem_per_device`].
@@ -234,14 +235,13 @@ where
 
     /// [`check_and_set`](Self::check_and_set) decided in memory first, as
     /// [`check_in_memory_first`](Self::check_in_memory_first) decides: far
-    /// below its limits a call's Redis work is its plain `SET NX`, with
-    /// the blockers' `PTTL` and, for each subject new to this replica (an
-    /// external id minted for the first time), a plain `SET NX` of the
-    /// subject's key as the script would leave it after one call; the
-    /// other limits are counted behind it. Near a limit, the script decides
-    /// and stores in one round trip. A mint's hot path then costs Redis a
-    /// plain command per new subject, where counting it behind ran the
-    /// write-behind script's Lua for it.
+    /// below its limits a call's Redis work is its plain `SET NX` alone.
+    /// Its limits are counted behind it ([`write_behind`]: a subject new to
+    /// this replica, an external id minted for the first time, is created
+    /// there with a plain write), and `blockers` are watched: refused here
+    /// once known (this replica's own failures at once, another replica's
+    /// within a flush), and read in Redis by the flush. Near a limit, the
+    /// script decides, reads the blockers and stores in one round trip.
     pub async fn set_in_memory_first(
         &self,
         limits: &[Limit],
@@ -254,64 +254,24 @@ where
         match self.local.first_look(limits) {
             FirstLook::Refused(refusal) => Ok(SetOutcome::Limited(counted_refusal(refusal))),
             FirstLook::FarBelow { fresh } => {
-                // The write, the blockers' state and the subjects new to
-                // this replica, plain commands in one round trip.
-                let create: Vec<&Limit> = limits
-                    .iter()
-                    .enumerate()
-                    .filter(|(index, _)| !self.one_script_per_slot && fresh.contains(*index))
-                    .map(|(_, limit)| limit)
-                    .collect();
-                let is_created = |limit: &Limit, created: &[bool]| {
-                    create
-                        .iter()
-                        .zip(created)
-                        .any(|(done, created)| *created && std::ptr::eq(*done, limit))
-                };
-                let write = script::set_nx_reading_blockers(
-                    &self.redis,
-                    &self.key_prefix,
-                    set,
-                    blockers,
-                    &create,
-                    self.one_script_per_slot,
-                );
-                let written = if self.commands_bounded {
+                let mut redis = self.redis.clone();
+                let write = script::set_nx(&mut redis, set);
+                let stored = if self.commands_bounded {
                     write.await?
                 } else {
                     tokio::time::timeout(self.store_timeout, write)
                         .await
                         .map_err(|_elapsed| LimitStoreError::TimedOut)??
                 };
-                if written.blocked.is_some() || !written.stored {
-                    // Refused or taken: undo what the round trip wrote.
-                    let mut undone: Vec<String> = limits
-                        .iter()
-                        .filter(|limit| is_created(limit, &written.created))
-                        .map(|limit| limit.key.redis_key(&self.key_prefix))
-                        .collect();
-                    if written.stored {
-                        undone.push(set.key.to_owned());
-                    }
-                    if !undone.is_empty() {
-                        script::delete(&mut self.redis.clone(), &undone).await?;
-                    }
-                }
-                if let Some(refusal) = written.blocked {
-                    self.remember_blocker(blockers, refusal);
-                    return Ok(SetOutcome::Limited(counted_refusal(refusal)));
-                }
-                if !written.stored {
+                if !stored {
                     return Ok(SetOutcome::Taken);
                 }
                 if self.one_script_per_slot {
                     slots::wait_for_replica(&self.redis, set.key).await?;
                 }
-                self.count_behind(
-                    limits
-                        .iter()
-                        .filter(|limit| !is_created(limit, &written.created)),
-                );
+                if self.pending.add(limits, fresh, blockers) {
+                    self.start_flusher();
+                }
                 Ok(SetOutcome::Stored)
             }
             FirstLook::Near => self.check_and_set(limits, blockers, set).await,
@@ -361,8 +321,8 @@ where
     }
 
     /// Queues a call allowed in memory to be counted in Redis.
-    fn count_behind<'a>(&self, limits: impl IntoIterator<Item = &'a Limit>) {
-        if self.pending.add(limits) {
+    fn count_behind(&self, limits: &[Limit]) {
+        if self.pending.add(limits, FreshSubjects::default(), &[]) {
             self.start_flusher();
         }
     }
@@ -382,6 +342,7 @@ where
             self.redis.clone(),
             self.key_prefix.clone(),
             self.store_timeout,
+            !self.one_script_per_slot,
         ));
     }
 

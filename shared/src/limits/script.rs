@@ -21,9 +21,10 @@ use std::time::Duration;
 use redis::Script;
 
 use super::keys::{Limit, LimitKey, Scope};
+use super::rate::Rate;
 
 /// How a subject's key holds its TAT: in microseconds since the epoch, or,
-/// for a subject created by a plain write ([`set_nx_reading_blockers`]),
+/// for a subject created by a plain write ([`create_subjects`]),
 /// the text [`TAT_AT_EXPIRY`] and an expiry at the TAT, read back as now
 /// plus the key's time to live (to the millisecond, rounded up: never an
 /// allowance more). The scripts read TATs with this function only.
@@ -274,102 +275,39 @@ fn set_nx_command(key: &str, value: &[u8], ttl: Duration) -> redis::Cmd {
     command
 }
 
-/// What [`set_nx_reading_blockers`] found.
-#[derive(Debug)]
-pub(super) struct PlainWrite {
-    /// Whether the value was stored.
-    pub stored: bool,
-    /// The blockers' refusal, if any.
-    pub blocked: Option<Refusal>,
-    /// Per subject asked to be created, whether it was (it had no key).
-    pub created: Vec<bool>,
-}
-
-/// Stores `set` with `SET NX` and reads whether `blockers` refuse the call
-/// ([`blocked`]), both in one round trip: one pipeline against a single
-/// server, or commands in flight together when `across_slots` (a cluster,
-/// where a pipeline must not cross slots). On a single server it also
-/// creates the key of each subject of `create` that has none, as the GCRA
-/// script would after the subject's first call (a TAT one emission
-/// interval ahead, here the key's expiry: [`TAT_AT_EXPIRY`]); a subject
-/// that has a key is left alone, for the caller to count behind.
-pub(super) async fn set_nx_reading_blockers<C>(
-    redis: &C,
+/// Creates, in one pipeline, the key of each subject of `fresh` that has
+/// none, as the GCRA script would leave it after the subject's `calls`
+/// (a TAT that many emission intervals ahead, here the key's expiry:
+/// [`TAT_AT_EXPIRY`]); a subject that has a key is left alone. Per subject,
+/// whether it was created. A single server's only: a cluster's pipeline
+/// must not cross slots, and its subjects are counted by the scripts.
+pub(super) async fn create_subjects<C>(
+    redis: &mut C,
     key_prefix: &str,
-    set: &SetIfAllowed<'_>,
-    blockers: &[Limit],
-    create: &[&Limit],
-    across_slots: bool,
-) -> redis::RedisResult<PlainWrite>
+    fresh: &[(&LimitKey, Rate, u32)],
+) -> redis::RedisResult<Vec<bool>>
 where
-    C: redis::aio::ConnectionLike + Clone,
+    C: redis::aio::ConnectionLike,
 {
-    if blockers.is_empty() && create.is_empty() {
-        return Ok(PlainWrite {
-            stored: set_nx(&mut redis.clone(), set).await?,
-            blocked: None,
-            created: Vec::new(),
-        });
-    }
-    if across_slots {
-        debug_assert!(
-            create.is_empty(),
-            "subjects are created on a single server only"
-        );
-        let (mut writer, mut reader) = (redis.clone(), redis.clone());
-        let (stored, blocked) = futures_util::future::join(
-            set_nx(&mut writer, set),
-            blocked(&mut reader, key_prefix, blockers),
-        )
-        .await;
-        return Ok(PlainWrite {
-            stored: stored?,
-            blocked: blocked?,
-            created: Vec::new(),
-        });
-    }
-    let mut pipeline = redis::Pipeline::with_capacity(1 + blockers.len() + create.len());
-    pipeline.add_command(set_nx_command(set.key, set.value, set.ttl));
-    for limit in blockers {
-        let key = limit.key.redis_key(key_prefix);
-        let mut command = redis::Cmd::with_capacity(2, key.len() + 32);
-        command.arg("PTTL").arg(key);
-        pipeline.add_command(command);
-    }
-    for limit in create {
+    let mut pipeline = redis::Pipeline::with_capacity(fresh.len());
+    for (key, rate, calls) in fresh {
         pipeline.add_command(set_nx_command(
-            &limit.key.redis_key(key_prefix),
+            &key.redis_key(key_prefix),
             TAT_AT_EXPIRY.as_bytes(),
-            limit.rate.emission_interval(),
+            rate.emission_interval().saturating_mul(*calls),
         ));
     }
-    let replies: Vec<redis::Value> = pipeline.query_async(&mut redis.clone()).await?;
-    if replies.len() != 1 + blockers.len() + create.len() {
+    let replies: Vec<redis::Value> = pipeline.query_async(redis).await?;
+    if replies.len() != fresh.len() {
         return Err(std::io::Error::other(
             "Redis answered a pipeline with the wrong number of replies",
         )
         .into());
     }
-    let mut replies = replies.into_iter();
-    let stored = was_set(replies.next())?;
-    let ttls = replies
-        .by_ref()
-        .take(blockers.len())
-        .map(redis::from_redis_value::<i64>)
-        .collect::<Result<Vec<i64>, _>>()?;
-    let created = replies
+    replies
+        .into_iter()
         .map(|reply| was_set(Some(reply)))
-        .collect::<redis::RedisResult<Vec<bool>>>()?;
-    let refusal = blockers
-        .iter()
-        .zip(ttls)
-        .filter_map(|(limit, ttl_ms)| blocked_by(limit, ttl_ms))
-        .max_by_key(|refusal| refusal.retry_after);
-    Ok(PlainWrite {
-        stored,
-        blocked: refusal,
-        created,
-    })
+        .collect()
 }
 
 /// Whether a `SET .. NX` reply says it stored: `OK`, or nil when the key
@@ -414,9 +352,26 @@ where
     Ok(longest)
 }
 
+/// The time to live of each of `limits`' keys (`PTTL`: negative when the
+/// key is gone), in one pipeline.
+pub(super) async fn ttls<C>(
+    redis: &mut C,
+    key_prefix: &str,
+    limits: &[Limit],
+) -> redis::RedisResult<Vec<i64>>
+where
+    C: redis::aio::ConnectionLike,
+{
+    let mut pipeline = redis::Pipeline::with_capacity(limits.len());
+    for limit in limits {
+        pipeline.cmd("PTTL").arg(limit.key.redis_key(key_prefix));
+    }
+    pipeline.query_async(redis).await
+}
+
 /// The refusal of `limit` whose key has `ttl_ms` left (`PTTL`: negative
 /// when the key is gone), if one more call would exceed it.
-fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
+pub(super) fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
     let ahead = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
     let allowed_ahead = limit
         .rate
@@ -427,15 +382,6 @@ fn blocked_by(limit: &Limit, ttl_ms: i64) -> Option<Refusal> {
         scope: limit.key.scope(),
         retry_after: wait,
     })
-}
-
-/// Deletes `keys`: what a call's round trip stored before the call turned
-/// out refused or taken.
-pub(super) async fn delete<C>(redis: &mut C, keys: &[String]) -> redis::RedisResult<()>
-where
-    C: redis::aio::ConnectionLike,
-{
-    redis::cmd("DEL").arg(keys).query_async(redis).await
 }
 
 fn ttl_millis(ttl: Duration) -> u64 {

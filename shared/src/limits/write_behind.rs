@@ -14,11 +14,21 @@
 //! replicas is then refused by this replica until that wait has passed
 //! ([`super::KnownRefusals`]).
 //!
-//! A mint's subjects that are new to the replica are not queued: the
-//! mint's own round trip creates their keys with a plain `SET NX`
-//! ([`super::RateLimiter::set_in_memory_first`]), cheaper in Redis than
-//! this script's Lua for a subject, and only a subject that already has a
-//! key is queued.
+//! A mint far below its limits ([`super::RateLimiter::set_in_memory_first`])
+//! sends Redis its code's `SET NX` alone; its limits are queued here too,
+//! with two differences:
+//! - A subject new to the replica (an external id's first mint) is
+//!   created by the flush with a plain `SET NX` (pipelined, 64 at a time),
+//!   cheaper in Redis than this script's Lua for a subject; only a subject
+//!   that turns out to have a key already is counted by the script.
+//! - The client addresses the mints came from are watched: the flush reads
+//!   each one's failed-credential state (`PTTL`), and an address blocked
+//!   by its failures on another replica is refused here from then on. An
+//!   address this replica blocked itself is refused at once (its refusal
+//!   is remembered when the failure is counted), and a call from any
+//!   address that needs a store lookup (an API key not cached) asks Redis
+//!   first, as before: only mints with a valid, cached key from an
+//!   address another replica blocked go on for up to a flush interval.
 //!
 //! The price is a bounded overshoot: with N replicas a subject can exceed
 //! its shared limit by at most what the other replicas allowed before
@@ -40,8 +50,10 @@ use std::time::Duration;
 use redis::Script;
 
 use super::keys::{Limit, LimitKey};
+use super::memory::FreshSubjects;
 use super::rate::Rate;
 use super::refusals::KnownRefusals;
+use super::script;
 use super::script::Refusal;
 use crate::status::error_chain;
 
@@ -89,26 +101,66 @@ static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_SCRIPT));
 /// Calls allowed in memory and not yet counted in Redis.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    calls: Mutex<HashMap<LimitKey, (Rate, u32)>>,
+    queue: Mutex<Queue>,
     flusher_started: AtomicBool,
 }
 
+/// What the next flush sends.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    /// Per subject, its rate and its calls.
+    pub(super) calls: HashMap<LimitKey, Queued>,
+    /// The blockers (client addresses) to read, with their rates.
+    pub(super) watched: HashMap<LimitKey, Rate>,
+}
+
+/// A subject's calls waiting for a flush.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Queued {
+    pub(super) rate: Rate,
+    pub(super) calls: u32,
+    /// The replica had no entry for the subject at its first queued call:
+    /// the flush creates its key if Redis has none either.
+    pub(super) fresh: bool,
+}
+
 impl Pending {
-    /// Queues one call against each of `limits`; whether there was any.
-    pub(super) fn add<'a>(&self, limits: impl IntoIterator<Item = &'a Limit>) -> bool {
-        let mut limits = limits.into_iter().peekable();
-        if limits.peek().is_none() {
+    /// Queues one call against each of `limits`, those whose index is in
+    /// `fresh` marked new to the replica, and has the next flush read
+    /// `blockers`' state; whether there was anything to send.
+    pub(super) fn add<'a>(
+        &self,
+        limits: impl IntoIterator<Item = &'a Limit>,
+        fresh: FreshSubjects,
+        blockers: &[Limit],
+    ) -> bool {
+        let mut limits = limits.into_iter().enumerate().peekable();
+        if limits.peek().is_none() && blockers.is_empty() {
             return false;
         }
-        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
-        for limit in limits {
-            if let Some((_, count)) = calls.get_mut(&limit.key) {
-                *count = count.saturating_add(1);
-            } else if calls.len() < MAX_PENDING {
-                calls.insert(limit.key.clone(), (limit.rate, 1));
+        let mut queue = self.lock();
+        for (index, limit) in limits {
+            if let Some(queued) = queue.calls.get_mut(&limit.key) {
+                queued.calls = queued.calls.saturating_add(1);
+            } else if queue.calls.len() < MAX_PENDING {
+                let queued = Queued {
+                    rate: limit.rate,
+                    calls: 1,
+                    fresh: fresh.contains(index),
+                };
+                queue.calls.insert(limit.key.clone(), queued);
+            }
+        }
+        for blocker in blockers {
+            if queue.watched.len() < MAX_PENDING || queue.watched.contains_key(&blocker.key) {
+                queue.watched.insert(blocker.key.clone(), blocker.rate);
             }
         }
         true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the flusher still has to be started (true once).
@@ -116,19 +168,23 @@ impl Pending {
         !self.flusher_started.swap(true, Ordering::Relaxed)
     }
 
-    fn take(&self) -> HashMap<LimitKey, (Rate, u32)> {
-        std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner))
+    fn take(&self) -> Queue {
+        std::mem::take(&mut *self.lock())
     }
 }
 
 /// Counts `pending` in Redis every [`FLUSH_INTERVAL`] and remembers the
-/// subjects it finds over their limit, until the limiter is dropped.
+/// subjects it finds over their limit and the watched addresses it finds
+/// blocked, until the limiter is dropped. `plain_creates`: a single
+/// server, where fresh subjects are created by plain pipelined writes (a
+/// cluster's pipelines must not cross slots: there the scripts count them).
 pub(super) async fn flush_until_dropped<C>(
     pending: Weak<Pending>,
     refusals: Weak<KnownRefusals>,
     redis: C,
     key_prefix: String,
     store_timeout: Duration,
+    plain_creates: bool,
 ) where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
@@ -142,14 +198,18 @@ pub(super) async fn flush_until_dropped<C>(
         let (Some(pending), Some(refusals)) = (pending.upgrade(), refusals.upgrade()) else {
             return;
         };
-        let batch = pending.take();
+        let queue = pending.take();
         drop(pending);
-        if batch.is_empty() {
+        if queue.calls.is_empty() && queue.watched.is_empty() {
             continue;
         }
-        let flushed =
-            tokio::time::timeout(store_timeout, flush(&batch, &redis, &key_prefix, &refusals))
-                .await;
+        let flush = Flush {
+            redis: redis.clone(),
+            key_prefix: &key_prefix,
+            refusals: &refusals,
+            plain_creates,
+        };
+        let flushed = tokio::time::timeout(store_timeout, flush.run(&queue)).await;
         match flushed {
             Ok(Ok(())) if failing => {
                 failing = false;
@@ -174,53 +234,122 @@ pub(super) async fn flush_until_dropped<C>(
     }
 }
 
-/// Script calls of at most [`SUBJECTS_PER_SCRIPT`] subjects of one hash
-/// tag each (every subject of an app shares one), one after another: the
-/// connection is the one the calls use, and Redis runs one connection's
-/// commands in order, so scripts sent all at once would queue every call
-/// behind all of them. One at a time, a call waits for at most one.
-async fn flush<C>(
-    batch: &HashMap<LimitKey, (Rate, u32)>,
-    redis: &C,
-    key_prefix: &str,
-    refusals: &KnownRefusals,
-) -> redis::RedisResult<()>
+/// One flush's connection and what it tells.
+struct Flush<'a, C> {
+    redis: C,
+    key_prefix: &'a str,
+    refusals: &'a KnownRefusals,
+    plain_creates: bool,
+}
+
+impl<C> Flush<'_, C>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync,
 {
-    let mut by_tag: HashMap<String, Vec<(&LimitKey, Rate, u32)>> = HashMap::new();
-    for (key, (rate, calls)) in batch {
-        by_tag
-            .entry(key.hash_tag())
-            .or_default()
-            .push((key, *rate, *calls));
-    }
-    let mut redis = redis.clone();
-    for subjects in by_tag.values() {
-        for chunk in subjects.chunks(SUBJECTS_PER_SCRIPT) {
-            let mut invocation = ADD.prepare_invoke();
-            for (key, rate, calls) in chunk {
-                invocation
-                    .key(key.redis_key(key_prefix))
-                    .arg(micros(rate.emission_interval()))
-                    .arg(micros(rate.burst_window()))
-                    .arg(*calls);
+    /// Reads the watched addresses, creates the fresh subjects, counts the
+    /// others. Everything goes out on the connection the calls use, and
+    /// Redis runs one connection's commands in order, so it goes out in
+    /// pieces of at most [`SUBJECTS_PER_SCRIPT`] subjects, one after
+    /// another: a call waits behind at most one of them.
+    async fn run(mut self, queue: &Queue) -> redis::RedisResult<()> {
+        self.read_watched(&queue.watched).await?;
+        let mut counted: Vec<(&LimitKey, Rate, u32)> = Vec::with_capacity(queue.calls.len());
+        let mut fresh = Vec::new();
+        for (key, queued) in &queue.calls {
+            let subject = (key, queued.rate, queued.calls);
+            if queued.fresh && self.plain_creates {
+                fresh.push(subject);
+            } else {
+                counted.push(subject);
             }
-            let waits: Vec<i64> = invocation.invoke_async(&mut redis).await?;
-            for ((key, _, _), wait) in chunk.iter().zip(waits) {
-                if wait > 0 {
-                    refusals.remember(
-                        key,
-                        Refusal {
-                            scope: key.scope(),
-                            retry_after: Duration::from_micros(wait.unsigned_abs()),
-                        },
+        }
+        for chunk in fresh.chunks(SUBJECTS_PER_SCRIPT) {
+            let created = script::create_subjects(&mut self.redis, self.key_prefix, chunk).await?;
+            counted.extend(
+                chunk
+                    .iter()
+                    .zip(created)
+                    .filter(|(_, created)| !created)
+                    .map(|(subject, _)| *subject),
+            );
+        }
+        self.count(&counted).await
+    }
+
+    /// Remembers each watched address found blocked (its failures' key
+    /// runs further ahead than its burst allows).
+    async fn read_watched(&mut self, watched: &HashMap<LimitKey, Rate>) -> redis::RedisResult<()> {
+        let blockers: Vec<Limit> = watched
+            .iter()
+            .map(|(key, rate)| Limit {
+                key: key.clone(),
+                rate: *rate,
+            })
+            .collect();
+        for chunk in blockers.chunks(SUBJECTS_PER_SCRIPT) {
+            let ttls = if self.plain_creates {
+                script::ttls(&mut self.redis, self.key_prefix, chunk).await?
+            } else {
+                // A cluster: a key at a time, each to its slot's master.
+                let mut ttls = Vec::with_capacity(chunk.len());
+                for blocker in chunk {
+                    ttls.extend(
+                        script::ttls(
+                            &mut self.redis,
+                            self.key_prefix,
+                            std::slice::from_ref(blocker),
+                        )
+                        .await?,
                     );
+                }
+                ttls
+            };
+            for (blocker, ttl_ms) in chunk.iter().zip(ttls) {
+                if let Some(refusal) = script::blocked_by(blocker, ttl_ms) {
+                    self.refusals.remember(&blocker.key, refusal);
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Adds `subjects`' calls with the script: calls of at most
+    /// [`SUBJECTS_PER_SCRIPT`] subjects of one hash tag each (every subject
+    /// of an app shares one).
+    async fn count(&mut self, subjects: &[(&LimitKey, Rate, u32)]) -> redis::RedisResult<()> {
+        let mut by_tag: HashMap<String, Vec<(&LimitKey, Rate, u32)>> = HashMap::new();
+        for subject in subjects {
+            by_tag
+                .entry(subject.0.hash_tag())
+                .or_default()
+                .push(*subject);
+        }
+        for subjects in by_tag.values() {
+            for chunk in subjects.chunks(SUBJECTS_PER_SCRIPT) {
+                let mut invocation = ADD.prepare_invoke();
+                for (key, rate, calls) in chunk {
+                    invocation
+                        .key(key.redis_key(self.key_prefix))
+                        .arg(micros(rate.emission_interval()))
+                        .arg(micros(rate.burst_window()))
+                        .arg(*calls);
+                }
+                let waits: Vec<i64> = invocation.invoke_async(&mut self.redis).await?;
+                for ((key, _, _), wait) in chunk.iter().zip(waits) {
+                    if wait > 0 {
+                        self.refusals.remember(
+                            key,
+                            Refusal {
+                                scope: key.scope(),
+                                retry_after: Duration::from_micros(wait.unsigned_abs()),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn micros(duration: Duration) -> u64 {
