@@ -107,21 +107,24 @@ pub(super) struct Pending {
 
 /// What the next flush sends.
 #[derive(Debug, Default)]
-pub(super) struct Queue {
-    /// Per subject, its rate and its calls.
-    pub(super) calls: HashMap<LimitKey, Queued>,
+struct Queue {
+    /// Per subject, its calls.
+    calls: HashMap<LimitKey, Queued>,
     /// The blockers (client addresses) to read, with their rates.
-    pub(super) watched: HashMap<LimitKey, Rate>,
+    watched: HashMap<LimitKey, Rate>,
 }
 
 /// A subject's calls waiting for a flush.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Queued {
-    pub(super) rate: Rate,
-    pub(super) calls: u32,
+struct Queued {
+    /// The rate of its first queued call (an app changing its own rate
+    /// applies from the next flush).
+    rate: Rate,
+    /// How many.
+    calls: u32,
     /// The replica had no entry for the subject at its first queued call:
     /// the flush creates its key if Redis has none either.
-    pub(super) fresh: bool,
+    fresh: bool,
 }
 
 impl Pending {
