@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use devicelink_shared::limits::{Decision, Limit, LimitKey, Refusal, Scope};
 use devicelink_shared::validate::{AppId, ExternalId};
-use support::{keys_under, limiter, parse, per_token, unique_prefix};
+use support::{keys_under, limiter, parse, per_address, per_token, unique_prefix};
 
 fn refusal(decision: Decision) -> Refusal {
     match decision {
@@ -168,11 +168,7 @@ async fn each_subject_has_its_own_limit() {
 #[tokio::test]
 async fn failures_are_recorded_and_peeking_consumes_nothing() {
     let limiter = limiter(&unique_prefix());
-    let rate = parse("30/min,burst=3");
-    let from = |address: &str| {
-        let address = address.parse().expect("an address");
-        Limit::new(LimitKey::failed_auth_per_address(address), rate).expect("not off")
-    };
+    let from = |address: &str| per_address(address, "30/min,burst=3");
     let address = from("198.51.100.7");
     for _ in 0..10 {
         assert!(
@@ -308,11 +304,7 @@ async fn a_state_long_past_counts_as_none() {
 #[tokio::test]
 async fn a_blocked_address_refuses_the_call_in_the_same_round_trip() {
     let limiter = limiter(&unique_prefix());
-    let address = Limit::new(
-        LimitKey::failed_auth_per_address("203.0.113.50".parse().expect("an address")),
-        parse("1/h,burst=2"),
-    )
-    .expect("not off");
+    let address = per_address("203.0.113.50", "1/h,burst=2");
     let device = per_token("device", "1/h,burst=1");
     // Blockers are looked at, never counted: any number of calls pass.
     for _ in 0..3 {
@@ -346,11 +338,7 @@ async fn a_blocked_address_refuses_the_call_in_the_same_round_trip() {
 async fn a_refused_subject_is_refused_from_memory_until_its_retry_time() {
     let redis = support::CountingConnection::new();
     let limiter = devicelink_shared::limits::RateLimiter::new(redis.clone(), unique_prefix());
-    let address = Limit::new(
-        LimitKey::failed_auth_per_address("203.0.113.77".parse().expect("an address")),
-        parse("60/min,burst=2"),
-    )
-    .expect("not off");
+    let address = per_address("203.0.113.77", "60/min,burst=2");
     let address = std::slice::from_ref(&address);
     for _ in 0..2 {
         assert!(limiter.record(address).await.is_allowed());

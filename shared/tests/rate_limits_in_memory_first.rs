@@ -13,7 +13,9 @@ use devicelink_shared::limits::write_behind::{FLUSH_INTERVAL, SUBJECTS_PER_SCRIP
 use devicelink_shared::limits::{Decision, RateLimiter, Scope, SetIfAllowed, SetOutcome};
 use devicelink_shared::limits::{Limit, LimitKey};
 use devicelink_shared::validate::{AppId, ExternalId};
-use support::{CountingConnection, keys_under, limiter, parse, per_token, unique_prefix};
+use support::{
+    CountingConnection, keys_under, limiter, parse, per_address, per_token, unique_prefix,
+};
 
 /// Long enough for the queued calls to be counted in Redis.
 const AFTER_A_FLUSH: Duration = Duration::from_millis(FLUSH_INTERVAL.as_millis() as u64 * 3);
@@ -195,11 +197,7 @@ async fn a_write_far_below_its_limits_is_its_own_set_and_its_new_subjects_follow
 #[tokio::test]
 async fn an_address_blocked_on_another_replica_is_refused_here_within_a_flush() {
     let prefix = unique_prefix();
-    let address = Limit::new(
-        LimitKey::failed_auth_per_address("203.0.113.7".parse().expect("an address")),
-        parse("3/h,burst=2"),
-    )
-    .expect("a limit");
+    let address = per_address("203.0.113.7", "3/h,burst=2");
     let user = per_token("external-id", "60/min,burst=20");
     let write = |n: usize| format!("{prefix}authcode:{n}");
 

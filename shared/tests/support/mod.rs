@@ -36,6 +36,13 @@ pub fn per_token(token: &str, rate: &str) -> Limit {
     Limit::new(LimitKey::install_per_token(token.as_bytes()), parse(rate)).expect("not off")
 }
 
+/// `rate` (the environment's syntax) for the failed credentials of client
+/// address `address`.
+pub fn per_address(address: &str, rate: &str) -> Limit {
+    let address = address.parse().expect("an address");
+    Limit::new(LimitKey::failed_auth_per_address(address), parse(rate)).expect("not off")
+}
+
 /// A rate in the environment's syntax that is not `off`.
 pub fn parse(rate: &str) -> Option<Rate> {
     Some(
